@@ -1,0 +1,591 @@
+//! The hit (contract section 2) and its validation into an event.
+
+use crate::error::ValidationError;
+use crate::event::{Commerce, Device, Engagement, Event, EventKind, Page};
+use crate::money::{Currency, Money, MoneyError};
+use chrono::{DateTime, Duration, Utc};
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+/// Size bounds applied to hits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Longest `url` and `referrer`, bytes.
+    pub max_url_len: usize,
+    /// Most custom properties per hit.
+    pub max_props: usize,
+    /// Longest property name, bytes.
+    pub max_prop_key_len: usize,
+    /// Longest property value, bytes.
+    pub max_prop_value_len: usize,
+    /// Longest goal or event name, bytes.
+    pub max_name_len: usize,
+    /// Longest title, bytes.
+    pub max_title_len: usize,
+    /// Longest user agent, bytes.
+    pub max_user_agent_len: usize,
+    /// Longest visitor or user id, bytes.
+    pub max_id_len: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_url_len: 2048,
+            max_props: 30,
+            max_prop_key_len: 300,
+            max_prop_value_len: 2000,
+            max_name_len: 120,
+            max_title_len: 1000,
+            max_user_agent_len: 2048,
+            max_id_len: 128,
+        }
+    }
+}
+
+/// Where a hit comes from, which decides where its time comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IngestMode {
+    /// Live ingest: the event's time is the server clock; a client timestamp,
+    /// when sent, must lie within `max_skew` of it.
+    Live {
+        /// Largest allowed difference between client and server clocks.
+        max_skew: Duration,
+    },
+    /// Import: the hit's own `timestamp` is required and used; it may be in the past,
+    /// never more than `max_future` ahead of the server clock.
+    Import {
+        /// How far in the future a timestamp may be.
+        max_future: Duration,
+    },
+}
+
+/// What validation needs besides the hit: the server clock, the mode and the limits.
+#[derive(Debug, Clone)]
+pub struct ValidationContext {
+    /// The server's clock reading (from the injected [`crate::Clock`]).
+    pub now: DateTime<Utc>,
+    /// Live ingest or import.
+    pub mode: IngestMode,
+    /// Size bounds.
+    pub limits: Limits,
+}
+
+impl ValidationContext {
+    /// Live ingest at `now` with a 5-minute skew allowance.
+    pub fn live(now: DateTime<Utc>) -> Self {
+        Self {
+            now,
+            mode: IngestMode::Live {
+                max_skew: Duration::minutes(5),
+            },
+            limits: Limits::default(),
+        }
+    }
+    /// Import at `now`; timestamps may be up to one day ahead.
+    pub fn import(now: DateTime<Utc>) -> Self {
+        Self {
+            now,
+            mode: IngestMode::Import {
+                max_future: Duration::days(1),
+            },
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// An amount as sent: a decimal string and a currency code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawMoney {
+    /// Decimal string (`"49.00"`).
+    pub amount: String,
+    /// ISO 4217 code (`"USD"`).
+    pub currency: String,
+}
+
+/// A hit as sent by the tracking script, the HTTP API or an import line.
+/// Build one in Rust directly, or parse JSON with [`Hit::from_json`]; then [`Hit::validate`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Hit {
+    /// Site domain. Required.
+    pub site: Option<String>,
+    /// `type`: pageview, goal, purchase, custom or engagement. Required.
+    pub kind: Option<String>,
+    /// Page URL. Required.
+    pub url: Option<String>,
+    /// Referrer URL.
+    pub referrer: Option<String>,
+    /// Page title.
+    pub title: Option<String>,
+    /// RFC 3339 timestamp (required on import).
+    pub timestamp: Option<String>,
+    /// Client IP address (from the connection on live ingest).
+    pub ip: Option<String>,
+    /// User agent (from the request header on live ingest).
+    pub user_agent: Option<String>,
+    /// The client's own visitor id.
+    pub visitor_id: Option<String>,
+    /// The site's user id.
+    pub user_id: Option<String>,
+    /// Screen width and height.
+    pub screen: Option<(u32, u32)>,
+    /// Viewport width and height.
+    pub viewport: Option<(u32, u32)>,
+    /// Device pixel ratio.
+    pub pixel_ratio: Option<f32>,
+    /// Language tag.
+    pub language: Option<String>,
+    /// Goal name (`goal`), or custom event name (`name`).
+    pub name: Option<String>,
+    /// Revenue of a purchase.
+    pub revenue: Option<RawMoney>,
+    /// Order id of a purchase.
+    pub order_id: Option<String>,
+    /// Custom properties, values as strings.
+    pub props: BTreeMap<String, String>,
+    /// Engagement figures.
+    pub engagement: Option<Engagement>,
+}
+
+/// A hit that passed validation: the event so far, plus the request facts that
+/// enrichment and identification still need.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidatedHit {
+    /// The event, with page, kind, time, commerce, props and engagement filled in.
+    pub event: Event,
+    /// The client IP, for enrichment and the visitor hash (dropped from the event
+    /// unless the site opted in).
+    pub ip: Option<IpAddr>,
+    /// The user agent, for enrichment and the visitor hash.
+    pub user_agent: Option<String>,
+    /// The client's own visitor id, when it sent one.
+    pub client_visitor_id: Option<String>,
+}
+
+type VResult<T> = Result<T, ValidationError>;
+
+fn err<T>(field: &str, rule: impl Into<String>) -> VResult<T> {
+    Err(ValidationError::new(field, rule))
+}
+
+fn opt_str(obj: &Map<String, Value>, key: &str) -> VResult<Option<String>> {
+    match obj.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => err(key, "must be a string"),
+    }
+}
+
+fn opt_u64(obj: &Map<String, Value>, key: &str, field: &str, max: u64) -> VResult<Option<u64>> {
+    match obj.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => match n.as_u64() {
+            Some(v) if v <= max => Ok(Some(v)),
+            _ => err(field, format!("must be a whole number from 0 to {max}")),
+        },
+        Some(_) => err(field, format!("must be a whole number from 0 to {max}")),
+    }
+}
+
+fn opt_pair(obj: &Map<String, Value>, key: &str) -> VResult<Option<(u32, u32)>> {
+    const MAX: u64 = 100_000;
+    match obj.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Array(a)) if a.len() == 2 => {
+            let w = a[0].as_u64().filter(|v| *v <= MAX);
+            let h = a[1].as_u64().filter(|v| *v <= MAX);
+            match (w, h) {
+                // Both are at most MAX, so they fit in u32.
+                (Some(w), Some(h)) => Ok(Some((w as u32, h as u32))),
+                _ => err(key, format!("must be [width, height] of whole numbers up to {MAX}")),
+            }
+        }
+        Some(_) => err(key, format!("must be [width, height] of whole numbers up to {MAX}")),
+    }
+}
+
+impl Hit {
+    /// Parses a hit from JSON bytes. Type errors name the field; rules are checked by
+    /// [`Hit::validate`]. Unknown fields are ignored. Never panics.
+    pub fn from_json(bytes: &[u8]) -> Result<Hit, ValidationError> {
+        let value: Value = serde_json::from_slice(bytes)
+            .map_err(|e| ValidationError::new("hit", format!("must be a JSON object ({e})")))?;
+        Self::from_value(&value)
+    }
+
+    /// Parses a hit from a JSON value (see [`Hit::from_json`]).
+    pub fn from_value(value: &Value) -> Result<Hit, ValidationError> {
+        let Value::Object(obj) = value else {
+            return err("hit", "must be a JSON object");
+        };
+        let goal = opt_str(obj, "goal")?;
+        let name = opt_str(obj, "name")?;
+        let revenue = match obj.get("revenue") {
+            None | Some(Value::Null) => None,
+            Some(Value::Object(m)) => {
+                let amount = match m.get("amount") {
+                    Some(Value::String(s)) => s.clone(),
+                    Some(Value::Number(_)) => {
+                        return err("revenue.amount", "must be a decimal string such as \"49.00\", not a number")
+                    }
+                    _ => return err("revenue.amount", "is required and must be a decimal string"),
+                };
+                let currency = match m.get("currency") {
+                    Some(Value::String(s)) => s.clone(),
+                    _ => return err("revenue.currency", "is required and must be an ISO 4217 code"),
+                };
+                Some(RawMoney { amount, currency })
+            }
+            Some(_) => return err("revenue", "must be an object {\"amount\": \"49.00\", \"currency\": \"USD\"}"),
+        };
+        let mut props = BTreeMap::new();
+        match obj.get("props") {
+            None | Some(Value::Null) => {}
+            Some(Value::Object(m)) => {
+                for (k, v) in m {
+                    let s = match v {
+                        Value::String(s) => s.clone(),
+                        Value::Number(n) => n.to_string(),
+                        Value::Bool(b) => b.to_string(),
+                        Value::Null => continue,
+                        _ => return err(&format!("props.{k}"), "must be a string, number or boolean"),
+                    };
+                    props.insert(k.clone(), s);
+                }
+            }
+            Some(_) => return err("props", "must be an object of names to values"),
+        }
+        let engagement = match obj.get("engagement") {
+            None | Some(Value::Null) => None,
+            Some(Value::Object(m)) => Some(Engagement {
+                time_ms: opt_u64(m, "time_ms", "engagement.time_ms", 86_400_000)?,
+                scroll_depth: opt_u64(m, "scroll_depth", "engagement.scroll_depth", 100)?.map(|v| v as u8),
+                clicks: opt_u64(m, "clicks", "engagement.clicks", 1_000_000)?.map(|v| v as u32),
+                form_submits: opt_u64(m, "form_submits", "engagement.form_submits", 1_000_000)?.map(|v| v as u32),
+                video_plays: opt_u64(m, "video_plays", "engagement.video_plays", 1_000_000)?.map(|v| v as u32),
+                downloads: opt_u64(m, "downloads", "engagement.downloads", 1_000_000)?.map(|v| v as u32),
+            }),
+            Some(_) => return err("engagement", "must be an object"),
+        };
+        let pixel_ratio = match obj.get("pixel_ratio") {
+            None | Some(Value::Null) => None,
+            Some(Value::Number(n)) => match n.as_f64() {
+                Some(v) if v > 0.0 && v <= 16.0 => Some(v as f32),
+                _ => return err("pixel_ratio", "must be a number above 0 and at most 16"),
+            },
+            Some(_) => return err("pixel_ratio", "must be a number"),
+        };
+        Ok(Hit {
+            site: opt_str(obj, "site")?,
+            kind: opt_str(obj, "type")?,
+            url: opt_str(obj, "url")?,
+            referrer: opt_str(obj, "referrer")?,
+            title: opt_str(obj, "title")?,
+            timestamp: opt_str(obj, "timestamp")?,
+            ip: opt_str(obj, "ip")?,
+            user_agent: opt_str(obj, "user_agent")?,
+            visitor_id: opt_str(obj, "visitor_id")?,
+            user_id: opt_str(obj, "user_id")?,
+            screen: opt_pair(obj, "screen")?,
+            viewport: opt_pair(obj, "viewport")?,
+            pixel_ratio,
+            language: opt_str(obj, "language")?,
+            name: goal.or(name),
+            revenue,
+            order_id: opt_str(obj, "order_id")?,
+            props,
+            engagement,
+        })
+    }
+
+    /// Checks every rule of the contract and builds the event. `default_site` is used
+    /// when the hit names none (for `import --site`). Never panics.
+    pub fn validate(self, ctx: &ValidationContext, default_site: Option<&str>) -> Result<ValidatedHit, ValidationError> {
+        let lim = &ctx.limits;
+        let site = match self.site.as_deref().filter(|s| !s.is_empty()).or(default_site) {
+            Some(s) if s.len() <= 253 => s.to_ascii_lowercase(),
+            Some(_) => return err("site", "must be at most 253 characters"),
+            None => return err("site", "is required"),
+        };
+        let kind = match self.kind.as_deref() {
+            None => return err("type", "is required"),
+            Some(k) => match EventKind::parse(k) {
+                Some(k) => k,
+                None => return err("type", format!("must be one of pageview, goal, purchase, custom, engagement (got {k:?})")),
+            },
+        };
+        let page = validate_url(self.url.as_deref(), lim)?;
+        let (referrer, referrer_domain) = validate_referrer(self.referrer.as_deref(), lim)?;
+
+        let client_ts = match self.timestamp.as_deref() {
+            None => None,
+            Some(s) => Some(
+                DateTime::parse_from_rfc3339(s)
+                    .map_err(|_| ValidationError::new("timestamp", "must be an RFC 3339 time such as 2026-03-01T12:00:00Z"))?
+                    .with_timezone(&Utc),
+            ),
+        };
+        let timestamp = match ctx.mode {
+            IngestMode::Live { max_skew } => {
+                if let Some(ts) = client_ts {
+                    if (ts - ctx.now).abs() > max_skew {
+                        return err("timestamp", format!("must be within {} s of the server clock", max_skew.num_seconds()));
+                    }
+                }
+                ctx.now
+            }
+            IngestMode::Import { max_future } => {
+                let Some(ts) = client_ts else {
+                    return err("timestamp", "is required on import");
+                };
+                if ts - ctx.now > max_future {
+                    return err("timestamp", format!("must not be more than {} s in the future", max_future.num_seconds()));
+                }
+                if ts.timestamp() < 0 {
+                    return err("timestamp", "must not be before 1970");
+                }
+                ts
+            }
+        };
+
+        let ip = match self.ip.as_deref().filter(|s| !s.is_empty()) {
+            None => None,
+            Some(s) => Some(s.trim().parse::<IpAddr>().map_err(|_| ValidationError::new("ip", "must be an IPv4 or IPv6 address"))?),
+        };
+        let user_agent = bounded("user_agent", self.user_agent, lim.max_user_agent_len)?;
+        let client_visitor_id = bounded("visitor_id", self.visitor_id, lim.max_id_len)?;
+        let user_id = bounded("user_id", self.user_id, lim.max_id_len)?;
+        let title = bounded("title", self.title, lim.max_title_len)?;
+        let language = bounded("language", self.language, 35)?;
+        let order_id = bounded("order_id", self.order_id, 200)?;
+        let name = bounded("goal", self.name, lim.max_name_len)?;
+
+        match kind {
+            EventKind::Goal if name.is_none() => return err("goal", "is required for a goal event"),
+            EventKind::Custom if name.is_none() => return err("name", "is required for a custom event"),
+            EventKind::Purchase if self.revenue.is_none() => return err("revenue", "is required for a purchase event"),
+            EventKind::Engagement
+                if self.engagement.as_ref().is_none_or(|e| e.time_ms.is_none() && e.scroll_depth.is_none()) =>
+            {
+                return err("engagement", "needs time_ms or scroll_depth for an engagement event")
+            }
+            _ => {}
+        }
+        let revenue = match self.revenue {
+            None => None,
+            Some(raw) => {
+                let currency = Currency::parse(&raw.currency).ok_or_else(|| {
+                    ValidationError::new("revenue.currency", format!("{:?} is not a known ISO 4217 currency", raw.currency))
+                })?;
+                let money = Money::parse(&raw.amount, currency)
+                    .map_err(|e| ValidationError::new("revenue.amount", e.to_string()))?;
+                if money.minor < 0 {
+                    return err("revenue.amount", MoneyError::Negative.to_string());
+                }
+                Some(money)
+            }
+        };
+        if self.props.len() > lim.max_props {
+            return err("props", format!("must have at most {} properties", lim.max_props));
+        }
+        for (k, v) in &self.props {
+            if k.is_empty() || k.len() > lim.max_prop_key_len {
+                return err("props", format!("names must be 1 to {} bytes", lim.max_prop_key_len));
+            }
+            if v.len() > lim.max_prop_value_len {
+                return err(&format!("props.{k}"), format!("must be at most {} bytes", lim.max_prop_value_len));
+            }
+        }
+
+        let event = Event {
+            site,
+            kind,
+            name: if kind == EventKind::Purchase { name.or_else(|| Some("purchase".into())) } else { name },
+            timestamp,
+            client_timestamp: client_ts,
+            page: Page {
+                title,
+                referrer,
+                referrer_domain,
+                ..page
+            },
+            device: Device {
+                screen: self.screen,
+                viewport: self.viewport,
+                pixel_ratio: self.pixel_ratio,
+                language,
+                ..Device::default()
+            },
+            engagement: self.engagement.unwrap_or_default(),
+            commerce: Commerce {
+                revenue,
+                order_id,
+                goal_value: None,
+            },
+            props: self.props,
+            identity: crate::event::Identity {
+                user_id,
+                ..Default::default()
+            },
+            ..Event::default()
+        };
+        Ok(ValidatedHit {
+            event,
+            ip,
+            user_agent,
+            client_visitor_id,
+        })
+    }
+}
+
+fn bounded(field: &str, v: Option<String>, max: usize) -> VResult<Option<String>> {
+    match v {
+        Some(s) if s.is_empty() => Ok(None),
+        Some(s) if s.len() > max => err(field, format!("must be at most {max} bytes")),
+        other => Ok(other),
+    }
+}
+
+fn validate_url(url: Option<&str>, lim: &Limits) -> VResult<Page> {
+    let Some(raw) = url.filter(|u| !u.is_empty()) else {
+        return err("url", "is required");
+    };
+    if raw.len() > lim.max_url_len {
+        return err("url", format!("must be at most {} bytes", lim.max_url_len));
+    }
+    let parsed = url::Url::parse(raw).map_err(|e| ValidationError::new("url", format!("must be an absolute http(s) URL ({e})")))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return err("url", "must be an absolute http(s) URL");
+    }
+    let Some(host) = parsed.host_str() else {
+        return err("url", "must have a host");
+    };
+    Ok(Page {
+        url: raw.to_owned(),
+        host: host.to_ascii_lowercase(),
+        path: parsed.path().to_owned(),
+        ..Page::default()
+    })
+}
+
+fn validate_referrer(referrer: Option<&str>, lim: &Limits) -> VResult<(Option<String>, Option<String>)> {
+    let Some(raw) = referrer.filter(|r| !r.is_empty()) else {
+        return Ok((None, None));
+    };
+    if raw.len() > lim.max_url_len {
+        return err("referrer", format!("must be at most {} bytes", lim.max_url_len));
+    }
+    let parsed = url::Url::parse(raw).map_err(|e| ValidationError::new("referrer", format!("must be an absolute URL ({e})")))?;
+    let Some(host) = parsed.host_str().filter(|h| !h.is_empty()) else {
+        return err("referrer", "must have a host");
+    };
+    let host = host.to_ascii_lowercase();
+    let domain = host.strip_prefix("www.").unwrap_or(&host).to_owned();
+    let clean = format!("{}://{}{}", parsed.scheme(), host, parsed.path());
+    Ok((Some(clean), Some(domain)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn now() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 0).unwrap()
+    }
+
+    fn check(json: &str) -> Result<ValidatedHit, ValidationError> {
+        Hit::from_json(json.as_bytes())?.validate(&ValidationContext::import(now()), None)
+    }
+
+    #[test]
+    fn contract_example_validates() {
+        let v = check(r#"{"site": "example.com", "type": "purchase",
+            "url": "https://example.com/pricing?utm_source=news&gclid=abc#top",
+            "referrer": "https://www.google.com/search?q=x", "title": "Pricing",
+            "timestamp": "2026-03-01T12:00:00Z", "ip": "81.2.69.142", "user_agent": "Mozilla/5.0",
+            "visitor_id": "v1", "screen": [1920, 1080], "language": "en-US", "goal": "signup",
+            "revenue": {"amount": "49.00", "currency": "USD"}, "props": {"plan": "pro", "seats": 3},
+            "engagement": {"time_ms": 5300, "scroll_depth": 80}}"#)
+        .unwrap();
+        let e = &v.event;
+        assert_eq!(e.page.path, "/pricing");
+        assert_eq!(e.page.host, "example.com");
+        assert_eq!(e.page.referrer.as_deref(), Some("https://www.google.com/search"));
+        assert_eq!(e.page.referrer_domain.as_deref(), Some("google.com"));
+        assert_eq!(e.commerce.revenue.unwrap().minor, 4900);
+        assert_eq!(e.props.get("seats").map(String::as_str), Some("3"));
+        assert_eq!(e.device.screen, Some((1920, 1080)));
+        assert_eq!(v.client_visitor_id.as_deref(), Some("v1"));
+        assert_eq!(v.ip, Some("81.2.69.142".parse().unwrap()));
+    }
+
+    fn field_of(json: &str) -> String {
+        check(json).unwrap_err().field
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let base = r#""site":"a.com","timestamp":"2026-03-01T11:00:00Z""#;
+        assert_eq!(field_of(&format!(r#"{{{base},"type":"pageview"}}"#)), "url");
+        assert_eq!(field_of(&format!(r#"{{{base},"type":"view","url":"https://a.com/"}}"#)), "type");
+        assert_eq!(field_of(&format!(r#"{{{base},"type":"pageview","url":"ftp://a.com/"}}"#)), "url");
+        assert_eq!(field_of(&format!(r#"{{{base},"type":"pageview","url":"/relative"}}"#)), "url");
+        assert_eq!(field_of(&format!(r#"{{{base},"type":"goal","url":"https://a.com/"}}"#)), "goal");
+        assert_eq!(field_of(&format!(r#"{{{base},"type":"custom","url":"https://a.com/"}}"#)), "name");
+        assert_eq!(field_of(&format!(r#"{{{base},"type":"purchase","url":"https://a.com/"}}"#)), "revenue");
+        assert_eq!(field_of(&format!(r#"{{{base},"type":"engagement","url":"https://a.com/"}}"#)), "engagement");
+        assert_eq!(
+            field_of(&format!(r#"{{{base},"type":"purchase","url":"https://a.com/","revenue":{{"amount":49.0,"currency":"USD"}}}}"#)),
+            "revenue.amount"
+        );
+        assert_eq!(
+            field_of(&format!(r#"{{{base},"type":"purchase","url":"https://a.com/","revenue":{{"amount":"-1","currency":"USD"}}}}"#)),
+            "revenue.amount"
+        );
+        assert_eq!(
+            field_of(&format!(r#"{{{base},"type":"purchase","url":"https://a.com/","revenue":{{"amount":"1","currency":"ABC"}}}}"#)),
+            "revenue.currency"
+        );
+        assert_eq!(field_of(&format!(r#"{{{base},"type":"pageview","url":"https://a.com/","ip":"1.2.3"}}"#)), "ip");
+        assert_eq!(field_of(&format!(r#"{{{base},"type":"pageview","url":"https://a.com/","props":{{"a":[1]}}}}"#)), "props.a");
+        assert_eq!(
+            field_of(&format!(r#"{{{base},"type":"engagement","url":"https://a.com/","engagement":{{"scroll_depth":101}}}}"#)),
+            "engagement.scroll_depth"
+        );
+        assert_eq!(field_of(r#"{"type":"pageview","url":"https://a.com/","timestamp":"2026-03-01T11:00:00Z"}"#), "site");
+        assert_eq!(field_of(r#"{"site":"a.com","type":"pageview","url":"https://a.com/"}"#), "timestamp");
+        assert_eq!(field_of(r#"{"site":"a.com","type":"pageview","url":"https://a.com/","timestamp":"2026-03-09T11:00:00Z"}"#), "timestamp");
+        assert_eq!(field_of("[1,2]"), "hit");
+        assert_eq!(field_of("{"), "hit");
+    }
+
+    #[test]
+    fn too_many_props_is_rejected() {
+        let props: Vec<String> = (0..31).map(|i| format!("\"p{i}\":\"v\"")).collect();
+        let json = format!(
+            r#"{{"site":"a.com","type":"pageview","url":"https://a.com/","timestamp":"2026-03-01T11:00:00Z","props":{{{}}}}}"#,
+            props.join(",")
+        );
+        assert_eq!(check(&json).unwrap_err().field, "props");
+    }
+
+    #[test]
+    fn live_ingest_uses_the_server_clock_and_bounds_skew() {
+        let ctx = ValidationContext::live(now());
+        let ok = Hit::from_json(br#"{"site":"a.com","type":"pageview","url":"https://a.com/","timestamp":"2026-03-01T11:58:00Z"}"#)
+            .unwrap()
+            .validate(&ctx, None)
+            .unwrap();
+        assert_eq!(ok.event.timestamp, now());
+        assert!(ok.event.client_timestamp.is_some());
+        let skewed = Hit::from_json(br#"{"site":"a.com","type":"pageview","url":"https://a.com/","timestamp":"2026-03-01T11:50:00Z"}"#)
+            .unwrap()
+            .validate(&ctx, None)
+            .unwrap_err();
+        assert_eq!(skewed.field, "timestamp");
+        let no_ts = Hit::from_json(br#"{"type":"pageview","url":"https://a.com/"}"#).unwrap().validate(&ctx, Some("a.com")).unwrap();
+        assert_eq!(no_ts.event.site, "a.com");
+    }
+}

@@ -1,0 +1,584 @@
+//! The reference query engine: every metric of the contract, computed in one pass
+//! over a built [`SiteTable`] (sessions outer, their rows inner).
+
+use super::table::{acq, client, Sess, SiteTable, NULL};
+use crate::error::QueryError;
+use crate::event::EventKind;
+use crate::money::Currency;
+use crate::query::{Dimension, Direction, Filter, Metric, OrderKey, Query};
+use crate::result::{mean_seconds, percent, ratio, MetricValue, QueryResult, ResultRow};
+use crate::site::Site;
+use crate::time::{day_start, local_date, Buckets};
+use chrono::{Days, NaiveDate};
+use std::cmp::Ordering;
+use std::collections::HashMap;
+
+/// Where a dimension's or filter's value comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Src {
+    Path,
+    Entry,
+    Exit,
+    Goal,
+    Client(usize),
+    Acq(usize),
+    /// A property by its name id (NULL when no event has that name).
+    Prop(u32),
+    Time,
+}
+
+/// Which dictionary a source's ids belong to.
+enum Space {
+    Paths,
+    Names,
+    Strings,
+    Buckets,
+}
+
+impl Src {
+    fn of(dim: &Dimension, t: &SiteTable) -> Src {
+        use Dimension as D;
+        match dim {
+            D::Page => Src::Path,
+            D::EntryPage => Src::Entry,
+            D::ExitPage => Src::Exit,
+            D::Goal => Src::Goal,
+            D::Source => Src::Acq(acq::SOURCE),
+            D::Referrer => Src::Acq(acq::REFERRER),
+            D::Channel => Src::Acq(acq::CHANNEL),
+            D::UtmSource => Src::Acq(acq::UTM_SOURCE),
+            D::UtmMedium => Src::Acq(acq::UTM_MEDIUM),
+            D::UtmCampaign => Src::Acq(acq::UTM_CAMPAIGN),
+            D::UtmContent => Src::Acq(acq::UTM_CONTENT),
+            D::UtmTerm => Src::Acq(acq::UTM_TERM),
+            D::Country => Src::Client(client::COUNTRY),
+            D::Region => Src::Client(client::REGION),
+            D::City => Src::Client(client::CITY),
+            D::Device => Src::Client(client::DEVICE),
+            D::Browser => Src::Client(client::BROWSER),
+            D::Os => Src::Client(client::OS),
+            D::Company => Src::Client(client::COMPANY),
+            D::VisitorType => Src::Client(client::VISITOR_TYPE),
+            D::Prop(name) => Src::Prop(t.strings.lookup(name).unwrap_or(NULL)),
+            D::Time(_) => Src::Time,
+        }
+    }
+
+    fn space(&self) -> Space {
+        match self {
+            Src::Path | Src::Entry | Src::Exit => Space::Paths,
+            Src::Goal => Space::Names,
+            Src::Client(_) | Src::Acq(_) | Src::Prop(_) => Space::Strings,
+            Src::Time => Space::Buckets,
+        }
+    }
+}
+
+/// What a pass needs besides the table.
+struct Ctx<'a> {
+    t: &'a SiteTable,
+    start: i64,
+    end: i64,
+    include_bots: bool,
+    buckets: Option<Buckets>,
+    currency: Currency,
+}
+
+impl Ctx<'_> {
+    fn space_size(&self, src: Src) -> usize {
+        match src.space() {
+            Space::Paths => self.t.paths.space(),
+            Space::Names => self.t.names.space(),
+            Space::Strings => self.t.strings.space(),
+            Space::Buckets => self.buckets.as_ref().map_or(0, Buckets::len) + 1,
+        }
+    }
+
+    fn render(&self, src: Src, id: u32) -> Option<String> {
+        match src.space() {
+            Space::Paths => self.t.paths.get(id).map(str::to_owned),
+            Space::Names => self.t.names.get(id).map(str::to_owned),
+            Space::Strings => self.t.strings.get(id).map(str::to_owned),
+            Space::Buckets => (id != NULL).then(|| self.buckets.as_ref().map(|b| b.label(id as usize - 1).to_owned())).flatten(),
+        }
+    }
+
+    fn bucket(&self, ts: i64) -> u32 {
+        self.buckets.as_ref().and_then(|b| b.index(ts)).map_or(NULL, |i| i as u32 + 1)
+    }
+
+    /// The value of `src` for row `r` of session `s`, as events see it.
+    #[inline]
+    fn row_value(&self, src: Src, r: usize, s: &Sess) -> u32 {
+        let t = self.t;
+        match src {
+            Src::Path => t.path[r],
+            Src::Entry => t.path[s.first as usize],
+            Src::Exit => s.exit_path,
+            Src::Goal => {
+                if t.kind[r].is_conversion() {
+                    t.name[r]
+                } else {
+                    NULL
+                }
+            }
+            Src::Client(f) => t.client_field(s.first as usize, f),
+            Src::Acq(f) => t.acq_field(s.first as usize, f),
+            Src::Prop(key) => {
+                if key == NULL {
+                    return NULL;
+                }
+                t.extra(r).and_then(|x| x.props.iter().find(|(k, _)| *k == key)).map_or(NULL, |(_, v)| *v)
+            }
+            Src::Time => self.bucket(t.ts[r]),
+        }
+    }
+
+    /// The value of `src` for a visit, seen through its row `r`: time is the session's start.
+    #[inline]
+    fn visit_value(&self, src: Src, r: usize, s: &Sess) -> u32 {
+        match src {
+            Src::Time => self.bucket(self.t.ts[s.first as usize]),
+            _ => self.row_value(src, r, s),
+        }
+    }
+}
+
+/// A filter compiled to lookups of accepted value ids.
+enum Compiled {
+    Leaf { src: Src, accept: Vec<bool> },
+    And(Vec<Compiled>),
+    Or(Vec<Compiled>),
+    Not(Box<Compiled>),
+}
+
+impl Compiled {
+    fn new(f: &Filter, c: &Ctx<'_>) -> Compiled {
+        match f {
+            Filter::And(fs) => Compiled::And(fs.iter().map(|f| Compiled::new(f, c)).collect()),
+            Filter::Or(fs) => Compiled::Or(fs.iter().map(|f| Compiled::new(f, c)).collect()),
+            Filter::Not(f) => Compiled::Not(Box::new(Compiled::new(f, c))),
+            Filter::Is(d, _) | Filter::IsNot(d, _) | Filter::Contains(d, _) | Filter::Matches(d, _) => {
+                let src = Src::of(d, c.t);
+                let accept = (0..c.space_size(src) as u32).map(|id| f.leaf_accepts(c.render(src, id).as_deref())).collect();
+                Compiled::Leaf { src, accept }
+            }
+        }
+    }
+
+    #[inline]
+    fn eval(&self, c: &Ctx<'_>, r: usize, s: &Sess) -> bool {
+        match self {
+            Compiled::Leaf { src, accept } => accept[c.row_value(*src, r, s) as usize],
+            Compiled::And(fs) => fs.iter().all(|f| f.eval(c, r, s)),
+            Compiled::Or(fs) => fs.iter().any(|f| f.eval(c, r, s)),
+            Compiled::Not(f) => !f.eval(c, r, s),
+        }
+    }
+}
+
+/// Per-group accumulators. Stamps hold the last visitor / session counted.
+#[derive(Debug, Clone)]
+struct Acc {
+    visitors: u64,
+    visitor_stamp: u32,
+    pageviews: u64,
+    events: u64,
+    visits: u64,
+    session_stamp: u32,
+    bounces: u64,
+    duration_ms: u64,
+    visit_pageviews: u64,
+    conversions: u64,
+    conversion_stamp: u32,
+    revenue: i64,
+    engaged_ms: u64,
+    engaged_pageviews: u64,
+    scroll_sum: u64,
+    scroll_pairs: u64,
+}
+
+impl Default for Acc {
+    fn default() -> Self {
+        Self {
+            visitors: 0,
+            visitor_stamp: u32::MAX,
+            pageviews: 0,
+            events: 0,
+            visits: 0,
+            session_stamp: u32::MAX,
+            bounces: 0,
+            duration_ms: 0,
+            visit_pageviews: 0,
+            conversions: 0,
+            conversion_stamp: u32::MAX,
+            revenue: 0,
+            engaged_ms: 0,
+            engaged_pageviews: 0,
+            scroll_sum: 0,
+            scroll_pairs: 0,
+        }
+    }
+}
+
+type Key = [u32; Query::MAX_DIMENSIONS];
+
+/// Maps dimension value tuples to accumulators: a dense table for one dimension,
+/// a hash map for several.
+struct Groups {
+    dims: Vec<Src>,
+    dense: Option<Vec<u32>>,
+    map: HashMap<Key, u32>,
+    keys: Vec<Key>,
+    accs: Vec<Acc>,
+}
+
+impl Groups {
+    fn new(dims: Vec<Src>, c: &Ctx<'_>) -> Self {
+        let dense = match dims.as_slice() {
+            [] => Some(vec![u32::MAX; 1]),
+            [one] => Some(vec![u32::MAX; c.space_size(*one)]),
+            _ => None,
+        };
+        Self {
+            dims,
+            dense,
+            map: HashMap::new(),
+            keys: Vec::new(),
+            accs: Vec::new(),
+        }
+    }
+
+    #[inline]
+    fn slot(&mut self, key: Key) -> usize {
+        let existing = match &self.dense {
+            Some(d) => d[key[0] as usize],
+            None => self.map.get(&key).copied().unwrap_or(u32::MAX),
+        };
+        if existing != u32::MAX {
+            return existing as usize;
+        }
+        let g = self.accs.len() as u32;
+        self.accs.push(Acc::default());
+        self.keys.push(key);
+        match &mut self.dense {
+            Some(d) => d[key[0] as usize] = g,
+            None => {
+                self.map.insert(key, g);
+            }
+        }
+        g as usize
+    }
+
+    #[inline]
+    fn row_key(&self, c: &Ctx<'_>, r: usize, s: &Sess) -> Key {
+        let mut k = [NULL; Query::MAX_DIMENSIONS];
+        for (i, d) in self.dims.iter().enumerate() {
+            k[i] = c.row_value(*d, r, s);
+        }
+        k
+    }
+
+    #[inline]
+    fn visit_key(&self, c: &Ctx<'_>, r: usize, s: &Sess) -> Key {
+        let mut k = [NULL; Query::MAX_DIMENSIONS];
+        for (i, d) in self.dims.iter().enumerate() {
+            k[i] = c.visit_value(*d, r, s);
+        }
+        k
+    }
+}
+
+/// Which families of metrics a pass computes.
+#[derive(Debug, Clone, Copy, Default)]
+struct Needs {
+    visits: bool,
+    engaged_time: bool,
+    scroll: bool,
+}
+
+impl Needs {
+    fn of(metrics: &[Metric]) -> Self {
+        Self {
+            visits: metrics.iter().any(|m| matches!(m, Metric::Visits | Metric::BounceRate | Metric::VisitDuration | Metric::ViewsPerVisit)),
+            engaged_time: metrics.contains(&Metric::TimeOnPage),
+            scroll: metrics.contains(&Metric::ScrollDepth),
+        }
+    }
+}
+
+/// One pass over the table, filling `groups`.
+fn pass(c: &Ctx<'_>, filter: Option<&Compiled>, groups: &mut Groups, needs: Needs) {
+    let t = c.t;
+    let visit_dims_vary = groups.dims.iter().any(|d| matches!(d, Src::Path | Src::Goal | Src::Prop(_)));
+    let mut engaged: Vec<(u32, u64)> = Vec::new();
+    let mut scroll: Vec<(u32, u32, u8)> = Vec::new();
+    for (si, s) in t.sessions.iter().enumerate() {
+        let rows = s.rows();
+        let start_ts = t.ts[rows.start];
+        let end_ts = t.ts[rows.end - 1];
+        let counts_visit = needs.visits && start_ts >= c.start && start_ts < c.end && (c.include_bots || !t.is_bot(rows.start));
+        let events_in_range = end_ts >= c.start && start_ts < c.end;
+        if !counts_visit && !events_in_range {
+            continue;
+        }
+        let mut visit_done = !counts_visit;
+        engaged.clear();
+        scroll.clear();
+        let mut engaged_ready = false;
+        for r in rows {
+            let ts = t.ts[r];
+            let counts_event = ts >= c.start && ts < c.end && (c.include_bots || !t.is_bot(r));
+            if !counts_event && visit_done {
+                continue;
+            }
+            if let Some(f) = filter {
+                if !f.eval(c, r, s) {
+                    continue;
+                }
+            }
+            if !visit_done {
+                let g = groups.slot(groups.visit_key(c, r, s));
+                let acc = &mut groups.accs[g];
+                if acc.session_stamp != si as u32 {
+                    acc.session_stamp = si as u32;
+                    acc.visits += 1;
+                    acc.bounces += u64::from(s.is_bounce());
+                    acc.duration_ms += (end_ts - start_ts) as u64;
+                    acc.visit_pageviews += u64::from(s.pageviews);
+                }
+                visit_done = !visit_dims_vary;
+            }
+            if !counts_event {
+                continue;
+            }
+            let g = groups.slot(groups.row_key(c, r, s));
+            let kind = t.kind[r];
+            let acc = &mut groups.accs[g];
+            acc.events += 1;
+            if acc.visitor_stamp != s.visitor {
+                acc.visitor_stamp = s.visitor;
+                acc.visitors += 1;
+            }
+            match kind {
+                EventKind::Pageview => {
+                    acc.pageviews += 1;
+                    if needs.engaged_time {
+                        if !engaged_ready {
+                            collect_engaged(t, s, &mut engaged);
+                            engaged_ready = true;
+                        }
+                        acc.engaged_pageviews += 1;
+                        acc.engaged_ms += engaged.iter().find(|(p, _)| *p == t.path[r]).map_or(0, |(_, ms)| *ms);
+                    }
+                }
+                EventKind::Goal | EventKind::Purchase => {
+                    if acc.conversion_stamp != s.visitor {
+                        acc.conversion_stamp = s.visitor;
+                        acc.conversions += 1;
+                    }
+                    if kind == EventKind::Purchase {
+                        if let Some(m) = t.extra(r).and_then(|x| x.revenue).filter(|m| m.currency == c.currency) {
+                            acc.revenue += m.minor;
+                        }
+                    }
+                }
+                EventKind::Engagement if needs.scroll => {
+                    if let Some(depth) = t.extra(r).and_then(|x| x.scroll) {
+                        match scroll.iter_mut().find(|(gg, p, _)| *gg == g as u32 && *p == t.path[r]) {
+                            Some(pair) => pair.2 = pair.2.max(depth),
+                            None => scroll.push((g as u32, t.path[r], depth)),
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        for (g, _, depth) in &scroll {
+            let acc = &mut groups.accs[*g as usize];
+            acc.scroll_sum += u64::from(*depth);
+            acc.scroll_pairs += 1;
+        }
+    }
+}
+
+/// Engaged milliseconds per path within one session.
+fn collect_engaged(t: &SiteTable, s: &Sess, out: &mut Vec<(u32, u64)>) {
+    for r in s.rows() {
+        if t.kind[r] != EventKind::Engagement {
+            continue;
+        }
+        let Some(ms) = t.extra(r).and_then(|x| x.time_ms) else { continue };
+        match out.iter_mut().find(|(p, _)| *p == t.path[r]) {
+            Some(e) => e.1 += ms,
+            None => out.push((t.path[r], ms)),
+        }
+    }
+}
+
+fn metric_value(m: Metric, a: &Acc, conversion_denominator: u64, currency: Currency) -> MetricValue {
+    match m {
+        Metric::Visitors => MetricValue::count(a.visitors),
+        Metric::Visits => MetricValue::count(a.visits),
+        Metric::Pageviews => MetricValue::count(a.pageviews),
+        Metric::Events => MetricValue::count(a.events),
+        Metric::BounceRate => percent(a.bounces, a.visits),
+        Metric::VisitDuration => mean_seconds(a.duration_ms, a.visits),
+        Metric::ViewsPerVisit => ratio(u128::from(a.visit_pageviews), u128::from(a.visits), 2),
+        Metric::Conversions => MetricValue::count(a.conversions),
+        Metric::ConversionRate => percent(a.conversions, conversion_denominator),
+        Metric::Revenue => MetricValue {
+            units: a.revenue,
+            scale: currency.exponent(),
+        },
+        Metric::TimeOnPage => mean_seconds(a.engaged_ms, a.engaged_pageviews),
+        Metric::ScrollDepth => ratio(u128::from(a.scroll_sum), u128::from(a.scroll_pairs), 1),
+    }
+}
+
+/// Runs `q` on a built table of `site`, with `today` the site's local date.
+pub(crate) fn execute(t: &SiteTable, site: &Site, q: &Query, today: NaiveDate) -> Result<QueryResult, QueryError> {
+    if q.attribution.is_some() {
+        return Err(QueryError::Unsupported("attribution".into()));
+    }
+    let tz = site.timezone;
+    let bounds = match (t.ts.iter().min(), t.ts.iter().max()) {
+        (Some(&a), Some(&b)) => Some((to_local(tz, a), to_local(tz, b))),
+        _ => None,
+    };
+    let (from, to) = q.date_range.resolve(today, bounds);
+    let after = to.checked_add_days(Days::new(1)).unwrap_or(to);
+    let time_bucket = q.dimensions.iter().find_map(|d| match d {
+        Dimension::Time(b) => Some(*b),
+        _ => None,
+    });
+    let c = Ctx {
+        t,
+        start: day_start(tz, from).timestamp_millis(),
+        end: day_start(tz, after).timestamp_millis(),
+        include_bots: q.include_bots,
+        buckets: time_bucket.map(|b| Buckets::new(tz, b, from, to)),
+        currency: q.currency.unwrap_or(site.currency),
+    };
+    let compile = |filters: &[&Filter]| -> Option<Compiled> {
+        match filters {
+            [] => None,
+            [one] => Some(Compiled::new(one, &c)),
+            many => Some(Compiled::And(many.iter().map(|f| Compiled::new(f, &c)).collect())),
+        }
+    };
+    let all_filters: Vec<&Filter> = q.filters.iter().collect();
+    let srcs: Vec<Src> = q.dimensions.iter().map(|d| Src::of(d, t)).collect();
+    let mut groups = Groups::new(srcs.clone(), &c);
+    if srcs.is_empty() {
+        groups.slot([NULL; Query::MAX_DIMENSIONS]);
+    }
+    pass(&c, compile(&all_filters).as_ref(), &mut groups, Needs::of(&q.metrics));
+
+    // A single time dimension lists every bucket, with zeros where nothing happened.
+    if let (Some(b), [Src::Time]) = (&c.buckets, srcs.as_slice()) {
+        for i in 0..b.len() {
+            let mut k = [NULL; Query::MAX_DIMENSIONS];
+            k[0] = i as u32 + 1;
+            groups.slot(k);
+        }
+    }
+
+    // conversion_rate divides by visitors of the same query without goal filters
+    // (and, for a goal breakdown, across all goals).
+    let goal_pos = q.dimensions.iter().position(|d| *d == Dimension::Goal);
+    let goal_filtered = q.filters.iter().any(|f| f.mentions(&Dimension::Goal));
+    let denominators: Option<(Groups, Option<usize>)> = (q.metrics.contains(&Metric::ConversionRate) && (goal_filtered || goal_pos.is_some())).then(|| {
+        let kept: Vec<&Filter> = q.filters.iter().filter(|f| !f.mentions(&Dimension::Goal)).collect();
+        let dims: Vec<Src> = srcs.iter().enumerate().filter(|(i, _)| Some(*i) != goal_pos).map(|(_, s)| *s).collect();
+        let mut g = Groups::new(dims, &c);
+        pass(&c, compile(&kept).as_ref(), &mut g, Needs::default());
+        (g, goal_pos)
+    });
+    let denominator = |key: &Key, acc: &Acc| -> u64 {
+        match &denominators {
+            None => acc.visitors,
+            Some((g, goal_pos)) => {
+                let mut k = [NULL; Query::MAX_DIMENSIONS];
+                let mut j = 0;
+                for (i, v) in key.iter().take(srcs.len()).enumerate() {
+                    if Some(i) != *goal_pos {
+                        k[j] = *v;
+                        j += 1;
+                    }
+                }
+                let found = match &g.dense {
+                    Some(d) => d.get(k[0] as usize).copied().unwrap_or(u32::MAX),
+                    None => g.map.get(&k).copied().unwrap_or(u32::MAX),
+                };
+                if found == u32::MAX {
+                    0
+                } else {
+                    g.accs[found as usize].visitors
+                }
+            }
+        }
+    };
+
+    let mut rows: Vec<(Key, ResultRow)> = groups
+        .keys
+        .iter()
+        .zip(&groups.accs)
+        .filter(|(k, _)| !(srcs.first() == Some(&Src::Time) && srcs.len() == 1 && k[0] == NULL))
+        .map(|(k, a)| {
+            let dimensions = srcs.iter().enumerate().map(|(i, s)| c.render(*s, k[i])).collect();
+            let metrics = q.metrics.iter().map(|m| metric_value(*m, a, denominator(k, a), c.currency)).collect();
+            (*k, ResultRow { dimensions, metrics })
+        })
+        .filter(|(_, r)| srcs.is_empty() || srcs == [Src::Time] || r.metrics.iter().any(|m| m.units != 0))
+        .collect();
+
+    let time_pos = srcs.iter().position(|s| *s == Src::Time);
+    let order: Vec<(OrderKey, Direction)> = if !q.order_by.is_empty() {
+        q.order_by.clone()
+    } else if let Some(p) = time_pos {
+        vec![(OrderKey::Dimension(p), Direction::Asc)]
+    } else {
+        vec![(OrderKey::Metric(q.metrics[0]), Direction::Desc)]
+    };
+    let cmp_dim = |i: usize, a: &(Key, ResultRow), b: &(Key, ResultRow)| -> Ordering {
+        if Some(i) == time_pos {
+            return a.0[i].cmp(&b.0[i]);
+        }
+        match (&a.1.dimensions[i], &b.1.dimensions[i]) {
+            (Some(x), Some(y)) => x.cmp(y),
+            (None, Some(_)) => Ordering::Greater,
+            (Some(_), None) => Ordering::Less,
+            (None, None) => Ordering::Equal,
+        }
+    };
+    rows.sort_by(|a, b| {
+        for (key, dir) in &order {
+            let o = match key {
+                OrderKey::Metric(m) => {
+                    let i = q.metrics.iter().position(|x| x == m).unwrap_or(0);
+                    a.1.metrics[i].units.cmp(&b.1.metrics[i].units)
+                }
+                OrderKey::Dimension(i) => cmp_dim(*i, a, b),
+            };
+            let o = if *dir == Direction::Desc { o.reverse() } else { o };
+            if o != Ordering::Equal {
+                return o;
+            }
+        }
+        (0..srcs.len()).map(|i| cmp_dim(i, a, b)).find(|o| *o != Ordering::Equal).unwrap_or(Ordering::Equal)
+    });
+    let total_rows = rows.len();
+    let rows = rows.into_iter().skip(q.offset).take(q.limit).map(|(_, r)| r).collect();
+    Ok(QueryResult {
+        rows,
+        metrics: q.metrics.clone(),
+        total_rows,
+        currency: c.currency,
+        query: q.to_json(Some((from, to))),
+    })
+}
+
+fn to_local(tz: chrono_tz::Tz, ms: i64) -> NaiveDate {
+    local_date(tz, chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default())
+}

@@ -1,0 +1,162 @@
+//! [`MemoryStore`]: the in-memory columnar reference engine.
+
+mod exec;
+mod table;
+
+use crate::error::{QueryError, StoreError};
+use crate::event::Event;
+use crate::query::Query;
+use crate::result::QueryResult;
+use crate::site::Site;
+use crate::store::{EraseScope, EventStore, SiteStore};
+use crate::time::local_date;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::RwLock;
+use table::SiteTable;
+
+#[derive(Debug, Default)]
+struct Inner {
+    sites: BTreeMap<String, Site>,
+    tables: HashMap<String, SiteTable>,
+}
+
+/// The in-memory reference engine: answers every query of the contract.
+///
+/// Per site, events are held in dictionary-encoded columns; after new appends the
+/// next query orders them by (visitor, time) and derives sessions as their own
+/// columns, so that metrics are one sequential pass. Events of unknown sites are
+/// refused. Safe to share across threads.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    inner: RwLock<Inner>,
+}
+
+/// Memory held by a [`MemoryStore`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryUsage {
+    /// Events stored.
+    pub events: usize,
+    /// Heap bytes of columns, dictionaries and sessions.
+    pub heap_bytes: usize,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
+        self.inner.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
+        self.inner.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Creates or replaces a site (synchronous form of [`SiteStore::put_site`]).
+    pub fn put_site_sync(&self, site: Site) -> Result<(), StoreError> {
+        site.validate()?;
+        let mut inner = self.write();
+        let timeout = site.session_timeout_ms();
+        inner.tables.entry(site.domain.clone()).or_insert_with(|| SiteTable::new(timeout)).set_timeout(timeout);
+        inner.sites.insert(site.domain.clone(), site);
+        Ok(())
+    }
+
+    /// Appends events (synchronous form of [`EventStore::append`]). The whole batch is
+    /// refused when one event names an unknown site.
+    pub fn append_sync(&self, events: &[Event]) -> Result<(), StoreError> {
+        let mut inner = self.write();
+        if let Some(e) = events.iter().find(|e| !inner.sites.contains_key(&e.site)) {
+            return Err(StoreError::UnknownSite(e.site.clone()));
+        }
+        for e in events {
+            if let Some(t) = inner.tables.get_mut(&e.site) {
+                t.push(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Orders newly appended events and derives sessions now, rather than on the next query.
+    pub fn build(&self) {
+        let mut inner = self.write();
+        for t in inner.tables.values_mut() {
+            t.build();
+        }
+    }
+
+    /// Answers a query (synchronous form of [`EventStore::query`]).
+    pub fn query_sync(&self, site: &Site, query: &Query, now: DateTime<Utc>) -> Result<QueryResult, StoreError> {
+        {
+            let mut inner = self.write();
+            match inner.tables.get_mut(&site.domain) {
+                Some(t) => t.build(),
+                None => return Err(QueryError::UnknownSite(site.domain.clone()).into()),
+            }
+        }
+        let inner = self.read();
+        let table = inner.tables.get(&site.domain).ok_or_else(|| QueryError::UnknownSite(site.domain.clone()))?;
+        Ok(exec::execute(table, site, query, local_date(site.timezone, now))?)
+    }
+
+    /// Events and heap bytes held.
+    pub fn memory_usage(&self) -> MemoryUsage {
+        let inner = self.read();
+        MemoryUsage {
+            events: inner.tables.values().map(SiteTable::len).sum(),
+            heap_bytes: inner.tables.values().map(SiteTable::heap_bytes).sum(),
+        }
+    }
+}
+
+#[async_trait]
+impl EventStore for MemoryStore {
+    async fn append(&self, events: &[Event]) -> Result<(), StoreError> {
+        self.append_sync(events)
+    }
+
+    async fn scan(&self, site: &str, from: Option<DateTime<Utc>>, to: Option<DateTime<Utc>>) -> Result<Vec<Event>, StoreError> {
+        let inner = self.read();
+        let t = inner.tables.get(site).ok_or_else(|| StoreError::UnknownSite(site.to_owned()))?;
+        let (lo, hi) = (from.map_or(i64::MIN, |f| f.timestamp_millis()), to.map_or(i64::MAX, |t| t.timestamp_millis()));
+        Ok((0..t.len()).filter(|&r| t.ts[r] >= lo && t.ts[r] < hi).map(|r| t.event(site, r)).collect())
+    }
+
+    async fn erase(&self, site: &str, scope: EraseScope) -> Result<u64, StoreError> {
+        let mut inner = self.write();
+        let t = inner.tables.get_mut(site).ok_or_else(|| StoreError::UnknownSite(site.to_owned()))?;
+        Ok(match scope {
+            EraseScope::All => t.retain_rows(|_, _| false),
+            EraseScope::Visitor(v) => match t.visitors.lookup(&v) {
+                Some(id) => t.retain_rows(|t, r| t.visitor[r] != id),
+                None => 0,
+            },
+        })
+    }
+
+    async fn query(&self, site: &Site, query: &Query, now: DateTime<Utc>) -> Result<QueryResult, StoreError> {
+        self.query_sync(site, query, now)
+    }
+}
+
+#[async_trait]
+impl SiteStore for MemoryStore {
+    async fn put_site(&self, site: Site) -> Result<(), StoreError> {
+        self.put_site_sync(site)
+    }
+    async fn site(&self, domain: &str) -> Result<Option<Site>, StoreError> {
+        Ok(self.read().sites.get(domain).cloned())
+    }
+    async fn sites(&self) -> Result<Vec<Site>, StoreError> {
+        Ok(self.read().sites.values().cloned().collect())
+    }
+    async fn remove_site(&self, domain: &str) -> Result<bool, StoreError> {
+        let mut inner = self.write();
+        inner.tables.remove(domain);
+        Ok(inner.sites.remove(domain).is_some())
+    }
+}

@@ -1,0 +1,422 @@
+//! The columnar table of one site: dictionary-encoded columns, rows kept ordered by
+//! (visitor, time, id) after a build, and sessions derived as their own columns.
+
+use crate::event::{BotInfo, DeviceType, Event, EventKind, VisitorType};
+use crate::money::Money;
+use std::collections::HashMap;
+
+/// Value id of a missing value in every dictionary.
+pub(crate) const NULL: u32 = 0;
+
+/// A string dictionary: id 0 is "missing", ids from 1 are strings in first-seen order.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Interner {
+    map: HashMap<Box<str>, u32>,
+    values: Vec<Box<str>>,
+}
+
+impl Interner {
+    pub(crate) fn id(&mut self, s: Option<&str>) -> u32 {
+        let Some(s) = s else { return NULL };
+        if let Some(&id) = self.map.get(s) {
+            return id;
+        }
+        self.values.push(s.into());
+        let id = u32::try_from(self.values.len()).expect("fewer than 2^32 distinct values");
+        self.map.insert(s.into(), id);
+        id
+    }
+    pub(crate) fn lookup(&self, s: &str) -> Option<u32> {
+        self.map.get(s).copied()
+    }
+    pub(crate) fn get(&self, id: u32) -> Option<&str> {
+        (id != NULL).then(|| &*self.values[id as usize - 1])
+    }
+    /// Size of the id space, the missing value included.
+    pub(crate) fn space(&self) -> usize {
+        self.values.len() + 1
+    }
+    fn heap_bytes(&self) -> usize {
+        let strings: usize = self.values.iter().map(|s| s.len() * 2).sum();
+        strings + self.values.capacity() * 16 + self.map.capacity() * (16 + 4 + 8)
+    }
+}
+
+/// A dictionary of fixed-size tuples of value ids.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct TupleInterner<const N: usize> {
+    map: HashMap<[u32; N], u32>,
+    pub(crate) values: Vec<[u32; N]>,
+}
+
+impl<const N: usize> TupleInterner<N> {
+    fn id(&mut self, t: [u32; N]) -> u32 {
+        if let Some(&id) = self.map.get(&t) {
+            return id;
+        }
+        let id = u32::try_from(self.values.len()).expect("fewer than 2^32 distinct tuples");
+        self.values.push(t);
+        self.map.insert(t, id);
+        id
+    }
+    fn heap_bytes(&self) -> usize {
+        self.values.capacity() * 4 * N + self.map.capacity() * (4 * N + 4 + 8)
+    }
+}
+
+/// Positions in the client tuple.
+pub(crate) mod client {
+    pub(crate) const DEVICE: usize = 0;
+    pub(crate) const BROWSER: usize = 1;
+    pub(crate) const OS: usize = 2;
+    pub(crate) const COUNTRY: usize = 3;
+    pub(crate) const REGION: usize = 4;
+    pub(crate) const CITY: usize = 5;
+    pub(crate) const COMPANY: usize = 6;
+    pub(crate) const VISITOR_TYPE: usize = 7;
+    /// The bot reason's id (NULL when not a bot).
+    pub(crate) const BOT: usize = 8;
+    pub(crate) const N: usize = 9;
+}
+
+/// Positions in the acquisition tuple.
+pub(crate) mod acq {
+    pub(crate) const SOURCE: usize = 0;
+    pub(crate) const REFERRER: usize = 1;
+    pub(crate) const CHANNEL: usize = 2;
+    pub(crate) const UTM_SOURCE: usize = 3;
+    pub(crate) const UTM_MEDIUM: usize = 4;
+    pub(crate) const UTM_CAMPAIGN: usize = 5;
+    pub(crate) const UTM_CONTENT: usize = 6;
+    pub(crate) const UTM_TERM: usize = 7;
+    pub(crate) const N: usize = 8;
+}
+
+/// Facts of an event that only some events carry.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Extra {
+    pub(crate) revenue: Option<Money>,
+    pub(crate) order_id: Option<Box<str>>,
+    /// (name id, value id) in the strings dictionary.
+    pub(crate) props: Box<[(u32, u32)]>,
+    pub(crate) time_ms: Option<u64>,
+    pub(crate) scroll: Option<u8>,
+}
+
+/// A derived session: a run of rows of one visitor.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Sess {
+    pub(crate) first: u32,
+    pub(crate) len: u32,
+    pub(crate) visitor: u32,
+    pub(crate) pageviews: u32,
+    /// Path id of the last pageview (NULL without one).
+    pub(crate) exit_path: u32,
+    /// Some goal, purchase or custom event.
+    pub(crate) interaction: bool,
+}
+
+impl Sess {
+    pub(crate) fn rows(&self) -> std::ops::Range<usize> {
+        self.first as usize..(self.first + self.len) as usize
+    }
+    pub(crate) fn is_bounce(&self) -> bool {
+        self.pageviews == 1 && !self.interaction
+    }
+}
+
+/// One site's events.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct SiteTable {
+    pub(crate) visitors: Interner,
+    pub(crate) paths: Interner,
+    pub(crate) names: Interner,
+    pub(crate) strings: Interner,
+    pub(crate) clients: TupleInterner<{ client::N }>,
+    pub(crate) acqs: TupleInterner<{ acq::N }>,
+    pub(crate) extras: Vec<Extra>,
+    pub(crate) hosts: Interner,
+
+    pub(crate) ts: Vec<i64>,
+    pub(crate) id: Vec<u128>,
+    pub(crate) visitor: Vec<u32>,
+    pub(crate) kind: Vec<EventKind>,
+    pub(crate) name: Vec<u32>,
+    pub(crate) path: Vec<u32>,
+    pub(crate) client: Vec<u32>,
+    pub(crate) acq: Vec<u32>,
+    /// 0 = none, else index + 1 into `extras`.
+    pub(crate) extra: Vec<u32>,
+    pub(crate) host: Vec<u32>,
+
+    /// Rows `..sorted` are ordered by (visitor, ts, id); later rows are newly appended.
+    sorted: usize,
+    /// Derived sessions; valid when `built`.
+    pub(crate) sessions: Vec<Sess>,
+    built: bool,
+    timeout_ms: i64,
+}
+
+impl SiteTable {
+    pub(crate) fn new(timeout_ms: i64) -> Self {
+        Self {
+            timeout_ms,
+            ..Self::default()
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.ts.len()
+    }
+
+    pub(crate) fn set_timeout(&mut self, timeout_ms: i64) {
+        if timeout_ms != self.timeout_ms {
+            self.timeout_ms = timeout_ms;
+            self.built = false;
+        }
+    }
+
+    pub(crate) fn push(&mut self, e: &Event) {
+        let s = &mut self.strings;
+        let mut c = [NULL; client::N];
+        c[client::DEVICE] = s.id(e.device.device_type.map(|d| d.as_str()));
+        c[client::BROWSER] = s.id(e.device.browser.as_deref());
+        c[client::OS] = s.id(e.device.os.as_deref());
+        c[client::COUNTRY] = s.id(e.location.country.as_deref());
+        c[client::REGION] = s.id(e.location.region.as_deref());
+        c[client::CITY] = s.id(e.location.city.as_deref());
+        c[client::COMPANY] = s.id(e.network.company.name.as_deref());
+        c[client::VISITOR_TYPE] = s.id(e.network.visitor_type.map(|v| v.as_str()));
+        c[client::BOT] = s.id(e.bot.as_ref().map(|b| b.reason.as_str()));
+        let a = &e.acquisition;
+        let mut q = [NULL; acq::N];
+        q[acq::SOURCE] = s.id(a.source.as_deref());
+        q[acq::REFERRER] = s.id(e.page.referrer.as_deref());
+        q[acq::CHANNEL] = s.id(a.channel.as_deref());
+        q[acq::UTM_SOURCE] = s.id(a.utm.source.as_deref());
+        q[acq::UTM_MEDIUM] = s.id(a.utm.medium.as_deref());
+        q[acq::UTM_CAMPAIGN] = s.id(a.utm.campaign.as_deref());
+        q[acq::UTM_CONTENT] = s.id(a.utm.content.as_deref());
+        q[acq::UTM_TERM] = s.id(a.utm.term.as_deref());
+        let has_extra = e.commerce.revenue.is_some()
+            || e.commerce.order_id.is_some()
+            || !e.props.is_empty()
+            || e.engagement.time_ms.is_some()
+            || e.engagement.scroll_depth.is_some();
+        let extra = if has_extra {
+            let props = e.props.iter().map(|(k, v)| (s.id(Some(k)), s.id(Some(v)))).collect();
+            self.extras.push(Extra {
+                revenue: e.commerce.revenue,
+                order_id: e.commerce.order_id.as_deref().map(Into::into),
+                props,
+                time_ms: e.engagement.time_ms,
+                scroll: e.engagement.scroll_depth,
+            });
+            u32::try_from(self.extras.len()).expect("fewer than 2^32 extras")
+        } else {
+            0
+        };
+        self.ts.push(e.timestamp.timestamp_millis());
+        self.id.push(e.id.as_u128());
+        self.visitor.push(self.visitors.id(Some(&e.identity.visitor_id)));
+        self.kind.push(e.kind);
+        self.name.push(self.names.id(e.name.as_deref()));
+        self.path.push(self.paths.id(Some(&e.page.path)));
+        self.client.push(self.clients.id(c));
+        self.acq.push(self.acqs.id(q));
+        self.extra.push(extra);
+        self.host.push(self.hosts.id(Some(&e.page.host)));
+        self.built = false;
+    }
+
+    pub(crate) fn extra(&self, r: usize) -> Option<&Extra> {
+        match self.extra[r] {
+            0 => None,
+            i => Some(&self.extras[i as usize - 1]),
+        }
+    }
+
+    pub(crate) fn client_field(&self, r: usize, field: usize) -> u32 {
+        self.clients.values[self.client[r] as usize][field]
+    }
+
+    pub(crate) fn acq_field(&self, r: usize, field: usize) -> u32 {
+        self.acqs.values[self.acq[r] as usize][field]
+    }
+
+    pub(crate) fn is_bot(&self, r: usize) -> bool {
+        self.client_field(r, client::BOT) != NULL
+    }
+
+    fn key(&self, r: usize) -> (u32, i64, u128) {
+        (self.visitor[r], self.ts[r], self.id[r])
+    }
+
+    /// Orders new rows into place and derives sessions, if anything changed.
+    pub(crate) fn build(&mut self) {
+        if self.built {
+            return;
+        }
+        let n = self.len();
+        if self.sorted < n {
+            let mut tail: Vec<u32> = (self.sorted as u32..n as u32).collect();
+            tail.sort_unstable_by_key(|&r| self.key(r as usize));
+            let mut perm: Vec<u32> = Vec::with_capacity(n);
+            let (mut i, mut j) = (0usize, 0usize);
+            while i < self.sorted || j < tail.len() {
+                let take_main = j == tail.len() || (i < self.sorted && self.key(i) <= self.key(tail[j] as usize));
+                if take_main {
+                    perm.push(i as u32);
+                    i += 1;
+                } else {
+                    perm.push(tail[j]);
+                    j += 1;
+                }
+            }
+            let already_ordered = perm.iter().enumerate().all(|(k, &p)| p as usize == k);
+            if !already_ordered {
+                self.apply(&perm);
+            }
+            self.sorted = n;
+        }
+        self.derive_sessions();
+        self.built = true;
+    }
+
+    fn apply(&mut self, perm: &[u32]) {
+        fn permute<T: Copy>(col: &mut Vec<T>, perm: &[u32]) {
+            let out: Vec<T> = perm.iter().map(|&p| col[p as usize]).collect();
+            *col = out;
+        }
+        permute(&mut self.ts, perm);
+        permute(&mut self.id, perm);
+        permute(&mut self.visitor, perm);
+        permute(&mut self.kind, perm);
+        permute(&mut self.name, perm);
+        permute(&mut self.path, perm);
+        permute(&mut self.client, perm);
+        permute(&mut self.acq, perm);
+        permute(&mut self.extra, perm);
+        permute(&mut self.host, perm);
+    }
+
+    fn derive_sessions(&mut self) {
+        let mut sessions: Vec<Sess> = Vec::with_capacity(self.sessions.len().max(self.len() / 4));
+        for r in 0..self.len() {
+            let starts = r == 0 || self.visitor[r] != self.visitor[r - 1] || self.ts[r] - self.ts[r - 1] > self.timeout_ms;
+            if starts {
+                sessions.push(Sess {
+                    first: r as u32,
+                    len: 0,
+                    visitor: self.visitor[r],
+                    pageviews: 0,
+                    exit_path: NULL,
+                    interaction: false,
+                });
+            }
+            let s = sessions.last_mut().expect("row 0 starts a session");
+            s.len += 1;
+            match self.kind[r] {
+                EventKind::Pageview => {
+                    s.pageviews += 1;
+                    s.exit_path = self.path[r];
+                }
+                k => s.interaction |= k.is_interaction(),
+            }
+        }
+        self.sessions = sessions;
+    }
+
+    /// Keeps only rows for which `keep` is true; returns how many were removed.
+    pub(crate) fn retain_rows(&mut self, keep: impl Fn(&Self, usize) -> bool) -> u64 {
+        let perm: Vec<u32> = (0..self.len()).filter(|&r| keep(self, r)).map(|r| r as u32).collect();
+        let removed = (self.len() - perm.len()) as u64;
+        if removed > 0 {
+            // Removing rows keeps the relative order, so sorted rows stay sorted.
+            let sorted_kept = perm.iter().filter(|&&p| (p as usize) < self.sorted).count();
+            self.apply(&perm);
+            self.sorted = sorted_kept;
+            self.built = false;
+        }
+        removed
+    }
+
+    /// Rebuilds an event from the columns (the fields this engine keeps).
+    pub(crate) fn event(&self, site: &str, r: usize) -> Event {
+        let mut e = Event {
+            id: uuid::Uuid::from_u128(self.id[r]),
+            site: site.to_owned(),
+            kind: self.kind[r],
+            name: self.names.get(self.name[r]).map(str::to_owned),
+            timestamp: chrono::DateTime::from_timestamp_millis(self.ts[r]).unwrap_or_default(),
+            ..Event::default()
+        };
+        let st = |id: u32| self.strings.get(id).map(str::to_owned);
+        e.identity.visitor_id = self.visitors.get(self.visitor[r]).unwrap_or_default().to_owned();
+        e.page.path = self.paths.get(self.path[r]).unwrap_or_default().to_owned();
+        e.page.host = self.hosts.get(self.host[r]).unwrap_or_default().to_owned();
+        e.page.url = format!("https://{}{}", e.page.host, e.page.path);
+        let c = self.clients.values[self.client[r] as usize];
+        e.device.device_type = self.strings.get(c[client::DEVICE]).map(|d| match d {
+            "desktop" => DeviceType::Desktop,
+            "mobile" => DeviceType::Mobile,
+            "tablet" => DeviceType::Tablet,
+            "tv" => DeviceType::Tv,
+            "console" => DeviceType::Console,
+            "bot" => DeviceType::Bot,
+            _ => DeviceType::Unknown,
+        });
+        e.device.browser = st(c[client::BROWSER]);
+        e.device.os = st(c[client::OS]);
+        e.location.country = st(c[client::COUNTRY]);
+        e.location.region = st(c[client::REGION]);
+        e.location.city = st(c[client::CITY]);
+        e.network.company.name = st(c[client::COMPANY]);
+        e.network.visitor_type = self.strings.get(c[client::VISITOR_TYPE]).and_then(|v| match v {
+            "business" => Some(VisitorType::Business),
+            "consumer" => Some(VisitorType::Consumer),
+            "hosting" => Some(VisitorType::Hosting),
+            "bot" => Some(VisitorType::Bot),
+            "privacy" => Some(VisitorType::Privacy),
+            _ => None,
+        });
+        e.bot = st(c[client::BOT]).map(|reason| BotInfo { reason });
+        let a = self.acqs.values[self.acq[r] as usize];
+        e.acquisition.source = st(a[acq::SOURCE]);
+        e.page.referrer = st(a[acq::REFERRER]);
+        e.acquisition.channel = st(a[acq::CHANNEL]);
+        e.acquisition.utm.source = st(a[acq::UTM_SOURCE]);
+        e.acquisition.utm.medium = st(a[acq::UTM_MEDIUM]);
+        e.acquisition.utm.campaign = st(a[acq::UTM_CAMPAIGN]);
+        e.acquisition.utm.content = st(a[acq::UTM_CONTENT]);
+        e.acquisition.utm.term = st(a[acq::UTM_TERM]);
+        if let Some(x) = self.extra(r) {
+            e.commerce.revenue = x.revenue;
+            e.commerce.order_id = x.order_id.as_deref().map(str::to_owned);
+            e.engagement.time_ms = x.time_ms;
+            e.engagement.scroll_depth = x.scroll;
+            e.props = x.props.iter().filter_map(|(k, v)| Some((st(*k)?, st(*v)?))).collect();
+        }
+        e
+    }
+
+    /// Heap bytes held by this table (columns, dictionaries, sessions).
+    pub(crate) fn heap_bytes(&self) -> usize {
+        let cols = self.ts.capacity() * 8
+            + self.id.capacity() * 16
+            + (self.visitor.capacity() + self.name.capacity() + self.path.capacity())* 4
+            + (self.client.capacity() + self.acq.capacity() + self.extra.capacity() + self.host.capacity()) * 4
+            + self.kind.capacity();
+        let extras: usize = self.extras.capacity() * size_of::<Extra>()
+            + self.extras.iter().map(|x| x.props.len() * 8 + x.order_id.as_ref().map_or(0, |o| o.len())).sum::<usize>();
+        cols + extras
+            + self.sessions.capacity() * size_of::<Sess>()
+            + self.visitors.heap_bytes()
+            + self.paths.heap_bytes()
+            + self.names.heap_bytes()
+            + self.strings.heap_bytes()
+            + self.hosts.heap_bytes()
+            + self.clients.heap_bytes()
+            + self.acqs.heap_bytes()
+    }
+}

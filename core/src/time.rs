@@ -1,0 +1,160 @@
+//! Dates and time buckets in a site's time zone (DST-correct).
+
+use chrono::{DateTime, Datelike, Days, Duration, LocalResult, NaiveDate, TimeZone, Utc, Weekday};
+use chrono_tz::Tz;
+
+/// How time dimensions bucket events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TimeBucket {
+    /// Local hours, labelled `2026-03-04T13:00:00+01:00`.
+    Hour,
+    /// Local days, labelled `2026-03-04`.
+    Day,
+    /// Weeks starting Monday, labelled by their Monday.
+    Week,
+    /// Calendar months, labelled by their first day.
+    Month,
+}
+
+impl TimeBucket {
+    /// The dimension name without `time:` (`"day"`).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            TimeBucket::Hour => "hour",
+            TimeBucket::Day => "day",
+            TimeBucket::Week => "week",
+            TimeBucket::Month => "month",
+        }
+    }
+}
+
+/// The UTC instant at which local day `d` begins in `tz` (the first valid local
+/// time at or after midnight, for zones whose DST change skips midnight).
+pub fn day_start(tz: Tz, d: NaiveDate) -> DateTime<Utc> {
+    let midnight = d.and_hms_opt(0, 0, 0).unwrap_or_default();
+    for minutes in (0..=180).step_by(15) {
+        match tz.from_local_datetime(&(midnight + Duration::minutes(minutes))) {
+            LocalResult::Single(t) => return t.with_timezone(&Utc),
+            LocalResult::Ambiguous(a, _) => return a.with_timezone(&Utc),
+            LocalResult::None => continue,
+        }
+    }
+    Utc.from_utc_datetime(&midnight)
+}
+
+/// The local date of `t` in `tz`.
+pub fn local_date(tz: Tz, t: DateTime<Utc>) -> NaiveDate {
+    t.with_timezone(&tz).date_naive()
+}
+
+/// Time buckets covering local dates `from..=to`: boundaries in ms and labels.
+#[derive(Debug, Clone)]
+pub struct Buckets {
+    bounds: Vec<i64>,
+    labels: Vec<String>,
+}
+
+impl Buckets {
+    /// Buckets of kind `bucket` covering `from..=to` in `tz`.
+    pub fn new(tz: Tz, bucket: TimeBucket, from: NaiveDate, to: NaiveDate) -> Self {
+        let end = day_start(tz, to.checked_add_days(Days::new(1)).unwrap_or(to));
+        let mut bounds = Vec::new();
+        let mut labels = Vec::new();
+        match bucket {
+            TimeBucket::Hour => {
+                let mut t = day_start(tz, from);
+                while t < end {
+                    bounds.push(t.timestamp_millis());
+                    labels.push(t.with_timezone(&tz).format("%Y-%m-%dT%H:%M:%S%:z").to_string());
+                    t += Duration::hours(1);
+                }
+            }
+            TimeBucket::Day | TimeBucket::Week | TimeBucket::Month => {
+                let mut d = match bucket {
+                    TimeBucket::Week => from.week(Weekday::Mon).first_day(),
+                    TimeBucket::Month => from.with_day(1).unwrap_or(from),
+                    _ => from,
+                };
+                while d <= to {
+                    bounds.push(day_start(tz, d).timestamp_millis());
+                    labels.push(d.format("%Y-%m-%d").to_string());
+                    d = match bucket {
+                        TimeBucket::Day => d.checked_add_days(Days::new(1)),
+                        TimeBucket::Week => d.checked_add_days(Days::new(7)),
+                        _ => d.checked_add_months(chrono::Months::new(1)),
+                    }
+                    .unwrap_or(NaiveDate::MAX);
+                }
+            }
+        }
+        bounds.push(end.timestamp_millis());
+        Self { bounds, labels }
+    }
+
+    /// Number of buckets.
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    /// Whether there are no buckets.
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    /// The bucket holding `ts_ms`, if any.
+    pub fn index(&self, ts_ms: i64) -> Option<usize> {
+        let i = self.bounds.partition_point(|b| *b <= ts_ms);
+        (i > 0 && i < self.bounds.len()).then(|| i - 1)
+    }
+
+    /// The label of bucket `i`.
+    pub fn label(&self, i: usize) -> &str {
+        &self.labels[i]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(y: i32, m: u32, day: u32) -> NaiveDate {
+        NaiveDate::from_ymd_opt(y, m, day).unwrap()
+    }
+
+    #[test]
+    fn berlin_dst_day_has_23_hours() {
+        let tz: Tz = "Europe/Berlin".parse().unwrap();
+        let b = Buckets::new(tz, TimeBucket::Hour, d(2026, 3, 29), d(2026, 3, 29));
+        assert_eq!(b.len(), 23);
+        assert_eq!(b.label(0), "2026-03-29T00:00:00+01:00");
+        assert_eq!(b.label(2), "2026-03-29T03:00:00+02:00");
+        let autumn = Buckets::new(tz, TimeBucket::Hour, d(2026, 10, 25), d(2026, 10, 25));
+        assert_eq!(autumn.len(), 25);
+        assert_eq!(autumn.label(2), "2026-10-25T02:00:00+02:00");
+        assert_eq!(autumn.label(3), "2026-10-25T02:00:00+01:00");
+    }
+
+    #[test]
+    fn days_weeks_months_and_index() {
+        let tz: Tz = "America/New_York".parse().unwrap();
+        let days = Buckets::new(tz, TimeBucket::Day, d(2026, 3, 1), d(2026, 3, 3));
+        assert_eq!(days.len(), 3);
+        let t = Utc.with_ymd_and_hms(2026, 3, 2, 4, 59, 0).unwrap(); // 23:59 local on Mar 1
+        assert_eq!(days.index(t.timestamp_millis()), Some(0));
+        let before = Utc.with_ymd_and_hms(2026, 3, 1, 4, 59, 0).unwrap();
+        assert_eq!(days.index(before.timestamp_millis()), None);
+        let weeks = Buckets::new(tz, TimeBucket::Week, d(2026, 3, 4), d(2026, 3, 20));
+        assert_eq!(weeks.label(0), "2026-03-02");
+        assert_eq!(weeks.len(), 3);
+        let months = Buckets::new(tz, TimeBucket::Month, d(2026, 1, 15), d(2026, 3, 2));
+        assert_eq!((months.len(), months.label(2)), (3, "2026-03-01"));
+    }
+
+    #[test]
+    fn day_start_when_midnight_is_skipped() {
+        // Chile (America/Santiago) springs forward at midnight: 2026-09-06 00:00 does not exist.
+        let tz: Tz = "America/Santiago".parse().unwrap();
+        let s = day_start(tz, d(2026, 9, 6));
+        assert_eq!(s.with_timezone(&tz).date_naive(), d(2026, 9, 6));
+    }
+}
