@@ -1,1 +1,177 @@
+//! Synthetic workloads for Beacon's benchmarks: deterministic, realistic-shaped traffic.
 
+use beacon_core::{Currency, DeviceType, Event, EventKind, Money};
+use chrono::{DateTime, TimeZone, Utc};
+
+/// A small, fast, deterministic generator (xorshift64*).
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator from `seed`.
+    pub fn new(seed: u64) -> Self {
+        Self(seed.max(1))
+    }
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    /// Uniform in `0..n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+    /// Skewed towards 0 (roughly Zipf-like) in `0..n`.
+    pub fn skewed(&mut self, n: u64) -> u64 {
+        let a = self.below(n);
+        let b = self.below(n);
+        a.min(b).min(self.below(n))
+    }
+}
+
+/// The start of the generated month.
+pub fn month_start() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 3, 1, 0, 0, 0)
+        .single()
+        .expect("valid date")
+}
+
+const SOURCES: [Option<&str>; 8] = [
+    None,
+    Some("Google"),
+    Some("Bing"),
+    Some("Hacker News"),
+    Some("Reddit"),
+    Some("X"),
+    Some("DuckDuckGo"),
+    Some("Newsletter"),
+];
+const COUNTRIES: [&str; 10] = ["US", "DE", "FR", "GB", "IN", "BR", "JP", "CA", "NL", "ES"];
+const BROWSERS: [(&str, &str, DeviceType); 4] = [
+    ("Chrome", "Windows", DeviceType::Desktop),
+    ("Safari", "iOS", DeviceType::Mobile),
+    ("Firefox", "Linux", DeviceType::Desktop),
+    ("Chrome", "Android", DeviceType::Mobile),
+];
+
+/// Mean session length of the generator: 1 + E[min of three uniform 0..8] = 1 + 784/512.
+const MEAN_SESSION_LEN: f64 = 1.0 + 784.0 / 512.0;
+
+/// A stream of `n` events of one site over 30 days: sessions of 1 to 8 events
+/// (pageviews, engagement, goals, purchases) starting evenly through the month,
+/// 2000 pages, about 12 events per visitor so visitors return across days. Events
+/// carry session-level attributes as enrichment would. Nearly, not strictly, in time order.
+#[derive(Debug, Clone)]
+pub struct Traffic {
+    site: String,
+    rng: Rng,
+    remaining: usize,
+    visitors: u64,
+    spacing_ms: f64,
+    session: u64,
+    pending: Vec<Event>,
+    next_id: u128,
+}
+
+impl Traffic {
+    /// `n` events of `site` from `seed`.
+    pub fn new(site: &str, n: usize, seed: u64) -> Self {
+        let sessions = (n as f64 / MEAN_SESSION_LEN).max(1.0);
+        Self {
+            site: site.to_owned(),
+            rng: Rng::new(seed),
+            remaining: n,
+            visitors: (n / 12).max(1) as u64,
+            spacing_ms: 30.0 * 86_400_000.0 / sessions,
+            session: 0,
+            pending: Vec::new(),
+            next_id: 1,
+        }
+    }
+
+    fn fill_session(&mut self) {
+        let rng = &mut self.rng;
+        let start =
+            month_start().timestamp_millis() + (self.session as f64 * self.spacing_ms) as i64;
+        self.session += 1;
+        let visitor = format!(
+            "{:016x}",
+            rng.below(self.visitors).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        );
+        let source = SOURCES[rng.skewed(SOURCES.len() as u64) as usize];
+        let country = COUNTRIES[rng.skewed(COUNTRIES.len() as u64) as usize];
+        let (browser, os, device) = BROWSERS[rng.below(BROWSERS.len() as u64) as usize];
+        let len = 1 + rng.skewed(8) as usize;
+        let mut t = start;
+        for i in 0..len {
+            let roll = rng.below(100);
+            let kind = if i == 0 || roll < 70 {
+                EventKind::Pageview
+            } else if roll < 90 {
+                EventKind::Engagement
+            } else if roll < 97 {
+                EventKind::Goal
+            } else {
+                EventKind::Purchase
+            };
+            let mut e = Event {
+                id: uuid::Uuid::from_u128(self.next_id),
+                site: self.site.clone(),
+                kind,
+                timestamp: DateTime::from_timestamp_millis(t).unwrap_or_default(),
+                ..Event::default()
+            };
+            self.next_id += 1;
+            e.identity.visitor_id = visitor.clone();
+            e.page.host = self.site.clone();
+            e.page.path = format!("/p/{}", rng.skewed(2000));
+            e.acquisition.source = source.map(str::to_owned);
+            e.location.country = Some(country.to_owned());
+            e.device.browser = Some(browser.to_owned());
+            e.device.os = Some(os.to_owned());
+            e.device.device_type = Some(device);
+            match kind {
+                EventKind::Engagement => {
+                    e.engagement.time_ms = Some(rng.below(120_000));
+                    e.engagement.scroll_depth = Some(rng.below(101) as u8);
+                }
+                EventKind::Goal => {
+                    e.name =
+                        Some(["signup", "download", "contact"][rng.below(3) as usize].to_owned())
+                }
+                EventKind::Purchase => {
+                    e.name = Some("purchase".into());
+                    e.commerce.revenue = Some(Money {
+                        minor: 500 + rng.below(20_000) as i64,
+                        currency: Currency::USD,
+                    });
+                }
+                _ => {}
+            }
+            self.pending.push(e);
+            t += 5_000 + rng.below(400_000) as i64;
+        }
+        self.pending.reverse();
+    }
+}
+
+impl Iterator for Traffic {
+    type Item = Event;
+    fn next(&mut self) -> Option<Event> {
+        if self.remaining == 0 {
+            return None;
+        }
+        if self.pending.is_empty() {
+            self.fill_session();
+        }
+        self.remaining -= 1;
+        self.pending.pop()
+    }
+}
+
+/// The first `n` events of [`Traffic`] as a vector.
+pub fn generate(site: &str, n: usize, seed: u64) -> Vec<Event> {
+    Traffic::new(site, n, seed).collect()
+}

@@ -8,7 +8,9 @@ use std::net::IpAddr;
 use uuid::Uuid;
 
 /// What kind of thing happened.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
     /// A page was viewed.
@@ -50,7 +52,10 @@ impl EventKind {
     /// Whether this kind, in a session, means the session is not a bounce
     /// (goal, purchase and custom events do; engagement reports do not).
     pub fn is_interaction(&self) -> bool {
-        matches!(self, EventKind::Goal | EventKind::Purchase | EventKind::Custom)
+        matches!(
+            self,
+            EventKind::Goal | EventKind::Purchase | EventKind::Custom
+        )
     }
     /// Whether this kind counts as a conversion (goal or purchase).
     pub fn is_conversion(&self) -> bool {

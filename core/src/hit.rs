@@ -198,10 +198,16 @@ fn opt_pair(obj: &Map<String, Value>, key: &str) -> VResult<Option<(u32, u32)>> 
             match (w, h) {
                 // Both are at most MAX, so they fit in u32.
                 (Some(w), Some(h)) => Ok(Some((w as u32, h as u32))),
-                _ => err(key, format!("must be [width, height] of whole numbers up to {MAX}")),
+                _ => err(
+                    key,
+                    format!("must be [width, height] of whole numbers up to {MAX}"),
+                ),
             }
         }
-        Some(_) => err(key, format!("must be [width, height] of whole numbers up to {MAX}")),
+        Some(_) => err(
+            key,
+            format!("must be [width, height] of whole numbers up to {MAX}"),
+        ),
     }
 }
 
@@ -227,17 +233,30 @@ impl Hit {
                 let amount = match m.get("amount") {
                     Some(Value::String(s)) => s.clone(),
                     Some(Value::Number(_)) => {
-                        return err("revenue.amount", "must be a decimal string such as \"49.00\", not a number")
+                        return err(
+                            "revenue.amount",
+                            "must be a decimal string such as \"49.00\", not a number",
+                        )
                     }
                     _ => return err("revenue.amount", "is required and must be a decimal string"),
                 };
                 let currency = match m.get("currency") {
                     Some(Value::String(s)) => s.clone(),
-                    _ => return err("revenue.currency", "is required and must be an ISO 4217 code"),
+                    _ => {
+                        return err(
+                            "revenue.currency",
+                            "is required and must be an ISO 4217 code",
+                        )
+                    }
                 };
                 Some(RawMoney { amount, currency })
             }
-            Some(_) => return err("revenue", "must be an object {\"amount\": \"49.00\", \"currency\": \"USD\"}"),
+            Some(_) => {
+                return err(
+                    "revenue",
+                    "must be an object {\"amount\": \"49.00\", \"currency\": \"USD\"}",
+                )
+            }
         };
         let mut props = BTreeMap::new();
         match obj.get("props") {
@@ -249,7 +268,12 @@ impl Hit {
                         Value::Number(n) => n.to_string(),
                         Value::Bool(b) => b.to_string(),
                         Value::Null => continue,
-                        _ => return err(&format!("props.{k}"), "must be a string, number or boolean"),
+                        _ => {
+                            return err(
+                                &format!("props.{k}"),
+                                "must be a string, number or boolean",
+                            )
+                        }
                     };
                     props.insert(k.clone(), s);
                 }
@@ -260,11 +284,15 @@ impl Hit {
             None | Some(Value::Null) => None,
             Some(Value::Object(m)) => Some(Engagement {
                 time_ms: opt_u64(m, "time_ms", "engagement.time_ms", 86_400_000)?,
-                scroll_depth: opt_u64(m, "scroll_depth", "engagement.scroll_depth", 100)?.map(|v| v as u8),
+                scroll_depth: opt_u64(m, "scroll_depth", "engagement.scroll_depth", 100)?
+                    .map(|v| v as u8),
                 clicks: opt_u64(m, "clicks", "engagement.clicks", 1_000_000)?.map(|v| v as u32),
-                form_submits: opt_u64(m, "form_submits", "engagement.form_submits", 1_000_000)?.map(|v| v as u32),
-                video_plays: opt_u64(m, "video_plays", "engagement.video_plays", 1_000_000)?.map(|v| v as u32),
-                downloads: opt_u64(m, "downloads", "engagement.downloads", 1_000_000)?.map(|v| v as u32),
+                form_submits: opt_u64(m, "form_submits", "engagement.form_submits", 1_000_000)?
+                    .map(|v| v as u32),
+                video_plays: opt_u64(m, "video_plays", "engagement.video_plays", 1_000_000)?
+                    .map(|v| v as u32),
+                downloads: opt_u64(m, "downloads", "engagement.downloads", 1_000_000)?
+                    .map(|v| v as u32),
             }),
             Some(_) => return err("engagement", "must be an object"),
         };
@@ -301,9 +329,18 @@ impl Hit {
 
     /// Checks every rule of the contract and builds the event. `default_site` is used
     /// when the hit names none (for `import --site`). Never panics.
-    pub fn validate(self, ctx: &ValidationContext, default_site: Option<&str>) -> Result<ValidatedHit, ValidationError> {
+    pub fn validate(
+        self,
+        ctx: &ValidationContext,
+        default_site: Option<&str>,
+    ) -> Result<ValidatedHit, ValidationError> {
         let lim = &ctx.limits;
-        let site = match self.site.as_deref().filter(|s| !s.is_empty()).or(default_site) {
+        let site = match self
+            .site
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .or(default_site)
+        {
             Some(s) if s.len() <= 253 => s.to_ascii_lowercase(),
             Some(_) => return err("site", "must be at most 253 characters"),
             None => return err("site", "is required"),
@@ -312,7 +349,14 @@ impl Hit {
             None => return err("type", "is required"),
             Some(k) => match EventKind::parse(k) {
                 Some(k) => k,
-                None => return err("type", format!("must be one of pageview, goal, purchase, custom, engagement (got {k:?})")),
+                None => {
+                    return err(
+                        "type",
+                        format!(
+                        "must be one of pageview, goal, purchase, custom, engagement (got {k:?})"
+                    ),
+                    )
+                }
             },
         };
         let page = validate_url(self.url.as_deref(), lim)?;
@@ -322,7 +366,12 @@ impl Hit {
             None => None,
             Some(s) => Some(
                 DateTime::parse_from_rfc3339(s)
-                    .map_err(|_| ValidationError::new("timestamp", "must be an RFC 3339 time such as 2026-03-01T12:00:00Z"))?
+                    .map_err(|_| {
+                        ValidationError::new(
+                            "timestamp",
+                            "must be an RFC 3339 time such as 2026-03-01T12:00:00Z",
+                        )
+                    })?
                     .with_timezone(&Utc),
             ),
         };
@@ -330,7 +379,13 @@ impl Hit {
             IngestMode::Live { max_skew } => {
                 if let Some(ts) = client_ts {
                     if (ts - ctx.now).abs() > max_skew {
-                        return err("timestamp", format!("must be within {} s of the server clock", max_skew.num_seconds()));
+                        return err(
+                            "timestamp",
+                            format!(
+                                "must be within {} s of the server clock",
+                                max_skew.num_seconds()
+                            ),
+                        );
                     }
                 }
                 ctx.now
@@ -340,7 +395,13 @@ impl Hit {
                     return err("timestamp", "is required on import");
                 };
                 if ts - ctx.now > max_future {
-                    return err("timestamp", format!("must not be more than {} s in the future", max_future.num_seconds()));
+                    return err(
+                        "timestamp",
+                        format!(
+                            "must not be more than {} s in the future",
+                            max_future.num_seconds()
+                        ),
+                    );
                 }
                 if ts.timestamp() < 0 {
                     return err("timestamp", "must not be before 1970");
@@ -351,7 +412,11 @@ impl Hit {
 
         let ip = match self.ip.as_deref().filter(|s| !s.is_empty()) {
             None => None,
-            Some(s) => Some(s.trim().parse::<IpAddr>().map_err(|_| ValidationError::new("ip", "must be an IPv4 or IPv6 address"))?),
+            Some(s) => Some(
+                s.trim()
+                    .parse::<IpAddr>()
+                    .map_err(|_| ValidationError::new("ip", "must be an IPv4 or IPv6 address"))?,
+            ),
         };
         let user_agent = bounded("user_agent", self.user_agent, lim.max_user_agent_len)?;
         let client_visitor_id = bounded("visitor_id", self.visitor_id, lim.max_id_len)?;
@@ -362,13 +427,25 @@ impl Hit {
         let name = bounded("goal", self.name, lim.max_name_len)?;
 
         match kind {
-            EventKind::Goal if name.is_none() => return err("goal", "is required for a goal event"),
-            EventKind::Custom if name.is_none() => return err("name", "is required for a custom event"),
-            EventKind::Purchase if self.revenue.is_none() => return err("revenue", "is required for a purchase event"),
+            EventKind::Goal if name.is_none() => {
+                return err("goal", "is required for a goal event")
+            }
+            EventKind::Custom if name.is_none() => {
+                return err("name", "is required for a custom event")
+            }
+            EventKind::Purchase if self.revenue.is_none() => {
+                return err("revenue", "is required for a purchase event")
+            }
             EventKind::Engagement
-                if self.engagement.as_ref().is_none_or(|e| e.time_ms.is_none() && e.scroll_depth.is_none()) =>
+                if self
+                    .engagement
+                    .as_ref()
+                    .is_none_or(|e| e.time_ms.is_none() && e.scroll_depth.is_none()) =>
             {
-                return err("engagement", "needs time_ms or scroll_depth for an engagement event")
+                return err(
+                    "engagement",
+                    "needs time_ms or scroll_depth for an engagement event",
+                )
             }
             _ => {}
         }
@@ -376,7 +453,10 @@ impl Hit {
             None => None,
             Some(raw) => {
                 let currency = Currency::parse(&raw.currency).ok_or_else(|| {
-                    ValidationError::new("revenue.currency", format!("{:?} is not a known ISO 4217 currency", raw.currency))
+                    ValidationError::new(
+                        "revenue.currency",
+                        format!("{:?} is not a known ISO 4217 currency", raw.currency),
+                    )
                 })?;
                 let money = Money::parse(&raw.amount, currency)
                     .map_err(|e| ValidationError::new("revenue.amount", e.to_string()))?;
@@ -387,21 +467,34 @@ impl Hit {
             }
         };
         if self.props.len() > lim.max_props {
-            return err("props", format!("must have at most {} properties", lim.max_props));
+            return err(
+                "props",
+                format!("must have at most {} properties", lim.max_props),
+            );
         }
         for (k, v) in &self.props {
             if k.is_empty() || k.len() > lim.max_prop_key_len {
-                return err("props", format!("names must be 1 to {} bytes", lim.max_prop_key_len));
+                return err(
+                    "props",
+                    format!("names must be 1 to {} bytes", lim.max_prop_key_len),
+                );
             }
             if v.len() > lim.max_prop_value_len {
-                return err(&format!("props.{k}"), format!("must be at most {} bytes", lim.max_prop_value_len));
+                return err(
+                    &format!("props.{k}"),
+                    format!("must be at most {} bytes", lim.max_prop_value_len),
+                );
             }
         }
 
         let event = Event {
             site,
             kind,
-            name: if kind == EventKind::Purchase { name.or_else(|| Some("purchase".into())) } else { name },
+            name: if kind == EventKind::Purchase {
+                name.or_else(|| Some("purchase".into()))
+            } else {
+                name
+            },
             timestamp,
             client_timestamp: client_ts,
             page: Page {
@@ -454,7 +547,9 @@ fn validate_url(url: Option<&str>, lim: &Limits) -> VResult<Page> {
     if raw.len() > lim.max_url_len {
         return err("url", format!("must be at most {} bytes", lim.max_url_len));
     }
-    let parsed = url::Url::parse(raw).map_err(|e| ValidationError::new("url", format!("must be an absolute http(s) URL ({e})")))?;
+    let parsed = url::Url::parse(raw).map_err(|e| {
+        ValidationError::new("url", format!("must be an absolute http(s) URL ({e})"))
+    })?;
     if !matches!(parsed.scheme(), "http" | "https") {
         return err("url", "must be an absolute http(s) URL");
     }
@@ -469,14 +564,21 @@ fn validate_url(url: Option<&str>, lim: &Limits) -> VResult<Page> {
     })
 }
 
-fn validate_referrer(referrer: Option<&str>, lim: &Limits) -> VResult<(Option<String>, Option<String>)> {
+fn validate_referrer(
+    referrer: Option<&str>,
+    lim: &Limits,
+) -> VResult<(Option<String>, Option<String>)> {
     let Some(raw) = referrer.filter(|r| !r.is_empty()) else {
         return Ok((None, None));
     };
     if raw.len() > lim.max_url_len {
-        return err("referrer", format!("must be at most {} bytes", lim.max_url_len));
+        return err(
+            "referrer",
+            format!("must be at most {} bytes", lim.max_url_len),
+        );
     }
-    let parsed = url::Url::parse(raw).map_err(|e| ValidationError::new("referrer", format!("must be an absolute URL ({e})")))?;
+    let parsed = url::Url::parse(raw)
+        .map_err(|e| ValidationError::new("referrer", format!("must be an absolute URL ({e})")))?;
     let Some(host) = parsed.host_str().filter(|h| !h.is_empty()) else {
         return err("referrer", "must have a host");
     };
@@ -501,18 +603,23 @@ mod tests {
 
     #[test]
     fn contract_example_validates() {
-        let v = check(r#"{"site": "example.com", "type": "purchase",
+        let v = check(
+            r#"{"site": "example.com", "type": "purchase",
             "url": "https://example.com/pricing?utm_source=news&gclid=abc#top",
             "referrer": "https://www.google.com/search?q=x", "title": "Pricing",
             "timestamp": "2026-03-01T12:00:00Z", "ip": "81.2.69.142", "user_agent": "Mozilla/5.0",
             "visitor_id": "v1", "screen": [1920, 1080], "language": "en-US", "goal": "signup",
             "revenue": {"amount": "49.00", "currency": "USD"}, "props": {"plan": "pro", "seats": 3},
-            "engagement": {"time_ms": 5300, "scroll_depth": 80}}"#)
+            "engagement": {"time_ms": 5300, "scroll_depth": 80}}"#,
+        )
         .unwrap();
         let e = &v.event;
         assert_eq!(e.page.path, "/pricing");
         assert_eq!(e.page.host, "example.com");
-        assert_eq!(e.page.referrer.as_deref(), Some("https://www.google.com/search"));
+        assert_eq!(
+            e.page.referrer.as_deref(),
+            Some("https://www.google.com/search")
+        );
         assert_eq!(e.page.referrer_domain.as_deref(), Some("google.com"));
         assert_eq!(e.commerce.revenue.unwrap().minor, 4900);
         assert_eq!(e.props.get("seats").map(String::as_str), Some("3"));
@@ -529,34 +636,100 @@ mod tests {
     fn errors_name_the_field() {
         let base = r#""site":"a.com","timestamp":"2026-03-01T11:00:00Z""#;
         assert_eq!(field_of(&format!(r#"{{{base},"type":"pageview"}}"#)), "url");
-        assert_eq!(field_of(&format!(r#"{{{base},"type":"view","url":"https://a.com/"}}"#)), "type");
-        assert_eq!(field_of(&format!(r#"{{{base},"type":"pageview","url":"ftp://a.com/"}}"#)), "url");
-        assert_eq!(field_of(&format!(r#"{{{base},"type":"pageview","url":"/relative"}}"#)), "url");
-        assert_eq!(field_of(&format!(r#"{{{base},"type":"goal","url":"https://a.com/"}}"#)), "goal");
-        assert_eq!(field_of(&format!(r#"{{{base},"type":"custom","url":"https://a.com/"}}"#)), "name");
-        assert_eq!(field_of(&format!(r#"{{{base},"type":"purchase","url":"https://a.com/"}}"#)), "revenue");
-        assert_eq!(field_of(&format!(r#"{{{base},"type":"engagement","url":"https://a.com/"}}"#)), "engagement");
         assert_eq!(
-            field_of(&format!(r#"{{{base},"type":"purchase","url":"https://a.com/","revenue":{{"amount":49.0,"currency":"USD"}}}}"#)),
+            field_of(&format!(
+                r#"{{{base},"type":"view","url":"https://a.com/"}}"#
+            )),
+            "type"
+        );
+        assert_eq!(
+            field_of(&format!(
+                r#"{{{base},"type":"pageview","url":"ftp://a.com/"}}"#
+            )),
+            "url"
+        );
+        assert_eq!(
+            field_of(&format!(
+                r#"{{{base},"type":"pageview","url":"/relative"}}"#
+            )),
+            "url"
+        );
+        assert_eq!(
+            field_of(&format!(
+                r#"{{{base},"type":"goal","url":"https://a.com/"}}"#
+            )),
+            "goal"
+        );
+        assert_eq!(
+            field_of(&format!(
+                r#"{{{base},"type":"custom","url":"https://a.com/"}}"#
+            )),
+            "name"
+        );
+        assert_eq!(
+            field_of(&format!(
+                r#"{{{base},"type":"purchase","url":"https://a.com/"}}"#
+            )),
+            "revenue"
+        );
+        assert_eq!(
+            field_of(&format!(
+                r#"{{{base},"type":"engagement","url":"https://a.com/"}}"#
+            )),
+            "engagement"
+        );
+        assert_eq!(
+            field_of(&format!(
+                r#"{{{base},"type":"purchase","url":"https://a.com/","revenue":{{"amount":49.0,"currency":"USD"}}}}"#
+            )),
             "revenue.amount"
         );
         assert_eq!(
-            field_of(&format!(r#"{{{base},"type":"purchase","url":"https://a.com/","revenue":{{"amount":"-1","currency":"USD"}}}}"#)),
+            field_of(&format!(
+                r#"{{{base},"type":"purchase","url":"https://a.com/","revenue":{{"amount":"-1","currency":"USD"}}}}"#
+            )),
             "revenue.amount"
         );
         assert_eq!(
-            field_of(&format!(r#"{{{base},"type":"purchase","url":"https://a.com/","revenue":{{"amount":"1","currency":"ABC"}}}}"#)),
+            field_of(&format!(
+                r#"{{{base},"type":"purchase","url":"https://a.com/","revenue":{{"amount":"1","currency":"ABC"}}}}"#
+            )),
             "revenue.currency"
         );
-        assert_eq!(field_of(&format!(r#"{{{base},"type":"pageview","url":"https://a.com/","ip":"1.2.3"}}"#)), "ip");
-        assert_eq!(field_of(&format!(r#"{{{base},"type":"pageview","url":"https://a.com/","props":{{"a":[1]}}}}"#)), "props.a");
         assert_eq!(
-            field_of(&format!(r#"{{{base},"type":"engagement","url":"https://a.com/","engagement":{{"scroll_depth":101}}}}"#)),
+            field_of(&format!(
+                r#"{{{base},"type":"pageview","url":"https://a.com/","ip":"1.2.3"}}"#
+            )),
+            "ip"
+        );
+        assert_eq!(
+            field_of(&format!(
+                r#"{{{base},"type":"pageview","url":"https://a.com/","props":{{"a":[1]}}}}"#
+            )),
+            "props.a"
+        );
+        assert_eq!(
+            field_of(&format!(
+                r#"{{{base},"type":"engagement","url":"https://a.com/","engagement":{{"scroll_depth":101}}}}"#
+            )),
             "engagement.scroll_depth"
         );
-        assert_eq!(field_of(r#"{"type":"pageview","url":"https://a.com/","timestamp":"2026-03-01T11:00:00Z"}"#), "site");
-        assert_eq!(field_of(r#"{"site":"a.com","type":"pageview","url":"https://a.com/"}"#), "timestamp");
-        assert_eq!(field_of(r#"{"site":"a.com","type":"pageview","url":"https://a.com/","timestamp":"2026-03-09T11:00:00Z"}"#), "timestamp");
+        assert_eq!(
+            field_of(
+                r#"{"type":"pageview","url":"https://a.com/","timestamp":"2026-03-01T11:00:00Z"}"#
+            ),
+            "site"
+        );
+        assert_eq!(
+            field_of(r#"{"site":"a.com","type":"pageview","url":"https://a.com/"}"#),
+            "timestamp"
+        );
+        assert_eq!(
+            field_of(
+                r#"{"site":"a.com","type":"pageview","url":"https://a.com/","timestamp":"2026-03-09T11:00:00Z"}"#
+            ),
+            "timestamp"
+        );
         assert_eq!(field_of("[1,2]"), "hit");
         assert_eq!(field_of("{"), "hit");
     }
@@ -585,7 +758,10 @@ mod tests {
             .validate(&ctx, None)
             .unwrap_err();
         assert_eq!(skewed.field, "timestamp");
-        let no_ts = Hit::from_json(br#"{"type":"pageview","url":"https://a.com/"}"#).unwrap().validate(&ctx, Some("a.com")).unwrap();
+        let no_ts = Hit::from_json(br#"{"type":"pageview","url":"https://a.com/"}"#)
+            .unwrap()
+            .validate(&ctx, Some("a.com"))
+            .unwrap();
         assert_eq!(no_ts.event.site, "a.com");
     }
 }

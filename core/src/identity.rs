@@ -81,7 +81,13 @@ impl VisitorIdentifier {
     }
 
     /// The cookieless candidates for a request at `at`.
-    pub fn candidates(&self, at: DateTime<Utc>, site: &str, ip: &str, user_agent: &str) -> VisitorCandidates {
+    pub fn candidates(
+        &self,
+        at: DateTime<Utc>,
+        site: &str,
+        ip: &str,
+        user_agent: &str,
+    ) -> VisitorCandidates {
         let day = at.date_naive();
         let yesterday = day.checked_sub_days(Days::new(1)).unwrap_or(day);
         VisitorCandidates {
@@ -132,7 +138,9 @@ mod tests {
     use chrono::TimeZone;
 
     fn ident() -> VisitorIdentifier {
-        VisitorIdentifier::new(Arc::new(MemorySaltStore::new(Arc::new(SeededRandom::new(7)))))
+        VisitorIdentifier::new(Arc::new(MemorySaltStore::new(Arc::new(SeededRandom::new(
+            7,
+        )))))
     }
 
     #[test]
@@ -146,7 +154,10 @@ mod tests {
         let c = id.candidates(t3, "a.com", "1.2.3.4", "UA");
         assert_eq!(a.today, b.today);
         assert_ne!(a.today, c.today);
-        assert_eq!(c.yesterday, a.today, "yesterday's salt is still recognised after midnight");
+        assert_eq!(
+            c.yesterday, a.today,
+            "yesterday's salt is still recognised after midnight"
+        );
         assert_ne!(a.today, id.candidates(t1, "b.com", "1.2.3.4", "UA").today);
         assert_ne!(a.today, id.candidates(t1, "a.com", "1.2.3.5", "UA").today);
         assert_eq!(a.today.len(), 16);
@@ -162,7 +173,10 @@ mod tests {
         assert_eq!(v1, v2);
         let v3 = id.identify(after, "a.com", None, "1.2.3.4", "UA", |_| false);
         assert_ne!(v1, v3);
-        assert_eq!(id.identify(after, "a.com", Some("client"), "", "", |_| true), "client");
+        assert_eq!(
+            id.identify(after, "a.com", Some("client"), "", "", |_| true),
+            "client"
+        );
     }
 
     #[test]
@@ -172,6 +186,10 @@ mod tests {
         let s1 = store.salt_for(d1);
         store.salt_for(NaiveDate::from_ymd_opt(2026, 3, 3).unwrap());
         assert_eq!(store.salts.lock().unwrap().len(), 1);
-        assert_ne!(store.salt_for(d1), s1, "a forgotten salt is never recreated the same");
+        assert_ne!(
+            store.salt_for(d1),
+            s1,
+            "a forgotten salt is never recreated the same"
+        );
     }
 }

@@ -62,18 +62,21 @@ mod time;
 pub use clock::{new_event_id, Clock, ManualClock, RandomSource, SeededRandom, SystemClock};
 pub use error::{QueryError, StoreError, ValidationError};
 pub use event::{
-    Acquisition, BotInfo, ClickIds, Commerce, Company, Device, DeviceType, Engagement, Event, EventKind, Identity, Location, Network, Page,
-    Utm, VisitorType,
+    Acquisition, BotInfo, ClickIds, Commerce, Company, Device, DeviceType, Engagement, Event,
+    EventKind, Identity, Location, Network, Page, Utm, VisitorType,
 };
 pub use hit::{Hit, IngestMode, Limits, RawMoney, ValidatedHit, ValidationContext};
 pub use identity::{MemorySaltStore, SaltStore, VisitorCandidates, VisitorIdentifier};
 pub use memory::{MemoryStore, MemoryUsage};
 pub use money::{format_minor, Currency, Money, MoneyError};
-pub use query::{Attribution, AttributionModel, DateRange, Dimension, Direction, Filter, Metric, OrderKey, Pattern, Query};
+pub use query::{
+    Attribution, AttributionModel, DateRange, Dimension, Direction, Filter, Metric, OrderKey,
+    Pattern, Query,
+};
 pub use result::{mean_seconds, percent, ratio, MetricValue, QueryResult, ResultRow};
 pub use session::{
-    session_id, sessionize, MemorySessionCache, Observation, SessionCache, SessionRename, SessionSpan, SessionSummary, SessionSummaryLite,
-    Sessionizer, VisitorSessions,
+    session_id, sessionize, MemorySessionCache, Observation, SessionCache, SessionRename,
+    SessionSpan, SessionSummary, SessionSummaryLite, Sessionizer, VisitorSessions,
 };
 pub use site::Site;
 pub use store::{run_query, EraseScope, EventStore, SiteStore, Store};

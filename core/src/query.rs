@@ -189,7 +189,10 @@ impl Dimension {
     }
     /// Whether the value is frozen per session (as opposed to per event or per time).
     pub fn is_session_level(&self) -> bool {
-        !matches!(self, Dimension::Page | Dimension::Goal | Dimension::Prop(_) | Dimension::Time(_))
+        !matches!(
+            self,
+            Dimension::Page | Dimension::Goal | Dimension::Prop(_) | Dimension::Time(_)
+        )
     }
 }
 
@@ -203,7 +206,9 @@ pub struct Pattern {
 impl Pattern {
     /// Compiles `source` (size-limited, so a query cannot exhaust memory).
     pub fn new(source: &str) -> Result<Self, regex::Error> {
-        let regex = regex::RegexBuilder::new(source).size_limit(1 << 20).build()?;
+        let regex = regex::RegexBuilder::new(source)
+            .size_limit(1 << 20)
+            .build()?;
         Ok(Self {
             source: source.to_owned(),
             regex,
@@ -248,7 +253,10 @@ impl Filter {
     /// Whether this filter mentions `dim` anywhere.
     pub fn mentions(&self, dim: &Dimension) -> bool {
         match self {
-            Filter::Is(d, _) | Filter::IsNot(d, _) | Filter::Contains(d, _) | Filter::Matches(d, _) => d == dim,
+            Filter::Is(d, _)
+            | Filter::IsNot(d, _)
+            | Filter::Contains(d, _)
+            | Filter::Matches(d, _) => d == dim,
             Filter::And(fs) | Filter::Or(fs) => fs.iter().any(|f| f.mentions(dim)),
             Filter::Not(f) => f.mentions(dim),
         }
@@ -259,7 +267,9 @@ impl Filter {
         match self {
             Filter::Is(_, vals) => vals.iter().any(|x| x.as_deref() == v),
             Filter::IsNot(_, vals) => !vals.iter().any(|x| x.as_deref() == v),
-            Filter::Contains(_, subs) => v.is_some_and(|v| subs.iter().any(|s| v.contains(s.as_str()))),
+            Filter::Contains(_, subs) => {
+                v.is_some_and(|v| subs.iter().any(|s| v.contains(s.as_str())))
+            }
             Filter::Matches(_, pats) => v.is_some_and(|v| pats.iter().any(|p| p.is_match(v))),
             _ => false,
         }
@@ -270,7 +280,11 @@ impl Filter {
             Filter::Is(d, v) => json!(["is", d.name(), v]),
             Filter::IsNot(d, v) => json!(["is_not", d.name(), v]),
             Filter::Contains(d, v) => json!(["contains", d.name(), v]),
-            Filter::Matches(d, v) => json!(["matches", d.name(), v.iter().map(Pattern::as_str).collect::<Vec<_>>()]),
+            Filter::Matches(d, v) => json!([
+                "matches",
+                d.name(),
+                v.iter().map(Pattern::as_str).collect::<Vec<_>>()
+            ]),
             Filter::And(fs) => json!(["and", fs.iter().map(Filter::to_json).collect::<Vec<_>>()]),
             Filter::Or(fs) => json!(["or", fs.iter().map(Filter::to_json).collect::<Vec<_>>()]),
             Filter::Not(f) => json!(["not", f.to_json()]),
@@ -298,7 +312,11 @@ pub enum DateRange {
 impl DateRange {
     /// Local dates `(from, to)` given today's local date and the local dates of the
     /// site's first and last events (for `All`).
-    pub fn resolve(&self, today: NaiveDate, data: Option<(NaiveDate, NaiveDate)>) -> (NaiveDate, NaiveDate) {
+    pub fn resolve(
+        &self,
+        today: NaiveDate,
+        data: Option<(NaiveDate, NaiveDate)>,
+    ) -> (NaiveDate, NaiveDate) {
         let back = |n: u64| today.checked_sub_days(Days::new(n)).unwrap_or(today);
         match *self {
             DateRange::Day => (today, today),
@@ -439,7 +457,8 @@ impl Query {
 
     /// Parses the contract's query JSON text.
     pub fn from_json(text: &str) -> Result<Query, QueryError> {
-        let v: Value = serde_json::from_str(text).map_err(|e| QueryError::invalid("query", format!("must be a JSON object ({e})")))?;
+        let v: Value = serde_json::from_str(text)
+            .map_err(|e| QueryError::invalid("query", format!("must be a JSON object ({e})")))?;
         Self::from_value(&v)
     }
 
@@ -449,7 +468,16 @@ impl Query {
             return Err(QueryError::invalid("query", "must be a JSON object"));
         };
         const KNOWN: [&str; 11] = [
-            "site", "date_range", "metrics", "dimensions", "filters", "order_by", "limit", "offset", "include_bots", "currency",
+            "site",
+            "date_range",
+            "metrics",
+            "dimensions",
+            "filters",
+            "order_by",
+            "limit",
+            "offset",
+            "include_bots",
+            "currency",
             "attribution",
         ];
         if let Some(k) = obj.keys().find(|k| !KNOWN.contains(&k.as_str())) {
@@ -457,91 +485,180 @@ impl Query {
         }
         let site = match obj.get("site") {
             Some(Value::String(s)) if !s.is_empty() => s.to_ascii_lowercase(),
-            _ => return Err(QueryError::invalid("site", "is required and must be a site domain")),
+            _ => {
+                return Err(QueryError::invalid(
+                    "site",
+                    "is required and must be a site domain",
+                ))
+            }
         };
         let mut q = Query::new(site);
         if let Some(dr) = obj.get("date_range") {
             q.date_range = parse_date_range(dr)?;
         }
         if let Some(m) = obj.get("metrics") {
-            let arr = m.as_array().ok_or_else(|| QueryError::invalid("metrics", "must be an array of metric names"))?;
+            let arr = m.as_array().ok_or_else(|| {
+                QueryError::invalid("metrics", "must be an array of metric names")
+            })?;
             if arr.is_empty() {
-                return Err(QueryError::invalid("metrics", "must name at least one metric"));
+                return Err(QueryError::invalid(
+                    "metrics",
+                    "must name at least one metric",
+                ));
             }
             q.metrics.clear();
             for (i, x) in arr.iter().enumerate() {
                 let name = x.as_str().unwrap_or_default();
                 let m = Metric::parse(name).ok_or_else(|| {
-                    QueryError::invalid(format!("metrics[{i}]"), format!("unknown metric {x}; known: {}", names(Metric::ALL.iter().map(Metric::as_str))))
+                    QueryError::invalid(
+                        format!("metrics[{i}]"),
+                        format!(
+                            "unknown metric {x}; known: {}",
+                            names(Metric::ALL.iter().map(Metric::as_str))
+                        ),
+                    )
                 })?;
                 if q.metrics.contains(&m) {
-                    return Err(QueryError::invalid(format!("metrics[{i}]"), format!("{name} is named twice")));
+                    return Err(QueryError::invalid(
+                        format!("metrics[{i}]"),
+                        format!("{name} is named twice"),
+                    ));
                 }
                 q.metrics.push(m);
             }
         }
         if let Some(d) = obj.get("dimensions") {
-            let arr = d.as_array().ok_or_else(|| QueryError::invalid("dimensions", "must be an array of dimension names"))?;
+            let arr = d.as_array().ok_or_else(|| {
+                QueryError::invalid("dimensions", "must be an array of dimension names")
+            })?;
             if arr.len() > Self::MAX_DIMENSIONS {
-                return Err(QueryError::invalid("dimensions", format!("at most {} dimensions", Self::MAX_DIMENSIONS)));
+                return Err(QueryError::invalid(
+                    "dimensions",
+                    format!("at most {} dimensions", Self::MAX_DIMENSIONS),
+                ));
             }
             for (i, x) in arr.iter().enumerate() {
-                let dim = x.as_str().and_then(Dimension::parse).ok_or_else(|| QueryError::invalid(format!("dimensions[{i}]"), format!("unknown dimension {x}")))?;
+                let dim = x.as_str().and_then(Dimension::parse).ok_or_else(|| {
+                    QueryError::invalid(
+                        format!("dimensions[{i}]"),
+                        format!("unknown dimension {x}"),
+                    )
+                })?;
                 if q.dimensions.contains(&dim) {
-                    return Err(QueryError::invalid(format!("dimensions[{i}]"), "is named twice"));
+                    return Err(QueryError::invalid(
+                        format!("dimensions[{i}]"),
+                        "is named twice",
+                    ));
                 }
-                if matches!(dim, Dimension::Time(_)) && q.dimensions.iter().any(|d| matches!(d, Dimension::Time(_))) {
-                    return Err(QueryError::invalid(format!("dimensions[{i}]"), "only one time dimension per query"));
+                if matches!(dim, Dimension::Time(_))
+                    && q.dimensions.iter().any(|d| matches!(d, Dimension::Time(_)))
+                {
+                    return Err(QueryError::invalid(
+                        format!("dimensions[{i}]"),
+                        "only one time dimension per query",
+                    ));
                 }
                 q.dimensions.push(dim);
             }
         }
         if let Some(f) = obj.get("filters") {
-            let arr = f.as_array().ok_or_else(|| QueryError::invalid("filters", "must be an array of filters"))?;
+            let arr = f
+                .as_array()
+                .ok_or_else(|| QueryError::invalid("filters", "must be an array of filters"))?;
             for (i, x) in arr.iter().enumerate() {
-                q.filters.push(parse_filter(x, &format!("filters[{i}]"), 0)?);
+                q.filters
+                    .push(parse_filter(x, &format!("filters[{i}]"), 0)?);
             }
         }
         if let Some(o) = obj.get("order_by") {
-            let arr = o.as_array().ok_or_else(|| QueryError::invalid("order_by", "must be an array of [name, \"asc\"|\"desc\"]"))?;
+            let arr = o.as_array().ok_or_else(|| {
+                QueryError::invalid("order_by", "must be an array of [name, \"asc\"|\"desc\"]")
+            })?;
             for (i, x) in arr.iter().enumerate() {
                 let field = format!("order_by[{i}]");
-                let pair = x.as_array().filter(|p| p.len() == 2).ok_or_else(|| QueryError::invalid(&field, "must be [name, \"asc\"|\"desc\"]"))?;
+                let pair = x.as_array().filter(|p| p.len() == 2).ok_or_else(|| {
+                    QueryError::invalid(&field, "must be [name, \"asc\"|\"desc\"]")
+                })?;
                 let name = pair[0].as_str().unwrap_or_default();
                 let key = if let Some(m) = Metric::parse(name).filter(|m| q.metrics.contains(m)) {
                     OrderKey::Metric(m)
-                } else if let Some(pos) = Dimension::parse(name).and_then(|d| q.dimensions.iter().position(|x| *x == d)) {
+                } else if let Some(pos) =
+                    Dimension::parse(name).and_then(|d| q.dimensions.iter().position(|x| *x == d))
+                {
                     OrderKey::Dimension(pos)
                 } else {
-                    return Err(QueryError::invalid(format!("{field}[0]"), format!("{} is not a metric or dimension of this query", pair[0])));
+                    return Err(QueryError::invalid(
+                        format!("{field}[0]"),
+                        format!("{} is not a metric or dimension of this query", pair[0]),
+                    ));
                 };
                 let dir = match pair[1].as_str() {
                     Some("asc") => Direction::Asc,
                     Some("desc") => Direction::Desc,
-                    _ => return Err(QueryError::invalid(format!("{field}[1]"), "must be \"asc\" or \"desc\"")),
+                    _ => {
+                        return Err(QueryError::invalid(
+                            format!("{field}[1]"),
+                            "must be \"asc\" or \"desc\"",
+                        ))
+                    }
                 };
                 q.order_by.push((key, dir));
             }
         }
         if let Some(l) = obj.get("limit") {
-            q.limit = l.as_u64().filter(|n| (1..=100_000).contains(n)).ok_or_else(|| QueryError::invalid("limit", "must be a whole number from 1 to 100000"))? as usize;
+            q.limit = l
+                .as_u64()
+                .filter(|n| (1..=100_000).contains(n))
+                .ok_or_else(|| {
+                    QueryError::invalid("limit", "must be a whole number from 1 to 100000")
+                })? as usize;
         }
         if let Some(o) = obj.get("offset") {
-            q.offset = o.as_u64().filter(|n| *n <= 10_000_000).ok_or_else(|| QueryError::invalid("offset", "must be a whole number from 0"))? as usize;
+            q.offset = o
+                .as_u64()
+                .filter(|n| *n <= 10_000_000)
+                .ok_or_else(|| QueryError::invalid("offset", "must be a whole number from 0"))?
+                as usize;
         }
         if let Some(b) = obj.get("include_bots") {
-            q.include_bots = b.as_bool().ok_or_else(|| QueryError::invalid("include_bots", "must be true or false"))?;
+            q.include_bots = b
+                .as_bool()
+                .ok_or_else(|| QueryError::invalid("include_bots", "must be true or false"))?;
         }
         if let Some(c) = obj.get("currency") {
-            q.currency = Some(c.as_str().and_then(Currency::parse).ok_or_else(|| QueryError::invalid("currency", "must be an ISO 4217 code such as \"USD\""))?);
+            q.currency = Some(c.as_str().and_then(Currency::parse).ok_or_else(|| {
+                QueryError::invalid("currency", "must be an ISO 4217 code such as \"USD\"")
+            })?);
         }
         if let Some(a) = obj.get("attribution") {
             q.attribution = Some(parse_attribution(a)?);
-            if let Some((i, d)) = q.dimensions.iter().enumerate().find(|(_, d)| !d.is_session_level()) {
-                return Err(QueryError::invalid(format!("dimensions[{i}]"), format!("{} is not session-level; attribution credits session-level dimensions", d.name())));
+            if let Some((i, d)) = q
+                .dimensions
+                .iter()
+                .enumerate()
+                .find(|(_, d)| !d.is_session_level())
+            {
+                return Err(QueryError::invalid(
+                    format!("dimensions[{i}]"),
+                    format!(
+                        "{} is not session-level; attribution credits session-level dimensions",
+                        d.name()
+                    ),
+                ));
             }
-            if let Some((i, m)) = q.metrics.iter().enumerate().find(|(_, m)| !matches!(m, Metric::Revenue | Metric::Conversions)) {
-                return Err(QueryError::invalid(format!("metrics[{i}]"), format!("{} cannot be attributed; use revenue and conversions", m.as_str())));
+            if let Some((i, m)) = q
+                .metrics
+                .iter()
+                .enumerate()
+                .find(|(_, m)| !matches!(m, Metric::Revenue | Metric::Conversions))
+            {
+                return Err(QueryError::invalid(
+                    format!("metrics[{i}]"),
+                    format!(
+                        "{} cannot be attributed; use revenue and conversions",
+                        m.as_str()
+                    ),
+                ));
             }
         }
         Ok(q)
@@ -550,7 +667,9 @@ impl Query {
     /// The query as understood, in contract JSON, with the resolved local dates.
     pub fn to_json(&self, resolved: Option<(NaiveDate, NaiveDate)>) -> Value {
         let date_range = match (resolved, self.date_range) {
-            (Some((a, b)), _) | (None, DateRange::Custom(a, b)) => json!([a.to_string(), b.to_string()]),
+            (Some((a, b)), _) | (None, DateRange::Custom(a, b)) => {
+                json!([a.to_string(), b.to_string()])
+            }
             (None, DateRange::Day) => json!("day"),
             (None, DateRange::Last7Days) => json!("7d"),
             (None, DateRange::Last30Days) => json!("30d"),
@@ -607,20 +726,34 @@ fn parse_date_range(v: &Value) -> Result<DateRange, QueryError> {
             "30d" => Ok(DateRange::Last30Days),
             "month" => Ok(DateRange::Month),
             "all" => Ok(DateRange::All),
-            other => Err(QueryError::invalid("date_range", format!("{other:?} must be \"day\", \"7d\", \"30d\", \"month\", \"all\" or two dates"))),
+            other => Err(QueryError::invalid(
+                "date_range",
+                format!(
+                    "{other:?} must be \"day\", \"7d\", \"30d\", \"month\", \"all\" or two dates"
+                ),
+            )),
         },
         Value::Array(a) if a.len() == 2 => {
             let from = parse_date(&a[0], "date_range[0]")?;
             let to = parse_date(&a[1], "date_range[1]")?;
             if to < from {
-                return Err(QueryError::invalid("date_range[1]", "must not be before date_range[0]"));
+                return Err(QueryError::invalid(
+                    "date_range[1]",
+                    "must not be before date_range[0]",
+                ));
             }
             if (to - from).num_days() > 3660 {
-                return Err(QueryError::invalid("date_range", "must span at most 10 years"));
+                return Err(QueryError::invalid(
+                    "date_range",
+                    "must span at most 10 years",
+                ));
             }
             Ok(DateRange::Custom(from, to))
         }
-        _ => Err(QueryError::invalid("date_range", "must be a preset name or two dates [\"YYYY-MM-DD\", \"YYYY-MM-DD\"]")),
+        _ => Err(QueryError::invalid(
+            "date_range",
+            "must be a preset name or two dates [\"YYYY-MM-DD\", \"YYYY-MM-DD\"]",
+        )),
     }
 }
 
@@ -628,27 +761,68 @@ fn parse_filter(v: &Value, field: &str, depth: usize) -> Result<Filter, QueryErr
     if depth > 16 {
         return Err(QueryError::invalid(field, "filters nest at most 16 deep"));
     }
-    let arr = v.as_array().filter(|a| !a.is_empty()).ok_or_else(|| QueryError::invalid(field, "must be [operator, dimension, values] or [\"and\"|\"or\", [...]] or [\"not\", filter]"))?;
+    let arr = v.as_array().filter(|a| !a.is_empty()).ok_or_else(|| {
+        QueryError::invalid(
+            field,
+            "must be [operator, dimension, values] or [\"and\"|\"or\", [...]] or [\"not\", filter]",
+        )
+    })?;
     let op = arr[0].as_str().unwrap_or_default();
     match op {
         "and" | "or" => {
-            let list = arr.get(1).and_then(Value::as_array).filter(|_| arr.len() == 2).ok_or_else(|| QueryError::invalid(format!("{field}[1]"), format!("{op} takes one array of filters")))?;
-            let fs = list.iter().enumerate().map(|(i, f)| parse_filter(f, &format!("{field}[1][{i}]"), depth + 1)).collect::<Result<Vec<_>, _>>()?;
-            Ok(if op == "and" { Filter::And(fs) } else { Filter::Or(fs) })
+            let list = arr
+                .get(1)
+                .and_then(Value::as_array)
+                .filter(|_| arr.len() == 2)
+                .ok_or_else(|| {
+                    QueryError::invalid(
+                        format!("{field}[1]"),
+                        format!("{op} takes one array of filters"),
+                    )
+                })?;
+            let fs = list
+                .iter()
+                .enumerate()
+                .map(|(i, f)| parse_filter(f, &format!("{field}[1][{i}]"), depth + 1))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(if op == "and" {
+                Filter::And(fs)
+            } else {
+                Filter::Or(fs)
+            })
         }
         "not" => {
-            let inner = arr.get(1).filter(|_| arr.len() == 2).ok_or_else(|| QueryError::invalid(format!("{field}[1]"), "not takes one filter"))?;
-            Ok(Filter::Not(Box::new(parse_filter(inner, &format!("{field}[1]"), depth + 1)?)))
+            let inner = arr.get(1).filter(|_| arr.len() == 2).ok_or_else(|| {
+                QueryError::invalid(format!("{field}[1]"), "not takes one filter")
+            })?;
+            Ok(Filter::Not(Box::new(parse_filter(
+                inner,
+                &format!("{field}[1]"),
+                depth + 1,
+            )?)))
         }
         "is" | "is_not" | "contains" | "matches" => {
             if arr.len() != 3 {
-                return Err(QueryError::invalid(field, format!("{op} takes a dimension and a list of values")));
+                return Err(QueryError::invalid(
+                    field,
+                    format!("{op} takes a dimension and a list of values"),
+                ));
             }
-            let dim = arr[1].as_str().and_then(Dimension::parse).ok_or_else(|| QueryError::invalid(format!("{field}[1]"), format!("unknown dimension {}", arr[1])))?;
+            let dim = arr[1].as_str().and_then(Dimension::parse).ok_or_else(|| {
+                QueryError::invalid(
+                    format!("{field}[1]"),
+                    format!("unknown dimension {}", arr[1]),
+                )
+            })?;
             if matches!(dim, Dimension::Time(_)) {
-                return Err(QueryError::invalid(format!("{field}[1]"), "time dimensions cannot be filtered; use date_range"));
+                return Err(QueryError::invalid(
+                    format!("{field}[1]"),
+                    "time dimensions cannot be filtered; use date_range",
+                ));
             }
-            let vals = arr[2].as_array().ok_or_else(|| QueryError::invalid(format!("{field}[2]"), "must be an array of values"))?;
+            let vals = arr[2].as_array().ok_or_else(|| {
+                QueryError::invalid(format!("{field}[2]"), "must be an array of values")
+            })?;
             let vfield = |i: usize| format!("{field}[2][{i}]");
             match op {
                 "is" | "is_not" => {
@@ -661,10 +835,22 @@ fn parse_filter(v: &Value, field: &str, depth: usize) -> Result<Filter, QueryErr
                             _ => Err(QueryError::invalid(vfield(i), "must be a string or null")),
                         })
                         .collect::<Result<Vec<_>, _>>()?;
-                    Ok(if op == "is" { Filter::Is(dim, list) } else { Filter::IsNot(dim, list) })
+                    Ok(if op == "is" {
+                        Filter::Is(dim, list)
+                    } else {
+                        Filter::IsNot(dim, list)
+                    })
                 }
                 "contains" => {
-                    let list = vals.iter().enumerate().map(|(i, x)| x.as_str().map(str::to_owned).ok_or_else(|| QueryError::invalid(vfield(i), "must be a string"))).collect::<Result<Vec<_>, _>>()?;
+                    let list = vals
+                        .iter()
+                        .enumerate()
+                        .map(|(i, x)| {
+                            x.as_str()
+                                .map(str::to_owned)
+                                .ok_or_else(|| QueryError::invalid(vfield(i), "must be a string"))
+                        })
+                        .collect::<Result<Vec<_>, _>>()?;
                     Ok(Filter::Contains(dim, list))
                 }
                 _ => {
@@ -672,20 +858,35 @@ fn parse_filter(v: &Value, field: &str, depth: usize) -> Result<Filter, QueryErr
                         .iter()
                         .enumerate()
                         .map(|(i, x)| {
-                            let s = x.as_str().ok_or_else(|| QueryError::invalid(vfield(i), "must be a string"))?;
-                            Pattern::new(s).map_err(|e| QueryError::invalid(vfield(i), format!("is not a valid regular expression ({e})")))
+                            let s = x.as_str().ok_or_else(|| {
+                                QueryError::invalid(vfield(i), "must be a string")
+                            })?;
+                            Pattern::new(s).map_err(|e| {
+                                QueryError::invalid(
+                                    vfield(i),
+                                    format!("is not a valid regular expression ({e})"),
+                                )
+                            })
                         })
                         .collect::<Result<Vec<_>, _>>()?;
                     Ok(Filter::Matches(dim, list))
                 }
             }
         }
-        _ => Err(QueryError::invalid(format!("{field}[0]"), format!("unknown operator {}; use is, is_not, contains, matches, and, or, not", arr[0]))),
+        _ => Err(QueryError::invalid(
+            format!("{field}[0]"),
+            format!(
+                "unknown operator {}; use is, is_not, contains, matches, and, or, not",
+                arr[0]
+            ),
+        )),
     }
 }
 
 fn parse_attribution(v: &Value) -> Result<Attribution, QueryError> {
-    let obj = v.as_object().ok_or_else(|| QueryError::invalid("attribution", "must be an object {\"model\": ...}"))?;
+    let obj = v
+        .as_object()
+        .ok_or_else(|| QueryError::invalid("attribution", "must be an object {\"model\": ...}"))?;
     let model = obj
         .get("model")
         .and_then(Value::as_str)
@@ -693,11 +894,27 @@ fn parse_attribution(v: &Value) -> Result<Attribution, QueryError> {
         .ok_or_else(|| QueryError::invalid("attribution.model", "must be first_touch, last_touch, last_non_direct, linear, time_decay or position_based"))?;
     let window_days = match obj.get("window_days") {
         None => 30,
-        Some(w) => w.as_u64().filter(|n| (1..=365).contains(n)).ok_or_else(|| QueryError::invalid("attribution.window_days", "must be a whole number from 1 to 365"))? as u32,
+        Some(w) => w
+            .as_u64()
+            .filter(|n| (1..=365).contains(n))
+            .ok_or_else(|| {
+                QueryError::invalid(
+                    "attribution.window_days",
+                    "must be a whole number from 1 to 365",
+                )
+            })? as u32,
     };
     let half_life_days = match obj.get("half_life_days") {
         None => 7.0,
-        Some(h) => h.as_f64().filter(|n| *n > 0.0 && *n <= 365.0).ok_or_else(|| QueryError::invalid("attribution.half_life_days", "must be a number above 0 and at most 365"))?,
+        Some(h) => h
+            .as_f64()
+            .filter(|n| *n > 0.0 && *n <= 365.0)
+            .ok_or_else(|| {
+                QueryError::invalid(
+                    "attribution.half_life_days",
+                    "must be a number above 0 and at most 365",
+                )
+            })?,
     };
     Ok(Attribution {
         model,
@@ -730,31 +947,73 @@ mod tests {
         assert_eq!(q.metrics.len(), 5);
         assert_eq!(q.dimensions, vec![Dimension::Source]);
         assert_eq!(q.filters.len(), 2);
-        assert_eq!(q.order_by, vec![(OrderKey::Metric(Metric::Visitors), Direction::Desc)]);
+        assert_eq!(
+            q.order_by,
+            vec![(OrderKey::Metric(Metric::Visitors), Direction::Desc)]
+        );
         let echo = q.to_json(None);
         assert_eq!(echo["date_range"], json!(["2026-03-01", "2026-03-31"]));
-        assert_eq!(Query::from_value(&echo).unwrap(), q, "the echo parses back to the same query");
+        assert_eq!(
+            Query::from_value(&echo).unwrap(),
+            q,
+            "the echo parses back to the same query"
+        );
         let d = Query::from_json(r#"{"site":"a.com"}"#).unwrap();
-        assert_eq!((d.date_range, d.metrics.clone(), d.limit), (DateRange::Last30Days, vec![Metric::Visitors], 10_000));
+        assert_eq!(
+            (d.date_range, d.metrics.clone(), d.limit),
+            (DateRange::Last30Days, vec![Metric::Visitors], 10_000)
+        );
     }
 
     #[test]
     fn errors_name_the_offending_field() {
         assert_eq!(field(r#"{}"#), "site");
-        assert_eq!(field(r#"{"site":"a","metrics":["visitors","nope"]}"#), "metrics[1]");
+        assert_eq!(
+            field(r#"{"site":"a","metrics":["visitors","nope"]}"#),
+            "metrics[1]"
+        );
         assert_eq!(field(r#"{"site":"a","dimensions":["x"]}"#), "dimensions[0]");
         assert_eq!(field(r#"{"site":"a","date_range":"year"}"#), "date_range");
-        assert_eq!(field(r#"{"site":"a","date_range":["2026-03-01","2026-02-01"]}"#), "date_range[1]");
-        assert_eq!(field(r#"{"site":"a","date_range":["2026-13-01","2026-02-01"]}"#), "date_range[0]");
-        assert_eq!(field(r#"{"site":"a","filters":[["is","country","DE"]]}"#), "filters[0][2]");
-        assert_eq!(field(r#"{"site":"a","filters":[["like","country",["DE"]]]}"#), "filters[0][0]");
-        assert_eq!(field(r#"{"site":"a","filters":[["or",[["is","nope",["x"]]]]]}"#), "filters[0][1][0][1]");
-        assert_eq!(field(r#"{"site":"a","filters":[["matches","page",["("]]]}"#), "filters[0][2][0]");
-        assert_eq!(field(r#"{"site":"a","order_by":[["visits","desc"]]}"#), "order_by[0][0]");
+        assert_eq!(
+            field(r#"{"site":"a","date_range":["2026-03-01","2026-02-01"]}"#),
+            "date_range[1]"
+        );
+        assert_eq!(
+            field(r#"{"site":"a","date_range":["2026-13-01","2026-02-01"]}"#),
+            "date_range[0]"
+        );
+        assert_eq!(
+            field(r#"{"site":"a","filters":[["is","country","DE"]]}"#),
+            "filters[0][2]"
+        );
+        assert_eq!(
+            field(r#"{"site":"a","filters":[["like","country",["DE"]]]}"#),
+            "filters[0][0]"
+        );
+        assert_eq!(
+            field(r#"{"site":"a","filters":[["or",[["is","nope",["x"]]]]]}"#),
+            "filters[0][1][0][1]"
+        );
+        assert_eq!(
+            field(r#"{"site":"a","filters":[["matches","page",["("]]]}"#),
+            "filters[0][2][0]"
+        );
+        assert_eq!(
+            field(r#"{"site":"a","order_by":[["visits","desc"]]}"#),
+            "order_by[0][0]"
+        );
         assert_eq!(field(r#"{"site":"a","limit":0}"#), "limit");
         assert_eq!(field(r#"{"site":"a","bogus":1}"#), "bogus");
-        assert_eq!(field(r#"{"site":"a","attribution":{"model":"magic"}}"#), "attribution.model");
-        assert_eq!(field(r#"{"site":"a","metrics":["revenue"],"dimensions":["page"],"attribution":{"model":"linear"}}"#), "dimensions[0]");
+        assert_eq!(
+            field(r#"{"site":"a","attribution":{"model":"magic"}}"#),
+            "attribution.model"
+        );
+        assert_eq!(
+            field(
+                r#"{"site":"a","metrics":["revenue"],"dimensions":["page"],"attribution":{"model":"linear"}}"#
+            ),
+            "dimensions[0]"
+        );
     }
 
     #[test]
@@ -763,7 +1022,13 @@ mod tests {
         assert!(q.filters[0].mentions(&Dimension::Page));
         assert!(!q.filters[0].mentions(&Dimension::Goal));
         let today = NaiveDate::from_ymd_opt(2026, 3, 10).unwrap();
-        assert_eq!(q.date_range.resolve(today, None).0, NaiveDate::from_ymd_opt(2026, 3, 4).unwrap());
-        assert_eq!(DateRange::Month.resolve(today, None).0, NaiveDate::from_ymd_opt(2026, 3, 1).unwrap());
+        assert_eq!(
+            q.date_range.resolve(today, None).0,
+            NaiveDate::from_ymd_opt(2026, 3, 4).unwrap()
+        );
+        assert_eq!(
+            DateRange::Month.resolve(today, None).0,
+            NaiveDate::from_ymd_opt(2026, 3, 1).unwrap()
+        );
     }
 }

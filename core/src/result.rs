@@ -106,7 +106,12 @@ impl QueryResult {
         let m = self.metrics.iter().position(|x| *x == metric)?;
         self.rows
             .iter()
-            .find(|r| r.dimensions.iter().map(Option::as_deref).eq(dims.iter().copied()))
+            .find(|r| {
+                r.dimensions
+                    .iter()
+                    .map(Option::as_deref)
+                    .eq(dims.iter().copied())
+            })
             .map(|r| r.metrics[m])
     }
 }

@@ -64,8 +64,18 @@ fn canonical_order(events: &[Event]) -> Vec<usize> {
     let mut order: Vec<usize> = (0..events.len()).collect();
     order.sort_by(|&a, &b| {
         let (x, y) = (&events[a], &events[b]);
-        (x.site.as_str(), x.identity.visitor_id.as_str(), x.timestamp, x.id)
-            .cmp(&(y.site.as_str(), y.identity.visitor_id.as_str(), y.timestamp, y.id))
+        (
+            x.site.as_str(),
+            x.identity.visitor_id.as_str(),
+            x.timestamp,
+            x.id,
+        )
+            .cmp(&(
+                y.site.as_str(),
+                y.identity.visitor_id.as_str(),
+                y.timestamp,
+                y.id,
+            ))
     });
     order
 }
@@ -82,10 +92,16 @@ pub fn sessionize(events: &mut [Event], timeout_ms: i64) -> Vec<SessionSummary> 
     for &i in &order {
         let e = &events[i];
         let ts = e.timestamp.timestamp_millis();
-        let same_visitor = prev.is_some_and(|p| p.site == e.site && p.identity.visitor_id == e.identity.visitor_id);
-        let continues = same_visitor && prev.is_some_and(|p| ts - p.timestamp.timestamp_millis() <= timeout_ms);
+        let same_visitor = prev
+            .is_some_and(|p| p.site == e.site && p.identity.visitor_id == e.identity.visitor_id);
+        let continues =
+            same_visitor && prev.is_some_and(|p| ts - p.timestamp.timestamp_millis() <= timeout_ms);
         if !continues {
-            let number = if same_visitor { out.last().map_or(1, |s| s.number + 1) } else { 1 };
+            let number = if same_visitor {
+                out.last().map_or(1, |s| s.number + 1)
+            } else {
+                1
+            };
             out.push(SessionSummary {
                 site: e.site.clone(),
                 visitor: e.identity.visitor_id.clone(),
@@ -146,7 +162,9 @@ pub struct VisitorSessions {
 impl VisitorSessions {
     /// Whether some span is still open at `now_ms` (its end within `timeout_ms`).
     pub fn is_open_at(&self, now_ms: i64, timeout_ms: i64) -> bool {
-        self.spans.last().is_some_and(|s| now_ms - s.end_ms <= timeout_ms && now_ms >= s.start_ms - timeout_ms)
+        self.spans
+            .last()
+            .is_some_and(|s| now_ms - s.end_ms <= timeout_ms && now_ms >= s.start_ms - timeout_ms)
     }
 }
 
@@ -156,7 +174,12 @@ pub trait SessionCache {
     /// A copy of the visitor's state, if any.
     fn get(&self, site: &str, visitor: &str) -> Option<VisitorSessions>;
     /// Runs `f` on the visitor's state (created empty when missing) and stores the result.
-    fn update<R>(&mut self, site: &str, visitor: &str, f: impl FnOnce(&mut VisitorSessions) -> R) -> R;
+    fn update<R>(
+        &mut self,
+        site: &str,
+        visitor: &str,
+        f: impl FnOnce(&mut VisitorSessions) -> R,
+    ) -> R;
     /// Keeps only the visitors for which `keep` answers true (it may change their state).
     fn retain(&mut self, keep: impl FnMut(&str, &str, &mut VisitorSessions) -> bool);
     /// Number of visitors tracked.
@@ -184,7 +207,12 @@ impl SessionCache for MemorySessionCache {
     fn get(&self, site: &str, visitor: &str) -> Option<VisitorSessions> {
         self.sites.get(site)?.get(visitor).cloned()
     }
-    fn update<R>(&mut self, site: &str, visitor: &str, f: impl FnOnce(&mut VisitorSessions) -> R) -> R {
+    fn update<R>(
+        &mut self,
+        site: &str,
+        visitor: &str,
+        f: impl FnOnce(&mut VisitorSessions) -> R,
+    ) -> R {
         let visitors = match self.sites.get_mut(site) {
             Some(v) => v,
             None => self.sites.entry(site.to_owned()).or_default(),
@@ -250,13 +278,29 @@ impl<C: SessionCache> Sessionizer<C> {
     }
 
     /// Whether `visitor` has a session open at `now_ms` (for ids crossing midnight).
-    pub fn has_open_session(&self, site: &str, visitor: &str, now_ms: i64, timeout_ms: i64) -> bool {
-        self.cache.get(site, visitor).is_some_and(|s| s.is_open_at(now_ms, timeout_ms))
+    pub fn has_open_session(
+        &self,
+        site: &str,
+        visitor: &str,
+        now_ms: i64,
+        timeout_ms: i64,
+    ) -> bool {
+        self.cache
+            .get(site, visitor)
+            .is_some_and(|s| s.is_open_at(now_ms, timeout_ms))
     }
 
     /// Places one event at `ts_ms` for (site, visitor) in its session.
-    pub fn observe(&mut self, site: &str, visitor: &str, ts_ms: i64, timeout_ms: i64) -> Observation {
-        let (start, number, renamed) = self.cache.update(site, visitor, |state| place(state, ts_ms, timeout_ms));
+    pub fn observe(
+        &mut self,
+        site: &str,
+        visitor: &str,
+        ts_ms: i64,
+        timeout_ms: i64,
+    ) -> Observation {
+        let (start, number, renamed) = self
+            .cache
+            .update(site, visitor, |state| place(state, ts_ms, timeout_ms));
         let renames = renamed
             .into_iter()
             .map(|(from, to)| SessionRename {
@@ -279,7 +323,11 @@ impl<C: SessionCache> Sessionizer<C> {
     pub fn evict_idle(&mut self, closed_before_ms: i64) -> Vec<SessionSummaryLite> {
         let mut out = Vec::new();
         self.cache.retain(|site, visitor, state| {
-            let n = state.spans.iter().take_while(|s| s.end_ms < closed_before_ms).count();
+            let n = state
+                .spans
+                .iter()
+                .take_while(|s| s.end_ms < closed_before_ms)
+                .count();
             for (i, s) in state.spans.drain(..n).enumerate() {
                 out.push(lite(site, visitor, &s, state.closed + 1 + i as u32));
             }
@@ -298,7 +346,9 @@ impl<C: SessionCache> Sessionizer<C> {
             }
             false
         });
-        out.sort_by(|a, b| (&a.site, &a.visitor, a.start_ms).cmp(&(&b.site, &b.visitor, b.start_ms)));
+        out.sort_by(|a, b| {
+            (&a.site, &a.visitor, a.start_ms).cmp(&(&b.site, &b.visitor, b.start_ms))
+        });
         out
     }
 }
@@ -348,7 +398,11 @@ fn place(state: &mut VisitorSessions, ts: i64, timeout: i64) -> (i64, u32, Vec<(
                 last.events += 1;
                 return (last.start_ms, number, Vec::new());
             }
-            spans.push(SessionSpan { start_ms: ts, end_ms: ts, events: 1 });
+            spans.push(SessionSpan {
+                start_ms: ts,
+                end_ms: ts,
+                events: 1,
+            });
             return (ts, number + 1, Vec::new());
         }
     }
@@ -379,7 +433,14 @@ fn place(state: &mut VisitorSessions, ts: i64, timeout: i64) -> (i64, u32, Vec<(
             i
         }
         (false, false) => {
-            spans.insert(i, SessionSpan { start_ms: ts, end_ms: ts, events: 1 });
+            spans.insert(
+                i,
+                SessionSpan {
+                    start_ms: ts,
+                    end_ms: ts,
+                    events: 1,
+                },
+            );
             i
         }
     };
@@ -436,10 +497,13 @@ mod tests {
             ev("z", b, EventKind::Goal, "/", 5),
         ];
         let s = sessionize(&mut evs, T);
-        let by: BTreeMap<_, _> = s.iter().map(|s| (s.visitor.as_str(), s.is_bounce)).collect();
-        assert_eq!(by["e"], true);
-        assert_eq!(by["g"], false);
-        assert_eq!(by["z"], false, "no pageview is not a bounce");
+        let by: BTreeMap<_, _> = s
+            .iter()
+            .map(|s| (s.visitor.as_str(), s.is_bounce))
+            .collect();
+        assert!(by["e"]);
+        assert!(!by["g"]);
+        assert!(!by["z"], "no pageview is not a bounce");
     }
 
     #[test]
@@ -452,7 +516,10 @@ mod tests {
         let c = sz.observe("s", "v", T, T);
         assert_eq!(c.session_id, a.session_id);
         assert_eq!(c.renames.len(), 1);
-        assert_eq!((c.renames[0].from, c.renames[0].to), (b.session_id, a.session_id));
+        assert_eq!(
+            (c.renames[0].from, c.renames[0].to),
+            (b.session_id, a.session_id)
+        );
         let early = sz.observe("s", "v", -T, T);
         assert_eq!(early.renames[0].from, a.session_id);
         let flushed = sz.flush();
@@ -473,7 +540,9 @@ mod tests {
     }
 
     /// Applies renames to a map of event → session id, as a store does.
-    fn streaming_assignment(order: &[(String, i64, usize)]) -> (BTreeMap<usize, u64>, Vec<SessionSummaryLite>) {
+    fn streaming_assignment(
+        order: &[(String, i64, usize)],
+    ) -> (BTreeMap<usize, u64>, Vec<SessionSummaryLite>) {
         let mut sz = Sessionizer::new(MemorySessionCache::new());
         let mut assigned: BTreeMap<usize, u64> = BTreeMap::new();
         for (visitor, ts, idx) in order {

@@ -66,11 +66,14 @@ impl Site {
         let d = &self.domain;
         let ok = !d.is_empty()
             && d.len() <= 253
-            && d.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._:".contains(&b));
+            && d.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-._:".contains(&b));
         if !ok {
             return Err(StoreError::InvalidSite {
                 field: "domain".into(),
-                rule: format!("{d:?} must be 1 to 253 characters of letters, digits, '-', '.', '_' or ':'"),
+                rule: format!(
+                    "{d:?} must be 1 to 253 characters of letters, digits, '-', '.', '_' or ':'"
+                ),
             });
         }
         if !(60..=86_400).contains(&self.session_timeout_secs) {

@@ -26,7 +26,12 @@ pub trait EventStore: Send + Sync {
     async fn append(&self, events: &[Event]) -> Result<(), StoreError>;
 
     /// The site's events with `from <= timestamp < to` (unbounded where `None`), in any order.
-    async fn scan(&self, site: &str, from: Option<DateTime<Utc>>, to: Option<DateTime<Utc>>) -> Result<Vec<Event>, StoreError>;
+    async fn scan(
+        &self,
+        site: &str,
+        from: Option<DateTime<Utc>>,
+        to: Option<DateTime<Utc>>,
+    ) -> Result<Vec<Event>, StoreError>;
 
     /// Erases events; returns how many were removed.
     async fn erase(&self, site: &str, scope: EraseScope) -> Result<u64, StoreError>;
@@ -35,7 +40,12 @@ pub trait EventStore: Send + Sync {
     ///
     /// The default scans the site's whole history (sessions may start before the
     /// range) into the reference engine. Override it to push work into the database.
-    async fn query(&self, site: &Site, query: &Query, now: DateTime<Utc>) -> Result<QueryResult, StoreError> {
+    async fn query(
+        &self,
+        site: &Site,
+        query: &Query,
+        now: DateTime<Utc>,
+    ) -> Result<QueryResult, StoreError> {
         let events = self.scan(&site.domain, None, None).await?;
         let store = crate::memory::MemoryStore::new();
         store.put_site_sync(site.clone())?;
@@ -62,7 +72,14 @@ pub trait Store: EventStore + SiteStore {}
 impl<T: EventStore + SiteStore + ?Sized> Store for T {}
 
 /// Looks up the query's site and runs the query on `store` as of `now`.
-pub async fn run_query(store: &dyn Store, query: &Query, now: DateTime<Utc>) -> Result<QueryResult, StoreError> {
-    let site = store.site(&query.site).await?.ok_or_else(|| QueryError::UnknownSite(query.site.clone()))?;
+pub async fn run_query(
+    store: &dyn Store,
+    query: &Query,
+    now: DateTime<Utc>,
+) -> Result<QueryResult, StoreError> {
+    let site = store
+        .site(&query.site)
+        .await?
+        .ok_or_else(|| QueryError::UnknownSite(query.site.clone()))?;
     store.query(&site, query, now).await
 }

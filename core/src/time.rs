@@ -65,7 +65,11 @@ impl Buckets {
                 let mut t = day_start(tz, from);
                 while t < end {
                     bounds.push(t.timestamp_millis());
-                    labels.push(t.with_timezone(&tz).format("%Y-%m-%dT%H:%M:%S%:z").to_string());
+                    labels.push(
+                        t.with_timezone(&tz)
+                            .format("%Y-%m-%dT%H:%M:%S%:z")
+                            .to_string(),
+                    );
                     t += Duration::hours(1);
                 }
             }

@@ -99,12 +99,21 @@ impl Ctx<'_> {
             Space::Paths => self.t.paths.get(id).map(str::to_owned),
             Space::Names => self.t.names.get(id).map(str::to_owned),
             Space::Strings => self.t.strings.get(id).map(str::to_owned),
-            Space::Buckets => (id != NULL).then(|| self.buckets.as_ref().map(|b| b.label(id as usize - 1).to_owned())).flatten(),
+            Space::Buckets => (id != NULL)
+                .then(|| {
+                    self.buckets
+                        .as_ref()
+                        .map(|b| b.label(id as usize - 1).to_owned())
+                })
+                .flatten(),
         }
     }
 
     fn bucket(&self, ts: i64) -> u32 {
-        self.buckets.as_ref().and_then(|b| b.index(ts)).map_or(NULL, |i| i as u32 + 1)
+        self.buckets
+            .as_ref()
+            .and_then(|b| b.index(ts))
+            .map_or(NULL, |i| i as u32 + 1)
     }
 
     /// The value of `src` for row `r` of session `s`, as events see it.
@@ -128,7 +137,9 @@ impl Ctx<'_> {
                 if key == NULL {
                     return NULL;
                 }
-                t.extra(r).and_then(|x| x.props.iter().find(|(k, _)| *k == key)).map_or(NULL, |(_, v)| *v)
+                t.extra(r)
+                    .and_then(|x| x.props.iter().find(|(k, _)| *k == key))
+                    .map_or(NULL, |(_, v)| *v)
             }
             Src::Time => self.bucket(t.ts[r]),
         }
@@ -158,9 +169,14 @@ impl Compiled {
             Filter::And(fs) => Compiled::And(fs.iter().map(|f| Compiled::new(f, c)).collect()),
             Filter::Or(fs) => Compiled::Or(fs.iter().map(|f| Compiled::new(f, c)).collect()),
             Filter::Not(f) => Compiled::Not(Box::new(Compiled::new(f, c))),
-            Filter::Is(d, _) | Filter::IsNot(d, _) | Filter::Contains(d, _) | Filter::Matches(d, _) => {
+            Filter::Is(d, _)
+            | Filter::IsNot(d, _)
+            | Filter::Contains(d, _)
+            | Filter::Matches(d, _) => {
                 let src = Src::of(d, c.t);
-                let accept = (0..c.space_size(src) as u32).map(|id| f.leaf_accepts(c.render(src, id).as_deref())).collect();
+                let accept = (0..c.space_size(src) as u32)
+                    .map(|id| f.leaf_accepts(c.render(src, id).as_deref()))
+                    .collect();
                 Compiled::Leaf { src, accept }
             }
         }
@@ -295,14 +311,30 @@ struct Needs {
     visits: bool,
     engaged_time: bool,
     scroll: bool,
+    /// conversions or revenue: per-row kinds matter.
+    conversions: bool,
 }
 
 impl Needs {
     fn of(metrics: &[Metric]) -> Self {
         Self {
-            visits: metrics.iter().any(|m| matches!(m, Metric::Visits | Metric::BounceRate | Metric::VisitDuration | Metric::ViewsPerVisit)),
+            visits: metrics.iter().any(|m| {
+                matches!(
+                    m,
+                    Metric::Visits
+                        | Metric::BounceRate
+                        | Metric::VisitDuration
+                        | Metric::ViewsPerVisit
+                )
+            }),
             engaged_time: metrics.contains(&Metric::TimeOnPage),
             scroll: metrics.contains(&Metric::ScrollDepth),
+            conversions: metrics.iter().any(|m| {
+                matches!(
+                    m,
+                    Metric::Conversions | Metric::ConversionRate | Metric::Revenue
+                )
+            }),
         }
     }
 }
@@ -310,25 +342,63 @@ impl Needs {
 /// One pass over the table, filling `groups`.
 fn pass(c: &Ctx<'_>, filter: Option<&Compiled>, groups: &mut Groups, needs: Needs) {
     let t = c.t;
-    let visit_dims_vary = groups.dims.iter().any(|d| matches!(d, Src::Path | Src::Goal | Src::Prop(_)));
+    let visit_dims_vary = groups
+        .dims
+        .iter()
+        .any(|d| matches!(d, Src::Path | Src::Goal | Src::Prop(_)));
+    let has_time_dim = groups.dims.contains(&Src::Time);
+    // Without a filter, with session-level dimensions only and per-row metrics not
+    // asked for, a session wholly in range (and in one time bucket) adds up in O(1).
+    let session_fast_path = filter.is_none()
+        && !visit_dims_vary
+        && !needs.engaged_time
+        && !needs.scroll
+        && !needs.conversions;
     let mut engaged: Vec<(u32, u64)> = Vec::new();
     let mut scroll: Vec<(u32, u32, u8)> = Vec::new();
     for (si, s) in t.sessions.iter().enumerate() {
         let rows = s.rows();
         let start_ts = t.ts[rows.start];
         let end_ts = t.ts[rows.end - 1];
-        let counts_visit = needs.visits && start_ts >= c.start && start_ts < c.end && (c.include_bots || !t.is_bot(rows.start));
+        let counts_visit = needs.visits
+            && start_ts >= c.start
+            && start_ts < c.end
+            && (c.include_bots || !t.is_bot(rows.start));
         let events_in_range = end_ts >= c.start && start_ts < c.end;
         if !counts_visit && !events_in_range {
             continue;
         }
+        let visitor = t.visitor[rows.start];
+        if session_fast_path
+            && start_ts >= c.start
+            && end_ts < c.end
+            && !s.has_bot_rows()
+            && (!has_time_dim || c.bucket(start_ts) == c.bucket(end_ts))
+        {
+            let g = groups.slot(groups.visit_key(c, rows.start, s));
+            let acc = &mut groups.accs[g];
+            acc.events += u64::from(s.len);
+            acc.pageviews += u64::from(s.pageviews());
+            if acc.visitor_stamp != visitor {
+                acc.visitor_stamp = visitor;
+                acc.visitors += 1;
+            }
+            if counts_visit {
+                acc.visits += 1;
+                acc.bounces += u64::from(s.is_bounce());
+                acc.duration_ms += (end_ts - start_ts) as u64;
+                acc.visit_pageviews += u64::from(s.pageviews());
+            }
+            continue;
+        }
         let mut visit_done = !counts_visit;
+        let check_bots = !c.include_bots && s.has_bot_rows();
         engaged.clear();
         scroll.clear();
         let mut engaged_ready = false;
         for r in rows {
             let ts = t.ts[r];
-            let counts_event = ts >= c.start && ts < c.end && (c.include_bots || !t.is_bot(r));
+            let counts_event = ts >= c.start && ts < c.end && !(check_bots && t.is_bot(r));
             if !counts_event && visit_done {
                 continue;
             }
@@ -345,7 +415,7 @@ fn pass(c: &Ctx<'_>, filter: Option<&Compiled>, groups: &mut Groups, needs: Need
                     acc.visits += 1;
                     acc.bounces += u64::from(s.is_bounce());
                     acc.duration_ms += (end_ts - start_ts) as u64;
-                    acc.visit_pageviews += u64::from(s.pageviews);
+                    acc.visit_pageviews += u64::from(s.pageviews());
                 }
                 visit_done = !visit_dims_vary;
             }
@@ -356,8 +426,8 @@ fn pass(c: &Ctx<'_>, filter: Option<&Compiled>, groups: &mut Groups, needs: Need
             let kind = t.kind[r];
             let acc = &mut groups.accs[g];
             acc.events += 1;
-            if acc.visitor_stamp != s.visitor {
-                acc.visitor_stamp = s.visitor;
+            if acc.visitor_stamp != visitor {
+                acc.visitor_stamp = visitor;
                 acc.visitors += 1;
             }
             match kind {
@@ -369,23 +439,33 @@ fn pass(c: &Ctx<'_>, filter: Option<&Compiled>, groups: &mut Groups, needs: Need
                             engaged_ready = true;
                         }
                         acc.engaged_pageviews += 1;
-                        acc.engaged_ms += engaged.iter().find(|(p, _)| *p == t.path[r]).map_or(0, |(_, ms)| *ms);
+                        acc.engaged_ms += engaged
+                            .iter()
+                            .find(|(p, _)| *p == t.path[r])
+                            .map_or(0, |(_, ms)| *ms);
                     }
                 }
                 EventKind::Goal | EventKind::Purchase => {
-                    if acc.conversion_stamp != s.visitor {
-                        acc.conversion_stamp = s.visitor;
+                    if acc.conversion_stamp != visitor {
+                        acc.conversion_stamp = visitor;
                         acc.conversions += 1;
                     }
                     if kind == EventKind::Purchase {
-                        if let Some(m) = t.extra(r).and_then(|x| x.revenue).filter(|m| m.currency == c.currency) {
+                        if let Some(m) = t
+                            .extra(r)
+                            .and_then(|x| x.revenue)
+                            .filter(|m| m.currency == c.currency)
+                        {
                             acc.revenue += m.minor;
                         }
                     }
                 }
                 EventKind::Engagement if needs.scroll => {
                     if let Some(depth) = t.extra(r).and_then(|x| x.scroll) {
-                        match scroll.iter_mut().find(|(gg, p, _)| *gg == g as u32 && *p == t.path[r]) {
+                        match scroll
+                            .iter_mut()
+                            .find(|(gg, p, _)| *gg == g as u32 && *p == t.path[r])
+                        {
                             Some(pair) => pair.2 = pair.2.max(depth),
                             None => scroll.push((g as u32, t.path[r], depth)),
                         }
@@ -408,7 +488,9 @@ fn collect_engaged(t: &SiteTable, s: &Sess, out: &mut Vec<(u32, u64)>) {
         if t.kind[r] != EventKind::Engagement {
             continue;
         }
-        let Some(ms) = t.extra(r).and_then(|x| x.time_ms) else { continue };
+        let Some(ms) = t.extra(r).and_then(|x| x.time_ms) else {
+            continue;
+        };
         match out.iter_mut().find(|(p, _)| *p == t.path[r]) {
             Some(e) => e.1 += ms,
             None => out.push((t.path[r], ms)),
@@ -416,7 +498,12 @@ fn collect_engaged(t: &SiteTable, s: &Sess, out: &mut Vec<(u32, u64)>) {
     }
 }
 
-fn metric_value(m: Metric, a: &Acc, conversion_denominator: u64, currency: Currency) -> MetricValue {
+fn metric_value(
+    m: Metric,
+    a: &Acc,
+    conversion_denominator: u64,
+    currency: Currency,
+) -> MetricValue {
     match m {
         Metric::Visitors => MetricValue::count(a.visitors),
         Metric::Visits => MetricValue::count(a.visits),
@@ -437,13 +524,21 @@ fn metric_value(m: Metric, a: &Acc, conversion_denominator: u64, currency: Curre
 }
 
 /// Runs `q` on a built table of `site`, with `today` the site's local date.
-pub(crate) fn execute(t: &SiteTable, site: &Site, q: &Query, today: NaiveDate) -> Result<QueryResult, QueryError> {
+pub(crate) fn execute(
+    t: &SiteTable,
+    site: &Site,
+    q: &Query,
+    today: NaiveDate,
+) -> Result<QueryResult, QueryError> {
     if q.attribution.is_some() {
         return Err(QueryError::Unsupported("attribution".into()));
     }
     let tz = site.timezone;
-    let bounds = match (t.ts.iter().min(), t.ts.iter().max()) {
-        (Some(&a), Some(&b)) => Some((to_local(tz, a), to_local(tz, b))),
+    let bounds = match q.date_range {
+        crate::query::DateRange::All => match (t.ts.iter().min(), t.ts.iter().max()) {
+            (Some(&a), Some(&b)) => Some((to_local(tz, a), to_local(tz, b))),
+            _ => None,
+        },
         _ => None,
     };
     let (from, to) = q.date_range.resolve(today, bounds);
@@ -464,7 +559,9 @@ pub(crate) fn execute(t: &SiteTable, site: &Site, q: &Query, today: NaiveDate) -
         match filters {
             [] => None,
             [one] => Some(Compiled::new(one, &c)),
-            many => Some(Compiled::And(many.iter().map(|f| Compiled::new(f, &c)).collect())),
+            many => Some(Compiled::And(
+                many.iter().map(|f| Compiled::new(f, &c)).collect(),
+            )),
         }
     };
     let all_filters: Vec<&Filter> = q.filters.iter().collect();
@@ -473,7 +570,12 @@ pub(crate) fn execute(t: &SiteTable, site: &Site, q: &Query, today: NaiveDate) -
     if srcs.is_empty() {
         groups.slot([NULL; Query::MAX_DIMENSIONS]);
     }
-    pass(&c, compile(&all_filters).as_ref(), &mut groups, Needs::of(&q.metrics));
+    pass(
+        &c,
+        compile(&all_filters).as_ref(),
+        &mut groups,
+        Needs::of(&q.metrics),
+    );
 
     // A single time dimension lists every bucket, with zeros where nothing happened.
     if let (Some(b), [Src::Time]) = (&c.buckets, srcs.as_slice()) {
@@ -488,13 +590,24 @@ pub(crate) fn execute(t: &SiteTable, site: &Site, q: &Query, today: NaiveDate) -
     // (and, for a goal breakdown, across all goals).
     let goal_pos = q.dimensions.iter().position(|d| *d == Dimension::Goal);
     let goal_filtered = q.filters.iter().any(|f| f.mentions(&Dimension::Goal));
-    let denominators: Option<(Groups, Option<usize>)> = (q.metrics.contains(&Metric::ConversionRate) && (goal_filtered || goal_pos.is_some())).then(|| {
-        let kept: Vec<&Filter> = q.filters.iter().filter(|f| !f.mentions(&Dimension::Goal)).collect();
-        let dims: Vec<Src> = srcs.iter().enumerate().filter(|(i, _)| Some(*i) != goal_pos).map(|(_, s)| *s).collect();
-        let mut g = Groups::new(dims, &c);
-        pass(&c, compile(&kept).as_ref(), &mut g, Needs::default());
-        (g, goal_pos)
-    });
+    let denominators: Option<(Groups, Option<usize>)> =
+        (q.metrics.contains(&Metric::ConversionRate) && (goal_filtered || goal_pos.is_some()))
+            .then(|| {
+                let kept: Vec<&Filter> = q
+                    .filters
+                    .iter()
+                    .filter(|f| !f.mentions(&Dimension::Goal))
+                    .collect();
+                let dims: Vec<Src> = srcs
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| Some(*i) != goal_pos)
+                    .map(|(_, s)| *s)
+                    .collect();
+                let mut g = Groups::new(dims, &c);
+                pass(&c, compile(&kept).as_ref(), &mut g, Needs::default());
+                (g, goal_pos)
+            });
     let denominator = |key: &Key, acc: &Acc| -> u64 {
         match &denominators {
             None => acc.visitors,
@@ -526,11 +639,27 @@ pub(crate) fn execute(t: &SiteTable, site: &Site, q: &Query, today: NaiveDate) -
         .zip(&groups.accs)
         .filter(|(k, _)| !(srcs.first() == Some(&Src::Time) && srcs.len() == 1 && k[0] == NULL))
         .map(|(k, a)| {
-            let dimensions = srcs.iter().enumerate().map(|(i, s)| c.render(*s, k[i])).collect();
-            let metrics = q.metrics.iter().map(|m| metric_value(*m, a, denominator(k, a), c.currency)).collect();
-            (*k, ResultRow { dimensions, metrics })
+            let dimensions = srcs
+                .iter()
+                .enumerate()
+                .map(|(i, s)| c.render(*s, k[i]))
+                .collect();
+            let metrics = q
+                .metrics
+                .iter()
+                .map(|m| metric_value(*m, a, denominator(k, a), c.currency))
+                .collect();
+            (
+                *k,
+                ResultRow {
+                    dimensions,
+                    metrics,
+                },
+            )
         })
-        .filter(|(_, r)| srcs.is_empty() || srcs == [Src::Time] || r.metrics.iter().any(|m| m.units != 0))
+        .filter(|(_, r)| {
+            srcs.is_empty() || srcs == [Src::Time] || r.metrics.iter().any(|m| m.units != 0)
+        })
         .collect();
 
     let time_pos = srcs.iter().position(|s| *s == Src::Time);
@@ -561,15 +690,27 @@ pub(crate) fn execute(t: &SiteTable, site: &Site, q: &Query, today: NaiveDate) -
                 }
                 OrderKey::Dimension(i) => cmp_dim(*i, a, b),
             };
-            let o = if *dir == Direction::Desc { o.reverse() } else { o };
+            let o = if *dir == Direction::Desc {
+                o.reverse()
+            } else {
+                o
+            };
             if o != Ordering::Equal {
                 return o;
             }
         }
-        (0..srcs.len()).map(|i| cmp_dim(i, a, b)).find(|o| *o != Ordering::Equal).unwrap_or(Ordering::Equal)
+        (0..srcs.len())
+            .map(|i| cmp_dim(i, a, b))
+            .find(|o| *o != Ordering::Equal)
+            .unwrap_or(Ordering::Equal)
     });
     let total_rows = rows.len();
-    let rows = rows.into_iter().skip(q.offset).take(q.limit).map(|(_, r)| r).collect();
+    let rows = rows
+        .into_iter()
+        .skip(q.offset)
+        .take(q.limit)
+        .map(|(_, r)| r)
+        .collect();
     Ok(QueryResult {
         rows,
         metrics: q.metrics.clone(),
@@ -580,5 +721,8 @@ pub(crate) fn execute(t: &SiteTable, site: &Site, q: &Query, today: NaiveDate) -
 }
 
 fn to_local(tz: chrono_tz::Tz, ms: i64) -> NaiveDate {
-    local_date(tz, chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default())
+    local_date(
+        tz,
+        chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default(),
+    )
 }

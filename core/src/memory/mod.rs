@@ -61,7 +61,11 @@ impl MemoryStore {
         site.validate()?;
         let mut inner = self.write();
         let timeout = site.session_timeout_ms();
-        inner.tables.entry(site.domain.clone()).or_insert_with(|| SiteTable::new(timeout)).set_timeout(timeout);
+        inner
+            .tables
+            .entry(site.domain.clone())
+            .or_insert_with(|| SiteTable::new(timeout))
+            .set_timeout(timeout);
         inner.sites.insert(site.domain.clone(), site);
         Ok(())
     }
@@ -90,7 +94,12 @@ impl MemoryStore {
     }
 
     /// Answers a query (synchronous form of [`EventStore::query`]).
-    pub fn query_sync(&self, site: &Site, query: &Query, now: DateTime<Utc>) -> Result<QueryResult, StoreError> {
+    pub fn query_sync(
+        &self,
+        site: &Site,
+        query: &Query,
+        now: DateTime<Utc>,
+    ) -> Result<QueryResult, StoreError> {
         {
             let mut inner = self.write();
             match inner.tables.get_mut(&site.domain) {
@@ -99,8 +108,16 @@ impl MemoryStore {
             }
         }
         let inner = self.read();
-        let table = inner.tables.get(&site.domain).ok_or_else(|| QueryError::UnknownSite(site.domain.clone()))?;
-        Ok(exec::execute(table, site, query, local_date(site.timezone, now))?)
+        let table = inner
+            .tables
+            .get(&site.domain)
+            .ok_or_else(|| QueryError::UnknownSite(site.domain.clone()))?;
+        Ok(exec::execute(
+            table,
+            site,
+            query,
+            local_date(site.timezone, now),
+        )?)
     }
 
     /// Events and heap bytes held.
@@ -119,16 +136,33 @@ impl EventStore for MemoryStore {
         self.append_sync(events)
     }
 
-    async fn scan(&self, site: &str, from: Option<DateTime<Utc>>, to: Option<DateTime<Utc>>) -> Result<Vec<Event>, StoreError> {
+    async fn scan(
+        &self,
+        site: &str,
+        from: Option<DateTime<Utc>>,
+        to: Option<DateTime<Utc>>,
+    ) -> Result<Vec<Event>, StoreError> {
         let inner = self.read();
-        let t = inner.tables.get(site).ok_or_else(|| StoreError::UnknownSite(site.to_owned()))?;
-        let (lo, hi) = (from.map_or(i64::MIN, |f| f.timestamp_millis()), to.map_or(i64::MAX, |t| t.timestamp_millis()));
-        Ok((0..t.len()).filter(|&r| t.ts[r] >= lo && t.ts[r] < hi).map(|r| t.event(site, r)).collect())
+        let t = inner
+            .tables
+            .get(site)
+            .ok_or_else(|| StoreError::UnknownSite(site.to_owned()))?;
+        let (lo, hi) = (
+            from.map_or(i64::MIN, |f| f.timestamp_millis()),
+            to.map_or(i64::MAX, |t| t.timestamp_millis()),
+        );
+        Ok((0..t.len())
+            .filter(|&r| t.ts[r] >= lo && t.ts[r] < hi)
+            .map(|r| t.event(site, r))
+            .collect())
     }
 
     async fn erase(&self, site: &str, scope: EraseScope) -> Result<u64, StoreError> {
         let mut inner = self.write();
-        let t = inner.tables.get_mut(site).ok_or_else(|| StoreError::UnknownSite(site.to_owned()))?;
+        let t = inner
+            .tables
+            .get_mut(site)
+            .ok_or_else(|| StoreError::UnknownSite(site.to_owned()))?;
         Ok(match scope {
             EraseScope::All => t.retain_rows(|_, _| false),
             EraseScope::Visitor(v) => match t.visitors.lookup(&v) {
@@ -138,7 +172,12 @@ impl EventStore for MemoryStore {
         })
     }
 
-    async fn query(&self, site: &Site, query: &Query, now: DateTime<Utc>) -> Result<QueryResult, StoreError> {
+    async fn query(
+        &self,
+        site: &Site,
+        query: &Query,
+        now: DateTime<Utc>,
+    ) -> Result<QueryResult, StoreError> {
         self.query_sync(site, query, now)
     }
 }

@@ -9,36 +9,73 @@ use std::collections::HashMap;
 pub(crate) const NULL: u32 = 0;
 
 /// A string dictionary: id 0 is "missing", ids from 1 are strings in first-seen order.
+/// Strings live once, concatenated in an arena; the map goes from a 64-bit hash to
+/// the id (a hash shared by two different strings falls back to `collisions`).
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Interner {
-    map: HashMap<Box<str>, u32>,
-    values: Vec<Box<str>>,
+    arena: String,
+    /// End offset of string `id` in `arena` (start = previous end).
+    ends: Vec<u32>,
+    by_hash: HashMap<u64, u32>,
+    collisions: HashMap<Box<str>, u32>,
+}
+
+fn hash_str(s: &str) -> u64 {
+    // FNV-1a, then a final mix; deterministic and fast for short keys.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in s.as_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^ (h >> 33)
 }
 
 impl Interner {
     pub(crate) fn id(&mut self, s: Option<&str>) -> u32 {
         let Some(s) = s else { return NULL };
-        if let Some(&id) = self.map.get(s) {
+        if let Some(id) = self.lookup(s) {
             return id;
         }
-        self.values.push(s.into());
-        let id = u32::try_from(self.values.len()).expect("fewer than 2^32 distinct values");
-        self.map.insert(s.into(), id);
+        self.arena.push_str(s);
+        self.ends
+            .push(u32::try_from(self.arena.len()).expect("dictionary under 4 GiB"));
+        let id = u32::try_from(self.ends.len()).expect("fewer than 2^32 distinct values");
+        match self.by_hash.entry(hash_str(s)) {
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(id);
+            }
+            std::collections::hash_map::Entry::Occupied(_) => {
+                self.collisions.insert(s.into(), id);
+            }
+        }
         id
     }
     pub(crate) fn lookup(&self, s: &str) -> Option<u32> {
-        self.map.get(s).copied()
+        match self.by_hash.get(&hash_str(s)) {
+            Some(&id) if self.get(id) == Some(s) => Some(id),
+            Some(_) => self.collisions.get(s).copied(),
+            None => None,
+        }
     }
     pub(crate) fn get(&self, id: u32) -> Option<&str> {
-        (id != NULL).then(|| &*self.values[id as usize - 1])
+        if id == NULL {
+            return None;
+        }
+        let i = id as usize - 1;
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        Some(&self.arena[start..self.ends[i] as usize])
     }
     /// Size of the id space, the missing value included.
     pub(crate) fn space(&self) -> usize {
-        self.values.len() + 1
+        self.ends.len() + 1
     }
     fn heap_bytes(&self) -> usize {
-        let strings: usize = self.values.iter().map(|s| s.len() * 2).sum();
-        strings + self.values.capacity() * 16 + self.map.capacity() * (16 + 4 + 8)
+        self.arena.capacity()
+            + self.ends.capacity() * 4
+            + self.by_hash.capacity() * (8 + 4 + 1)
+            + self.collisions.len() * 64
     }
 }
 
@@ -76,7 +113,9 @@ pub(crate) mod client {
     pub(crate) const VISITOR_TYPE: usize = 7;
     /// The bot reason's id (NULL when not a bot).
     pub(crate) const BOT: usize = 8;
-    pub(crate) const N: usize = 9;
+    /// Host of the page URL (per event, but nearly always one per site, so interned here).
+    pub(crate) const HOST: usize = 9;
+    pub(crate) const N: usize = 10;
 }
 
 /// Positions in the acquisition tuple.
@@ -92,36 +131,64 @@ pub(crate) mod acq {
     pub(crate) const N: usize = 8;
 }
 
-/// Facts of an event that only some events carry.
+/// Engagement figures, compact: `u32::MAX` / `u8::MAX` mean "not reported".
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Engaged {
+    time_ms: u32,
+    scroll: u8,
+}
+
+/// Commerce and properties, which few events carry.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct Extra {
-    pub(crate) revenue: Option<Money>,
-    pub(crate) order_id: Option<Box<str>>,
+pub(crate) struct Rich {
+    revenue: Option<Money>,
+    order_id: Option<Box<str>>,
     /// (name id, value id) in the strings dictionary.
-    pub(crate) props: Box<[(u32, u32)]>,
+    props: Box<[(u32, u32)]>,
+    engaged: Option<Engaged>,
+}
+
+/// A view of a row's optional facts.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Extra<'a> {
+    pub(crate) revenue: Option<Money>,
+    pub(crate) order_id: Option<&'a str>,
+    pub(crate) props: &'a [(u32, u32)],
     pub(crate) time_ms: Option<u64>,
     pub(crate) scroll: Option<u8>,
 }
+
+/// `extra` column values: 0 none; top bit set: index into `rich`; else index + 1 into `engaged`.
+const RICH: u32 = 1 << 31;
 
 /// A derived session: a run of rows of one visitor.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Sess {
     pub(crate) first: u32,
     pub(crate) len: u32,
-    pub(crate) visitor: u32,
-    pub(crate) pageviews: u32,
+    /// Pageviews in the low 30 bits; bit 31 marks a goal, purchase or custom event,
+    /// bit 30 a row classified as a bot.
+    flags_and_pageviews: u32,
     /// Path id of the last pageview (NULL without one).
     pub(crate) exit_path: u32,
-    /// Some goal, purchase or custom event.
-    pub(crate) interaction: bool,
 }
 
+const INTERACTION: u32 = 1 << 31;
+const BOT_ROWS: u32 = 1 << 30;
+
 impl Sess {
+    pub(crate) fn pageviews(&self) -> u32 {
+        self.flags_and_pageviews & !(INTERACTION | BOT_ROWS)
+    }
+    /// Whether some row of the session is classified as a bot.
+    pub(crate) fn has_bot_rows(&self) -> bool {
+        self.flags_and_pageviews & BOT_ROWS != 0
+    }
     pub(crate) fn rows(&self) -> std::ops::Range<usize> {
         self.first as usize..(self.first + self.len) as usize
     }
     pub(crate) fn is_bounce(&self) -> bool {
-        self.pageviews == 1 && !self.interaction
+        self.flags_and_pageviews & !BOT_ROWS == 1
     }
 }
 
@@ -134,8 +201,8 @@ pub(crate) struct SiteTable {
     pub(crate) strings: Interner,
     pub(crate) clients: TupleInterner<{ client::N }>,
     pub(crate) acqs: TupleInterner<{ acq::N }>,
-    pub(crate) extras: Vec<Extra>,
-    pub(crate) hosts: Interner,
+    engaged: Vec<Engaged>,
+    rich: Vec<Rich>,
 
     pub(crate) ts: Vec<i64>,
     pub(crate) id: Vec<u128>,
@@ -145,9 +212,8 @@ pub(crate) struct SiteTable {
     pub(crate) path: Vec<u32>,
     pub(crate) client: Vec<u32>,
     pub(crate) acq: Vec<u32>,
-    /// 0 = none, else index + 1 into `extras`.
+    /// See [`RICH`].
     pub(crate) extra: Vec<u32>,
-    pub(crate) host: Vec<u32>,
 
     /// Rows `..sorted` are ordered by (visitor, ts, id); later rows are newly appended.
     sorted: usize,
@@ -188,6 +254,7 @@ impl SiteTable {
         c[client::COMPANY] = s.id(e.network.company.name.as_deref());
         c[client::VISITOR_TYPE] = s.id(e.network.visitor_type.map(|v| v.as_str()));
         c[client::BOT] = s.id(e.bot.as_ref().map(|b| b.reason.as_str()));
+        c[client::HOST] = s.id(Some(&e.page.host));
         let a = &e.acquisition;
         let mut q = [NULL; acq::N];
         q[acq::SOURCE] = s.id(a.source.as_deref());
@@ -198,41 +265,86 @@ impl SiteTable {
         q[acq::UTM_CAMPAIGN] = s.id(a.utm.campaign.as_deref());
         q[acq::UTM_CONTENT] = s.id(a.utm.content.as_deref());
         q[acq::UTM_TERM] = s.id(a.utm.term.as_deref());
-        let has_extra = e.commerce.revenue.is_some()
-            || e.commerce.order_id.is_some()
-            || !e.props.is_empty()
-            || e.engagement.time_ms.is_some()
-            || e.engagement.scroll_depth.is_some();
-        let extra = if has_extra {
-            let props = e.props.iter().map(|(k, v)| (s.id(Some(k)), s.id(Some(v)))).collect();
-            self.extras.push(Extra {
+        let engaged =
+            (e.engagement.time_ms.is_some() || e.engagement.scroll_depth.is_some()).then(|| {
+                Engaged {
+                    time_ms: e
+                        .engagement
+                        .time_ms
+                        .map_or(u32::MAX, |t| u32::try_from(t).unwrap_or(u32::MAX - 1)),
+                    scroll: e.engagement.scroll_depth.unwrap_or(u8::MAX),
+                }
+            });
+        let rich =
+            e.commerce.revenue.is_some() || e.commerce.order_id.is_some() || !e.props.is_empty();
+        let extra = if rich {
+            let props = e
+                .props
+                .iter()
+                .map(|(k, v)| (s.id(Some(k)), s.id(Some(v))))
+                .collect();
+            self.rich.push(Rich {
                 revenue: e.commerce.revenue,
                 order_id: e.commerce.order_id.as_deref().map(Into::into),
                 props,
-                time_ms: e.engagement.time_ms,
-                scroll: e.engagement.scroll_depth,
+                engaged,
             });
-            u32::try_from(self.extras.len()).expect("fewer than 2^32 extras")
+            RICH | u32::try_from(self.rich.len() - 1)
+                .ok()
+                .filter(|i| i & RICH == 0)
+                .expect("fewer than 2^31 rich events")
+        } else if let Some(g) = engaged {
+            self.engaged.push(g);
+            u32::try_from(self.engaged.len())
+                .ok()
+                .filter(|i| i & RICH == 0)
+                .expect("fewer than 2^31 engagement events")
         } else {
             0
         };
         self.ts.push(e.timestamp.timestamp_millis());
         self.id.push(e.id.as_u128());
-        self.visitor.push(self.visitors.id(Some(&e.identity.visitor_id)));
+        self.visitor
+            .push(self.visitors.id(Some(&e.identity.visitor_id)));
         self.kind.push(e.kind);
         self.name.push(self.names.id(e.name.as_deref()));
         self.path.push(self.paths.id(Some(&e.page.path)));
         self.client.push(self.clients.id(c));
         self.acq.push(self.acqs.id(q));
         self.extra.push(extra);
-        self.host.push(self.hosts.id(Some(&e.page.host)));
         self.built = false;
     }
 
-    pub(crate) fn extra(&self, r: usize) -> Option<&Extra> {
+    pub(crate) fn extra(&self, r: usize) -> Option<Extra<'_>> {
+        let engaged = |g: Engaged| {
+            (
+                (g.time_ms != u32::MAX).then_some(u64::from(g.time_ms)),
+                (g.scroll != u8::MAX).then_some(g.scroll),
+            )
+        };
         match self.extra[r] {
             0 => None,
-            i => Some(&self.extras[i as usize - 1]),
+            i if i & RICH != 0 => {
+                let x = &self.rich[(i & !RICH) as usize];
+                let (time_ms, scroll) = x.engaged.map_or((None, None), engaged);
+                Some(Extra {
+                    revenue: x.revenue,
+                    order_id: x.order_id.as_deref(),
+                    props: &x.props,
+                    time_ms,
+                    scroll,
+                })
+            }
+            i => {
+                let (time_ms, scroll) = engaged(self.engaged[i as usize - 1]);
+                Some(Extra {
+                    revenue: None,
+                    order_id: None,
+                    props: &[],
+                    time_ms,
+                    scroll,
+                })
+            }
         }
     }
 
@@ -264,7 +376,8 @@ impl SiteTable {
             let mut perm: Vec<u32> = Vec::with_capacity(n);
             let (mut i, mut j) = (0usize, 0usize);
             while i < self.sorted || j < tail.len() {
-                let take_main = j == tail.len() || (i < self.sorted && self.key(i) <= self.key(tail[j] as usize));
+                let take_main = j == tail.len()
+                    || (i < self.sorted && self.key(i) <= self.key(tail[j] as usize));
                 if take_main {
                     perm.push(i as u32);
                     i += 1;
@@ -280,7 +393,24 @@ impl SiteTable {
             self.sorted = n;
         }
         self.derive_sessions();
+        self.shrink();
         self.built = true;
+    }
+
+    /// Gives back the growth slack of the columns.
+    fn shrink(&mut self) {
+        self.ts.shrink_to_fit();
+        self.id.shrink_to_fit();
+        self.visitor.shrink_to_fit();
+        self.kind.shrink_to_fit();
+        self.name.shrink_to_fit();
+        self.path.shrink_to_fit();
+        self.client.shrink_to_fit();
+        self.acq.shrink_to_fit();
+        self.extra.shrink_to_fit();
+        self.engaged.shrink_to_fit();
+        self.rich.shrink_to_fit();
+        self.sessions.shrink_to_fit();
     }
 
     fn apply(&mut self, perm: &[u32]) {
@@ -297,31 +427,34 @@ impl SiteTable {
         permute(&mut self.client, perm);
         permute(&mut self.acq, perm);
         permute(&mut self.extra, perm);
-        permute(&mut self.host, perm);
     }
 
     fn derive_sessions(&mut self) {
         let mut sessions: Vec<Sess> = Vec::with_capacity(self.sessions.len().max(self.len() / 4));
         for r in 0..self.len() {
-            let starts = r == 0 || self.visitor[r] != self.visitor[r - 1] || self.ts[r] - self.ts[r - 1] > self.timeout_ms;
+            let starts = r == 0
+                || self.visitor[r] != self.visitor[r - 1]
+                || self.ts[r] - self.ts[r - 1] > self.timeout_ms;
             if starts {
                 sessions.push(Sess {
                     first: r as u32,
                     len: 0,
-                    visitor: self.visitor[r],
-                    pageviews: 0,
+                    flags_and_pageviews: 0,
                     exit_path: NULL,
-                    interaction: false,
                 });
             }
             let s = sessions.last_mut().expect("row 0 starts a session");
             s.len += 1;
             match self.kind[r] {
                 EventKind::Pageview => {
-                    s.pageviews += 1;
+                    s.flags_and_pageviews += 1;
                     s.exit_path = self.path[r];
                 }
-                k => s.interaction |= k.is_interaction(),
+                k if k.is_interaction() => s.flags_and_pageviews |= INTERACTION,
+                _ => {}
+            }
+            if self.clients.values[self.client[r] as usize][client::BOT] != NULL {
+                s.flags_and_pageviews |= BOT_ROWS;
             }
         }
         self.sessions = sessions;
@@ -329,7 +462,10 @@ impl SiteTable {
 
     /// Keeps only rows for which `keep` is true; returns how many were removed.
     pub(crate) fn retain_rows(&mut self, keep: impl Fn(&Self, usize) -> bool) -> u64 {
-        let perm: Vec<u32> = (0..self.len()).filter(|&r| keep(self, r)).map(|r| r as u32).collect();
+        let perm: Vec<u32> = (0..self.len())
+            .filter(|&r| keep(self, r))
+            .map(|r| r as u32)
+            .collect();
         let removed = (self.len() - perm.len()) as u64;
         if removed > 0 {
             // Removing rows keeps the relative order, so sorted rows stay sorted.
@@ -352,11 +488,15 @@ impl SiteTable {
             ..Event::default()
         };
         let st = |id: u32| self.strings.get(id).map(str::to_owned);
-        e.identity.visitor_id = self.visitors.get(self.visitor[r]).unwrap_or_default().to_owned();
+        e.identity.visitor_id = self
+            .visitors
+            .get(self.visitor[r])
+            .unwrap_or_default()
+            .to_owned();
         e.page.path = self.paths.get(self.path[r]).unwrap_or_default().to_owned();
-        e.page.host = self.hosts.get(self.host[r]).unwrap_or_default().to_owned();
-        e.page.url = format!("https://{}{}", e.page.host, e.page.path);
         let c = self.clients.values[self.client[r] as usize];
+        e.page.host = st(c[client::HOST]).unwrap_or_default();
+        e.page.url = format!("https://{}{}", e.page.host, e.page.path);
         e.device.device_type = self.strings.get(c[client::DEVICE]).map(|d| match d {
             "desktop" => DeviceType::Desktop,
             "mobile" => DeviceType::Mobile,
@@ -372,14 +512,17 @@ impl SiteTable {
         e.location.region = st(c[client::REGION]);
         e.location.city = st(c[client::CITY]);
         e.network.company.name = st(c[client::COMPANY]);
-        e.network.visitor_type = self.strings.get(c[client::VISITOR_TYPE]).and_then(|v| match v {
-            "business" => Some(VisitorType::Business),
-            "consumer" => Some(VisitorType::Consumer),
-            "hosting" => Some(VisitorType::Hosting),
-            "bot" => Some(VisitorType::Bot),
-            "privacy" => Some(VisitorType::Privacy),
-            _ => None,
-        });
+        e.network.visitor_type = self
+            .strings
+            .get(c[client::VISITOR_TYPE])
+            .and_then(|v| match v {
+                "business" => Some(VisitorType::Business),
+                "consumer" => Some(VisitorType::Consumer),
+                "hosting" => Some(VisitorType::Hosting),
+                "bot" => Some(VisitorType::Bot),
+                "privacy" => Some(VisitorType::Privacy),
+                _ => None,
+            });
         e.bot = st(c[client::BOT]).map(|reason| BotInfo { reason });
         let a = self.acqs.values[self.acq[r] as usize];
         e.acquisition.source = st(a[acq::SOURCE]);
@@ -392,10 +535,14 @@ impl SiteTable {
         e.acquisition.utm.term = st(a[acq::UTM_TERM]);
         if let Some(x) = self.extra(r) {
             e.commerce.revenue = x.revenue;
-            e.commerce.order_id = x.order_id.as_deref().map(str::to_owned);
+            e.commerce.order_id = x.order_id.map(str::to_owned);
             e.engagement.time_ms = x.time_ms;
             e.engagement.scroll_depth = x.scroll;
-            e.props = x.props.iter().filter_map(|(k, v)| Some((st(*k)?, st(*v)?))).collect();
+            e.props = x
+                .props
+                .iter()
+                .filter_map(|(k, v)| Some((st(*k)?, st(*v)?)))
+                .collect();
         }
         e
     }
@@ -404,18 +551,22 @@ impl SiteTable {
     pub(crate) fn heap_bytes(&self) -> usize {
         let cols = self.ts.capacity() * 8
             + self.id.capacity() * 16
-            + (self.visitor.capacity() + self.name.capacity() + self.path.capacity())* 4
-            + (self.client.capacity() + self.acq.capacity() + self.extra.capacity() + self.host.capacity()) * 4
+            + (self.visitor.capacity() + self.name.capacity() + self.path.capacity()) * 4
+            + (self.client.capacity() + self.acq.capacity() + self.extra.capacity()) * 4
             + self.kind.capacity();
-        let extras: usize = self.extras.capacity() * size_of::<Extra>()
-            + self.extras.iter().map(|x| x.props.len() * 8 + x.order_id.as_ref().map_or(0, |o| o.len())).sum::<usize>();
+        let extras: usize = self.engaged.capacity() * size_of::<Engaged>()
+            + self.rich.capacity() * size_of::<Rich>()
+            + self
+                .rich
+                .iter()
+                .map(|x| x.props.len() * 8 + x.order_id.as_ref().map_or(0, |o| o.len()))
+                .sum::<usize>();
         cols + extras
             + self.sessions.capacity() * size_of::<Sess>()
             + self.visitors.heap_bytes()
             + self.paths.heap_bytes()
             + self.names.heap_bytes()
             + self.strings.heap_bytes()
-            + self.hosts.heap_bytes()
             + self.clients.heap_bytes()
             + self.acqs.heap_bytes()
     }
