@@ -48,6 +48,7 @@
 mod clock;
 mod error;
 mod event;
+mod hash;
 mod hit;
 mod identity;
 mod memory;

@@ -6,6 +6,7 @@
 //! reports the sessions it had to rename when a late hit moved a start or bridged two.
 
 use crate::event::{Event, EventKind};
+use crate::hash::FastBuild;
 use std::collections::HashMap;
 
 /// The stable id of a session: FNV-1a 64 over (site, visitor, start in ms).
@@ -193,7 +194,7 @@ pub trait SessionCache {
 /// A [`SessionCache`] in a hash map (site → visitor → state).
 #[derive(Debug, Default, Clone)]
 pub struct MemorySessionCache {
-    sites: HashMap<String, HashMap<String, VisitorSessions>>,
+    sites: HashMap<String, HashMap<String, VisitorSessions, FastBuild>, FastBuild>,
 }
 
 impl MemorySessionCache {

@@ -52,6 +52,8 @@ pub fn local_date(tz: Tz, t: DateTime<Utc>) -> NaiveDate {
 pub struct Buckets {
     bounds: Vec<i64>,
     labels: Vec<String>,
+    /// Nominal bucket length in ms (hours, days, weeks), for an arithmetic first guess.
+    step_ms: Option<i64>,
 }
 
 impl Buckets {
@@ -92,7 +94,17 @@ impl Buckets {
             }
         }
         bounds.push(end.timestamp_millis());
-        Self { bounds, labels }
+        let step_ms = match bucket {
+            TimeBucket::Hour => Some(3_600_000),
+            TimeBucket::Day => Some(86_400_000),
+            TimeBucket::Week => Some(7 * 86_400_000),
+            TimeBucket::Month => None,
+        };
+        Self {
+            bounds,
+            labels,
+            step_ms,
+        }
     }
 
     /// Number of buckets.
@@ -107,8 +119,28 @@ impl Buckets {
 
     /// The bucket holding `ts_ms`, if any.
     pub fn index(&self, ts_ms: i64) -> Option<usize> {
-        let i = self.bounds.partition_point(|b| *b <= ts_ms);
-        (i > 0 && i < self.bounds.len()).then(|| i - 1)
+        let n = self.labels.len();
+        if n == 0 || ts_ms < self.bounds[0] || ts_ms >= self.bounds[n] {
+            return None;
+        }
+        let mut i = match self.step_ms {
+            // Buckets are nominally equal; DST moves a bound by an hour at most, and
+            // the first week may start before the range: step from the guess.
+            Some(step) => (((ts_ms - self.bounds[0]) / step) as usize).min(n - 1),
+            None => self.bounds.partition_point(|b| *b <= ts_ms) - 1,
+        };
+        while self.bounds[i] > ts_ms {
+            i -= 1;
+        }
+        while self.bounds[i + 1] <= ts_ms {
+            i += 1;
+        }
+        Some(i)
+    }
+
+    /// The bounds `[lo, hi)` of bucket `i`, in ms.
+    pub fn bounds(&self, i: usize) -> (i64, i64) {
+        (self.bounds[i], self.bounds[i + 1])
     }
 
     /// The label of bucket `i`.
@@ -152,6 +184,28 @@ mod tests {
         assert_eq!(weeks.len(), 3);
         let months = Buckets::new(tz, TimeBucket::Month, d(2026, 1, 15), d(2026, 3, 2));
         assert_eq!((months.len(), months.label(2)), (3, "2026-03-01"));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn index_equals_a_binary_search(
+            zone in proptest::sample::select(vec!["UTC", "Europe/Berlin", "America/Santiago", "Asia/Kolkata", "Australia/Lord_Howe", "America/New_York"]),
+            kind in proptest::sample::select(vec![TimeBucket::Hour, TimeBucket::Day, TimeBucket::Week, TimeBucket::Month]),
+            start_day in 0u64..700,
+            len in 0u64..120,
+            probe in proptest::prelude::any::<u32>(),
+        ) {
+            let tz: Tz = zone.parse().unwrap();
+            let from = d(2025, 1, 1).checked_add_days(Days::new(start_day)).unwrap();
+            let to = from.checked_add_days(Days::new(if kind == TimeBucket::Hour { len % 3 } else { len })).unwrap();
+            let b = Buckets::new(tz, kind, from, to);
+            let lo = b.bounds[0] - 3_600_000;
+            let hi = *b.bounds.last().unwrap() + 3_600_000;
+            let ts = lo + i64::from(probe) % (hi - lo);
+            let i = b.bounds.partition_point(|x| *x <= ts);
+            let want = (i > 0 && i < b.bounds.len()).then(|| i - 1);
+            proptest::prop_assert_eq!(b.index(ts), want);
+        }
     }
 
     #[test]

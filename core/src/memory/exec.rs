@@ -10,6 +10,7 @@ use crate::result::{mean_seconds, percent, ratio, MetricValue, QueryResult, Resu
 use crate::site::Site;
 use crate::time::{day_start, local_date, Buckets};
 use chrono::{Days, NaiveDate};
+use std::cell::Cell;
 use std::cmp::Ordering;
 use std::collections::HashMap;
 
@@ -81,6 +82,9 @@ struct Ctx<'a> {
     end: i64,
     include_bots: bool,
     buckets: Option<Buckets>,
+    /// The last bucket found: [lo, hi) in ms and its value id. Rows of a session, and
+    /// sessions of a visitor, come in time order, so most lookups hit it.
+    last_bucket: Cell<(i64, i64, u32)>,
     currency: Currency,
 }
 
@@ -109,15 +113,25 @@ impl Ctx<'_> {
         }
     }
 
+    #[inline(always)]
     fn bucket(&self, ts: i64) -> u32 {
-        self.buckets
-            .as_ref()
-            .and_then(|b| b.index(ts))
-            .map_or(NULL, |i| i as u32 + 1)
+        let (lo, hi, id) = self.last_bucket.get();
+        if ts >= lo && ts < hi {
+            return id;
+        }
+        let Some(b) = &self.buckets else { return NULL };
+        match b.index(ts) {
+            Some(i) => {
+                let (lo, hi) = b.bounds(i);
+                self.last_bucket.set((lo, hi, i as u32 + 1));
+                i as u32 + 1
+            }
+            None => NULL,
+        }
     }
 
     /// The value of `src` for row `r` of session `s`, as events see it.
-    #[inline]
+    #[inline(always)]
     fn row_value(&self, src: Src, r: usize, s: &Sess) -> u32 {
         let t = self.t;
         match src {
@@ -146,7 +160,7 @@ impl Ctx<'_> {
     }
 
     /// The value of `src` for a visit, seen through its row `r`: time is the session's start.
-    #[inline]
+    #[inline(always)]
     fn visit_value(&self, src: Src, r: usize, s: &Sess) -> u32 {
         match src {
             Src::Time => self.bucket(self.t.ts[s.first as usize]),
@@ -182,7 +196,7 @@ impl Compiled {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn eval(&self, c: &Ctx<'_>, r: usize, s: &Sess) -> bool {
         match self {
             Compiled::Leaf { src, accept } => accept[c.row_value(*src, r, s) as usize],
@@ -193,13 +207,30 @@ impl Compiled {
     }
 }
 
-/// Per-group accumulators. Stamps hold the last visitor / session counted.
+/// The per-group accumulators every event touches, kept small so that thousands of
+/// groups stay in the L1 cache. The stamp holds the last visitor counted.
+#[derive(Debug, Clone)]
+struct Hot {
+    visitors: u64,
+    events: u64,
+    pageviews: u64,
+    visitor_stamp: u32,
+}
+
+impl Default for Hot {
+    fn default() -> Self {
+        Self {
+            visitors: 0,
+            events: 0,
+            pageviews: 0,
+            visitor_stamp: u32::MAX,
+        }
+    }
+}
+
+/// The other per-group accumulators. Stamps hold the last session / converter counted.
 #[derive(Debug, Clone)]
 struct Acc {
-    visitors: u64,
-    visitor_stamp: u32,
-    pageviews: u64,
-    events: u64,
     visits: u64,
     session_stamp: u32,
     bounces: u64,
@@ -217,10 +248,6 @@ struct Acc {
 impl Default for Acc {
     fn default() -> Self {
         Self {
-            visitors: 0,
-            visitor_stamp: u32::MAX,
-            pageviews: 0,
-            events: 0,
             visits: 0,
             session_stamp: u32::MAX,
             bounces: 0,
@@ -246,6 +273,7 @@ struct Groups {
     dense: Option<Vec<u32>>,
     map: HashMap<Key, u32>,
     keys: Vec<Key>,
+    hot: Vec<Hot>,
     accs: Vec<Acc>,
 }
 
@@ -261,11 +289,12 @@ impl Groups {
             dense,
             map: HashMap::new(),
             keys: Vec::new(),
+            hot: Vec::new(),
             accs: Vec::new(),
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn slot(&mut self, key: Key) -> usize {
         let existing = match &self.dense {
             Some(d) => d[key[0] as usize],
@@ -276,6 +305,7 @@ impl Groups {
         }
         let g = self.accs.len() as u32;
         self.accs.push(Acc::default());
+        self.hot.push(Hot::default());
         self.keys.push(key);
         match &mut self.dense {
             Some(d) => d[key[0] as usize] = g,
@@ -286,7 +316,7 @@ impl Groups {
         g as usize
     }
 
-    #[inline]
+    #[inline(always)]
     fn row_key(&self, c: &Ctx<'_>, r: usize, s: &Sess) -> Key {
         let mut k = [NULL; Query::MAX_DIMENSIONS];
         for (i, d) in self.dims.iter().enumerate() {
@@ -295,7 +325,7 @@ impl Groups {
         k
     }
 
-    #[inline]
+    #[inline(always)]
     fn visit_key(&self, c: &Ctx<'_>, r: usize, s: &Sess) -> Key {
         let mut k = [NULL; Query::MAX_DIMENSIONS];
         for (i, d) in self.dims.iter().enumerate() {
@@ -313,11 +343,13 @@ struct Needs {
     scroll: bool,
     /// conversions or revenue: per-row kinds matter.
     conversions: bool,
+    /// Any of the above three: rows need more than counting.
+    per_row_extras: bool,
 }
 
 impl Needs {
     fn of(metrics: &[Metric]) -> Self {
-        Self {
+        Self::new(Self {
             visits: metrics.iter().any(|m| {
                 matches!(
                     m,
@@ -335,6 +367,14 @@ impl Needs {
                     Metric::Conversions | Metric::ConversionRate | Metric::Revenue
                 )
             }),
+            per_row_extras: false,
+        })
+    }
+
+    fn new(n: Needs) -> Self {
+        Self {
+            per_row_extras: n.engaged_time || n.scroll || n.conversions,
+            ..n
         }
     }
 }
@@ -376,14 +416,15 @@ fn pass(c: &Ctx<'_>, filter: Option<&Compiled>, groups: &mut Groups, needs: Need
             && (!has_time_dim || c.bucket(start_ts) == c.bucket(end_ts))
         {
             let g = groups.slot(groups.visit_key(c, rows.start, s));
-            let acc = &mut groups.accs[g];
-            acc.events += u64::from(s.len);
-            acc.pageviews += u64::from(s.pageviews());
-            if acc.visitor_stamp != visitor {
-                acc.visitor_stamp = visitor;
-                acc.visitors += 1;
+            let hot = &mut groups.hot[g];
+            hot.events += u64::from(s.len);
+            hot.pageviews += u64::from(s.pageviews());
+            if hot.visitor_stamp != visitor {
+                hot.visitor_stamp = visitor;
+                hot.visitors += 1;
             }
             if counts_visit {
+                let acc = &mut groups.accs[g];
                 acc.visits += 1;
                 acc.bounces += u64::from(s.is_bounce());
                 acc.duration_ms += (end_ts - start_ts) as u64;
@@ -424,15 +465,19 @@ fn pass(c: &Ctx<'_>, filter: Option<&Compiled>, groups: &mut Groups, needs: Need
             }
             let g = groups.slot(groups.row_key(c, r, s));
             let kind = t.kind[r];
-            let acc = &mut groups.accs[g];
-            acc.events += 1;
-            if acc.visitor_stamp != visitor {
-                acc.visitor_stamp = visitor;
-                acc.visitors += 1;
+            let hot = &mut groups.hot[g];
+            hot.events += 1;
+            hot.pageviews += u64::from(kind == EventKind::Pageview);
+            if hot.visitor_stamp != visitor {
+                hot.visitor_stamp = visitor;
+                hot.visitors += 1;
             }
+            if !needs.per_row_extras {
+                continue;
+            }
+            let acc = &mut groups.accs[g];
             match kind {
                 EventKind::Pageview => {
-                    acc.pageviews += 1;
                     if needs.engaged_time {
                         if !engaged_ready {
                             collect_engaged(t, s, &mut engaged);
@@ -500,15 +545,16 @@ fn collect_engaged(t: &SiteTable, s: &Sess, out: &mut Vec<(u32, u64)>) {
 
 fn metric_value(
     m: Metric,
+    h: &Hot,
     a: &Acc,
     conversion_denominator: u64,
     currency: Currency,
 ) -> MetricValue {
     match m {
-        Metric::Visitors => MetricValue::count(a.visitors),
+        Metric::Visitors => MetricValue::count(h.visitors),
         Metric::Visits => MetricValue::count(a.visits),
-        Metric::Pageviews => MetricValue::count(a.pageviews),
-        Metric::Events => MetricValue::count(a.events),
+        Metric::Pageviews => MetricValue::count(h.pageviews),
+        Metric::Events => MetricValue::count(h.events),
         Metric::BounceRate => percent(a.bounces, a.visits),
         Metric::VisitDuration => mean_seconds(a.duration_ms, a.visits),
         Metric::ViewsPerVisit => ratio(u128::from(a.visit_pageviews), u128::from(a.visits), 2),
@@ -553,6 +599,7 @@ pub(crate) fn execute(
         end: day_start(tz, after).timestamp_millis(),
         include_bots: q.include_bots,
         buckets: time_bucket.map(|b| Buckets::new(tz, b, from, to)),
+        last_bucket: Cell::new((i64::MAX, i64::MIN, NULL)),
         currency: q.currency.unwrap_or(site.currency),
     };
     let compile = |filters: &[&Filter]| -> Option<Compiled> {
@@ -608,9 +655,9 @@ pub(crate) fn execute(
                 pass(&c, compile(&kept).as_ref(), &mut g, Needs::default());
                 (g, goal_pos)
             });
-    let denominator = |key: &Key, acc: &Acc| -> u64 {
+    let denominator = |key: &Key, hot: &Hot| -> u64 {
         match &denominators {
-            None => acc.visitors,
+            None => hot.visitors,
             Some((g, goal_pos)) => {
                 let mut k = [NULL; Query::MAX_DIMENSIONS];
                 let mut j = 0;
@@ -627,7 +674,7 @@ pub(crate) fn execute(
                 if found == u32::MAX {
                     0
                 } else {
-                    g.accs[found as usize].visitors
+                    g.hot[found as usize].visitors
                 }
             }
         }
@@ -636,9 +683,9 @@ pub(crate) fn execute(
     let mut rows: Vec<(Key, ResultRow)> = groups
         .keys
         .iter()
-        .zip(&groups.accs)
+        .zip(groups.hot.iter().zip(&groups.accs))
         .filter(|(k, _)| !(srcs.first() == Some(&Src::Time) && srcs.len() == 1 && k[0] == NULL))
-        .map(|(k, a)| {
+        .map(|(k, (h, a))| {
             let dimensions = srcs
                 .iter()
                 .enumerate()
@@ -647,7 +694,7 @@ pub(crate) fn execute(
             let metrics = q
                 .metrics
                 .iter()
-                .map(|m| metric_value(*m, a, denominator(k, a), c.currency))
+                .map(|m| metric_value(*m, h, a, denominator(k, h), c.currency))
                 .collect();
             (
                 *k,

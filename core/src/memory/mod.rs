@@ -74,12 +74,25 @@ impl MemoryStore {
     /// refused when one event names an unknown site.
     pub fn append_sync(&self, events: &[Event]) -> Result<(), StoreError> {
         let mut inner = self.write();
-        if let Some(e) = events.iter().find(|e| !inner.sites.contains_key(&e.site)) {
-            return Err(StoreError::UnknownSite(e.site.clone()));
+        // Events come in runs of one site: look each run's table up once.
+        let runs = || {
+            let mut rest = events;
+            std::iter::from_fn(move || {
+                let first = rest.first()?;
+                let n = rest.iter().take_while(|e| e.site == first.site).count();
+                let (run, tail) = rest.split_at(n);
+                rest = tail;
+                Some(run)
+            })
+        };
+        if let Some(run) = runs().find(|run| !inner.sites.contains_key(&run[0].site)) {
+            return Err(StoreError::UnknownSite(run[0].site.clone()));
         }
-        for e in events {
-            if let Some(t) = inner.tables.get_mut(&e.site) {
-                t.push(e);
+        for run in runs() {
+            if let Some(t) = inner.tables.get_mut(&run[0].site) {
+                for e in run {
+                    t.push(e);
+                }
             }
         }
         Ok(())

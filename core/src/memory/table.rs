@@ -2,8 +2,10 @@
 //! (visitor, time, id) after a build, and sessions derived as their own columns.
 
 use crate::event::{BotInfo, DeviceType, Event, EventKind, VisitorType};
+use crate::hash::{FastBuild, FastHasher, IdentityBuild};
 use crate::money::Money;
 use std::collections::HashMap;
+use std::hash::Hasher;
 
 /// Value id of a missing value in every dictionary.
 pub(crate) const NULL: u32 = 0;
@@ -16,20 +18,37 @@ pub(crate) struct Interner {
     arena: String,
     /// End offset of string `id` in `arena` (start = previous end).
     ends: Vec<u32>,
-    by_hash: HashMap<u64, u32>,
-    collisions: HashMap<Box<str>, u32>,
+    by_hash: HashMap<u64, u32, IdentityBuild>,
+    collisions: HashMap<Box<str>, u32, FastBuild>,
 }
 
 fn hash_str(s: &str) -> u64 {
-    // FNV-1a, then a final mix; deterministic and fast for short keys.
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in s.as_bytes() {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
+    let mut h = FastHasher::default();
+    h.write(s.as_bytes());
+    h.write_usize(s.len());
+    mix(h.finish())
+}
+
+/// A final avalanche, so that every bit of the key matters to the map's bucket.
+fn mix(mut h: u64) -> u64 {
     h ^= h >> 33;
     h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
     h ^ (h >> 33)
+}
+
+/// One hash over a tuple of optional strings (missing and empty differ).
+fn fingerprint(fields: &[Option<&str>]) -> u64 {
+    let mut h = FastHasher::default();
+    for f in fields {
+        match f {
+            Some(s) => {
+                h.write(s.as_bytes());
+                h.write_usize(s.len());
+            }
+            None => h.write_u64(u64::MAX),
+        }
+    }
+    mix(h.finish())
 }
 
 impl Interner {
@@ -82,7 +101,7 @@ impl Interner {
 /// A dictionary of fixed-size tuples of value ids.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct TupleInterner<const N: usize> {
-    map: HashMap<[u32; N], u32>,
+    map: HashMap<[u32; N], u32, FastBuild>,
     pub(crate) values: Vec<[u32; N]>,
 }
 
@@ -201,6 +220,9 @@ pub(crate) struct SiteTable {
     pub(crate) strings: Interner,
     pub(crate) clients: TupleInterner<{ client::N }>,
     pub(crate) acqs: TupleInterner<{ acq::N }>,
+    /// Fingerprint of a tuple's raw strings → its id (verified before use).
+    client_memo: HashMap<u64, u32, IdentityBuild>,
+    acq_memo: HashMap<u64, u32, IdentityBuild>,
     engaged: Vec<Engaged>,
     rich: Vec<Rich>,
 
@@ -242,29 +264,62 @@ impl SiteTable {
         }
     }
 
+    /// Interns a tuple of strings through its fingerprint memo: one hash for the
+    /// common case of a tuple seen before, one string compare per field to be exact.
+    fn tuple<const N: usize>(
+        strings: &mut Interner,
+        tuples: &mut TupleInterner<N>,
+        memo: &mut HashMap<u64, u32, IdentityBuild>,
+        fields: [Option<&str>; N],
+    ) -> u32 {
+        let fp = fingerprint(&fields);
+        if let Some(&id) = memo.get(&fp) {
+            let known = tuples.values[id as usize];
+            if fields.iter().zip(known).all(|(f, v)| strings.get(v) == *f) {
+                return id;
+            }
+        }
+        let ids = fields.map(|f| strings.id(f));
+        let id = tuples.id(ids);
+        memo.insert(fp, id);
+        id
+    }
+
     pub(crate) fn push(&mut self, e: &Event) {
-        let s = &mut self.strings;
-        let mut c = [NULL; client::N];
-        c[client::DEVICE] = s.id(e.device.device_type.map(|d| d.as_str()));
-        c[client::BROWSER] = s.id(e.device.browser.as_deref());
-        c[client::OS] = s.id(e.device.os.as_deref());
-        c[client::COUNTRY] = s.id(e.location.country.as_deref());
-        c[client::REGION] = s.id(e.location.region.as_deref());
-        c[client::CITY] = s.id(e.location.city.as_deref());
-        c[client::COMPANY] = s.id(e.network.company.name.as_deref());
-        c[client::VISITOR_TYPE] = s.id(e.network.visitor_type.map(|v| v.as_str()));
-        c[client::BOT] = s.id(e.bot.as_ref().map(|b| b.reason.as_str()));
-        c[client::HOST] = s.id(Some(&e.page.host));
         let a = &e.acquisition;
-        let mut q = [NULL; acq::N];
-        q[acq::SOURCE] = s.id(a.source.as_deref());
-        q[acq::REFERRER] = s.id(e.page.referrer.as_deref());
-        q[acq::CHANNEL] = s.id(a.channel.as_deref());
-        q[acq::UTM_SOURCE] = s.id(a.utm.source.as_deref());
-        q[acq::UTM_MEDIUM] = s.id(a.utm.medium.as_deref());
-        q[acq::UTM_CAMPAIGN] = s.id(a.utm.campaign.as_deref());
-        q[acq::UTM_CONTENT] = s.id(a.utm.content.as_deref());
-        q[acq::UTM_TERM] = s.id(a.utm.term.as_deref());
+        let client_id = Self::tuple(
+            &mut self.strings,
+            &mut self.clients,
+            &mut self.client_memo,
+            [
+                e.device.device_type.map(|d| d.as_str()),
+                e.device.browser.as_deref(),
+                e.device.os.as_deref(),
+                e.location.country.as_deref(),
+                e.location.region.as_deref(),
+                e.location.city.as_deref(),
+                e.network.company.name.as_deref(),
+                e.network.visitor_type.map(|v| v.as_str()),
+                e.bot.as_ref().map(|b| b.reason.as_str()),
+                Some(&e.page.host),
+            ],
+        );
+        let acq_id = Self::tuple(
+            &mut self.strings,
+            &mut self.acqs,
+            &mut self.acq_memo,
+            [
+                a.source.as_deref(),
+                e.page.referrer.as_deref(),
+                a.channel.as_deref(),
+                a.utm.source.as_deref(),
+                a.utm.medium.as_deref(),
+                a.utm.campaign.as_deref(),
+                a.utm.content.as_deref(),
+                a.utm.term.as_deref(),
+            ],
+        );
+        let s = &mut self.strings;
         let engaged =
             (e.engagement.time_ms.is_some() || e.engagement.scroll_depth.is_some()).then(|| {
                 Engaged {
@@ -309,12 +364,13 @@ impl SiteTable {
         self.kind.push(e.kind);
         self.name.push(self.names.id(e.name.as_deref()));
         self.path.push(self.paths.id(Some(&e.page.path)));
-        self.client.push(self.clients.id(c));
-        self.acq.push(self.acqs.id(q));
+        self.client.push(client_id);
+        self.acq.push(acq_id);
         self.extra.push(extra);
         self.built = false;
     }
 
+    #[inline(always)]
     pub(crate) fn extra(&self, r: usize) -> Option<Extra<'_>> {
         let engaged = |g: Engaged| {
             (
@@ -348,14 +404,17 @@ impl SiteTable {
         }
     }
 
+    #[inline(always)]
     pub(crate) fn client_field(&self, r: usize, field: usize) -> u32 {
         self.clients.values[self.client[r] as usize][field]
     }
 
+    #[inline(always)]
     pub(crate) fn acq_field(&self, r: usize, field: usize) -> u32 {
         self.acqs.values[self.acq[r] as usize][field]
     }
 
+    #[inline(always)]
     pub(crate) fn is_bot(&self, r: usize) -> bool {
         self.client_field(r, client::BOT) != NULL
     }
@@ -569,5 +628,6 @@ impl SiteTable {
             + self.strings.heap_bytes()
             + self.clients.heap_bytes()
             + self.acqs.heap_bytes()
+            + (self.client_memo.capacity() + self.acq_memo.capacity()) * 13
     }
 }

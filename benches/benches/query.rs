@@ -1,11 +1,11 @@
-//! Core benchmarks: ingest (sessionize + append) and the main queries over 10M events,
-//! each beside a naive row-store peer measured in the same run.
+//! Query benchmarks: the main queries over 30 days of 10M events, beside a naive
+//! row-store peer that computes the same numbers, measured in the same run.
 #![allow(missing_docs)] // criterion's macros generate undocumented functions
 
-use beacon_benches::{generate, Traffic};
-use beacon_core::{Event, EventKind, MemorySessionCache, MemoryStore, Query, Sessionizer, Site};
+use beacon_benches::Traffic;
+use beacon_core::{Event, EventKind, MemoryStore, Query, Site};
 use chrono::{TimeZone, Utc};
-use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, Criterion};
 use std::collections::{HashMap, HashSet};
 use std::hint::black_box;
 
@@ -16,44 +16,6 @@ fn events_count() -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(10_000_000)
-}
-
-fn ingest(c: &mut Criterion) {
-    let events = generate(SITE, 1_000_000, 7);
-    let mut g = c.benchmark_group("ingest");
-    g.sample_size(10);
-    g.throughput(Throughput::Elements(events.len() as u64));
-    g.bench_function("sessionize_and_append_1M", |b| {
-        b.iter_batched(
-            || {
-                let store = MemoryStore::new();
-                store.put_site_sync(Site::new(SITE)).expect("site");
-                (
-                    store,
-                    Sessionizer::new(MemorySessionCache::new()),
-                    events.clone(),
-                )
-            },
-            |(store, mut sessionizer, mut evs)| {
-                for e in evs.iter_mut() {
-                    let o = sessionizer.observe(
-                        &e.site,
-                        &e.identity.visitor_id,
-                        e.timestamp.timestamp_millis(),
-                        1_800_000,
-                    );
-                    e.identity.session_id = Some(o.session_id);
-                    e.identity.session_number = Some(o.session_number);
-                }
-                for chunk in evs.chunks(1000) {
-                    store.append_sync(chunk).expect("append");
-                }
-                black_box(store)
-            },
-            BatchSize::PerIteration,
-        )
-    });
-    g.finish();
 }
 
 /// The peer: what a straightforward implementation does — rows of events, string
@@ -189,5 +151,5 @@ fn queries(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, ingest, queries);
+criterion_group!(benches, queries);
 criterion_main!(benches);
