@@ -477,18 +477,16 @@ fn pass(c: &Ctx<'_>, filter: Option<&Compiled>, groups: &mut Groups, needs: Need
             }
             let acc = &mut groups.accs[g];
             match kind {
-                EventKind::Pageview => {
-                    if needs.engaged_time {
-                        if !engaged_ready {
-                            collect_engaged(t, s, &mut engaged);
-                            engaged_ready = true;
-                        }
-                        acc.engaged_pageviews += 1;
-                        acc.engaged_ms += engaged
-                            .iter()
-                            .find(|(p, _)| *p == t.path[r])
-                            .map_or(0, |(_, ms)| *ms);
+                EventKind::Pageview if needs.engaged_time => {
+                    if !engaged_ready {
+                        collect_engaged(t, s, &mut engaged);
+                        engaged_ready = true;
                     }
+                    acc.engaged_pageviews += 1;
+                    acc.engaged_ms += engaged
+                        .iter()
+                        .find(|(p, _)| *p == t.path[r])
+                        .map_or(0, |(_, ms)| *ms);
                 }
                 EventKind::Goal | EventKind::Purchase => {
                     if acc.conversion_stamp != visitor {
