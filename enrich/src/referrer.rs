@@ -1,0 +1,365 @@
+//! Referrer source, medium and channel, from the CC0 search / social / AI lists.
+
+use crate::url::UrlFacts;
+use serde::Deserialize;
+use std::collections::{BTreeMap, HashMap};
+
+/// What kind of referrer a known host is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ReferrerKind {
+    /// A search engine.
+    Search,
+    /// A social network.
+    Social,
+    /// An AI assistant.
+    AiAssistant,
+}
+
+/// Source, medium and channel of a visit.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Attribution {
+    /// Source name (`Google`, `Hacker News`) or the referrer's domain.
+    pub source: Option<String>,
+    /// Medium (`organic`, `cpc`, `social`, `referral`, `email`, `ai`, or utm_medium).
+    pub medium: Option<String>,
+    /// Channel (`Direct`, `Organic Search`, `Paid Search`, `Organic Social`, `Paid Social`,
+    /// `Email`, `Referral`, `AI Assistants`, `Affiliates`, `Display`, `Paid Other`, `Internal`).
+    pub channel: String,
+}
+
+#[derive(Deserialize)]
+struct Engine {
+    urls: Vec<String>,
+}
+
+/// Known referrer hosts; built once, shared across threads.
+#[derive(Debug, Clone)]
+pub struct ReferrerClassifier {
+    hosts: HashMap<String, (String, ReferrerKind)>,
+}
+
+/// Hosts of well-known sites that the CC0 lists leave out or name differently.
+const EXTRA: [(&str, &str, ReferrerKind); 6] = [
+    ("news.ycombinator.com", "Hacker News", ReferrerKind::Social),
+    ("t.co", "X", ReferrerKind::Social),
+    ("x.com", "X", ReferrerKind::Social),
+    ("chatgpt.com", "ChatGPT", ReferrerKind::AiAssistant),
+    ("lobste.rs", "Lobsters", ReferrerKind::Social),
+    ("old.reddit.com", "Reddit", ReferrerKind::Social),
+];
+
+/// Why the lists could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[error("referrer list {list}: {source}")]
+pub struct ReferrerListError {
+    list: &'static str,
+    #[source]
+    source: serde_yaml_ng::Error,
+}
+
+impl ReferrerClassifier {
+    /// The classifier over the embedded lists (matomo-org/searchengine-and-social-list, CC0).
+    pub fn embedded() -> Result<Self, ReferrerListError> {
+        Self::from_lists(
+            include_str!("../data/SearchEngines.yml"),
+            include_str!("../data/Socials.yml"),
+            include_str!("../data/AIAssistants.yml"),
+        )
+    }
+
+    /// A classifier over lists in the matomo YAML format.
+    pub fn from_lists(search: &str, social: &str, ai: &str) -> Result<Self, ReferrerListError> {
+        let engines: BTreeMap<String, Vec<Engine>> =
+            serde_yaml_ng::from_str(search).map_err(|source| ReferrerListError {
+                list: "search engines",
+                source,
+            })?;
+        let socials: BTreeMap<String, Vec<String>> =
+            serde_yaml_ng::from_str(social).map_err(|source| ReferrerListError {
+                list: "socials",
+                source,
+            })?;
+        let ais: BTreeMap<String, Vec<String>> =
+            serde_yaml_ng::from_str(ai).map_err(|source| ReferrerListError {
+                list: "AI assistants",
+                source,
+            })?;
+        let mut hosts = HashMap::new();
+        // Later lists win: AI assistants over socials over search engines for a shared host.
+        for (name, defs) in engines {
+            for host in defs.iter().flat_map(|d| &d.urls) {
+                hosts.insert(normalise(host), (name.clone(), ReferrerKind::Search));
+            }
+        }
+        for (name, list) in socials {
+            for host in list {
+                hosts.insert(normalise(&host), (name.clone(), ReferrerKind::Social));
+            }
+        }
+        for (name, list) in ais {
+            for host in list {
+                hosts.insert(normalise(&host), (name.clone(), ReferrerKind::AiAssistant));
+            }
+        }
+        for (host, name, kind) in EXTRA {
+            hosts
+                .entry(host.to_owned())
+                .or_insert((name.to_owned(), kind));
+        }
+        Ok(Self { hosts })
+    }
+
+    /// The known site behind `host` (its name and kind), trying parent domains and
+    /// the lists' `{}` wildcard for a country code (`google.{}`).
+    pub fn lookup(&self, host: &str) -> Option<(&str, ReferrerKind)> {
+        let host = normalise(host);
+        let mut h = host.as_str();
+        loop {
+            if let Some((n, k)) = self.hosts.get(h) {
+                return Some((n, *k));
+            }
+            // google.co.uk -> google.{} ; google.de -> google.{}
+            for cut in [2usize, 1] {
+                let parts: Vec<&str> = h.rsplitn(cut + 1, '.').collect();
+                if parts.len() == cut + 1 {
+                    let base = parts[cut];
+                    if let Some((n, k)) = self.hosts.get(&format!("{base}.{{}}")) {
+                        return Some((n, *k));
+                    }
+                }
+            }
+            // de.images.yahoo.com -> {}.images.yahoo.com
+            if let Some((_, rest)) = h.split_once('.') {
+                if let Some((n, k)) = self.hosts.get(&format!("{{}}.{rest}")) {
+                    return Some((n, *k));
+                }
+            }
+            match h.split_once('.') {
+                Some((_, rest)) if rest.contains('.') => h = rest,
+                _ => return None,
+            }
+        }
+    }
+
+    /// Every host in the lists with its name and kind (for tests and docs).
+    pub fn hosts(&self) -> impl Iterator<Item = (&str, &str, ReferrerKind)> {
+        self.hosts
+            .iter()
+            .map(|(h, (n, k))| (h.as_str(), n.as_str(), *k))
+    }
+
+    /// Source, medium and channel of a landing page (`url`) reached from `referrer_host`.
+    /// UTM parameters override the referrer; click ids mark paid traffic; hosts of the
+    /// site itself (`own_hosts`) are internal navigation, not a source.
+    pub fn attribute(
+        &self,
+        url: &UrlFacts,
+        referrer_host: Option<&str>,
+        own_hosts: &[&str],
+    ) -> Attribution {
+        let referrer_host = referrer_host.map(normalise).filter(|h| !h.is_empty());
+        let internal = referrer_host
+            .as_deref()
+            .is_some_and(|r| own_hosts.iter().any(|o| same_site(r, o)));
+        let known = referrer_host
+            .as_deref()
+            .filter(|_| !internal)
+            .and_then(|h| self.lookup(h));
+        let paid = url.has_paid_click();
+        let utm_medium = url.utm.medium.as_deref().map(str::to_ascii_lowercase);
+        let utm_source = url.utm.source.clone();
+
+        let source = utm_source
+            .clone()
+            .or_else(|| known.map(|(n, _)| n.to_owned()))
+            .or_else(|| {
+                if internal {
+                    None
+                } else {
+                    referrer_host.clone()
+                }
+            })
+            .or_else(|| paid_source(url));
+        let medium = utm_medium.clone().or_else(|| match (known, paid) {
+            (_, true) => Some("cpc".to_owned()),
+            (Some((_, ReferrerKind::Search)), false) => Some("organic".to_owned()),
+            (Some((_, ReferrerKind::Social)), false) => Some("social".to_owned()),
+            (Some((_, ReferrerKind::AiAssistant)), false) => Some("ai".to_owned()),
+            (None, false) if referrer_host.is_some() && !internal => Some("referral".to_owned()),
+            _ => None,
+        });
+        let kind = known
+            .map(|(_, k)| k)
+            .or_else(|| utm_source.as_deref().and_then(|s| self.lookup_name(s)));
+        let channel = channel(medium.as_deref(), kind, paid, source.is_some(), internal);
+        Attribution {
+            source,
+            medium,
+            channel: channel.to_owned(),
+        }
+    }
+
+    /// The kind of a source given by name (`utm_source=google`, `facebook`).
+    fn lookup_name(&self, name: &str) -> Option<ReferrerKind> {
+        let n = name.to_ascii_lowercase();
+        if let Some((_, k)) = self.lookup(&n) {
+            return Some(k);
+        }
+        self.hosts
+            .values()
+            .find(|(hn, _)| hn.eq_ignore_ascii_case(&n))
+            .map(|(_, k)| *k)
+    }
+}
+
+fn paid_source(url: &UrlFacts) -> Option<String> {
+    let c = &url.click_ids;
+    if c.gclid.is_some() {
+        Some("Google".into())
+    } else if c.fbclid.is_some() {
+        Some("Facebook".into())
+    } else if c.ttclid.is_some() {
+        Some("TikTok".into())
+    } else if c.msclkid.is_some() {
+        Some("Bing".into())
+    } else {
+        None
+    }
+}
+
+/// The channel from medium, the source's kind and whether a click id is present.
+fn channel(
+    medium: Option<&str>,
+    kind: Option<ReferrerKind>,
+    paid: bool,
+    has_source: bool,
+    internal: bool,
+) -> &'static str {
+    let m = medium.unwrap_or("");
+    let paid_medium = matches!(
+        m,
+        "cpc"
+            | "ppc"
+            | "paid"
+            | "paidsearch"
+            | "paid_search"
+            | "paid-search"
+            | "paidsocial"
+            | "paid_social"
+            | "paid-social"
+            | "cpm"
+            | "cpv"
+            | "cpa"
+    );
+    match () {
+        _ if matches!(m, "email" | "e-mail" | "e_mail" | "newsletter") => "Email",
+        _ if matches!(m, "affiliate" | "affiliates" | "partner") => "Affiliates",
+        _ if matches!(m, "display" | "banner" | "cpm") => "Display",
+        _ if (paid || paid_medium)
+            && (kind == Some(ReferrerKind::Social) || m.contains("social")) =>
+        {
+            "Paid Social"
+        }
+        _ if paid || paid_medium => {
+            if kind == Some(ReferrerKind::Search) || m.contains("search") || paid {
+                "Paid Search"
+            } else {
+                "Paid Other"
+            }
+        }
+        _ if kind == Some(ReferrerKind::AiAssistant) || m == "ai" => "AI Assistants",
+        _ if kind == Some(ReferrerKind::Search) || m == "organic" => "Organic Search",
+        _ if kind == Some(ReferrerKind::Social)
+            || matches!(m, "social" | "social-network" | "social_network" | "sm") =>
+        {
+            "Organic Social"
+        }
+        _ if internal && !has_source => "Internal",
+        _ if has_source => "Referral",
+        _ => "Direct",
+    }
+}
+
+fn normalise(host: &str) -> String {
+    let h = host.trim().trim_end_matches('.').to_ascii_lowercase();
+    h.strip_prefix("www.").map(str::to_owned).unwrap_or(h)
+}
+
+fn same_site(a: &str, b: &str) -> bool {
+    let (a, b) = (normalise(a), normalise(b));
+    a == b || a.ends_with(&format!(".{b}")) || b.ends_with(&format!(".{a}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::url::url_facts;
+
+    fn attr(url: &str, referrer: Option<&str>) -> Attribution {
+        let c = ReferrerClassifier::embedded().unwrap();
+        c.attribute(&url_facts(url).unwrap(), referrer, &["example.com"])
+    }
+
+    #[test]
+    fn channels() {
+        let a = attr("https://example.com/", Some("www.google.com"));
+        assert_eq!(
+            (a.source.as_deref(), a.medium.as_deref(), a.channel.as_str()),
+            (Some("Google"), Some("organic"), "Organic Search")
+        );
+        assert_eq!(
+            attr("https://example.com/", Some("www.google.co.uk"))
+                .source
+                .as_deref(),
+            Some("Google")
+        );
+        assert_eq!(
+            attr("https://example.com/?gclid=x", Some("www.google.com")).channel,
+            "Paid Search"
+        );
+        assert_eq!(
+            attr("https://example.com/?fbclid=x", Some("m.facebook.com")).channel,
+            "Paid Social"
+        );
+        assert_eq!(
+            attr("https://example.com/", Some("news.ycombinator.com")).channel,
+            "Organic Social"
+        );
+        assert_eq!(
+            attr("https://example.com/", Some("chatgpt.com")).channel,
+            "AI Assistants"
+        );
+        assert_eq!(attr("https://example.com/", None).channel, "Direct");
+        let own = attr("https://example.com/b", Some("example.com"));
+        assert_eq!((own.source, own.channel.as_str()), (None, "Internal"));
+        let r = attr("https://example.com/", Some("blog.rust-lang.org"));
+        assert_eq!(
+            (r.source.as_deref(), r.medium.as_deref(), r.channel.as_str()),
+            (Some("blog.rust-lang.org"), Some("referral"), "Referral")
+        );
+        let e = attr(
+            "https://example.com/?utm_source=newsletter&utm_medium=email",
+            Some("mail.google.com"),
+        );
+        assert_eq!(
+            (e.source.as_deref(), e.channel.as_str()),
+            (Some("newsletter"), "Email")
+        );
+        assert_eq!(
+            attr(
+                "https://example.com/?utm_source=google&utm_medium=cpc",
+                None
+            )
+            .channel,
+            "Paid Search"
+        );
+        assert_eq!(
+            attr(
+                "https://example.com/?utm_source=facebook&utm_medium=paid_social",
+                None
+            )
+            .channel,
+            "Paid Social"
+        );
+    }
+}

@@ -1,0 +1,199 @@
+//! ua-parser (uap-core) browser families: the reference rule set, embedded.
+//! A `RegexSet` finds the first matching rule in one pass; only that rule then runs
+//! for its captures.
+
+use regex::bytes::{RegexSet, RegexSetBuilder};
+use regex::Regex;
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+struct Rules {
+    user_agent_parsers: Vec<UaRule>,
+}
+
+#[derive(Deserialize)]
+struct UaRule {
+    regex: String,
+    family_replacement: Option<String>,
+    v1_replacement: Option<String>,
+    v2_replacement: Option<String>,
+}
+
+/// A browser family and version as uap-core names them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UapFamily {
+    /// Family (`Chrome Mobile`, `Mobile Safari`, `Firefox`); `Other` when unknown.
+    pub family: String,
+    /// Major.minor version, where the rule captures one.
+    pub version: Option<String>,
+}
+
+/// The uap-core user-agent rules.
+pub struct UapParser {
+    set: RegexSet,
+    rules: Vec<CompiledRule>,
+}
+
+/// A rule's regex and its family, major and minor replacements.
+struct CompiledRule {
+    regex: Regex,
+    family: Option<String>,
+    v1: Option<String>,
+    v2: Option<String>,
+}
+
+impl std::fmt::Debug for UapParser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UapParser")
+            .field("rules", &self.rules.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why the rules could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum UapError {
+    /// Malformed YAML.
+    #[error("uap-core regexes: {0}")]
+    Yaml(#[from] serde_yaml_ng::Error),
+    /// A rule did not compile.
+    #[error("uap-core regexes: {0}")]
+    Regex(#[from] regex::Error),
+}
+
+/// Replaces `$1`..`$9` in `template` with the captures (missing ones become empty).
+fn expand(template: &str, caps: &regex::Captures<'_>) -> String {
+    let mut out = String::with_capacity(template.len());
+    let mut chars = template.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '$' {
+            if let Some(d) = chars.peek().and_then(|d| d.to_digit(10)) {
+                chars.next();
+                out.push_str(caps.get(d as usize).map_or("", |m| m.as_str()));
+                continue;
+            }
+        }
+        out.push(c);
+    }
+    out.trim().to_owned()
+}
+
+impl UapParser {
+    /// The embedded uap-core rules (Apache-2.0).
+    pub fn embedded() -> Result<Self, UapError> {
+        Self::from_yaml(include_str!("../data/uap-regexes.yaml"))
+    }
+
+    /// Rules in the uap-core `regexes.yaml` format.
+    pub fn from_yaml(yaml: &str) -> Result<Self, UapError> {
+        let rules: Rules = serde_yaml_ng::from_str(yaml)?;
+        let mut compiled = Vec::with_capacity(rules.user_agent_parsers.len());
+        for r in &rules.user_agent_parsers {
+            compiled.push((
+                Regex::new(&r.regex)?,
+                r.family_replacement.clone(),
+                r.v1_replacement.clone(),
+                r.v2_replacement.clone(),
+            ));
+        }
+        // The set only shortlists rules: ASCII classes keep it small, and each candidate's
+        // own (Unicode) regex confirms the match, in rule order.
+        let set = RegexSetBuilder::new(rules.user_agent_parsers.iter().map(|r| &r.regex))
+            .unicode(false)
+            .size_limit(64 << 20)
+            .dfa_size_limit(16 << 20)
+            .build()?;
+        Ok(Self {
+            set,
+            rules: compiled,
+        })
+    }
+
+    /// The family of `ua` (first matching rule wins, as uap-core specifies).
+    pub fn family(&self, ua: &str) -> UapFamily {
+        let found = self.set.matches(ua.as_bytes()).iter().find_map(|i| {
+            let rule = &self.rules[i];
+            rule.regex.captures(ua).map(|c| (rule, c))
+        });
+        let Some((
+            CompiledRule {
+                family: family_rep,
+                v1: v1_rep,
+                v2: v2_rep,
+                ..
+            },
+            caps,
+        )) = found
+        else {
+            return UapFamily {
+                family: "Other".into(),
+                version: None,
+            };
+        };
+        let group = |n: usize| {
+            caps.get(n)
+                .map(|m| m.as_str().to_owned())
+                .filter(|s| !s.is_empty())
+        };
+        let family = match family_rep {
+            Some(t) if t.contains('$') => expand(t, &caps),
+            Some(t) => t.clone(),
+            None => group(1).unwrap_or_else(|| "Other".into()),
+        };
+        let major = match v1_rep {
+            Some(t) => Some(expand(t, &caps)).filter(|s| !s.is_empty()),
+            None => group(2),
+        };
+        let minor = match v2_rep {
+            Some(t) => Some(expand(t, &caps)).filter(|s| !s.is_empty()),
+            None => group(3),
+        };
+        let version = major.map(|m| match minor {
+            Some(n) => format!("{m}.{n}"),
+            None => m,
+        });
+        UapFamily { family, version }
+    }
+}
+
+/// Folds uap-core family names into the browser names Beacon reports: mobile and
+/// webview variants are the same browser (the device dimension says "mobile"),
+/// "IE" is "Internet Explorer", Opera's mobile variants are "Opera".
+pub fn fold_family(family: &str) -> String {
+    let f = family.trim();
+    let f = f
+        .trim_end_matches(" Mobile iOS")
+        .trim_end_matches(" iOS")
+        .trim_end_matches(" Mobile WebView")
+        .trim_end_matches(" WebView")
+        .trim_end_matches(" Mobile")
+        .trim_start_matches("Mobile ");
+    match f {
+        "IE" => "Internet Explorer".to_owned(),
+        "Opera Mini" | "Opera Coast" | "Opera Touch" => "Opera".to_owned(),
+        other => other.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn families_and_replacements() {
+        let p = UapParser::embedded().unwrap();
+        let f = p.family("Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.1 Mobile/15E148 Safari/604.1");
+        assert_eq!(
+            (f.family.as_str(), f.version.as_deref()),
+            ("Mobile Safari", Some("17.1"))
+        );
+        assert_eq!(fold_family(&f.family), "Safari");
+        assert_eq!(
+            p.family("Luminary/1.0.3 build 71/iOS 12.2").family,
+            "Luminary"
+        );
+        assert_eq!(p.family("nothing recognisable").family, "Other");
+        assert_eq!(fold_family("Chrome Mobile WebView"), "Chrome");
+        assert_eq!(fold_family("IE"), "Internet Explorer");
+    }
+}
