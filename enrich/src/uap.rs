@@ -89,12 +89,12 @@ impl UapParser {
         let rules: Rules = serde_yaml_ng::from_str(yaml)?;
         let mut compiled = Vec::with_capacity(rules.user_agent_parsers.len());
         for r in &rules.user_agent_parsers {
-            compiled.push((
-                Regex::new(&r.regex)?,
-                r.family_replacement.clone(),
-                r.v1_replacement.clone(),
-                r.v2_replacement.clone(),
-            ));
+            compiled.push(CompiledRule {
+                regex: Regex::new(&r.regex)?,
+                family: r.family_replacement.clone(),
+                v1: r.v1_replacement.clone(),
+                v2: r.v2_replacement.clone(),
+            });
         }
         // The set only shortlists rules: ASCII classes keep it small, and each candidate's
         // own (Unicode) regex confirms the match, in rule order.
