@@ -1,0 +1,291 @@
+//! The enrichment pipeline: composable steps, configured once, shared across threads.
+
+use crate::bots::{BotDetector, BotListError, BotReason};
+use crate::cache::BoundedCache;
+use crate::geo::{GeoDatabases, GeoFacts};
+use crate::network::NetworkClassifier;
+use crate::referrer::{ReferrerClassifier, ReferrerListError};
+use crate::ua::{ClientHints, ClientInfo, UserAgentParser};
+use crate::url::url_facts;
+use beacon_core::{BotInfo, DeviceType, Event, Site, ValidatedHit};
+use serde_json::{json, Value};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+/// One step of the pipeline; they run in the order given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Step {
+    /// UTM parameters and click ids from the page URL.
+    Url,
+    /// Source, medium and channel from the referrer and the URL.
+    Referrer,
+    /// Browser, OS, device type, brand and model from the user agent and Client Hints.
+    UserAgent,
+    /// Bot classification from the user agent.
+    Bots,
+    /// Location, ASN, ISP and anonymiser flags from the GeoIP databases.
+    Geo,
+    /// Visitor type, VPN / proxy / hosting and company from everything above.
+    Network,
+}
+
+impl Step {
+    /// Every step, in the default order.
+    pub const ALL: [Step; 6] = [
+        Step::Url,
+        Step::Referrer,
+        Step::UserAgent,
+        Step::Bots,
+        Step::Geo,
+        Step::Network,
+    ];
+}
+
+/// Why an enricher could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum EnrichError {
+    /// The embedded bot lists did not load.
+    #[error(transparent)]
+    Bots(#[from] BotListError),
+    /// The embedded referrer lists did not load.
+    #[error(transparent)]
+    Referrers(#[from] ReferrerListError),
+}
+
+/// The request facts enrichment reads besides the event.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Request<'a> {
+    /// Client address.
+    pub ip: Option<IpAddr>,
+    /// `User-Agent` header.
+    pub user_agent: Option<&'a str>,
+    /// `Sec-CH-UA*` headers.
+    pub client_hints: Option<&'a ClientHints>,
+}
+
+/// What the user agent alone says, cached per (agent, hints).
+#[derive(Debug)]
+struct AgentFacts {
+    client: ClientInfo,
+    bot: Option<BotReason>,
+}
+
+/// Configures an [`Enricher`].
+#[derive(Debug)]
+pub struct EnricherBuilder {
+    steps: Vec<Step>,
+    geo: GeoDatabases,
+    cache_capacity: usize,
+    datacenter_is_bot: bool,
+}
+
+impl Default for EnricherBuilder {
+    fn default() -> Self {
+        Self {
+            steps: Step::ALL.to_vec(),
+            geo: GeoDatabases::new(),
+            cache_capacity: 100_000,
+            datacenter_is_bot: true,
+        }
+    }
+}
+
+impl EnricherBuilder {
+    /// Runs only these steps, in this order.
+    pub fn steps(mut self, steps: &[Step]) -> Self {
+        self.steps = steps.to_vec();
+        self
+    }
+    /// Uses these GeoIP databases.
+    pub fn geo(mut self, geo: GeoDatabases) -> Self {
+        self.geo = geo;
+        self
+    }
+    /// Caches at most about `n` distinct user agents (default 100 000).
+    pub fn user_agent_cache(mut self, n: usize) -> Self {
+        self.cache_capacity = n;
+        self
+    }
+    /// Whether traffic from data-centre networks counts as bots (default: yes; it is
+    /// kept either way, with `visitor_type = hosting`).
+    pub fn datacenter_is_bot(mut self, yes: bool) -> Self {
+        self.datacenter_is_bot = yes;
+        self
+    }
+    /// Builds the enricher (loads the embedded lists).
+    pub fn build(self) -> Result<Enricher, EnrichError> {
+        Ok(Enricher {
+            steps: self.steps,
+            ua: UserAgentParser::new(),
+            bots: BotDetector::embedded()?,
+            referrers: ReferrerClassifier::embedded()?,
+            network: NetworkClassifier::embedded(),
+            geo: Arc::new(self.geo),
+            cache: BoundedCache::new(self.cache_capacity),
+            datacenter_is_bot: self.datacenter_is_bot,
+        })
+    }
+}
+
+/// The enrichment pipeline. Synchronous and CPU-only; share it (`Arc`) across threads.
+#[derive(Debug)]
+pub struct Enricher {
+    steps: Vec<Step>,
+    ua: UserAgentParser,
+    bots: BotDetector,
+    referrers: ReferrerClassifier,
+    network: NetworkClassifier,
+    geo: Arc<GeoDatabases>,
+    cache: BoundedCache<String, AgentFacts>,
+    datacenter_is_bot: bool,
+}
+
+impl Enricher {
+    /// Every step, the embedded lists, no GeoIP database.
+    pub fn new() -> Result<Self, EnrichError> {
+        Self::builder().build()
+    }
+
+    /// Configures an enricher.
+    pub fn builder() -> EnricherBuilder {
+        EnricherBuilder::default()
+    }
+
+    /// The GeoIP databases (to reload them after the files were replaced).
+    pub fn geo(&self) -> &GeoDatabases {
+        &self.geo
+    }
+
+    /// User-agent cache (hits, misses) so far.
+    pub fn cache_stats(&self) -> (u64, u64) {
+        self.cache.stats()
+    }
+
+    /// Enriches a validated hit into the event for `site`; the IP stays on the event
+    /// only when the site opted in to storing it.
+    pub fn enrich_hit(&self, hit: ValidatedHit, site: &Site) -> Event {
+        let mut event = hit.event;
+        let req = Request {
+            ip: hit.ip,
+            user_agent: hit.user_agent.as_deref(),
+            client_hints: None,
+        };
+        self.enrich(&mut event, &req, site);
+        event
+    }
+
+    /// Runs the configured steps on `event`.
+    pub fn enrich(&self, event: &mut Event, req: &Request<'_>, site: &Site) {
+        let mut geo = GeoFacts::default();
+        let mut agent: Option<Arc<AgentFacts>> = None;
+        for step in &self.steps {
+            match step {
+                Step::Url => {
+                    if let Some(u) = url_facts(&event.page.url) {
+                        event.acquisition.utm = u.utm;
+                        event.acquisition.click_ids = u.click_ids;
+                        if event.page.host.is_empty() {
+                            event.page.host = u.host;
+                            event.page.path = u.path;
+                        }
+                    }
+                }
+                Step::Referrer => {
+                    let url = url_facts(&event.page.url).unwrap_or_default();
+                    let mut own: Vec<&str> = vec![site.domain.as_str(), event.page.host.as_str()];
+                    own.extend(site.extra_hosts.iter().map(String::as_str));
+                    let referrer_host = event.page.referrer_domain.as_deref();
+                    let a = self.referrers.attribute(&url, referrer_host, &own);
+                    event.acquisition.source = a.source;
+                    event.acquisition.medium = a.medium;
+                    event.acquisition.channel = Some(a.channel);
+                }
+                Step::UserAgent | Step::Bots => {
+                    let facts =
+                        agent.get_or_insert_with(|| self.agent(req.user_agent, req.client_hints));
+                    if *step == Step::UserAgent {
+                        let c = &facts.client;
+                        let d = &mut event.device;
+                        d.browser = c.browser.clone();
+                        d.browser_version = c.browser_version.clone();
+                        d.os = c.os.clone();
+                        d.os_version = c.os_version.clone();
+                        d.device_type = c.device_type;
+                        d.brand = c.brand.clone();
+                        d.model = c.model.clone();
+                    } else if let Some(reason) = &facts.bot {
+                        event.bot = Some(BotInfo {
+                            reason: reason.to_string(),
+                        });
+                        event.device.device_type = Some(DeviceType::Bot);
+                    }
+                }
+                Step::Geo => {
+                    if let Some(ip) = req.ip.filter(|_| !self.geo.is_empty()) {
+                        geo = self.geo.lookup(ip);
+                        event.location = geo.location.clone();
+                        event.network.asn = geo.asn;
+                        event.network.isp =
+                            geo.isp.clone().or_else(|| geo.asn_organization.clone());
+                        event.network.organization = geo
+                            .organization
+                            .clone()
+                            .or_else(|| geo.asn_organization.clone());
+                    }
+                }
+                Step::Network => {
+                    let v = self.network.classify(req.ip, &geo, event.bot.is_some());
+                    event.network.visitor_type = v.visitor_type;
+                    event.network.is_vpn = v.is_vpn;
+                    event.network.is_proxy = v.is_proxy;
+                    event.network.is_hosting = v.is_hosting;
+                    event.network.company.name = v.company;
+                    event.network.company.domain = v.company_domain;
+                    if v.is_hosting && self.datacenter_is_bot && event.bot.is_none() {
+                        event.bot = Some(BotInfo {
+                            reason: BotReason::DatacenterNetwork.to_string(),
+                        });
+                    }
+                }
+            }
+        }
+        event.network.ip = req.ip.filter(|_| site.store_ip);
+    }
+
+    fn agent(&self, ua: Option<&str>, hints: Option<&ClientHints>) -> Arc<AgentFacts> {
+        let no_hints = ClientHints::default();
+        let hints = hints.unwrap_or(&no_hints);
+        let make = || AgentFacts {
+            client: ua.map(|u| self.ua.parse(u, hints)).unwrap_or_default(),
+            bot: self.bots.classify(ua),
+        };
+        match ua {
+            Some(u) if hints.is_empty() => self.cache.get_or_insert_with(u, make),
+            Some(u) => {
+                let key = format!("{u}\u{1}{:?}", hints);
+                self.cache.get_or_insert_with(key.as_str(), make)
+            }
+            None => Arc::new(make()),
+        }
+    }
+}
+
+/// The flat JSON object `beacon enrich` writes per hit (contract section 1).
+pub fn flat_json(e: &Event) -> Value {
+    let d = &e.device;
+    let l = &e.location;
+    let n = &e.network;
+    let a = &e.acquisition;
+    json!({
+        "browser": d.browser, "browser_version": d.browser_version, "os": d.os, "os_version": d.os_version,
+        "device_type": d.device_type.map(|t| t.as_str()), "device_brand": d.brand, "device_model": d.model,
+        "is_bot": e.bot.is_some(), "bot_reason": e.bot.as_ref().map(|b| b.reason.as_str()),
+        "country": l.country, "region": l.region, "city": l.city, "timezone": l.timezone,
+        "asn": n.asn, "isp": n.isp, "organization": n.organization, "company": n.company.name,
+        "visitor_type": n.visitor_type.map(|v| v.as_str()), "is_vpn": n.is_vpn, "is_proxy": n.is_proxy, "is_hosting": n.is_hosting,
+        "host": e.page.host, "page": e.page.path, "source": a.source, "medium": a.medium, "channel": a.channel,
+        "utm_source": a.utm.source, "utm_medium": a.utm.medium, "utm_campaign": a.utm.campaign,
+        "utm_content": a.utm.content, "utm_term": a.utm.term,
+        "gclid": a.click_ids.gclid, "fbclid": a.click_ids.fbclid, "ttclid": a.click_ids.ttclid, "msclkid": a.click_ids.msclkid,
+    })
+}
