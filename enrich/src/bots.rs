@@ -1,6 +1,6 @@
 //! Bot classification with a reason, from named rules and the embedded crawler lists.
 
-use regex::{Regex, RegexSet};
+use regex::bytes::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
 use serde::Deserialize;
 
 /// Why a request looks automated.
@@ -155,7 +155,6 @@ impl Lookaround {
 pub struct BotDetector {
     crawler_set: RegexSet,
     crawler_patterns: Vec<String>,
-    isbot: Regex,
     isbot_parts: Vec<Regex>,
 }
 
@@ -192,12 +191,17 @@ impl BotDetector {
                 list: "crawler-user-agents",
                 source,
             })?;
+        // User agents are ASCII in practice: ASCII classes keep the automata small.
+        let ascii = |p: &str| RegexBuilder::new(p).unicode(false).build();
         let crawler_patterns: Vec<String> = crawlers
             .into_iter()
             .map(|c| c.pattern)
-            .filter(|p| Regex::new(p).is_ok())
+            .filter(|p| ascii(p).is_ok())
             .collect();
-        let crawler_set = RegexSet::new(&crawler_patterns)?;
+        let crawler_set = RegexSetBuilder::new(&crawler_patterns)
+            .unicode(false)
+            .size_limit(64 << 20)
+            .build()?;
         let fragments: Vec<String> =
             serde_json::from_str(isbot_json).map_err(|source| BotListError::Json {
                 list: "isbot",
@@ -208,24 +212,13 @@ impl BotDetector {
         // those by hand. One needs "-" moved to the end of a class to be a literal.
         let isbot_parts: Vec<Regex> = fragments
             .iter()
-            .filter(|f| {
-                !LOOKAROUND
-                    .iter()
-                    .any(|l| l.source.replace("\\\\", "\\") == **f)
-            })
+            .filter(|f| !LOOKAROUND.iter().any(|l| l.source == f.as_str()))
             .map(|f| f.replace(r"[\w\d-.]", r"[\w\d.-]"))
-            .map(|f| Regex::new(&format!("(?i){f}")))
+            .map(|f| ascii(&format!("(?i){f}")))
             .collect::<Result<_, _>>()?;
-        let joined = isbot_parts
-            .iter()
-            .map(|r| format!("(?:{})", &r.as_str()[4..]))
-            .collect::<Vec<_>>()
-            .join("|");
-        let isbot = Regex::new(&format!("(?i){joined}"))?;
         Ok(Self {
             crawler_set,
             crawler_patterns,
-            isbot,
             isbot_parts,
         })
     }
@@ -249,10 +242,10 @@ impl BotDetector {
         // real browsers); crawler-user-agents' more specific patterns name the reason.
         let lower = ua.to_ascii_lowercase();
         let lookaround = LOOKAROUND.iter().find(|l| l.is_match(&lower));
-        if lookaround.is_none() && !self.isbot.is_match(ua) {
+        if lookaround.is_none() && !self.isbot_parts.iter().any(|r| r.is_match(ua.as_bytes())) {
             return None;
         }
-        if let Some(i) = self.crawler_set.matches(ua).iter().next() {
+        if let Some(i) = self.crawler_set.matches(ua.as_bytes()).iter().next() {
             return Some(BotReason::CrawlerPattern(self.crawler_patterns[i].clone()));
         }
         let part = match lookaround {
@@ -260,7 +253,7 @@ impl BotDetector {
             None => self
                 .isbot_parts
                 .iter()
-                .find(|r| r.is_match(ua))
+                .find(|r| r.is_match(ua.as_bytes()))
                 .map_or("isbot", |r| &r.as_str()[4..]),
         };
         Some(BotReason::CrawlerPattern(part.to_owned()))

@@ -178,24 +178,26 @@ impl Enricher {
     pub fn enrich(&self, event: &mut Event, req: &Request<'_>, site: &Site) {
         let mut geo = GeoFacts::default();
         let mut agent: Option<Arc<AgentFacts>> = None;
+        let mut url: Option<crate::url::UrlFacts> = None;
         for step in &self.steps {
             match step {
                 Step::Url => {
-                    if let Some(u) = url_facts(&event.page.url) {
-                        event.acquisition.utm = u.utm;
-                        event.acquisition.click_ids = u.click_ids;
-                        if event.page.host.is_empty() {
-                            event.page.host = u.host;
-                            event.page.path = u.path;
-                        }
+                    let u =
+                        url.get_or_insert_with(|| url_facts(&event.page.url).unwrap_or_default());
+                    event.acquisition.utm = u.utm.clone();
+                    event.acquisition.click_ids = u.click_ids.clone();
+                    if event.page.host.is_empty() {
+                        event.page.host = u.host.clone();
+                        event.page.path = u.path.clone();
                     }
                 }
                 Step::Referrer => {
-                    let url = url_facts(&event.page.url).unwrap_or_default();
+                    let url =
+                        url.get_or_insert_with(|| url_facts(&event.page.url).unwrap_or_default());
                     let mut own: Vec<&str> = vec![site.domain.as_str(), event.page.host.as_str()];
                     own.extend(site.extra_hosts.iter().map(String::as_str));
                     let referrer_host = event.page.referrer_domain.as_deref();
-                    let a = self.referrers.attribute(&url, referrer_host, &own);
+                    let a = self.referrers.attribute(url, referrer_host, &own);
                     event.acquisition.source = a.source;
                     event.acquisition.medium = a.medium;
                     event.acquisition.channel = Some(a.channel);
@@ -223,7 +225,7 @@ impl Enricher {
                 Step::Geo => {
                     if let Some(ip) = req.ip.filter(|_| !self.geo.is_empty()) {
                         geo = self.geo.lookup(ip);
-                        event.location = geo.location.clone();
+                        event.location = std::mem::take(&mut geo.location);
                         event.network.asn = geo.asn;
                         event.network.isp =
                             geo.isp.clone().or_else(|| geo.asn_organization.clone());

@@ -35,7 +35,12 @@ struct Engine {
 /// Known referrer hosts; built once, shared across threads.
 #[derive(Debug, Clone)]
 pub struct ReferrerClassifier {
+    /// Exact hosts.
     hosts: HashMap<String, (String, ReferrerKind)>,
+    /// `google.{}`: by the part before the country suffix (`google`).
+    any_tld: HashMap<String, (String, ReferrerKind)>,
+    /// `{}.images.yahoo.com`: by the part after the country prefix.
+    any_prefix: HashMap<String, (String, ReferrerKind)>,
 }
 
 /// Hosts of well-known sites that the CC0 lists leave out or name differently.
@@ -88,17 +93,26 @@ impl ReferrerClassifier {
         // Later lists win: AI assistants over socials over search engines for a shared host.
         for (name, defs) in engines {
             for host in defs.iter().flat_map(|d| &d.urls) {
-                hosts.insert(normalise(host), (name.clone(), ReferrerKind::Search));
+                hosts.insert(
+                    normalise(host).into_owned(),
+                    (name.clone(), ReferrerKind::Search),
+                );
             }
         }
         for (name, list) in socials {
             for host in list {
-                hosts.insert(normalise(&host), (name.clone(), ReferrerKind::Social));
+                hosts.insert(
+                    normalise(&host).into_owned(),
+                    (name.clone(), ReferrerKind::Social),
+                );
             }
         }
         for (name, list) in ais {
             for host in list {
-                hosts.insert(normalise(&host), (name.clone(), ReferrerKind::AiAssistant));
+                hosts.insert(
+                    normalise(&host).into_owned(),
+                    (name.clone(), ReferrerKind::AiAssistant),
+                );
             }
         }
         for (host, name, kind) in EXTRA {
@@ -106,38 +120,53 @@ impl ReferrerClassifier {
                 .entry(host.to_owned())
                 .or_insert((name.to_owned(), kind));
         }
-        Ok(Self { hosts })
+        let mut any_tld = HashMap::new();
+        let mut any_prefix = HashMap::new();
+        for (h, v) in &hosts {
+            if let Some(base) = h.strip_suffix(".{}") {
+                any_tld.insert(base.to_owned(), v.clone());
+            } else if let Some(rest) = h.strip_prefix("{}.") {
+                any_prefix.insert(rest.to_owned(), v.clone());
+            }
+        }
+        Ok(Self {
+            hosts,
+            any_tld,
+            any_prefix,
+        })
     }
 
     /// The known site behind `host` (its name and kind), trying parent domains and
     /// the lists' `{}` wildcard for a country code (`google.{}`).
     pub fn lookup(&self, host: &str) -> Option<(&str, ReferrerKind)> {
         let host = normalise(host);
-        let mut h = host.as_str();
+        let mut h: &str = &host;
         loop {
-            if let Some((n, k)) = self.hosts.get(h) {
-                return Some((n, *k));
+            if let Some(f) = found(&self.hosts, h) {
+                return Some(f);
             }
-            // google.co.uk -> google.{} ; google.de -> google.{}
-            for cut in [2usize, 1] {
-                let parts: Vec<&str> = h.rsplitn(cut + 1, '.').collect();
-                if parts.len() == cut + 1 {
-                    let base = parts[cut];
-                    if let Some((n, k)) = self.hosts.get(&format!("{base}.{{}}")) {
-                        return Some((n, *k));
+            // google.co.uk / google.de -> google.{}
+            let mut cut = h;
+            for _ in 0..2 {
+                match cut.rsplit_once('.') {
+                    Some((base, _)) => {
+                        cut = base;
+                        if let Some(f) = found(&self.any_tld, cut) {
+                            return Some(f);
+                        }
                     }
+                    None => break,
                 }
             }
+            let (_, rest) = h.split_once('.')?;
             // de.images.yahoo.com -> {}.images.yahoo.com
-            if let Some((_, rest)) = h.split_once('.') {
-                if let Some((n, k)) = self.hosts.get(&format!("{{}}.{rest}")) {
-                    return Some((n, *k));
-                }
+            if let Some(f) = found(&self.any_prefix, rest) {
+                return Some(f);
             }
-            match h.split_once('.') {
-                Some((_, rest)) if rest.contains('.') => h = rest,
-                _ => return None,
+            if !rest.contains('.') {
+                return None;
             }
+            h = rest;
         }
     }
 
@@ -157,7 +186,9 @@ impl ReferrerClassifier {
         referrer_host: Option<&str>,
         own_hosts: &[&str],
     ) -> Attribution {
-        let referrer_host = referrer_host.map(normalise).filter(|h| !h.is_empty());
+        let referrer_host = referrer_host
+            .map(|h| normalise(h).into_owned())
+            .filter(|h| !h.is_empty());
         let internal = referrer_host
             .as_deref()
             .is_some_and(|r| own_hosts.iter().any(|o| same_site(r, o)));
@@ -280,14 +311,37 @@ fn channel(
     }
 }
 
-fn normalise(host: &str) -> String {
-    let h = host.trim().trim_end_matches('.').to_ascii_lowercase();
-    h.strip_prefix("www.").map(str::to_owned).unwrap_or(h)
+type HostMap = HashMap<String, (String, ReferrerKind)>;
+
+fn found<'a>(m: &'a HostMap, k: &str) -> Option<(&'a str, ReferrerKind)> {
+    m.get(k).map(|(n, kind)| (n.as_str(), *kind))
 }
 
+/// Lower case, without a trailing dot or a leading `www.`; borrows when already so.
+fn normalise(host: &str) -> std::borrow::Cow<'_, str> {
+    let h = host.trim().trim_end_matches('.');
+    let h = if h.bytes().any(|b| b.is_ascii_uppercase()) {
+        std::borrow::Cow::Owned(h.to_ascii_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(h)
+    };
+    match h {
+        std::borrow::Cow::Borrowed(b) => {
+            std::borrow::Cow::Borrowed(b.strip_prefix("www.").unwrap_or(b))
+        }
+        std::borrow::Cow::Owned(o) => {
+            std::borrow::Cow::Owned(o.strip_prefix("www.").map(str::to_owned).unwrap_or(o))
+        }
+    }
+}
+
+/// Whether `a` and `b` are the same host or one is a subdomain of the other.
 fn same_site(a: &str, b: &str) -> bool {
     let (a, b) = (normalise(a), normalise(b));
-    a == b || a.ends_with(&format!(".{b}")) || b.ends_with(&format!(".{a}"))
+    let sub = |x: &str, y: &str| {
+        x.len() > y.len() && x.ends_with(y) && x.as_bytes()[x.len() - y.len() - 1] == b'.'
+    };
+    a == b || sub(&a, &b) || sub(&b, &a)
 }
 
 #[cfg(test)]

@@ -2,8 +2,7 @@
 //! A `RegexSet` finds the first matching rule in one pass; only that rule then runs
 //! for its captures.
 
-use regex::bytes::{RegexSet, RegexSetBuilder};
-use regex::Regex;
+use regex::bytes::{Captures, Regex, RegexBuilder};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -30,7 +29,9 @@ pub struct UapFamily {
 
 /// The uap-core user-agent rules.
 pub struct UapParser {
-    set: RegexSet,
+    /// The rules, tried in order (first match wins, as uap-core specifies). Trying the
+    /// single regexes in turn measured 5x faster than shortlisting with regex sets,
+    /// whose automata grow too large for the lazy DFA.
     rules: Vec<CompiledRule>,
 }
 
@@ -62,14 +63,20 @@ pub enum UapError {
 }
 
 /// Replaces `$1`..`$9` in `template` with the captures (missing ones become empty).
-fn expand(template: &str, caps: &regex::Captures<'_>) -> String {
+fn expand(template: &str, caps: &Captures<'_>) -> String {
     let mut out = String::with_capacity(template.len());
     let mut chars = template.chars().peekable();
     while let Some(c) = chars.next() {
         if c == '$' {
             if let Some(d) = chars.peek().and_then(|d| d.to_digit(10)) {
                 chars.next();
-                out.push_str(caps.get(d as usize).map_or("", |m| m.as_str()));
+                out.push_str(
+                    &caps
+                        .get(d as usize)
+                        .map_or(std::borrow::Cow::Borrowed(""), |m| {
+                            String::from_utf8_lossy(m.as_bytes())
+                        }),
+                );
                 continue;
             }
         }
@@ -90,31 +97,23 @@ impl UapParser {
         let mut compiled = Vec::with_capacity(rules.user_agent_parsers.len());
         for r in &rules.user_agent_parsers {
             compiled.push(CompiledRule {
-                regex: Regex::new(&r.regex)?,
+                regex: RegexBuilder::new(&r.regex).unicode(false).build()?,
                 family: r.family_replacement.clone(),
                 v1: r.v1_replacement.clone(),
                 v2: r.v2_replacement.clone(),
             });
         }
-        // The set only shortlists rules: ASCII classes keep it small, and each candidate's
-        // own (Unicode) regex confirms the match, in rule order.
-        let set = RegexSetBuilder::new(rules.user_agent_parsers.iter().map(|r| &r.regex))
-            .unicode(false)
-            .size_limit(64 << 20)
-            .dfa_size_limit(16 << 20)
-            .build()?;
-        Ok(Self {
-            set,
-            rules: compiled,
-        })
+        // User agents are ASCII in practice: ASCII classes keep every automaton small
+        // enough for the fast engines.
+        Ok(Self { rules: compiled })
     }
 
     /// The family of `ua` (first matching rule wins, as uap-core specifies).
     pub fn family(&self, ua: &str) -> UapFamily {
-        let found = self.set.matches(ua.as_bytes()).iter().find_map(|i| {
-            let rule = &self.rules[i];
-            rule.regex.captures(ua).map(|c| (rule, c))
-        });
+        let found = self
+            .rules
+            .iter()
+            .find_map(|rule| rule.regex.captures(ua.as_bytes()).map(|c| (rule, c)));
         let Some((
             CompiledRule {
                 family: family_rep,
@@ -132,7 +131,7 @@ impl UapParser {
         };
         let group = |n: usize| {
             caps.get(n)
-                .map(|m| m.as_str().to_owned())
+                .map(|m| String::from_utf8_lossy(m.as_bytes()).into_owned())
                 .filter(|s| !s.is_empty())
         };
         let family = match family_rep {
