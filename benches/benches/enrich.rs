@@ -95,6 +95,7 @@ fn enrich(c: &mut Criterion) {
                 ip: None,
                 user_agent: Some(&pool[p]),
                 client_hints: None,
+                server_side: false,
             },
             &site,
         );
@@ -111,6 +112,7 @@ fn enrich(c: &mut Criterion) {
                         ip: Some(ips[i % ips.len()]),
                         user_agent: Some(&pool[picks[i]]),
                         client_hints: None,
+                        server_side: false,
                     };
                     e.enrich(ev, &req, &site);
                 }
@@ -164,6 +166,7 @@ fn enrich(c: &mut Criterion) {
                 ip: None,
                 user_agent: Some(&pool[p]),
                 client_hints: None,
+                server_side: false,
             },
             &site,
         );

@@ -61,6 +61,9 @@ pub struct Request<'a> {
     pub user_agent: Option<&'a str>,
     /// `Sec-CH-UA*` headers.
     pub client_hints: Option<&'a ClientHints>,
+    /// The hit came from the site's own server (it names the site's visitor id): a
+    /// missing user agent is expected there, not a sign of a bot.
+    pub server_side: bool,
 }
 
 /// What the user agent alone says, cached per (agent, hints).
@@ -169,6 +172,7 @@ impl Enricher {
             ip: hit.ip,
             user_agent: hit.user_agent.as_deref(),
             client_hints: None,
+            server_side: hit.client_visitor_id.is_some() && hit.user_agent.is_none(),
         };
         self.enrich(&mut event, &req, site);
         event
@@ -215,7 +219,11 @@ impl Enricher {
                         d.device_type = c.device_type;
                         d.brand = c.brand.clone();
                         d.model = c.model.clone();
-                    } else if let Some(reason) = &facts.bot {
+                    } else if let Some(reason) = facts
+                        .bot
+                        .as_ref()
+                        .filter(|r| !(req.server_side && **r == BotReason::MissingUserAgent))
+                    {
                         event.bot = Some(BotInfo {
                             reason: reason.to_string(),
                         });

@@ -212,9 +212,26 @@ fn steps_compose_and_hints_win() {
         platform: Some("\"Windows\"".into()),
         ..ClientHints::default()
     };
-    let req = Request { ip: None, user_agent: Some("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36"), client_hints: Some(&hints) };
+    let req = Request { ip: None, user_agent: Some("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36"), client_hints: Some(&hints), server_side: false };
     e.enrich(&mut ev, &req, &Site::new("a.com"));
     assert_eq!(ev.device.browser.as_deref(), Some("Edge"));
+}
+
+#[test]
+fn server_side_hits_without_a_user_agent_are_not_bots() {
+    let e = Enricher::new().expect("enricher");
+    let json = r#"{"site":"a.com","type":"purchase","url":"https://a.com/buy","timestamp":"2026-03-01T11:00:00Z","revenue":{"amount":"9.00","currency":"USD"}VISITOR}"#;
+    let server = event(
+        &json.replace("VISITOR", r#","visitor_id":"v1""#),
+        &Site::new("a.com"),
+        &e,
+    );
+    assert!(server.bot.is_none(), "the site's server names its visitor");
+    let anonymous = event(&json.replace("VISITOR", ""), &Site::new("a.com"), &e);
+    assert_eq!(
+        anonymous.bot.map(|b| b.reason).as_deref(),
+        Some("missing user agent")
+    );
 }
 
 #[test]
@@ -234,6 +251,7 @@ fn the_enricher_is_shared_across_threads() {
                         ip: Some("81.2.69.142".parse().expect("ip")),
                         user_agent: Some(&ua),
                         client_hints: None,
+                        server_side: false,
                     },
                     &Site::new("a.com"),
                 );
@@ -256,7 +274,7 @@ proptest! {
         let mut ev = Event::default();
         ev.page.url = url;
         ev.page.referrer_domain = Some(referrer);
-        e.enrich(&mut ev, &Request { ip: Some(ip), user_agent: Some(&ua), client_hints: None }, &Site::new("a.com"));
+        e.enrich(&mut ev, &Request { ip: Some(ip), user_agent: Some(&ua), client_hints: None, server_side: false }, &Site::new("a.com"));
         let _ = flat_json(&ev);
     }
 }

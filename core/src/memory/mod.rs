@@ -133,6 +133,11 @@ impl MemoryStore {
         )?)
     }
 
+    /// One site's settings (synchronous form of [`SiteStore::site`]).
+    pub fn site_sync(&self, domain: &str) -> Option<Site> {
+        self.read().sites.get(domain).cloned()
+    }
+
     /// Events and heap bytes held.
     pub fn memory_usage(&self) -> MemoryUsage {
         let inner = self.read();

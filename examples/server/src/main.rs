@@ -1,0 +1,484 @@
+//! `beacon`: the reference server and command line (contract section 1).
+
+// A command-line tool: standard output is its product.
+#![allow(clippy::print_stdout)]
+
+mod http;
+mod pipeline;
+mod store;
+
+use beacon_core::{
+    run_query, Clock, EraseScope, EventStore, Hit, IngestMode, Query, Site, SiteStore, SystemClock,
+    Tz, ValidationContext,
+};
+use beacon_enrich::{flat_json, Enricher, GeoDatabases, GeoKind};
+use clap::{Parser, Subcommand, ValueEnum};
+use pipeline::Pipeline;
+use serde_json::{json, Value};
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use store::EmbeddedStore;
+
+#[derive(Parser)]
+#[command(
+    name = "beacon",
+    version,
+    about = "Web analytics you embed: server and command line"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Ndjson,
+    Csv,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs the HTTP server.
+    Serve {
+        #[arg(long, default_value = "./beacon-data")]
+        data_dir: PathBuf,
+        #[arg(long, default_value = "127.0.0.1:8000")]
+        listen: String,
+        /// Proxies whose X-Forwarded-For is believed.
+        #[arg(long = "trusted-proxy")]
+        trusted_proxies: Vec<std::net::IpAddr>,
+        #[arg(long)]
+        geoip_city: Option<PathBuf>,
+        #[arg(long)]
+        geoip_asn: Option<PathBuf>,
+    },
+    /// Imports hits (one per line) through the live pipeline.
+    Import {
+        #[arg(long, default_value = "./beacon-data")]
+        data_dir: PathBuf,
+        #[arg(long, value_enum, default_value = "ndjson")]
+        format: Format,
+        /// Site for lines that name none; created (UTC) if missing.
+        #[arg(long)]
+        site: Option<String>,
+        #[arg(long)]
+        geoip_city: Option<PathBuf>,
+        #[arg(long)]
+        geoip_asn: Option<PathBuf>,
+        /// A file, or - for standard input.
+        file: String,
+    },
+    /// Answers a query (contract section 4); prints the response JSON.
+    Query {
+        #[arg(long, default_value = "./beacon-data")]
+        data_dir: PathBuf,
+        /// The query JSON, or - for standard input.
+        json: String,
+    },
+    /// Enriches hits from standard input into flat JSON lines on standard output.
+    Enrich {
+        #[arg(long)]
+        geoip_city: Option<PathBuf>,
+        #[arg(long)]
+        geoip_asn: Option<PathBuf>,
+    },
+    /// Manages sites.
+    Sites {
+        #[arg(long, default_value = "./beacon-data", global = true)]
+        data_dir: PathBuf,
+        #[command(subcommand)]
+        action: SitesAction,
+    },
+    /// Erases a visitor's events, or all of a site's (GDPR).
+    Erase {
+        #[arg(long, default_value = "./beacon-data")]
+        data_dir: PathBuf,
+        #[arg(long)]
+        site: String,
+        #[arg(long, conflicts_with = "all", required_unless_present = "all")]
+        visitor: Option<String>,
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum SitesAction {
+    /// Adds (or updates) a site.
+    Add {
+        name: String,
+        #[arg(long, default_value = "UTC")]
+        timezone: String,
+        #[arg(long, default_value_t = 30)]
+        session_timeout_minutes: u32,
+        #[arg(long)]
+        store_ip: bool,
+        #[arg(long, default_value = "USD")]
+        currency: String,
+    },
+    /// Lists sites as JSON lines.
+    List,
+    /// Removes a site and its events.
+    Remove { name: String },
+}
+
+/// A failure the CLI reports: a message and an exit code.
+struct Fail(u8, String);
+
+impl<E: std::fmt::Display> From<E> for Fail {
+    fn from(e: E) -> Self {
+        Fail(1, e.to_string())
+    }
+}
+
+fn usage(msg: impl Into<String>) -> Fail {
+    Fail(2, msg.into())
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("beacon: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Fail(code, msg)) => {
+            eprintln!("beacon: {msg}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn geo(city: Option<&Path>, asn: Option<&Path>) -> Result<GeoDatabases, Fail> {
+    let mut g = GeoDatabases::new();
+    if let Some(p) = city {
+        g = g
+            .with(GeoKind::Location, p)
+            .map_err(|e| usage(e.to_string()))?;
+    }
+    if let Some(p) = asn {
+        g = g.with(GeoKind::Asn, p).map_err(|e| usage(e.to_string()))?;
+    }
+    Ok(g)
+}
+
+fn read_arg(arg: &str) -> Result<String, Fail> {
+    if arg == "-" {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
+            .map_err(|e| usage(format!("stdin: {e}")))?;
+        Ok(s)
+    } else {
+        Ok(arg.to_owned())
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), Fail> {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    match cli.command {
+        Command::Serve {
+            data_dir,
+            listen,
+            trusted_proxies,
+            geoip_city,
+            geoip_asn,
+        } => {
+            let enricher = Enricher::builder()
+                .geo(geo(geoip_city.as_deref(), geoip_asn.as_deref())?)
+                .build()?;
+            let store = Arc::new(EmbeddedStore::open(&data_dir).await?);
+            let pipeline = Arc::new(Pipeline::live(
+                Arc::clone(&store),
+                Arc::new(enricher),
+                clock,
+            ));
+            let addr: std::net::SocketAddr = listen
+                .parse()
+                .map_err(|e| usage(format!("--listen {listen:?}: {e}")))?;
+            http::serve(pipeline, addr, trusted_proxies).await?;
+            store.close().await;
+            Ok(())
+        }
+        Command::Import {
+            data_dir,
+            format,
+            site,
+            geoip_city,
+            geoip_asn,
+            file,
+        } => {
+            let reader: Box<dyn BufRead> = if file == "-" {
+                Box::new(std::io::BufReader::new(std::io::stdin()))
+            } else {
+                Box::new(std::io::BufReader::new(
+                    std::fs::File::open(&file).map_err(|e| usage(format!("{file}: {e}")))?,
+                ))
+            };
+            let enricher = Enricher::builder()
+                .geo(geo(geoip_city.as_deref(), geoip_asn.as_deref())?)
+                .build()?;
+            let store = Arc::new(EmbeddedStore::open(&data_dir).await?);
+            if let Some(s) = &site {
+                if store.site(s).await?.is_none() {
+                    store.put_site(Site::new(s.to_ascii_lowercase())).await?;
+                }
+            }
+            let pipeline = Pipeline::import(Arc::clone(&store), Arc::new(enricher), clock);
+            let (imported, rejected) = import(&pipeline, reader, format, site.as_deref()).await?;
+            store.close().await;
+            println!("imported {imported}, rejected {rejected}");
+            Ok(())
+        }
+        Command::Query { data_dir, json } => {
+            let text = read_arg(&json)?;
+            let query = match Query::from_json(&text) {
+                Ok(q) => q,
+                Err(e) => {
+                    println!("{}", json!({ "error": e.to_string() }));
+                    return Err(Fail(2, format!("invalid query: {e}")));
+                }
+            };
+            let store = EmbeddedStore::open(&data_dir).await?;
+            let started = std::time::Instant::now();
+            match run_query(&store, &query, clock.now()).await {
+                Ok(r) => {
+                    println!("{}", r.to_json(started.elapsed().as_millis() as u64));
+                    Ok(())
+                }
+                Err(e) => {
+                    println!("{}", json!({ "error": e.to_string() }));
+                    Err(Fail(2, e.to_string()))
+                }
+            }
+        }
+        Command::Enrich {
+            geoip_city,
+            geoip_asn,
+        } => {
+            let enricher = Enricher::builder()
+                .geo(geo(geoip_city.as_deref(), geoip_asn.as_deref())?)
+                .build()?;
+            let ctx = ValidationContext {
+                now: clock.now(),
+                mode: IngestMode::Import {
+                    max_future: chrono::Duration::days(36_500),
+                },
+                limits: Default::default(),
+            };
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            for line in std::io::stdin().lock().lines() {
+                let line = line.map_err(|e| usage(format!("stdin: {e}")))?;
+                if line.trim().is_empty() {
+                    continue;
+                }
+                let value = match Hit::from_json(line.as_bytes()).and_then(|mut h| {
+                    h.timestamp.get_or_insert_with(|| ctx.now.to_rfc3339());
+                    h.validate(&ctx, Some("unknown.site"))
+                }) {
+                    Ok(v) => flat_json(&enricher.enrich_hit(v, &Site::new("unknown.site"))),
+                    Err(e) => json!({ "error": e.to_string() }),
+                };
+                writeln!(out, "{value}")?;
+            }
+            out.flush()?;
+            Ok(())
+        }
+        Command::Sites { data_dir, action } => {
+            let store = EmbeddedStore::open(&data_dir).await?;
+            match action {
+                SitesAction::Add {
+                    name,
+                    timezone,
+                    session_timeout_minutes,
+                    store_ip,
+                    currency,
+                } => {
+                    let tz: Tz = timezone.parse().map_err(|_| {
+                        usage(format!("--timezone: {timezone:?} is not an IANA time zone"))
+                    })?;
+                    let currency = beacon_core::Currency::parse(&currency).ok_or_else(|| {
+                        usage(format!("--currency: {currency:?} is not an ISO 4217 code"))
+                    })?;
+                    let mut site = Site::new(name.to_ascii_lowercase())
+                        .with_timezone(tz)
+                        .with_currency(currency);
+                    site.session_timeout_secs = session_timeout_minutes.saturating_mul(60);
+                    site.store_ip = store_ip;
+                    store
+                        .put_site(site)
+                        .await
+                        .map_err(|e| usage(e.to_string()))?;
+                }
+                SitesAction::List => {
+                    for s in store.sites().await? {
+                        println!("{}", serde_json::to_string(&s)?);
+                    }
+                }
+                SitesAction::Remove { name } => {
+                    if !store.remove_site(&name).await? {
+                        return Err(usage(format!("no site {name:?}")));
+                    }
+                }
+            }
+            store.close().await;
+            Ok(())
+        }
+        Command::Erase {
+            data_dir,
+            site,
+            visitor,
+            all,
+        } => {
+            let store = EmbeddedStore::open(&data_dir).await?;
+            if store.site(&site).await?.is_none() {
+                return Err(usage(format!("--site: unknown site {site:?}")));
+            }
+            let scope = match (visitor, all) {
+                (Some(v), false) => EraseScope::Visitor(v),
+                _ => EraseScope::All,
+            };
+            let n = store.erase(&site, scope).await?;
+            store.close().await;
+            println!("erased {n} events");
+            Ok(())
+        }
+    }
+}
+
+/// Turns a CSV record into a hit object: columns are hit fields, dotted names nest
+/// (`revenue.amount`, `props.plan`, `engagement.time_ms`), `screen` is `1920x1080`.
+fn csv_hit(headers: &csv::StringRecord, rec: &csv::StringRecord) -> Value {
+    let mut obj = serde_json::Map::new();
+    for (h, v) in headers.iter().zip(rec.iter()) {
+        if v.is_empty() {
+            continue;
+        }
+        let value = match h {
+            "screen" | "viewport" => match v.split_once('x') {
+                Some((w, hh)) => json!([
+                    w.parse::<u64>().unwrap_or(u64::MAX),
+                    hh.parse::<u64>().unwrap_or(u64::MAX)
+                ]),
+                None => json!(v),
+            },
+            "engagement.time_ms" | "engagement.scroll_depth" | "pixel_ratio" => {
+                v.parse::<f64>().map_or(json!(v), |n| json!(n))
+            }
+            _ => json!(v),
+        };
+        match h.split_once('.') {
+            Some((outer, inner)) => {
+                let o = obj.entry(outer.to_owned()).or_insert_with(|| json!({}));
+                if let Some(m) = o.as_object_mut() {
+                    m.insert(inner.to_owned(), value);
+                }
+            }
+            None => {
+                obj.insert(h.to_owned(), value);
+            }
+        }
+    }
+    // Integral engagement figures, as the hit format wants.
+    if let Some(e) = obj.get_mut("engagement").and_then(Value::as_object_mut) {
+        for v in e.values_mut() {
+            if let Some(f) = v.as_f64().filter(|f| f.fract() == 0.0 && *f >= 0.0) {
+                *v = json!(f as u64);
+            }
+        }
+    }
+    Value::Object(obj)
+}
+
+async fn import(
+    pipeline: &Pipeline,
+    reader: Box<dyn BufRead>,
+    format: Format,
+    site: Option<&str>,
+) -> Result<(u64, u64), Fail> {
+    let ctx = ValidationContext::import(pipeline.now());
+    let progress = std::io::stderr().is_terminal();
+    let (mut imported, mut rejected) = (0u64, 0u64);
+    let mut batch = Vec::with_capacity(5000);
+    // Prepares one line into the batch; answers whether it was rejected.
+    let handle = |line_no: u64,
+                  parsed: Result<Hit, beacon_core::ValidationError>,
+                  batch: &mut Vec<beacon_core::Event>|
+     -> u64 {
+        match parsed
+            .map_err(pipeline::Rejection::from)
+            .and_then(|h| pipeline.prepare(h, &ctx, site, None))
+        {
+            Ok(e) => {
+                batch.push(e);
+                0
+            }
+            Err(e) => {
+                eprintln!("line {line_no}: {e}");
+                1
+            }
+        }
+    };
+    let mut line_no = 0u64;
+    match format {
+        Format::Ndjson => {
+            for line in reader.lines() {
+                line_no += 1;
+                let line = line.map_err(|e| usage(format!("line {line_no}: {e}")))?;
+                if line.trim().is_empty() {
+                    continue;
+                }
+                rejected += handle(line_no, Hit::from_json(line.as_bytes()), &mut batch);
+                if batch.len() >= 5000 {
+                    imported += batch.len() as u64;
+                    pipeline.commit(&batch).await?;
+                    batch.clear();
+                    if progress {
+                        eprint!("\rimported {imported}, rejected {rejected}");
+                    }
+                }
+            }
+        }
+        Format::Csv => {
+            let mut r = csv::ReaderBuilder::new().flexible(true).from_reader(reader);
+            let headers = r
+                .headers()
+                .map_err(|e| usage(format!("csv header: {e}")))?
+                .clone();
+            line_no = 1;
+            for rec in r.records() {
+                line_no += 1;
+                let parsed = rec
+                    .map_err(|e| beacon_core::ValidationError::new("hit", e.to_string()))
+                    .and_then(|rec| Hit::from_value(&csv_hit(&headers, &rec)));
+                rejected += handle(line_no, parsed, &mut batch);
+                if batch.len() >= 5000 {
+                    imported += batch.len() as u64;
+                    pipeline.commit(&batch).await?;
+                    batch.clear();
+                }
+            }
+        }
+    }
+    imported += batch.len() as u64;
+    pipeline.commit(&batch).await?;
+    if progress {
+        eprint!("\r");
+    }
+    Ok((imported, rejected))
+}

@@ -1,0 +1,196 @@
+//! One pipeline for live ingest and import: validate → enrich → identify → sessionize
+//! → store. The server and the CLI are thin shells over it.
+
+use crate::store::EmbeddedStore;
+use beacon_core::{
+    new_event_id, Clock, Event, EventStore, Hit, MemorySaltStore, MemorySessionCache, RandomSource,
+    SaltStore, Sessionizer, Site, StoreError, ValidationContext, ValidationError,
+    VisitorIdentifier,
+};
+use beacon_enrich::{ClientHints, Enricher, Request};
+use chrono::NaiveDate;
+use std::collections::HashMap;
+use std::io::Read;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+
+/// Randomness from the operating system (`/dev/urandom`).
+#[derive(Debug, Default)]
+pub struct OsRandom;
+
+impl RandomSource for OsRandom {
+    fn fill(&self, buf: &mut [u8]) {
+        let ok = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(buf));
+        if ok.is_err() {
+            // No OS source: mix the clock and an address. Never reached on Linux.
+            let seed = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64)
+                ^ (buf.as_ptr() as u64);
+            beacon_core::SeededRandom::new(seed).fill(buf);
+        }
+    }
+}
+
+/// Salts for an import run: every day's salt is kept for the run, so the same visitor
+/// on the same day hashes alike however the lines are ordered; dropped when the run ends.
+#[derive(Debug, Default)]
+pub struct RunSalts(Mutex<HashMap<NaiveDate, [u8; 32]>>);
+
+impl SaltStore for RunSalts {
+    fn salt_for(&self, day: NaiveDate) -> [u8; 32] {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(day)
+            .or_insert_with(|| {
+                let mut s = [0u8; 32];
+                OsRandom.fill(&mut s);
+                s
+            })
+    }
+}
+
+/// Why a hit was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum Rejection {
+    /// It broke a rule of the hit format.
+    #[error("{0}")]
+    Invalid(#[from] ValidationError),
+    /// It names a site the store does not know.
+    #[error("site: unknown site {0:?}")]
+    UnknownSite(String),
+}
+
+/// Request facts of a live hit (they override the hit's own `ip` / `user_agent`).
+#[derive(Debug, Default, Clone)]
+pub struct Origin {
+    /// Client address.
+    pub ip: Option<IpAddr>,
+    /// `User-Agent` header.
+    pub user_agent: Option<String>,
+    /// `Sec-CH-UA*` headers.
+    pub hints: ClientHints,
+}
+
+/// The ingest pipeline.
+pub struct Pipeline {
+    /// The store.
+    pub store: Arc<EmbeddedStore>,
+    enricher: Arc<Enricher>,
+    identifier: VisitorIdentifier,
+    sessions: Mutex<Sessionizer<MemorySessionCache>>,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipeline").finish_non_exhaustive()
+    }
+}
+
+impl Pipeline {
+    /// A pipeline for live ingest: salts rotate daily and are forgotten.
+    pub fn live(store: Arc<EmbeddedStore>, enricher: Arc<Enricher>, clock: Arc<dyn Clock>) -> Self {
+        Self::with_salts(
+            store,
+            enricher,
+            clock,
+            Arc::new(MemorySaltStore::new(Arc::new(OsRandom))),
+        )
+    }
+
+    /// A pipeline for one import run.
+    pub fn import(
+        store: Arc<EmbeddedStore>,
+        enricher: Arc<Enricher>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self::with_salts(store, enricher, clock, Arc::new(RunSalts::default()))
+    }
+
+    fn with_salts(
+        store: Arc<EmbeddedStore>,
+        enricher: Arc<Enricher>,
+        clock: Arc<dyn Clock>,
+        salts: Arc<dyn SaltStore>,
+    ) -> Self {
+        Self {
+            store,
+            enricher,
+            identifier: VisitorIdentifier::new(salts),
+            sessions: Mutex::new(Sessionizer::new(MemorySessionCache::new())),
+            clock,
+        }
+    }
+
+    /// The clock.
+    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.clock.now()
+    }
+
+    /// Validates, enriches, identifies and sessionizes one hit into an event (not yet stored).
+    pub fn prepare(
+        &self,
+        hit: Hit,
+        ctx: &ValidationContext,
+        default_site: Option<&str>,
+        origin: Option<&Origin>,
+    ) -> Result<Event, Rejection> {
+        let mut v = hit.validate(ctx, default_site)?;
+        if let Some(o) = origin {
+            v.ip = o.ip.or(v.ip);
+            v.user_agent = o.user_agent.clone().or(v.user_agent);
+        }
+        let site: Site = self
+            .store
+            .memory()
+            .site_sync(&v.event.site)
+            .ok_or_else(|| Rejection::UnknownSite(v.event.site.clone()))?;
+        let mut event = v.event;
+        event.id = new_event_id(event.timestamp, &OsRandom);
+        let hints = origin.map(|o| &o.hints);
+        let req = Request {
+            ip: v.ip,
+            user_agent: v.user_agent.as_deref(),
+            client_hints: hints,
+            server_side: v.client_visitor_id.is_some() && v.user_agent.is_none(),
+        };
+        self.enricher.enrich(&mut event, &req, &site);
+        let ts = event.timestamp.timestamp_millis();
+        let timeout = site.session_timeout_ms();
+        let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        event.identity.visitor_id = match v.client_visitor_id {
+            Some(id) => id,
+            None => {
+                if v.ip.is_none() && v.user_agent.is_none() {
+                    return Err(ValidationError::new(
+                        "visitor_id",
+                        "is required when the hit has neither ip nor user_agent",
+                    )
+                    .into());
+                }
+                let ip = v.ip.map(|i| i.to_string()).unwrap_or_default();
+                let ua = v.user_agent.as_deref().unwrap_or_default();
+                self.identifier.identify(
+                    event.timestamp,
+                    &site.domain,
+                    None,
+                    &ip,
+                    ua,
+                    |candidate| sessions.has_open_session(&site.domain, candidate, ts, timeout),
+                )
+            }
+        };
+        let obs = sessions.observe(&site.domain, &event.identity.visitor_id, ts, timeout);
+        event.identity.session_id = Some(obs.session_id);
+        event.identity.session_number = Some(obs.session_number);
+        Ok(event)
+    }
+
+    /// Commits events durably (one transaction).
+    pub async fn commit(&self, events: &[Event]) -> Result<(), StoreError> {
+        self.store.append(events).await
+    }
+}

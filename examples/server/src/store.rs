@@ -1,0 +1,216 @@
+//! The embedded, durable store: every event is committed to SQLite (WAL mode, one
+//! transaction per batch) before it is acknowledged, and lives in the in-memory engine,
+//! which answers queries. On open, SQLite is read back into memory.
+//!
+//! Data directory layout: `<data-dir>/beacon.sqlite` (with SQLite's `-wal` and `-shm`
+//! files beside it). Tables: `sites (domain, settings JSON)`, `events (id, site,
+//! visitor, ts, body JSON)`.
+
+use async_trait::async_trait;
+use beacon_core::{
+    EraseScope, Event, EventStore, MemoryStore, Query, QueryResult, Site, SiteStore, StoreError,
+};
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+use std::path::Path;
+
+fn backend(operation: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+    move |e| StoreError::Backend {
+        operation,
+        source: Box::new(e),
+    }
+}
+
+fn json_err(operation: &'static str) -> impl FnOnce(serde_json::Error) -> StoreError {
+    move |e| StoreError::Backend {
+        operation,
+        source: Box::new(e),
+    }
+}
+
+/// SQLite for durability, [`MemoryStore`] for queries.
+#[derive(Debug)]
+pub struct EmbeddedStore {
+    pool: SqlitePool,
+    memory: MemoryStore,
+}
+
+impl EmbeddedStore {
+    /// Opens (creating if needed) the store in `dir` and loads it into memory.
+    pub async fn open(dir: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::Backend {
+            operation: "create data dir",
+            source: Box::new(e),
+        })?;
+        let options = SqliteConnectOptions::new()
+            .filename(dir.join("beacon.sqlite"))
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // WAL with NORMAL survives a killed process (not a power cut) and keeps commits fast.
+            .synchronous(SqliteSynchronous::Normal);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .map_err(backend("open sqlite"))?;
+        for ddl in [
+            "CREATE TABLE IF NOT EXISTS sites (domain TEXT PRIMARY KEY, settings TEXT NOT NULL)",
+            "CREATE TABLE IF NOT EXISTS events (id BLOB PRIMARY KEY, site TEXT NOT NULL, visitor TEXT NOT NULL, ts INTEGER NOT NULL, body TEXT NOT NULL)",
+            "CREATE INDEX IF NOT EXISTS events_site_visitor ON events (site, visitor)",
+        ] {
+            sqlx::query(ddl).execute(&pool).await.map_err(backend("create schema"))?;
+        }
+        let store = Self {
+            pool,
+            memory: MemoryStore::new(),
+        };
+        store.load().await?;
+        Ok(store)
+    }
+
+    async fn load(&self) -> Result<(), StoreError> {
+        let sites = sqlx::query("SELECT settings FROM sites")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend("load sites"))?;
+        for row in sites {
+            let site: Site =
+                serde_json::from_str(row.get::<&str, _>(0)).map_err(json_err("decode site"))?;
+            self.memory.put_site_sync(site)?;
+        }
+        let mut offset = 0i64;
+        loop {
+            let rows = sqlx::query("SELECT body FROM events ORDER BY rowid LIMIT 50000 OFFSET ?")
+                .bind(offset)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(backend("load events"))?;
+            if rows.is_empty() {
+                break;
+            }
+            offset += rows.len() as i64;
+            let events: Vec<Event> = rows
+                .iter()
+                .map(|r| serde_json::from_str(r.get::<&str, _>(0)))
+                .collect::<Result<_, _>>()
+                .map_err(json_err("decode event"))?;
+            self.memory.append_sync(&events)?;
+        }
+        self.memory.build();
+        Ok(())
+    }
+
+    /// The in-memory engine (for realtime and sync queries).
+    pub fn memory(&self) -> &MemoryStore {
+        &self.memory
+    }
+
+    /// Closes the database cleanly (checkpoints the WAL).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+#[async_trait]
+impl EventStore for EmbeddedStore {
+    async fn append(&self, events: &[Event]) -> Result<(), StoreError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        for e in events {
+            if self.memory.site_sync(&e.site).is_none() {
+                return Err(StoreError::UnknownSite(e.site.clone()));
+            }
+        }
+        let mut tx = self.pool.begin().await.map_err(backend("begin"))?;
+        let mut fresh = Vec::with_capacity(events.len());
+        for e in events {
+            let body = serde_json::to_string(e).map_err(json_err("encode event"))?;
+            let done = sqlx::query(
+                "INSERT OR IGNORE INTO events (id, site, visitor, ts, body) VALUES (?, ?, ?, ?, ?)",
+            )
+            .bind(e.id.as_bytes().as_slice())
+            .bind(&e.site)
+            .bind(&e.identity.visitor_id)
+            .bind(e.timestamp.timestamp_millis())
+            .bind(body)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend("insert event"))?;
+            if done.rows_affected() == 1 {
+                fresh.push(e.clone());
+            }
+        }
+        tx.commit().await.map_err(backend("commit"))?;
+        // Committed: now visible to queries. Duplicates (same id) were ignored.
+        self.memory.append_sync(&fresh)
+    }
+
+    async fn scan(
+        &self,
+        site: &str,
+        from: Option<DateTime<Utc>>,
+        to: Option<DateTime<Utc>>,
+    ) -> Result<Vec<Event>, StoreError> {
+        self.memory.scan(site, from, to).await
+    }
+
+    async fn erase(&self, site: &str, scope: EraseScope) -> Result<u64, StoreError> {
+        let q = match &scope {
+            EraseScope::All => sqlx::query("DELETE FROM events WHERE site = ?").bind(site),
+            EraseScope::Visitor(v) => {
+                sqlx::query("DELETE FROM events WHERE site = ? AND visitor = ?")
+                    .bind(site)
+                    .bind(v.clone())
+            }
+        };
+        q.execute(&self.pool).await.map_err(backend("erase"))?;
+        self.memory.erase(site, scope).await
+    }
+
+    async fn query(
+        &self,
+        site: &Site,
+        query: &Query,
+        now: DateTime<Utc>,
+    ) -> Result<QueryResult, StoreError> {
+        self.memory.query_sync(site, query, now)
+    }
+}
+
+#[async_trait]
+impl SiteStore for EmbeddedStore {
+    async fn put_site(&self, site: Site) -> Result<(), StoreError> {
+        site.validate()?;
+        let settings = serde_json::to_string(&site).map_err(json_err("encode site"))?;
+        sqlx::query("INSERT INTO sites (domain, settings) VALUES (?, ?) ON CONFLICT (domain) DO UPDATE SET settings = excluded.settings")
+            .bind(&site.domain)
+            .bind(settings)
+            .execute(&self.pool)
+            .await
+            .map_err(backend("save site"))?;
+        self.memory.put_site_sync(site)
+    }
+    async fn site(&self, domain: &str) -> Result<Option<Site>, StoreError> {
+        Ok(self.memory.site_sync(domain))
+    }
+    async fn sites(&self) -> Result<Vec<Site>, StoreError> {
+        self.memory.sites().await
+    }
+    async fn remove_site(&self, domain: &str) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(backend("begin"))?;
+        sqlx::query("DELETE FROM events WHERE site = ?")
+            .bind(domain)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend("remove site"))?;
+        sqlx::query("DELETE FROM sites WHERE domain = ?")
+            .bind(domain)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend("remove site"))?;
+        tx.commit().await.map_err(backend("commit"))?;
+        self.memory.remove_site(domain).await
+    }
+}

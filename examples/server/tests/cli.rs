@@ -1,0 +1,468 @@
+//! The `beacon` command and server as a user drives them: real processes, real
+//! sockets, a real SQLite file.
+
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn beacon() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_beacon"));
+    c.env("RUST_LOG", "info");
+    c
+}
+
+fn run(args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = beacon()
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("beacon runs");
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("write stdin");
+    }
+    drop(child.stdin.take());
+    child.wait_with_output().expect("beacon exits")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+const FIREFOX: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:121.0) Gecko/20100101 Firefox/121.0";
+
+fn hits() -> String {
+    [
+        json!({"site":"example.com","type":"pageview","url":"https://example.com/","referrer":"https://www.google.com/","timestamp":"2026-03-01T10:00:00Z","ip":"81.2.69.142","user_agent":FIREFOX}).to_string(),
+        json!({"site":"example.com","type":"pageview","url":"https://example.com/pricing","referrer":"https://example.com/","timestamp":"2026-03-01T10:05:00Z","ip":"81.2.69.142","user_agent":FIREFOX}).to_string(),
+        "not json".to_owned(),
+        json!({"site":"example.com","type":"purchase","url":"https://example.com/buy","timestamp":"2026-03-01T10:06:00Z","visitor_id":"v2","revenue":{"amount":"49.00","currency":"USD"}}).to_string(),
+        json!({"site":"example.com","type":"pageview","url":"https://example.com/","timestamp":"2026-03-01T11:00:00Z","visitor_id":"v2"}).to_string(),
+        json!({"site":"example.com","type":"pageview","url":"ftp://x","timestamp":"2026-03-01T11:00:00Z","visitor_id":"v3"}).to_string(),
+    ]
+    .join("\n")
+}
+
+fn query(dir: &str, q: Value) -> Value {
+    let out = run(&["query", "--data-dir", dir, &q.to_string()], None);
+    assert!(out.status.success(), "query failed: {}", text(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("query prints JSON")
+}
+
+fn rows(v: &Value) -> Vec<(Value, Value)> {
+    v["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .map(|r| (r["dimensions"].clone(), r["metrics"].clone()))
+        .collect()
+}
+
+#[test]
+fn import_query_restart_and_erase() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let dir = tmp.path().join("data");
+    let dir = dir.to_str().expect("utf-8 path");
+    let add = run(
+        &[
+            "sites",
+            "add",
+            "example.com",
+            "--timezone",
+            "Europe/Berlin",
+            "--data-dir",
+            dir,
+        ],
+        None,
+    );
+    assert!(add.status.success(), "{}", text(&add.stderr));
+
+    let file = tmp.path().join("hits.ndjson");
+    std::fs::write(&file, hits()).expect("write hits");
+    let imp = run(
+        &["import", "--data-dir", dir, file.to_str().expect("path")],
+        None,
+    );
+    assert!(imp.status.success(), "{}", text(&imp.stderr));
+    assert_eq!(text(&imp.stdout).trim(), "imported 4, rejected 2");
+    let err = text(&imp.stderr);
+    assert!(err.contains("line 3: hit: must be a JSON object"), "{err}");
+    assert!(
+        err.contains("line 6: url: must be an absolute http(s) URL"),
+        "{err}"
+    );
+
+    let q = json!({"site":"example.com","date_range":["2026-03-01","2026-03-01"],
+        "metrics":["visitors","visits","pageviews","bounce_rate","visit_duration","revenue"],"dimensions":["source"]});
+    // Google: v1's one visit of 2 pageviews over 300 s. None: v2's two visits (10:06, 11:00), one pageview, 49.00.
+    let want = vec![
+        (json!(["Google"]), json!([1, 1, 2, 0.0, 300, 0.0])),
+        (json!([null]), json!([1, 2, 1, 50.0, 0, 49.0])),
+    ];
+    assert_eq!(rows(&query(dir, q.clone())), want);
+    // A new process reads the same answer back from disk.
+    assert_eq!(
+        rows(&query(dir, q.clone())),
+        want,
+        "durable across processes"
+    );
+
+    let erase = run(
+        &[
+            "erase",
+            "--data-dir",
+            dir,
+            "--site",
+            "example.com",
+            "--visitor",
+            "v2",
+        ],
+        None,
+    );
+    assert_eq!(text(&erase.stdout).trim(), "erased 2 events");
+    assert_eq!(
+        rows(&query(dir, q)),
+        vec![(json!(["Google"]), json!([1, 1, 2, 0.0, 300, 0.0]))]
+    );
+}
+
+#[test]
+fn csv_import_and_implicit_site() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let dir = tmp.path().join("data");
+    let dir = dir.to_str().expect("utf-8 path");
+    let csv = "type,url,timestamp,visitor_id,user_agent,props.plan\n\
+               pageview,https://shop.test/,2026-03-01T10:00:00Z,a,\"Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36\",pro\n\
+               pageview,https://shop.test/b,2026-03-01T10:01:00Z,b,\"Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36\",free\n\
+               view,https://shop.test/,2026-03-01T10:00:00Z,c,,\n";
+    let imp = run(
+        &[
+            "import",
+            "--data-dir",
+            dir,
+            "--format",
+            "csv",
+            "--site",
+            "shop.test",
+            "-",
+        ],
+        Some(csv),
+    );
+    assert_eq!(
+        text(&imp.stdout).trim(),
+        "imported 2, rejected 1",
+        "{}",
+        text(&imp.stderr)
+    );
+    assert!(
+        text(&imp.stderr).contains("line 4: type:"),
+        "{}",
+        text(&imp.stderr)
+    );
+    let r = query(
+        dir,
+        json!({"site":"shop.test","date_range":["2026-03-01","2026-03-01"],"metrics":["visitors"],"dimensions":["prop:plan"],"order_by":[["prop:plan","asc"]]}),
+    );
+    assert_eq!(
+        rows(&r),
+        vec![(json!(["free"]), json!([1])), (json!(["pro"]), json!([1]))]
+    );
+    let list = run(&["sites", "list", "--data-dir", dir], None);
+    let site: Value = serde_json::from_slice(&list.stdout).expect("site json");
+    assert_eq!(
+        (site["domain"].as_str(), site["timezone"].as_str()),
+        (Some("shop.test"), Some("UTC"))
+    );
+}
+
+#[test]
+fn invalid_queries_and_arguments_exit_2() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let dir = tmp.path().to_str().expect("path");
+    let out = run(
+        &[
+            "query",
+            "--data-dir",
+            dir,
+            r#"{"site":"a.com","metrics":["visitors","nope"]}"#,
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let v: Value = serde_json::from_slice(&out.stdout).expect("only the error JSON on stdout");
+    assert!(
+        v["error"]
+            .as_str()
+            .expect("error")
+            .starts_with("metrics[1]:"),
+        "{v}"
+    );
+    let unknown = run(
+        &["query", "--data-dir", dir, r#"{"site":"nowhere.test"}"#],
+        None,
+    );
+    assert_eq!(unknown.status.code(), Some(2));
+    assert_eq!(
+        run(&["import", "--data-dir", dir, "/nonexistent/file"], None)
+            .status
+            .code(),
+        Some(2)
+    );
+    assert_eq!(
+        run(
+            &[
+                "sites",
+                "add",
+                "a.com",
+                "--timezone",
+                "Mars/Olympus",
+                "--data-dir",
+                dir
+            ],
+            None
+        )
+        .status
+        .code(),
+        Some(2)
+    );
+    assert_eq!(run(&["frobnicate"], None).status.code(), Some(2));
+}
+
+#[test]
+fn enrich_writes_one_flat_object_per_line() {
+    let input = format!(
+        "{}\nnot a hit\n",
+        json!({"type":"pageview","url":"https://a.com/x?utm_campaign=c&gclid=g","referrer":"https://www.google.com/","user_agent":FIREFOX})
+    );
+    let out = run(&["enrich"], Some(&input));
+    assert!(out.status.success());
+    let lines: Vec<Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(
+        (
+            lines[0]["browser"].as_str(),
+            lines[0]["page"].as_str(),
+            lines[0]["channel"].as_str()
+        ),
+        (Some("Firefox"), Some("/x"), Some("Paid Search"))
+    );
+    assert_eq!(
+        (
+            lines[0]["utm_campaign"].as_str(),
+            lines[0]["gclid"].as_str(),
+            lines[0]["is_bot"].as_bool()
+        ),
+        (Some("c"), Some("g"), Some(false))
+    );
+    assert!(lines[1]["error"]
+        .as_str()
+        .expect("error")
+        .starts_with("hit:"));
+}
+
+/// A minimal HTTP/1.1 client: one request per connection.
+fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n", body.len());
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes())?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp)?;
+    let status = resp
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+fn serve(dir: &str, port: u16) -> Child {
+    let mut child = beacon()
+        .args([
+            "serve",
+            "--data-dir",
+            dir,
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("server starts");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("listening") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(60))
+        .expect("server says it is listening");
+    child
+}
+
+#[test]
+fn http_api_end_to_end() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let dir = tmp.path().to_str().expect("path");
+    assert!(run(&["sites", "add", "live.test", "--data-dir", dir], None)
+        .status
+        .success());
+    let port = free_port();
+    let mut server = serve(dir, port);
+    let hit = json!({"site":"live.test","type":"pageview","url":"https://live.test/docs","referrer":"https://news.ycombinator.com/"}).to_string();
+    let (status, body) =
+        http(port, "POST", "/api/event", &[("User-Agent", FIREFOX)], &hit).expect("post");
+    assert_eq!(status, 202, "{body}");
+    let batch = json!([{"site":"live.test","type":"pageview","url":"https://live.test/a"},{"site":"live.test","type":"goal","goal":"signup","url":"https://live.test/a"}]).to_string();
+    assert_eq!(
+        http(
+            port,
+            "POST",
+            "/api/events",
+            &[("User-Agent", FIREFOX)],
+            &batch
+        )
+        .expect("post")
+        .0,
+        202
+    );
+    let (status, body) = http(
+        port,
+        "POST",
+        "/api/event",
+        &[("User-Agent", FIREFOX)],
+        r#"{"site":"nowhere.test","type":"pageview","url":"https://x.test/"}"#,
+    )
+    .expect("post");
+    assert_eq!(
+        (status, body.contains("unknown site")),
+        (404, true),
+        "{body}"
+    );
+    let (status, body) = http(
+        port,
+        "POST",
+        "/api/event",
+        &[("User-Agent", FIREFOX)],
+        r#"{"site":"live.test","type":"pageview"}"#,
+    )
+    .expect("post");
+    assert_eq!(status, 400);
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).expect("json")["error"],
+        "url: is required"
+    );
+    let (status, body) = http(port, "POST", "/api/v1/query", &[], r#"{"site":"live.test","date_range":"day","metrics":["visitors","pageviews","events","conversions"],"dimensions":["source"]}"#).expect("query");
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(
+        rows(&v),
+        vec![(json!(["Hacker News"]), json!([1, 2, 3, 1]))],
+        "one visitor: the batch continues the first hit's session"
+    );
+    let (status, _) = http(
+        port,
+        "POST",
+        "/api/v1/query",
+        &[],
+        r#"{"site":"live.test","metrics":["bogus"]}"#,
+    )
+    .expect("query");
+    assert_eq!(status, 400);
+    server.kill().ok();
+    server.wait().ok();
+}
+
+#[test]
+fn acknowledged_hits_survive_kill_9() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let dir = tmp.path().to_str().expect("path");
+    assert!(
+        run(&["sites", "add", "crash.test", "--data-dir", dir], None)
+            .status
+            .success()
+    );
+    let port = free_port();
+    let mut server = serve(dir, port);
+    let (tx, rx) = std::sync::mpsc::channel::<u32>();
+    let sender = std::thread::spawn(move || {
+        let mut acked = 0u32;
+        let started = Instant::now();
+        for i in 0..100_000u32 {
+            let hit = json!({"site":"crash.test","type":"pageview","url":format!("https://crash.test/{i}"),"visitor_id":format!("v{}", i % 50)}).to_string();
+            match http(port, "POST", "/api/event", &[("User-Agent", FIREFOX)], &hit) {
+                Ok((202, _)) => {
+                    acked += 1;
+                    let _ = tx.send(acked);
+                }
+                _ => break,
+            }
+            if started.elapsed() > Duration::from_secs(60) {
+                break;
+            }
+        }
+        acked
+    });
+    // Kill the server without warning while hits are in flight.
+    loop {
+        match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(n) if n >= 300 => break,
+            Ok(_) => continue,
+            Err(_) => panic!("the server stopped acknowledging hits"),
+        }
+    }
+    server.kill().expect("SIGKILL");
+    server.wait().ok();
+    let acked = sender.join().expect("sender");
+    assert!(acked >= 300);
+    let r = query(
+        dir,
+        json!({"site":"crash.test","date_range":"day","metrics":["pageviews"]}),
+    );
+    let stored = r["results"][0]["metrics"][0].as_u64().expect("pageviews");
+    assert!(
+        stored >= u64::from(acked),
+        "acknowledged {acked}, found {stored}"
+    );
+    assert!(
+        stored <= u64::from(acked) + 1,
+        "at most the one in flight beyond the acknowledged ({stored} > {acked} + 1)"
+    );
+}
