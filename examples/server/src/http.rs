@@ -6,7 +6,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use beacon_core::{run_query, Hit, Query, StoreError, ValidationContext};
+use beacon_core::{run_query, Hit, Query, SiteStore, StoreError, ValidationContext};
 use beacon_enrich::ClientHints;
 use serde_json::{json, Value};
 use std::net::{IpAddr, SocketAddr};
@@ -129,6 +129,14 @@ async fn ingest(
     many: bool,
 ) -> Result<Response, ApiError> {
     let hits = hits_of(body, many)?;
+    // Sites created by another process since start are looked up once, then known.
+    let mut checked: Vec<&str> = Vec::new();
+    for site in hits.iter().filter_map(|h| h.site.as_deref()) {
+        if !checked.contains(&site) {
+            app.pipeline.store.site(&site.to_ascii_lowercase()).await?;
+            checked.push(site);
+        }
+    }
     let o = origin(app, peer, headers);
     let ctx = ValidationContext::live(app.pipeline.now());
     let events = hits

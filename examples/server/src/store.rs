@@ -193,7 +193,24 @@ impl SiteStore for EmbeddedStore {
         self.memory.put_site_sync(site)
     }
     async fn site(&self, domain: &str) -> Result<Option<Site>, StoreError> {
-        Ok(self.memory.site_sync(domain))
+        if let Some(site) = self.memory.site_sync(domain) {
+            return Ok(Some(site));
+        }
+        // Another process (`beacon sites add`) may have created it since we loaded.
+        let row = sqlx::query("SELECT settings FROM sites WHERE domain = ?")
+            .bind(domain)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend("load site"))?;
+        match row {
+            None => Ok(None),
+            Some(row) => {
+                let site: Site =
+                    serde_json::from_str(row.get::<&str, _>(0)).map_err(json_err("decode site"))?;
+                self.memory.put_site_sync(site.clone())?;
+                Ok(Some(site))
+            }
+        }
     }
     async fn sites(&self) -> Result<Vec<Site>, StoreError> {
         self.memory.sites().await
