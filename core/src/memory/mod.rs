@@ -138,6 +138,11 @@ impl MemoryStore {
         self.read().sites.get(domain).cloned()
     }
 
+    /// Every site's settings, ordered by domain.
+    pub fn sites_sync(&self) -> Vec<Site> {
+        self.read().sites.values().cloned().collect()
+    }
+
     /// Events and heap bytes held.
     pub fn memory_usage(&self) -> MemoryUsage {
         let inner = self.read();

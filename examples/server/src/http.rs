@@ -182,6 +182,149 @@ async fn health() -> &'static str {
     "ok"
 }
 
+/// The tracking script (minified; see assets/README.md).
+async fn script() -> Response {
+    (
+        [
+            (
+                axum::http::header::CONTENT_TYPE,
+                "application/javascript; charset=utf-8",
+            ),
+            (axum::http::header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        include_str!("../assets/script.js"),
+    )
+        .into_response()
+}
+
+#[derive(serde::Deserialize)]
+struct RealtimeParams {
+    site: String,
+}
+
+/// Visitors in the last five minutes, with the pages they are on and where they came from.
+async fn realtime(
+    State(app): State<Arc<App>>,
+    axum::extract::Query(p): axum::extract::Query<RealtimeParams>,
+) -> Result<Response, ApiError> {
+    use beacon_core::EventStore;
+    let store = &app.pipeline.store;
+    if store.site(&p.site).await?.is_none() {
+        return Err(ApiError::NotFound(format!(
+            "site: unknown site {:?}",
+            p.site
+        )));
+    }
+    let now = app.pipeline.now();
+    let events = store
+        .scan(&p.site, Some(now - chrono::Duration::minutes(5)), None)
+        .await?;
+    let mut visitors = std::collections::BTreeSet::new();
+    let mut pages: std::collections::BTreeMap<&str, std::collections::BTreeSet<&str>> =
+        Default::default();
+    let mut sources: std::collections::BTreeMap<Option<&str>, std::collections::BTreeSet<&str>> =
+        Default::default();
+    for e in events.iter().filter(|e| !e.is_bot()) {
+        let v = e.identity.visitor_id.as_str();
+        visitors.insert(v);
+        if e.kind == beacon_core::EventKind::Pageview {
+            pages.entry(e.page.path.as_str()).or_default().insert(v);
+        }
+        sources
+            .entry(e.acquisition.source.as_deref())
+            .or_default()
+            .insert(v);
+    }
+    let top = |m: Vec<(Value, usize)>| {
+        let mut m = m;
+        m.sort_by(|a, b| {
+            b.1.cmp(&a.1)
+                .then_with(|| a.0.to_string().cmp(&b.0.to_string()))
+        });
+        m.truncate(10);
+        m
+    };
+    let pages = top(pages
+        .into_iter()
+        .map(|(k, v)| (json!(k), v.len()))
+        .collect());
+    let sources = top(sources
+        .into_iter()
+        .map(|(k, v)| (json!(k), v.len()))
+        .collect());
+    Ok(Json(json!({
+        "site": p.site,
+        "visitors": visitors.len(),
+        "pages": pages.into_iter().map(|(p, n)| json!({"page": p, "visitors": n})).collect::<Vec<_>>(),
+        "sources": sources.into_iter().map(|(s, n)| json!({"source": s, "visitors": n})).collect::<Vec<_>>(),
+    }))
+    .into_response())
+}
+
+/// CORS for the sites' own pages: the Origin is echoed when its host is a known
+/// site or a subdomain of one; preflights are answered here.
+async fn cors(
+    State(app): State<Arc<App>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let origin = req
+        .headers()
+        .get(axum::http::header::ORIGIN)
+        .and_then(|o| o.to_str().ok())
+        .map(str::to_owned);
+    let allowed = match &origin {
+        Some(o) => {
+            let host = o
+                .split("://")
+                .nth(1)
+                .unwrap_or("")
+                .split([':', '/'])
+                .next()
+                .unwrap_or("")
+                .to_ascii_lowercase();
+            let sites = app.pipeline.store.memory().sites_sync();
+            sites.iter().any(|s| {
+                host == s.domain
+                    || host.ends_with(&format!(".{}", s.domain))
+                    || s.extra_hosts.contains(&host)
+            })
+        }
+        None => false,
+    };
+    let preflight = req.method() == axum::http::Method::OPTIONS;
+    let mut resp = if preflight {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        next.run(req).await
+    };
+    if let (true, Some(o)) = (allowed, origin) {
+        let h = resp.headers_mut();
+        if let Ok(v) = o.parse() {
+            h.insert(axum::http::header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
+        }
+        h.insert(
+            axum::http::header::VARY,
+            axum::http::HeaderValue::from_static("Origin"),
+        );
+        if preflight {
+            h.insert(
+                axum::http::header::ACCESS_CONTROL_ALLOW_METHODS,
+                axum::http::HeaderValue::from_static("POST, OPTIONS"),
+            );
+            h.insert(
+                axum::http::header::ACCESS_CONTROL_ALLOW_HEADERS,
+                axum::http::HeaderValue::from_static("Content-Type"),
+            );
+            h.insert(
+                axum::http::header::ACCESS_CONTROL_MAX_AGE,
+                axum::http::HeaderValue::from_static("86400"),
+            );
+        }
+    }
+    resp
+}
+
 /// Serves until Ctrl-C or SIGTERM; whatever was acknowledged is already committed.
 pub async fn serve(
     pipeline: Arc<Pipeline>,
@@ -193,10 +336,19 @@ pub async fn serve(
         trusted_proxies,
     });
     let router = Router::new()
-        .route("/api/event", post(event))
-        .route("/api/events", post(events))
+        .route(
+            "/api/event",
+            post(event).options(|| async { StatusCode::NO_CONTENT }),
+        )
+        .route(
+            "/api/events",
+            post(events).options(|| async { StatusCode::NO_CONTENT }),
+        )
         .route("/api/v1/query", post(query))
+        .route("/api/v1/realtime", get(realtime))
+        .route("/script.js", get(script))
         .route("/healthz", get(health))
+        .layer(axum::middleware::from_fn_with_state(Arc::clone(&app), cors))
         .layer(DefaultBodyLimit::max(256 * 1024))
         .with_state(app);
     let listener = tokio::net::TcpListener::bind(addr).await?;
