@@ -19,6 +19,8 @@ pub enum ApiError {
     BadRequest(String),
     /// 404: unknown site.
     NotFound(String),
+    /// 503: at capacity; the client should retry.
+    Busy,
     /// 500: something failed inside; logged, not shown.
     Internal(String),
 }
@@ -48,6 +50,10 @@ impl IntoResponse for ApiError {
         let (status, message) = match self {
             ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, m),
             ApiError::NotFound(m) => (StatusCode::NOT_FOUND, m),
+            ApiError::Busy => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy: retry later".to_owned(),
+            ),
             ApiError::Internal(m) => {
                 tracing::error!(error = %m, "request failed");
                 (
@@ -62,7 +68,17 @@ impl IntoResponse for ApiError {
 
 struct App {
     pipeline: Arc<Pipeline>,
+    committer: crate::commit::Committer,
     trusted_proxies: Vec<IpAddr>,
+}
+
+impl From<crate::commit::CommitError> for ApiError {
+    fn from(e: crate::commit::CommitError) -> Self {
+        match e {
+            crate::commit::CommitError::Busy => ApiError::Busy,
+            crate::commit::CommitError::Failed(m) => ApiError::Internal(m),
+        }
+    }
 }
 
 fn origin(app: &App, peer: SocketAddr, headers: &HeaderMap) -> Origin {
@@ -143,12 +159,9 @@ async fn ingest(
         .into_iter()
         .map(|h| app.pipeline.prepare(h, &ctx, None, Some(&o)))
         .collect::<Result<Vec<_>, _>>()?;
-    app.pipeline.commit(&events).await?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(json!({ "accepted": events.len() })),
-    )
-        .into_response())
+    let n = events.len();
+    app.committer.commit(events).await?;
+    Ok((StatusCode::ACCEPTED, Json(json!({ "accepted": n }))).into_response())
 }
 
 async fn event(
@@ -330,9 +343,12 @@ pub async fn serve(
     pipeline: Arc<Pipeline>,
     addr: SocketAddr,
     trusted_proxies: Vec<IpAddr>,
+    queue: usize,
 ) -> std::io::Result<()> {
+    let committer = crate::commit::Committer::start(Arc::clone(&pipeline), queue);
     let app = Arc::new(App {
         pipeline,
+        committer,
         trusted_proxies,
     });
     let router = Router::new()

@@ -3,6 +3,7 @@
 // A command-line tool: standard output is its product.
 #![allow(clippy::print_stdout)]
 
+mod commit;
 mod http;
 mod pipeline;
 mod store;
@@ -53,6 +54,9 @@ enum Command {
         geoip_city: Option<PathBuf>,
         #[arg(long)]
         geoip_asn: Option<PathBuf>,
+        /// Requests waiting to be committed before new ones are answered 503.
+        #[arg(long, default_value_t = 4096)]
+        queue: usize,
     },
     /// Imports hits (one per line) through the live pipeline.
     Import {
@@ -197,6 +201,7 @@ async fn run(cli: Cli) -> Result<(), Fail> {
             trusted_proxies,
             geoip_city,
             geoip_asn,
+            queue,
         } => {
             let enricher = Enricher::builder()
                 .geo(geo(geoip_city.as_deref(), geoip_asn.as_deref())?)
@@ -210,7 +215,7 @@ async fn run(cli: Cli) -> Result<(), Fail> {
             let addr: std::net::SocketAddr = listen
                 .parse()
                 .map_err(|e| usage(format!("--listen {listen:?}: {e}")))?;
-            http::serve(pipeline, addr, trusted_proxies).await?;
+            http::serve(pipeline, addr, trusted_proxies, queue.max(1)).await?;
             store.close().await;
             Ok(())
         }

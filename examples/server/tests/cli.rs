@@ -311,6 +311,10 @@ fn free_port() -> u16 {
 }
 
 fn serve(dir: &str, port: u16) -> Child {
+    serve_with(dir, port, &[])
+}
+
+fn serve_with(dir: &str, port: u16, extra: &[&str]) -> Child {
     let mut child = beacon()
         .args([
             "serve",
@@ -319,6 +323,7 @@ fn serve(dir: &str, port: u16) -> Child {
             "--listen",
             &format!("127.0.0.1:{port}"),
         ])
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -464,5 +469,49 @@ fn acknowledged_hits_survive_kill_9() {
     assert!(
         stored <= u64::from(acked) + 1,
         "at most the one in flight beyond the acknowledged ({stored} > {acked} + 1)"
+    );
+}
+
+#[test]
+fn concurrent_clients_share_commits_and_busy_answers_are_not_stored() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let dir = tmp.path().to_str().expect("path");
+    assert!(run(&["sites", "add", "busy.test", "--data-dir", dir], None)
+        .status
+        .success());
+    let port = free_port();
+    // A tiny queue: with 8 clients at once, some requests are likely answered 503.
+    let mut server = serve_with(dir, port, &["--queue", "2"]);
+    let clients: Vec<_> = (0..8)
+        .map(|c| {
+            std::thread::spawn(move || {
+                let (mut ok, mut busy) = (0u64, 0u64);
+                for i in 0..150 {
+                    let hit = json!({"site":"busy.test","type":"pageview","url":format!("https://busy.test/{c}/{i}"),"visitor_id":format!("c{c}")}).to_string();
+                    match http(port, "POST", "/api/event", &[("User-Agent", FIREFOX)], &hit).expect("post").0 {
+                        202 => ok += 1,
+                        503 => busy += 1,
+                        other => panic!("unexpected status {other}"),
+                    }
+                }
+                (ok, busy)
+            })
+        })
+        .collect();
+    let (ok, busy) = clients
+        .into_iter()
+        .map(|c| c.join().expect("client"))
+        .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+    server.kill().ok();
+    server.wait().ok();
+    assert_eq!(ok + busy, 1200);
+    let r = query(
+        dir,
+        json!({"site":"busy.test","date_range":"day","metrics":["pageviews","visitors"]}),
+    );
+    assert_eq!(
+        r["results"][0]["metrics"],
+        json!([ok, 8u64.min(ok)]),
+        "every acknowledged hit is stored, and only those ({busy} answered 503)"
     );
 }
