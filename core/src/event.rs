@@ -7,6 +7,14 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use uuid::Uuid;
 
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+fn is_default<T: Default + PartialEq>(t: &T) -> bool {
+    *t == T::default()
+}
+
 /// What kind of thing happened.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default,
@@ -65,23 +73,30 @@ impl EventKind {
 
 /// Who did it.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Identity {
     /// The visitor: the client's id, or the cookieless daily hash.
     pub visitor_id: String,
     /// The session as assigned by the [`crate::Sessionizer`] at ingest (stores may re-derive it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_id: Option<u64>,
     /// 1 for the visitor's first session, as assigned at ingest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_number: Option<u32>,
     /// The site's own user id, when the site sends one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_id: Option<String>,
     /// SHA-256 (hex) of the normalised e-mail address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub email_sha256: Option<String>,
     /// SHA-256 (hex) of the normalised phone number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phone_sha256: Option<String>,
 }
 
 /// The page it happened on.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Page {
     /// The full URL as sent.
     pub url: String,
@@ -90,53 +105,73 @@ pub struct Page {
     /// Path of the URL without query string or fragment (the `page` dimension).
     pub path: String,
     /// Document title.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub title: Option<String>,
     /// Referrer URL without query string or fragment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub referrer: Option<String>,
     /// Host of the referrer, lower case, without a leading `www.`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub referrer_domain: Option<String>,
 }
 
 /// UTM parameters.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Utm {
     /// utm_source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
     /// utm_medium.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub medium: Option<String>,
     /// utm_campaign.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub campaign: Option<String>,
     /// utm_content.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content: Option<String>,
     /// utm_term.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub term: Option<String>,
 }
 
 /// Advertising click ids.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct ClickIds {
     /// Google Ads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gclid: Option<String>,
     /// Meta.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fbclid: Option<String>,
     /// TikTok.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttclid: Option<String>,
     /// Microsoft Ads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub msclkid: Option<String>,
 }
 
 /// Where the visit came from.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Acquisition {
     /// Source name (`Google`, `Hacker News`, a referrer domain).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
     /// Medium (`organic`, `cpc`, `referral`, `email`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub medium: Option<String>,
     /// Channel (`Organic Search`, `Paid Social`, `Direct`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub channel: Option<String>,
     /// UTM parameters of the landing URL.
+    #[serde(default, skip_serializing_if = "is_default")]
     pub utm: Utm,
     /// Click ids of the landing URL.
+    #[serde(default, skip_serializing_if = "is_default")]
     pub click_ids: ClickIds,
 }
 
@@ -178,47 +213,67 @@ impl DeviceType {
 
 /// The visitor's device and client.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Device {
     /// Kind of device; `None` before enrichment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device_type: Option<DeviceType>,
     /// Maker (`Apple`, `Samsung`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub brand: Option<String>,
     /// Model (`iPhone`, `SM-G991B`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
     /// Browser name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub browser: Option<String>,
     /// Browser version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub browser_version: Option<String>,
     /// Operating system name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub os: Option<String>,
     /// Operating system version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub os_version: Option<String>,
     /// Screen size in CSS pixels (width, height).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub screen: Option<(u32, u32)>,
     /// Viewport size in CSS pixels (width, height).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub viewport: Option<(u32, u32)>,
     /// Device pixel ratio.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pixel_ratio: Option<f32>,
     /// Preferred language (BCP 47).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub language: Option<String>,
 }
 
 /// Where the visitor was.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Location {
     /// ISO 3166-1 alpha-2 country.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub country: Option<String>,
     /// Region (ISO 3166-2 subdivision code or name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
     /// City name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub city: Option<String>,
     /// Postal code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub postal_code: Option<String>,
     /// Latitude.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latitude: Option<f64>,
     /// Longitude.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub longitude: Option<f64>,
     /// IANA time zone of the location.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timezone: Option<String>,
 }
 
@@ -253,65 +308,91 @@ impl VisitorType {
 
 /// The company behind a business network.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Company {
     /// Name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// Web domain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub domain: Option<String>,
     /// Industry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub industry: Option<String>,
     /// Size band (`51-200`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size: Option<String>,
 }
 
 /// Network facts about the request.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Network {
     /// The IP address; kept only for sites that opted in to storing it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip: Option<IpAddr>,
     /// Autonomous system number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub asn: Option<u32>,
     /// Internet service provider.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub isp: Option<String>,
     /// Organisation that holds the address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub organization: Option<String>,
     /// Company, for business networks only.
+    #[serde(default, skip_serializing_if = "is_default")]
     pub company: Company,
     /// Business, consumer, hosting, bot or privacy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub visitor_type: Option<VisitorType>,
     /// The address is a VPN exit.
+    #[serde(default, skip_serializing_if = "is_false")]
     pub is_vpn: bool,
     /// The address is a proxy.
+    #[serde(default, skip_serializing_if = "is_false")]
     pub is_proxy: bool,
     /// The address is in a hosting network.
+    #[serde(default, skip_serializing_if = "is_false")]
     pub is_hosting: bool,
 }
 
 /// Engagement figures reported by the page.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Engagement {
     /// Engaged time on the page, milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time_ms: Option<u64>,
     /// Largest scroll depth, percent (0..=100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scroll_depth: Option<u8>,
     /// Clicks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clicks: Option<u32>,
     /// Form submissions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub form_submits: Option<u32>,
     /// Video plays.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub video_plays: Option<u32>,
     /// File downloads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub downloads: Option<u32>,
 }
 
 /// Money attached to the event.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Commerce {
     /// Revenue of a purchase, exact.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revenue: Option<Money>,
     /// The shop's order id (refunds name it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub order_id: Option<String>,
     /// Value of a goal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub goal_value: Option<Money>,
 }
 
@@ -324,6 +405,7 @@ pub struct BotInfo {
 
 /// One event, fully enriched. Immutable once stored.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Event {
     /// Unique id (UUIDv7).
     pub id: Uuid,
@@ -332,30 +414,42 @@ pub struct Event {
     /// Kind of event.
     pub kind: EventKind,
     /// Goal or custom event name; for purchases an optional product or plan name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// When it happened: the server clock on live ingest, the line's time on import.
     pub timestamp: DateTime<Utc>,
     /// The time the client reported, when it sent one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_timestamp: Option<DateTime<Utc>>,
     /// Who.
+    #[serde(default, skip_serializing_if = "is_default")]
     pub identity: Identity,
     /// Where on the site.
+    #[serde(default, skip_serializing_if = "is_default")]
     pub page: Page,
     /// How the visitor came.
+    #[serde(default, skip_serializing_if = "is_default")]
     pub acquisition: Acquisition,
     /// With what device.
+    #[serde(default, skip_serializing_if = "is_default")]
     pub device: Device,
     /// From where.
+    #[serde(default, skip_serializing_if = "is_default")]
     pub location: Location,
     /// Over which network.
+    #[serde(default, skip_serializing_if = "is_default")]
     pub network: Network,
     /// Engagement figures.
+    #[serde(default, skip_serializing_if = "is_default")]
     pub engagement: Engagement,
     /// Money.
+    #[serde(default, skip_serializing_if = "is_default")]
     pub commerce: Commerce,
     /// Custom properties (bounded: see [`crate::Limits`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub props: BTreeMap<String, String>,
     /// Bot classification; `Some` means the event is left out of metrics unless asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bot: Option<BotInfo>,
 }
 
@@ -363,5 +457,52 @@ impl Event {
     /// Whether the event was classified as a bot.
     pub fn is_bot(&self) -> bool {
         self.bot.is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::money::{Currency, Money};
+
+    #[test]
+    fn json_round_trip_and_compact_form() {
+        let mut full = Event {
+            id: Uuid::from_u128(7),
+            site: "a.com".into(),
+            kind: EventKind::Purchase,
+            name: Some("purchase".into()),
+            ..Event::default()
+        };
+        full.identity.visitor_id = "v".into();
+        full.page.url = "https://a.com/x".into();
+        full.page.path = "/x".into();
+        full.network.is_vpn = true;
+        full.network.company.name = Some("Acme".into());
+        full.commerce.revenue = Some(Money {
+            minor: 4900,
+            currency: Currency::USD,
+        });
+        full.props.insert("plan".into(), "pro".into());
+        full.bot = Some(BotInfo { reason: "x".into() });
+        for e in [full.clone(), Event::default()] {
+            let json = serde_json::to_string(&e).unwrap();
+            assert_eq!(serde_json::from_str::<Event>(&json).unwrap(), e, "{json}");
+        }
+        let mut pageview = Event {
+            site: "a.com".into(),
+            ..Event::default()
+        };
+        pageview.identity.visitor_id = "0123456789abcdef".into();
+        pageview.page.url = "https://a.com/pricing".into();
+        pageview.page.host = "a.com".into();
+        pageview.page.path = "/pricing".into();
+        pageview.device.browser = Some("Firefox".into());
+        let json = serde_json::to_string(&pageview).unwrap();
+        assert!(
+            !json.contains("null") && json.len() < 300,
+            "{} bytes: {json}",
+            json.len()
+        );
     }
 }

@@ -124,24 +124,44 @@ impl EventStore for EmbeddedStore {
             }
         }
         let mut tx = self.pool.begin().await.map_err(backend("begin"))?;
-        let mut fresh = Vec::with_capacity(events.len());
-        for e in events {
-            let body = serde_json::to_string(e).map_err(json_err("encode event"))?;
-            let done = sqlx::query(
-                "INSERT OR IGNORE INTO events (id, site, visitor, ts, body) VALUES (?, ?, ?, ?, ?)",
-            )
-            .bind(e.id.as_bytes().as_slice())
-            .bind(&e.site)
-            .bind(&e.identity.visitor_id)
-            .bind(e.timestamp.timestamp_millis())
-            .bind(body)
-            .execute(&mut *tx)
-            .await
-            .map_err(backend("insert event"))?;
-            if done.rows_affected() == 1 {
-                fresh.push(e.clone());
+        // Many rows per statement: each statement is a round trip to sqlx's SQLite thread.
+        let mut inserted = std::collections::HashSet::with_capacity(events.len());
+        for chunk in events.chunks(200) {
+            let mut sql =
+                String::from("INSERT OR IGNORE INTO events (id, site, visitor, ts, body) VALUES ");
+            for k in 0..chunk.len() {
+                sql.push_str(if k == 0 {
+                    "(?, ?, ?, ?, ?)"
+                } else {
+                    ", (?, ?, ?, ?, ?)"
+                });
+            }
+            sql.push_str(" RETURNING id");
+            let mut q = sqlx::query(&sql);
+            for e in chunk {
+                let body = serde_json::to_string(e).map_err(json_err("encode event"))?;
+                q = q
+                    .bind(e.id.as_bytes().to_vec())
+                    .bind(e.site.clone())
+                    .bind(e.identity.visitor_id.clone())
+                    .bind(e.timestamp.timestamp_millis())
+                    .bind(body);
+            }
+            for row in q
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(backend("insert events"))?
+            {
+                let id: Vec<u8> = row.get(0);
+                inserted.insert(id);
             }
         }
+        // Rows ignored as duplicates (same id, already stored) are not appended twice.
+        let fresh: Vec<Event> = events
+            .iter()
+            .filter(|e| inserted.contains(e.id.as_bytes().as_slice()))
+            .cloned()
+            .collect();
         tx.commit().await.map_err(backend("commit"))?;
         // Committed: now visible to queries. Duplicates (same id) were ignored.
         self.memory.append_sync(&fresh)
