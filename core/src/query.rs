@@ -310,6 +310,12 @@ pub enum DateRange {
 }
 
 impl DateRange {
+    /// Parses the contract's `date_range` value (a preset name or two dates); errors
+    /// name `date_range`.
+    pub fn from_value(v: &Value) -> Result<Self, QueryError> {
+        parse_date_range(v)
+    }
+
     /// Local dates `(from, to)` given today's local date and the local dates of the
     /// site's first and last events (for `All`).
     pub fn resolve(

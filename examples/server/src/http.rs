@@ -191,6 +191,21 @@ async fn query(State(app): State<Arc<App>>, body: axum::body::Bytes) -> Result<R
     Ok(Json(r.to_json(started.elapsed().as_millis() as u64)).into_response())
 }
 
+async fn funnel(
+    State(app): State<Arc<App>>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let text = std::str::from_utf8(&body)
+        .map_err(|_| ApiError::BadRequest("body: must be UTF-8 JSON".into()))?;
+    let f = beacon_attribution::Funnel::from_json(text)
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    match beacon_attribution::funnel(app.pipeline.store.as_ref(), &f, app.pipeline.now()).await {
+        Ok(r) => Ok(Json(r.to_json()).into_response()),
+        Err(beacon_attribution::FunnelError::Store(e)) => Err(e.into()),
+        Err(e) => Err(ApiError::BadRequest(e.to_string())),
+    }
+}
+
 async fn health() -> &'static str {
     "ok"
 }
@@ -361,6 +376,7 @@ pub async fn serve(
             post(events).options(|| async { StatusCode::NO_CONTENT }),
         )
         .route("/api/v1/query", post(query))
+        .route("/api/v1/funnel", post(funnel))
         .route("/api/v1/realtime", get(realtime))
         .route("/script.js", get(script))
         .route("/healthz", get(health))

@@ -81,6 +81,13 @@ enum Command {
         /// The query JSON, or - for standard input.
         json: String,
     },
+    /// Answers a funnel (contract section 5); prints the response JSON.
+    Funnel {
+        #[arg(long, default_value = "./beacon-data")]
+        data_dir: PathBuf,
+        /// The funnel JSON, or - for standard input.
+        json: String,
+    },
     /// Enriches hits from standard input into flat JSON lines on standard output.
     Enrich {
         #[arg(long)]
@@ -263,6 +270,27 @@ async fn run(cli: Cli) -> Result<(), Fail> {
             match run_query(&store, &query, clock.now()).await {
                 Ok(r) => {
                     println!("{}", r.to_json(started.elapsed().as_millis() as u64));
+                    Ok(())
+                }
+                Err(e) => {
+                    println!("{}", json!({ "error": e.to_string() }));
+                    Err(Fail(2, e.to_string()))
+                }
+            }
+        }
+        Command::Funnel { data_dir, json } => {
+            let text = read_arg(&json)?;
+            let f = match beacon_attribution::Funnel::from_json(&text) {
+                Ok(f) => f,
+                Err(e) => {
+                    println!("{}", json!({ "error": e.to_string() }));
+                    return Err(Fail(2, format!("invalid funnel: {e}")));
+                }
+            };
+            let store = EmbeddedStore::open(&data_dir).await?;
+            match beacon_attribution::funnel(&store, &f, clock.now()).await {
+                Ok(r) => {
+                    println!("{}", r.to_json());
                     Ok(())
                 }
                 Err(e) => {
