@@ -1,7 +1,8 @@
 //! # beacon-attribution
 //!
 //! The engines that tie traffic to outcomes, over any store through the core traits.
-//! So far: funnels (contract section 5).
+//! So far: funnels (contract section 5) and revenue attribution (the six models of
+//! contract section 4).
 //!
 //! ```
 //! use beacon_attribution::{run_funnel, Funnel};
@@ -23,8 +24,12 @@
 //! assert_eq!(r.steps[1].drop_off.as_f64(), 50.0);
 //! ```
 
+mod attribute;
 mod funnel;
+mod models;
 
+pub use attribute::{attribute, attribute_events};
 pub use funnel::{
     funnel, glob, run_funnel, Funnel, FunnelError, FunnelResult, StepMatch, StepResult,
 };
+pub use models::{shares, Touch};

@@ -187,7 +187,12 @@ async fn query(State(app): State<Arc<App>>, body: axum::body::Bytes) -> Result<R
         .map_err(|_| ApiError::BadRequest("body: must be UTF-8 JSON".into()))?;
     let q = Query::from_json(text).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let started = std::time::Instant::now();
-    let r = run_query(app.pipeline.store.as_ref(), &q, app.pipeline.now()).await?;
+    let store = app.pipeline.store.as_ref();
+    let r = if q.attribution.is_some() {
+        beacon_attribution::attribute(store, &q, app.pipeline.now()).await?
+    } else {
+        run_query(store, &q, app.pipeline.now()).await?
+    };
     Ok(Json(r.to_json(started.elapsed().as_millis() as u64)).into_response())
 }
 

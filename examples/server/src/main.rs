@@ -267,7 +267,12 @@ async fn run(cli: Cli) -> Result<(), Fail> {
             };
             let store = EmbeddedStore::open(&data_dir).await?;
             let started = std::time::Instant::now();
-            match run_query(&store, &query, clock.now()).await {
+            let answer = if query.attribution.is_some() {
+                beacon_attribution::attribute(&store, &query, clock.now()).await
+            } else {
+                run_query(&store, &query, clock.now()).await
+            };
+            match answer {
                 Ok(r) => {
                     println!("{}", r.to_json(started.elapsed().as_millis() as u64));
                     Ok(())
