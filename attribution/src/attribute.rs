@@ -2,8 +2,9 @@
 
 use crate::models::{shares, Touch};
 use beacon_core::{
-    day_start, local_date, sessionize, Dimension, Event, EventKind, Filter, Metric, MetricValue,
-    Query, QueryError, QueryResult, ResultRow, SessionSummary, Site, Store, StoreError,
+    day_start, local_date, sessionize, site_or_unknown, Dimension, Event, EventKind, Filter,
+    Metric, MetricValue, Query, QueryError, QueryResult, ResultRow, SessionSummary, Site, Store,
+    StoreError,
 };
 use chrono::{DateTime, Days, Utc};
 use std::collections::HashMap;
@@ -200,10 +201,7 @@ pub async fn attribute(
     q: &Query,
     now: DateTime<Utc>,
 ) -> Result<QueryResult, StoreError> {
-    let site = store
-        .site(&q.site)
-        .await?
-        .ok_or_else(|| QueryError::UnknownSite(q.site.clone()))?;
+    let site = site_or_unknown(store, &q.site).await?;
     let events = store.scan(&q.site, None, None).await?;
     Ok(attribute_events(&events, &site, q, now)?)
 }

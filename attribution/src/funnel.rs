@@ -1,8 +1,8 @@
 //! Funnels (contract section 5).
 
 use beacon_core::{
-    day_start, local_date, percent, DateRange, Event, EventKind, MetricValue, QueryError, Site,
-    Store, StoreError,
+    day_start, local_date, percent, site_or_unknown, DateRange, Event, EventKind, MetricValue,
+    QueryError, Site, Store, StoreError,
 };
 use chrono::{DateTime, Days, Utc};
 use serde_json::{json, Value};
@@ -321,10 +321,7 @@ pub async fn funnel(
     f: &Funnel,
     now: DateTime<Utc>,
 ) -> Result<FunnelResult, FunnelError> {
-    let site = store
-        .site(&f.site)
-        .await?
-        .ok_or_else(|| StoreError::Query(QueryError::UnknownSite(f.site.clone())))?;
+    let site = site_or_unknown(store, &f.site).await?;
     let events = store.scan(&f.site, None, None).await?;
     Ok(run_funnel(&events, f, &site, now))
 }

@@ -80,7 +80,7 @@ pub use session::{
     SessionSpan, SessionSummary, SessionSummaryLite, Sessionizer, VisitorSessions,
 };
 pub use site::Site;
-pub use store::{run_query, EraseScope, EventStore, SiteStore, Store};
+pub use store::{run_query, site_or_unknown, EraseScope, EventStore, SiteStore, Store};
 pub use time::{day_start, local_date, Buckets, TimeBucket};
 
 /// Chrono's time zone type, re-exported for [`Site::timezone`].

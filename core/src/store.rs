@@ -71,15 +71,20 @@ pub trait SiteStore: Send + Sync {
 pub trait Store: EventStore + SiteStore {}
 impl<T: EventStore + SiteStore + ?Sized> Store for T {}
 
+/// The site `domain`, or the unknown-site error every query path reports.
+pub async fn site_or_unknown(store: &dyn Store, domain: &str) -> Result<Site, StoreError> {
+    store
+        .site(domain)
+        .await?
+        .ok_or_else(|| QueryError::UnknownSite(domain.to_owned()).into())
+}
+
 /// Looks up the query's site and runs the query on `store` as of `now`.
 pub async fn run_query(
     store: &dyn Store,
     query: &Query,
     now: DateTime<Utc>,
 ) -> Result<QueryResult, StoreError> {
-    let site = store
-        .site(&query.site)
-        .await?
-        .ok_or_else(|| QueryError::UnknownSite(query.site.clone()))?;
+    let site = site_or_unknown(store, &query.site).await?;
     store.query(&site, query, now).await
 }
