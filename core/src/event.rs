@@ -32,16 +32,21 @@ pub enum EventKind {
     Custom,
     /// Engagement report for a page (time on page, scroll depth); never ends a bounce.
     Engagement,
+    /// A refund of an earlier purchase, naming its order id (usually from a payment
+    /// webhook). A ledger entry, not visitor activity: it belongs to no session and
+    /// counts in no traffic metric; attribution uses it to reverse the order's credit.
+    Refund,
 }
 
 impl EventKind {
     /// Every kind, in their numeric order.
-    pub const ALL: [EventKind; 5] = [
+    pub const ALL: [EventKind; 6] = [
         EventKind::Pageview,
         EventKind::Goal,
         EventKind::Purchase,
         EventKind::Custom,
         EventKind::Engagement,
+        EventKind::Refund,
     ];
     /// The name used in hits and JSON (`"pageview"`).
     pub fn as_str(&self) -> &'static str {
@@ -51,6 +56,7 @@ impl EventKind {
             EventKind::Purchase => "purchase",
             EventKind::Custom => "custom",
             EventKind::Engagement => "engagement",
+            EventKind::Refund => "refund",
         }
     }
     /// Parses the JSON name.
@@ -64,6 +70,11 @@ impl EventKind {
             self,
             EventKind::Goal | EventKind::Purchase | EventKind::Custom
         )
+    }
+    /// Whether events of this kind are visitor activity, part of sessions and
+    /// metrics (every kind but [`EventKind::Refund`]).
+    pub fn is_activity(&self) -> bool {
+        *self != EventKind::Refund
     }
     /// Whether this kind counts as a conversion (goal or purchase).
     pub fn is_conversion(&self) -> bool {

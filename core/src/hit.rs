@@ -353,7 +353,7 @@ impl Hit {
                     return err(
                         "type",
                         format!(
-                        "must be one of pageview, goal, purchase, custom, engagement (got {k:?})"
+                        "must be one of pageview, goal, purchase, custom, engagement, refund (got {k:?})"
                     ),
                     )
                 }
@@ -435,6 +435,9 @@ impl Hit {
             }
             EventKind::Purchase if self.revenue.is_none() => {
                 return err("revenue", "is required for a purchase event")
+            }
+            EventKind::Refund if order_id.is_none() => {
+                return err("order_id", "is required for a refund event")
             }
             EventKind::Engagement
                 if self

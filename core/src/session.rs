@@ -84,8 +84,10 @@ fn canonical_order(events: &[Event]) -> Vec<usize> {
 /// Batch sessionization of events in any order: sets every event's
 /// `identity.session_id` and `identity.session_number`, and returns the sessions
 /// ordered by (site, visitor, start). `timeout_ms` is the site's session timeout.
+/// Refunds belong to no session and are left untouched.
 pub fn sessionize(events: &mut [Event], timeout_ms: i64) -> Vec<SessionSummary> {
-    let order = canonical_order(events);
+    let mut order = canonical_order(events);
+    order.retain(|&i| events[i].kind.is_activity());
     let mut out: Vec<SessionSummary> = Vec::new();
     let mut interaction: Vec<bool> = Vec::new();
     let mut seg: Vec<usize> = Vec::with_capacity(order.len());

@@ -3,7 +3,8 @@
 
 use crate::fixture::{Ev, Fixture};
 use beacon_core::{
-    run_query, DeviceType, EraseScope, EventStore, Query, QueryError, Site, Store, StoreError, Tz,
+    run_query, DeviceType, EraseScope, Event, EventKind, EventStore, Query, QueryError, Site,
+    Store, StoreError, Tz,
 };
 use serde_json::json;
 
@@ -570,6 +571,47 @@ pub async fn erase_visitor_and_all(store: &dyn Store) {
         &[(&[], &[0.0, 0.0])],
     )
     .await;
+}
+
+/// A refund is a ledger entry: a purchase at 10:00 and its refund at 10:20 and a day
+/// later leave 1 visit, 2 events and 49.00 revenue; scan returns all 4 and erase removes them.
+pub async fn refunds_are_not_activity(store: &dyn Store) {
+    let events = vec![
+        Ev::pageview("v1", "2026-03-01T10:00:00", "/"),
+        Ev::purchase("v1", "2026-03-01T10:01:00", "/", "49.00", "USD").order("o1"),
+        Ev::refund("v1", "2026-03-01T10:20:00", "o1", Some(("9.00", "USD"))),
+        Ev::refund("v1", "2026-03-01T22:00:00", "o1", None),
+    ];
+    let f = Fixture::new(store, site("refunds"), events).await;
+    f.expect(
+        json!({"date_range": MAR1, "metrics": ["visitors", "visits", "events", "bounce_rate", "revenue", "conversions"]}),
+        &[(&[], &[1.0, 1.0, 2.0, 0.0, 49.0, 1.0])],
+    )
+    .await;
+    let domain = f.site.domain.clone();
+    let scanned = f.store().scan(&domain, None, None).await.expect("scan");
+    let refunds: Vec<&Event> = scanned
+        .iter()
+        .filter(|e| e.kind == EventKind::Refund)
+        .collect();
+    assert_eq!(scanned.len(), 4);
+    assert_eq!(refunds.len(), 2);
+    assert!(refunds
+        .iter()
+        .all(|e| e.commerce.order_id.as_deref() == Some("o1") && e.identity.session_id.is_none()));
+    assert_eq!(
+        f.store()
+            .erase(&domain, EraseScope::Visitor("v1".into()))
+            .await
+            .expect("erase visitor"),
+        4
+    );
+    assert!(f
+        .store()
+        .scan(&domain, None, None)
+        .await
+        .expect("scan")
+        .is_empty());
 }
 
 /// With a 10-minute timeout: 10:00, 10:10 (exactly) continue; 10:20:01 starts anew.

@@ -53,6 +53,20 @@ impl Ev {
         e.0.commerce.revenue = Some(Money::parse(amount, c).expect("fixture amount"));
         e
     }
+    /// A refund of order `order` (of `amount` when given: a partial refund).
+    pub fn refund(visitor: &str, time: &str, order: &str, amount: Option<(&str, &str)>) -> Self {
+        let mut e = Self::new(EventKind::Refund, visitor, time, "/");
+        e.0.commerce.order_id = Some(order.to_owned());
+        e.0.commerce.revenue = amount.map(|(a, c)| {
+            Money::parse(a, Currency::parse(c).expect("fixture currency")).expect("fixture amount")
+        });
+        e
+    }
+    /// Sets the order id.
+    pub fn order(mut self, id: &str) -> Self {
+        self.0.commerce.order_id = Some(id.into());
+        self
+    }
     /// An engagement report for `path`.
     pub fn engagement(
         visitor: &str,

@@ -56,6 +56,7 @@ macro_rules! conformance_suite {
             bots_are_excluded_unless_asked,
             order_limit_offset_and_total_rows,
             erase_visitor_and_all,
+            refunds_are_not_activity,
             session_timeout_per_site,
             several_dimensions,
             empty_range_gives_zeros,

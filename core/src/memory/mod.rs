@@ -20,6 +20,8 @@ use table::SiteTable;
 struct Inner {
     sites: BTreeMap<String, Site>,
     tables: HashMap<String, SiteTable>,
+    /// Refunds per site, in arrival order (ledger entries, not activity).
+    ledger: HashMap<String, Vec<Event>>,
 }
 
 /// The in-memory reference engine: answers every query of the contract.
@@ -89,10 +91,24 @@ impl MemoryStore {
             return Err(StoreError::UnknownSite(run[0].site.clone()));
         }
         for run in runs() {
-            if let Some(t) = inner.tables.get_mut(&run[0].site) {
-                for e in run {
+            let site = run[0].site.as_str();
+            if let Some(t) = inner.tables.get_mut(site) {
+                for e in run.iter().filter(|e| e.kind.is_activity()) {
                     t.push(e);
                 }
+            }
+            // Refunds are ledger entries, kept apart from the sessionized table.
+            let refunds: Vec<Event> = run
+                .iter()
+                .filter(|e| !e.kind.is_activity())
+                .cloned()
+                .collect();
+            if !refunds.is_empty() {
+                inner
+                    .ledger
+                    .entry(site.to_owned())
+                    .or_default()
+                    .extend(refunds);
             }
         }
         Ok(())
@@ -147,7 +163,8 @@ impl MemoryStore {
     pub fn memory_usage(&self) -> MemoryUsage {
         let inner = self.read();
         MemoryUsage {
-            events: inner.tables.values().map(SiteTable::len).sum(),
+            events: inner.tables.values().map(SiteTable::len).sum::<usize>()
+                + inner.ledger.values().map(Vec::len).sum::<usize>(),
             heap_bytes: inner.tables.values().map(SiteTable::heap_bytes).sum(),
         }
     }
@@ -174,25 +191,48 @@ impl EventStore for MemoryStore {
             from.map_or(i64::MIN, |f| f.timestamp_millis()),
             to.map_or(i64::MAX, |t| t.timestamp_millis()),
         );
-        Ok((0..t.len())
+        let mut out: Vec<Event> = (0..t.len())
             .filter(|&r| t.ts[r] >= lo && t.ts[r] < hi)
             .map(|r| t.event(site, r))
-            .collect())
+            .collect();
+        out.extend(
+            inner
+                .ledger
+                .get(site)
+                .into_iter()
+                .flatten()
+                .filter(|e| {
+                    let ms = e.timestamp.timestamp_millis();
+                    ms >= lo && ms < hi
+                })
+                .cloned(),
+        );
+        Ok(out)
     }
 
     async fn erase(&self, site: &str, scope: EraseScope) -> Result<u64, StoreError> {
-        let mut inner = self.write();
+        let mut guard = self.write();
+        let inner = &mut *guard;
         let t = inner
             .tables
             .get_mut(site)
             .ok_or_else(|| StoreError::UnknownSite(site.to_owned()))?;
-        Ok(match scope {
-            EraseScope::All => t.retain_rows(|_, _| false),
-            EraseScope::Visitor(v) => match t.visitors.lookup(&v) {
-                Some(id) => t.retain_rows(|t, r| t.visitor[r] != id),
-                None => 0,
-            },
-        })
+        let ledger = inner.ledger.entry(site.to_owned()).or_default();
+        let before = ledger.len();
+        let erased = match scope {
+            EraseScope::All => {
+                ledger.clear();
+                t.retain_rows(|_, _| false)
+            }
+            EraseScope::Visitor(v) => {
+                ledger.retain(|e| e.identity.visitor_id != v);
+                match t.visitors.lookup(&v) {
+                    Some(id) => t.retain_rows(|t, r| t.visitor[r] != id),
+                    None => 0,
+                }
+            }
+        };
+        Ok(erased + (before - ledger.len()) as u64)
     }
 
     async fn query(
@@ -219,6 +259,7 @@ impl SiteStore for MemoryStore {
     async fn remove_site(&self, domain: &str) -> Result<bool, StoreError> {
         let mut inner = self.write();
         inner.tables.remove(domain);
+        inner.ledger.remove(domain);
         Ok(inner.sites.remove(domain).is_some())
     }
 }

@@ -183,9 +183,11 @@ impl Pipeline {
                 )
             }
         };
-        let obs = sessions.observe(&site.domain, &event.identity.visitor_id, ts, timeout);
-        event.identity.session_id = Some(obs.session_id);
-        event.identity.session_number = Some(obs.session_number);
+        if event.kind.is_activity() {
+            let obs = sessions.observe(&site.domain, &event.identity.visitor_id, ts, timeout);
+            event.identity.session_id = Some(obs.session_id);
+            event.identity.session_number = Some(obs.session_number);
+        }
         Ok(event)
     }
 
