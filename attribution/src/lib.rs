@@ -27,9 +27,14 @@
 mod attribute;
 mod funnel;
 mod models;
+mod webhook;
 
 pub use attribute::{attribute, attribute_events};
 pub use funnel::{
     funnel, glob, run_funnel, Funnel, FunnelError, FunnelResult, StepMatch, StepResult,
 };
 pub use models::{shares, Touch};
+pub use webhook::{
+    parse_payments, Headers, Payment, PaymentKind, Provider, ReplayGuard, WebhookError,
+    WebhookVerifier,
+};

@@ -405,6 +405,10 @@ pub struct Commerce {
     /// Value of a goal.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub goal_value: Option<Money>,
+    /// For a refund: the order's total refunded so far, when the payment provider
+    /// reports it (redelivered and repeated partial refunds then stay exact).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refunded_total: Option<Money>,
 }
 
 /// Why an event was classified as a bot.

@@ -518,6 +518,7 @@ impl Hit {
                 revenue,
                 order_id,
                 goal_value: None,
+                refunded_total: None,
             },
             props: self.props,
             identity: crate::event::Identity {
