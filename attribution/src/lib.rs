@@ -29,7 +29,7 @@ mod funnel;
 mod models;
 mod webhook;
 
-pub use attribute::{attribute, attribute_events};
+pub use attribute::{attribute, attribute_events, Credit, Touchpoints};
 pub use funnel::{
     funnel, glob, run_funnel, Funnel, FunnelError, FunnelResult, StepMatch, StepResult,
 };

@@ -20,26 +20,47 @@ pub fn shares(
     conversion_ms: i64,
     half_life_days: f64,
 ) -> Vec<f64> {
+    let compact: Vec<(i64, bool)> = touches
+        .iter()
+        .map(|t| {
+            (
+                t.start_ms,
+                t.value.as_deref().is_some_and(|v| !v.is_empty()),
+            )
+        })
+        .collect();
+    let mut s = Vec::new();
+    shares_into(model, &compact, conversion_ms, half_life_days, &mut s);
+    s
+}
+
+/// [`shares`] over compact touches `(start_ms, has a value)`, written into `s` (no
+/// allocation once `s` has grown): the attribution engine's inner loop.
+pub(crate) fn shares_into(
+    model: AttributionModel,
+    touches: &[(i64, bool)],
+    conversion_ms: i64,
+    half_life_days: f64,
+    s: &mut Vec<f64>,
+) {
     let n = touches.len();
-    let mut s = vec![0.0; n];
+    s.clear();
+    s.resize(n, 0.0);
     if n == 0 {
-        return s;
+        return;
     }
     match model {
         AttributionModel::FirstTouch => s[0] = 1.0,
         AttributionModel::LastTouch => s[n - 1] = 1.0,
         AttributionModel::LastNonDirect => {
-            let i = touches
-                .iter()
-                .rposition(|t| t.value.as_deref().is_some_and(|v| !v.is_empty()))
-                .unwrap_or(n - 1);
+            let i = touches.iter().rposition(|t| t.1).unwrap_or(n - 1);
             s[i] = 1.0;
         }
         AttributionModel::Linear => s.iter_mut().for_each(|x| *x = 1.0 / n as f64),
         AttributionModel::TimeDecay => {
             let half_life_ms = half_life_days * 86_400_000.0;
             for (x, t) in s.iter_mut().zip(touches) {
-                let age = (conversion_ms - t.start_ms).max(0) as f64;
+                let age = (conversion_ms - t.0).max(0) as f64;
                 *x = (-age / half_life_ms).exp2();
             }
             let total: f64 = s.iter().sum();
@@ -59,7 +80,6 @@ pub fn shares(
             }
         },
     }
-    s
 }
 
 #[cfg(test)]

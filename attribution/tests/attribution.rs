@@ -166,12 +166,237 @@ async fn through_a_store_and_errors() {
         (Some("Newsletter"), 20.0),
         "EUR only when asked"
     );
-    let bad = Query::from_json(r#"{"site":"shop.test","metrics":["revenue"],"filters":[["is","country",["DE"]]],"attribution":{"model":"linear"}}"#).expect("query");
-    let err = attribute(&store, &bad, at("2026-04-01T00:00:00"))
+    // A filter on a session-level dimension keeps the conversions whose session matches.
+    let q = Query::from_json(r#"{"site":"shop.test","date_range":["2026-03-01","2026-03-31"],"metrics":["revenue","conversions"],"dimensions":["source"],"filters":[["is","source",["Newsletter"]]],"attribution":{"model":"linear"}}"#).expect("query");
+    let r = attribute(&store, &q, at("2026-04-01T00:00:00"))
         .await
-        .unwrap_err()
-        .to_string();
-    assert!(err.starts_with("filters[0]:"), "{err}");
+        .expect("runs");
+    assert_eq!(r.rows.len(), 1);
+    assert_eq!(
+        (r.rows[0].metrics[0].as_f64(), r.rows[0].metrics[1].as_f64()),
+        (50.0, 2.0)
+    );
+}
+
+fn refund(
+    n: u128,
+    visitor: &str,
+    time: &str,
+    order: &str,
+    amount: Option<&str>,
+    total: Option<&str>,
+) -> Event {
+    let mut e = ev(n, visitor, time, None, None);
+    e.kind = EventKind::Refund;
+    e.commerce.order_id = Some(order.into());
+    let usd = |a: &str| Money::parse(a, Currency::USD).expect("amount");
+    e.commerce.revenue = amount.map(usd);
+    e.commerce.refunded_total = total.map(usd);
+    e
+}
+
+fn rows(events: &[Event], query: &str) -> Vec<(Option<String>, Vec<f64>)> {
+    let q = Query::from_json(query).expect("query");
+    let mut out: Vec<(Option<String>, Vec<f64>)> = attribute_events(
+        events,
+        &Site::new("shop.test"),
+        &q,
+        at("2026-04-01T00:00:00"),
+    )
+    .expect("attribution")
+    .rows
+    .iter()
+    .map(|r| {
+        (
+            r.dimensions.first().cloned().flatten(),
+            r.metrics.iter().map(|m| m.as_f64()).collect(),
+        )
+    })
+    .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+/// A visitor with only direct sessions: last-non-direct falls back to the latest
+/// touch, so every model credits direct in full.
+#[test]
+fn direct_only_visitor() {
+    let events = vec![
+        ev(1, "d", "2026-03-02T10:00:00", None, None),
+        ev(2, "d", "2026-03-03T10:00:00", None, Some(("10.00", "USD"))),
+    ];
+    for model in [
+        "first_touch",
+        "last_touch",
+        "last_non_direct",
+        "linear",
+        "time_decay",
+        "position_based",
+    ] {
+        let q = LINEAR.replace("linear", model);
+        assert_eq!(rows(&events, &q), vec![(None, vec![10.0, 1.0])], "{model}");
+    }
+}
+
+const LINEAR: &str = r#"{"site":"shop.test","date_range":["2026-03-01","2026-03-31"],"metrics":["revenue","conversions"],"dimensions":["source"],"attribution":{"model":"linear"}}"#;
+
+/// v1's 100.00 order o1 (Google then direct, linear 50/50) is refunded 30.00 in two
+/// partial refunds (10 + 20), one after the date range: 70.00 is credited, 35/35, and it
+/// still counts as a conversion. v2's 50.00 order o2 is refunded in full (a refund with
+/// no amount): no revenue and no conversion. A refund for an unknown order changes nothing.
+#[test]
+fn refunds_reverse_the_credit_of_their_order() {
+    let mut events = fixture();
+    events[2].commerce.order_id = Some("o1".into());
+    events[4].commerce.order_id = Some("o2".into());
+    events.push(refund(
+        10,
+        "v1",
+        "2026-03-06T10:00:00",
+        "o1",
+        Some("10.00"),
+        None,
+    ));
+    events.push(refund(
+        11,
+        "v1",
+        "2026-04-20T10:00:00",
+        "o1",
+        Some("20.00"),
+        None,
+    ));
+    events.push(refund(12, "v2", "2026-03-11T10:00:00", "o2", None, None));
+    events.push(refund(
+        13,
+        "v9",
+        "2026-03-11T10:00:00",
+        "o-unknown",
+        Some("5.00"),
+        None,
+    ));
+    assert_eq!(
+        rows(&events, LINEAR),
+        vec![
+            (None, vec![35.0, 0.5]),
+            (g("Google"), vec![35.0, 0.5]),
+            // The EUR order is still a conversion.
+            (g("Newsletter"), vec![0.0, 1.0]),
+        ]
+    );
+    // Running totals reported by a provider (Stripe's amount_refunded): a redelivered
+    // or repeated total is not counted twice; the largest total wins, capped at the order.
+    let mut events = fixture();
+    events[2].commerce.order_id = Some("o1".into());
+    events.push(refund(
+        10,
+        "v1",
+        "2026-03-06T10:00:00",
+        "o1",
+        Some("40.00"),
+        Some("40.00"),
+    ));
+    events.push(refund(
+        11,
+        "v1",
+        "2026-03-07T10:00:00",
+        "o1",
+        Some("20.00"),
+        Some("60.00"),
+    ));
+    events.push(refund(
+        12,
+        "v1",
+        "2026-03-07T10:00:00",
+        "o1",
+        Some("20.00"),
+        Some("60.00"),
+    ));
+    assert_eq!(
+        rows(&events, LINEAR)[..2],
+        [(None, vec![20.0, 0.5]), (g("Google"), vec![20.0, 0.5])]
+    );
+    events.push(refund(
+        13,
+        "v1",
+        "2026-03-08T10:00:00",
+        "o1",
+        Some("900.00"),
+        Some("900.00"),
+    ));
+    assert_eq!(
+        rows(&events, LINEAR)[0].0,
+        g("Newsletter"),
+        "fully refunded: no row left for v1"
+    );
+}
+
+/// With a rate table the EUR order joins USD revenue: 20.00 EUR at 1.10 = 22.00 USD;
+/// JPY (no minor unit) at 0.0067: 1500 JPY = 10.05 USD. Without a rate JPY adds nothing.
+#[test]
+fn currencies_are_converted_with_a_rate_table_never_summed_blindly() {
+    let mut events = fixture();
+    events.push(ev(
+        20,
+        "v2",
+        "2026-03-10T09:07:00",
+        Some("Newsletter"),
+        Some(("1500", "JPY")),
+    ));
+    let with_rates = LINEAR.replace(
+        r#""model":"linear""#,
+        r#""model":"linear","rates":{"EUR":"1.10","JPY":0.0067}"#,
+    );
+    assert_eq!(
+        rows(&events, &with_rates),
+        vec![
+            (None, vec![50.0, 0.5]),
+            (g("Google"), vec![50.0, 0.5]),
+            (g("Newsletter"), vec![82.05, 3.0]),
+        ]
+    );
+    assert_eq!(rows(&events, LINEAR)[2], (g("Newsletter"), vec![50.0, 3.0]));
+    let bad = LINEAR.replace(
+        r#""model":"linear""#,
+        r#""model":"linear","rates":{"EUR":"-1"}"#,
+    );
+    assert_eq!(
+        Query::from_json(&bad).unwrap_err().to_string(),
+        "attribution.rates.EUR: must be a positive number"
+    );
+}
+
+/// Event-level filters test the conversion itself: only purchases named "pro" count;
+/// a goal filter makes goals the conversions (with their value when they carry one).
+#[test]
+fn filters_choose_the_conversions() {
+    let mut events = fixture();
+    events[2].name = Some("pro".into());
+    let q = LINEAR.replace(
+        r#""attribution""#,
+        r#""filters":[["is","goal",["pro"]]],"attribution""#,
+    );
+    assert_eq!(
+        rows(&events, &q),
+        vec![(None, vec![50.0, 0.5]), (g("Google"), vec![50.0, 0.5])]
+    );
+    let mut signup = ev(30, "v2", "2026-03-10T09:01:00", Some("Newsletter"), None);
+    signup.kind = EventKind::Goal;
+    signup.name = Some("signup".into());
+    signup.commerce.goal_value = Some(Money::parse("5", Currency::USD).expect("value"));
+    events.push(signup);
+    let q = LINEAR.replace(
+        r#""attribution""#,
+        r#""filters":[["is","goal",["signup"]]],"attribution""#,
+    );
+    assert_eq!(rows(&events, &q), vec![(g("Newsletter"), vec![5.0, 1.0])]);
+    let q = LINEAR.replace(
+        r#""attribution""#,
+        r#""filters":[["not",["is","source",["Newsletter"]]]],"attribution""#,
+    );
+    assert_eq!(
+        rows(&events, &q),
+        vec![(None, vec![50.0, 0.5]), (g("Google"), vec![50.0, 0.5])]
+    );
 }
 
 proptest! {

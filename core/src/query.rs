@@ -400,7 +400,7 @@ impl AttributionModel {
 }
 
 /// The attribution option of a query.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Attribution {
     /// The model.
     pub model: AttributionModel,
@@ -408,6 +408,9 @@ pub struct Attribution {
     pub window_days: u32,
     /// Half-life for time decay, days (default 7).
     pub half_life_days: f64,
+    /// Exchange rates into the query's currency (`"rates": {"EUR": "1.08"}`: one euro
+    /// is 1.08 of it). Purchases in a currency without a rate add no revenue.
+    pub rates: Vec<(Currency, f64)>,
 }
 
 /// A query, typed, with defaults filled in.
@@ -583,7 +586,7 @@ impl Query {
             for (i, x) in arr.iter().enumerate() {
                 let field = format!("order_by[{i}]");
                 let pair = x.as_array().filter(|p| p.len() == 2).ok_or_else(|| {
-                    QueryError::invalid(&field, "must be [name, \"asc\"|\"desc\"]")
+                    QueryError::invalid(field.clone(), "must be [name, \"asc\"|\"desc\"]")
                 })?;
                 let name = pair[0].as_str().unwrap_or_default();
                 let key = if let Some(m) = Metric::parse(name).filter(|m| q.metrics.contains(m)) {
@@ -707,8 +710,16 @@ impl Query {
         if let Some(c) = self.currency {
             v["currency"] = json!(c.code());
         }
-        if let Some(a) = self.attribution {
+        if let Some(a) = &self.attribution {
             v["attribution"] = json!({"model": a.model.as_str(), "window_days": a.window_days, "half_life_days": a.half_life_days});
+            if !a.rates.is_empty() {
+                v["attribution"]["rates"] = a
+                    .rates
+                    .iter()
+                    .map(|(c, r)| (c.code().to_owned(), json!(r)))
+                    .collect::<serde_json::Map<String, Value>>()
+                    .into();
+            }
         }
         v
     }
@@ -922,10 +933,33 @@ fn parse_attribution(v: &Value) -> Result<Attribution, QueryError> {
                 )
             })?,
     };
+    let mut rates = Vec::new();
+    if let Some(r) = obj.get("rates") {
+        let r = r.as_object().ok_or_else(|| {
+            QueryError::invalid(
+                "attribution.rates",
+                "must be an object of currency codes to rates, such as {\"EUR\": \"1.08\"}",
+            )
+        })?;
+        for (code, rate) in r {
+            let field = format!("attribution.rates.{code}");
+            let c = Currency::parse(code).ok_or_else(|| {
+                QueryError::invalid(field.clone(), "is not an ISO 4217 currency code")
+            })?;
+            let value = match rate {
+                Value::String(s) => s.trim().parse::<f64>().ok(),
+                other => other.as_f64(),
+            }
+            .filter(|x| x.is_finite() && *x > 0.0)
+            .ok_or_else(|| QueryError::invalid(field.clone(), "must be a positive number"))?;
+            rates.push((c, value));
+        }
+    }
     Ok(Attribution {
         model,
         window_days,
         half_life_days,
+        rates,
     })
 }
 
