@@ -10,7 +10,7 @@ use chrono::{DateTime, Days, Utc};
 use std::collections::HashMap;
 
 /// A session-level dimension's value for a session (its first event and summary).
-fn session_value(dim: &Dimension, first: &Event, s: &SessionSummary) -> Option<String> {
+pub(crate) fn session_value(dim: &Dimension, first: &Event, s: &SessionSummary) -> Option<String> {
     use Dimension as D;
     let a = &first.acquisition;
     match dim {

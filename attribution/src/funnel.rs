@@ -1,11 +1,13 @@
 //! Funnels (contract section 5).
 
+use crate::attribute::session_value;
 use beacon_core::{
-    day_start, local_date, percent, site_or_unknown, DateRange, Event, EventKind, MetricValue,
-    QueryError, Site, Store, StoreError,
+    day_start, local_date, percent, sessionize, site_or_unknown, DateRange, Dimension, Event,
+    EventColumns, EventKind, MetricValue, QueryError, Site, Store, StoreError,
 };
 use chrono::{DateTime, Days, Utc};
 use serde_json::{json, Value};
+use std::collections::HashMap;
 
 /// Why a funnel cannot be run.
 #[derive(Debug, thiserror::Error)]
@@ -42,17 +44,6 @@ pub enum StepMatch {
 }
 
 impl StepMatch {
-    fn matches(&self, e: &Event) -> bool {
-        match self {
-            StepMatch::Page(p) => e.kind == EventKind::Pageview && glob(p, &e.page.path),
-            StepMatch::Goal(g) => {
-                e.kind == EventKind::Goal && e.name.as_deref() == Some(g.as_str())
-            }
-            StepMatch::Event(n) => {
-                e.kind == EventKind::Custom && e.name.as_deref() == Some(n.as_str())
-            }
-        }
-    }
     fn label(&self) -> &str {
         match self {
             StepMatch::Page(s) | StepMatch::Goal(s) | StepMatch::Event(s) => s,
@@ -96,6 +87,9 @@ pub struct Funnel {
     pub steps: Vec<StepMatch>,
     /// Count events classified as bots.
     pub include_bots: bool,
+    /// Break the figures down by this session-level dimension: each visitor counts
+    /// under the value of the session in which their best path began.
+    pub breakdown: Option<Dimension>,
 }
 
 fn parse_window(s: &str) -> Option<i64> {
@@ -128,7 +122,15 @@ impl Funnel {
             .as_object()
             .ok_or_else(|| invalid("funnel", "must be a JSON object"))?;
         if let Some(k) = obj.keys().find(|k| {
-            !["site", "date_range", "window", "steps", "include_bots"].contains(&k.as_str())
+            ![
+                "site",
+                "date_range",
+                "window",
+                "steps",
+                "include_bots",
+                "breakdown",
+            ]
+            .contains(&k.as_str())
         }) {
             return Err(invalid(k.as_str(), "is not a funnel field"));
         }
@@ -200,12 +202,27 @@ impl Funnel {
                 .as_bool()
                 .ok_or_else(|| invalid("include_bots", "must be true or false"))?,
         };
+        let breakdown = match obj.get("breakdown") {
+            None | Some(Value::Null) => None,
+            Some(b) => Some(
+                b.as_str()
+                    .and_then(Dimension::parse)
+                    .filter(|d| d.is_session_level())
+                    .ok_or_else(|| {
+                        invalid(
+                            "breakdown",
+                            "must be a session-level dimension such as \"source\" or \"country\"",
+                        )
+                    })?,
+            ),
+        };
         Ok(Self {
             site: site.to_ascii_lowercase(),
             date_range,
             window_ms,
             steps,
             include_bots,
+            breakdown,
         })
     }
 }
@@ -230,74 +247,110 @@ pub struct StepResult {
 pub struct FunnelResult {
     /// Per step.
     pub steps: Vec<StepResult>,
+    /// With a breakdown: the steps per value of the dimension, most visitors at step 1
+    /// first (then by value).
+    pub breakdown: Option<Vec<(Option<String>, Vec<StepResult>)>>,
+}
+
+fn steps_json(steps: &[StepResult]) -> Value {
+    steps
+        .iter()
+        .map(|s| {
+            json!({
+                "step": s.step, "label": s.label, "visitors": s.visitors,
+                "conversion_rate": s.conversion_rate.to_json(), "drop_off": s.drop_off.to_json(),
+            })
+        })
+        .collect()
 }
 
 impl FunnelResult {
-    /// The contract's response JSON.
+    /// The contract's response JSON (with `"breakdown": [{"value", "steps"}]` when asked).
     pub fn to_json(&self) -> Value {
-        json!({"steps": self.steps.iter().map(|s| json!({
-            "step": s.step, "label": s.label, "visitors": s.visitors,
-            "conversion_rate": s.conversion_rate.to_json(), "drop_off": s.drop_off.to_json(),
-        })).collect::<Vec<_>>()})
+        let mut v = json!({ "steps": steps_json(&self.steps) });
+        if let Some(groups) = &self.breakdown {
+            v["breakdown"] = groups
+                .iter()
+                .map(|(value, steps)| json!({"value": value, "steps": steps_json(steps)}))
+                .collect();
+        }
+        v
     }
 }
 
-/// How many steps one visitor's events (sorted by time, then id) reach.
-fn reached(events: &[&Event], f: &Funnel) -> usize {
-    let mut best = 0;
-    for (i, first) in events.iter().enumerate() {
-        if !f.steps[0].matches(first) {
+/// Over one visitor's rows in time order, with each row's bit set of matching steps:
+/// the steps reached, and the row where the best path begins (the earliest of equals).
+/// Taking the earliest later match for each next step is optimal, for both the order
+/// and the window.
+fn reach(ts: &[i64], mask: &[u32], steps: usize, window_ms: i64) -> (usize, usize) {
+    let mut best = (0, 0);
+    for i in 0..ts.len() {
+        if mask[i] & 1 == 0 {
             continue;
         }
-        let t0 = first.timestamp.timestamp_millis();
+        let t0 = ts[i];
         let (mut k, mut prev) = (1, t0);
-        for e in &events[i + 1..] {
-            let t = e.timestamp.timestamp_millis();
-            if t - t0 > f.window_ms || k == f.steps.len() {
+        for j in i + 1..ts.len() {
+            let t = ts[j];
+            if k == steps || t - t0 > window_ms {
                 break;
             }
-            if t > prev && f.steps[k].matches(e) {
+            if t > prev && (mask[j] >> k) & 1 == 1 {
                 k += 1;
                 prev = t;
             }
         }
-        best = best.max(k);
-        if best == f.steps.len() {
-            break;
+        if k > best.0 {
+            best = (k, i);
+            if k == steps {
+                break;
+            }
         }
     }
     best
 }
 
-/// Runs `f` over `events` (any order) of `site`, with `now` for relative ranges.
-pub fn run_funnel(events: &[Event], f: &Funnel, site: &Site, now: DateTime<Utc>) -> FunnelResult {
-    let tz = site.timezone;
-    let (from, to) = f.date_range.resolve(local_date(tz, now), None);
-    let start = day_start(tz, from);
-    let end = day_start(tz, to.checked_add_days(Days::new(1)).unwrap_or(to));
-    let mut in_range: Vec<&Event> = events
-        .iter()
-        .filter(|e| {
-            e.site == f.site
-                && e.timestamp >= start
-                && e.timestamp < end
-                && (f.include_bots || !e.is_bot())
+/// Each row's bit set of the steps it matches, from one match per dictionary entry.
+fn row_masks(f: &Funnel, c: &EventColumns) -> Vec<u32> {
+    let dict_mask = |dict: &[String], want: &dyn Fn(&StepMatch, &str) -> bool| -> Vec<u32> {
+        dict.iter()
+            .enumerate()
+            .map(|(id, s)| {
+                if id == 0 {
+                    return 0;
+                }
+                f.steps
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, st)| want(st, s))
+                    .fold(0u32, |m, (i, _)| m | 1 << i)
+            })
+            .collect()
+    };
+    let page = dict_mask(
+        &c.paths,
+        &|st, p| matches!(st, StepMatch::Page(g) if glob(g, p)),
+    );
+    let goal = dict_mask(
+        &c.names,
+        &|st, n| matches!(st, StepMatch::Goal(g) if g == n),
+    );
+    let event = dict_mask(
+        &c.names,
+        &|st, n| matches!(st, StepMatch::Event(g) if g == n),
+    );
+    (0..c.len())
+        .map(|r| match c.kind[r] {
+            EventKind::Pageview => page[c.path[r] as usize],
+            EventKind::Goal => goal[c.name[r] as usize],
+            EventKind::Custom => event[c.name[r] as usize],
+            _ => 0,
         })
-        .collect();
-    in_range.sort_by(|a, b| {
-        (&a.identity.visitor_id, a.timestamp, a.id).cmp(&(
-            &b.identity.visitor_id,
-            b.timestamp,
-            b.id,
-        ))
-    });
-    let mut counts = vec![0u64; f.steps.len()];
-    for visitor in in_range.chunk_by(|a, b| a.identity.visitor_id == b.identity.visitor_id) {
-        for c in counts.iter_mut().take(reached(visitor, f)) {
-            *c += 1;
-        }
-    }
-    let steps = counts
+        .collect()
+}
+
+fn step_results(f: &Funnel, counts: &[u64]) -> Vec<StepResult> {
+    counts
         .iter()
         .enumerate()
         .map(|(i, &v)| StepResult {
@@ -311,19 +364,151 @@ pub fn run_funnel(events: &[Event], f: &Funnel, site: &Site, now: DateTime<Utc>)
                 percent(counts[i - 1] - v, counts[i - 1])
             },
         })
-        .collect();
-    FunnelResult { steps }
+        .collect()
 }
 
-/// Runs `f` on any store: scans the site's events in range through the core traits.
+/// Runs `f` over columns already limited to the date range; `group` (per row), when
+/// given, breaks the counts down by the group of the row where each path begins.
+fn run_columns(
+    f: &Funnel,
+    c: &EventColumns,
+    group: Option<&[u32]>,
+    groups: usize,
+) -> (Vec<u64>, Vec<Vec<u64>>) {
+    let mask = row_masks(f, c);
+    let n = f.steps.len();
+    let mut counts = vec![0u64; n];
+    let mut by_group = vec![vec![0u64; n]; if group.is_some() { groups } else { 0 }];
+    for run in c.visitor_runs() {
+        let (k, first) = reach(&c.ts[run.clone()], &mask[run.clone()], n, f.window_ms);
+        for x in counts.iter_mut().take(k) {
+            *x += 1;
+        }
+        if let (Some(g), true) = (group, k > 0) {
+            for x in by_group[g[run.start + first] as usize].iter_mut().take(k) {
+                *x += 1;
+            }
+        }
+    }
+    (counts, by_group)
+}
+
+fn range(f: &Funnel, site: &Site, now: DateTime<Utc>) -> (DateTime<Utc>, DateTime<Utc>) {
+    let tz = site.timezone;
+    let (from, to) = f.date_range.resolve(local_date(tz, now), None);
+    (
+        day_start(tz, from),
+        day_start(tz, to.checked_add_days(Days::new(1)).unwrap_or(to)),
+    )
+}
+
+/// Runs `f` over `events` (any order) of `site`, with `now` for relative ranges.
+pub fn run_funnel(events: &[Event], f: &Funnel, site: &Site, now: DateTime<Utc>) -> FunnelResult {
+    let (start, end) = range(f, site, now);
+    let Some(dim) = &f.breakdown else {
+        let in_range: Vec<Event> = events
+            .iter()
+            .filter(|e| e.site == f.site && e.timestamp >= start && e.timestamp < end)
+            .cloned()
+            .collect();
+        let c = EventColumns::from_events(&in_range, f.include_bots);
+        let (counts, _) = run_columns(f, &c, None, 0);
+        return FunnelResult {
+            steps: step_results(f, &counts),
+            breakdown: None,
+        };
+    };
+    // Sessions over the whole history, so that session-level values are those of
+    // each session's first event even when it is before the range.
+    let mut all: Vec<Event> = events
+        .iter()
+        .filter(|e| e.site == f.site && e.kind.is_activity() && (f.include_bots || !e.is_bot()))
+        .cloned()
+        .collect();
+    let summaries = sessionize(&mut all, site.session_timeout_ms());
+    all.sort_by(|a, b| {
+        (&a.identity.visitor_id, a.timestamp, a.id).cmp(&(
+            &b.identity.visitor_id,
+            b.timestamp,
+            b.id,
+        ))
+    });
+    let mut first_of: HashMap<u64, usize> = HashMap::new();
+    for (i, e) in all.iter().enumerate() {
+        if let Some(sid) = e.identity.session_id {
+            first_of.entry(sid).or_insert(i);
+        }
+    }
+    let mut values: Vec<Option<String>> = Vec::new();
+    let mut value_ids: HashMap<Option<String>, u32> = HashMap::new();
+    let mut session_group: HashMap<u64, u32> = HashMap::new();
+    for s in &summaries {
+        let v = first_of
+            .get(&s.session_id)
+            .and_then(|&i| session_value(dim, &all[i], s));
+        let id = *value_ids.entry(v.clone()).or_insert_with(|| {
+            values.push(v);
+            (values.len() - 1) as u32
+        });
+        session_group.insert(s.session_id, id);
+    }
+    // `all` is in canonical order, so its in-range part gives rows in the same order
+    // as the columns built from it.
+    let in_range: Vec<Event> = all
+        .into_iter()
+        .filter(|e| e.timestamp >= start && e.timestamp < end)
+        .collect();
+    let group: Vec<u32> = in_range
+        .iter()
+        .map(|e| {
+            e.identity
+                .session_id
+                .and_then(|s| session_group.get(&s).copied())
+                .unwrap_or(0)
+        })
+        .collect();
+    let c = EventColumns::from_events(&in_range, true);
+    let (counts, by_group) = run_columns(f, &c, Some(&group), values.len());
+    let mut groups: Vec<(Option<String>, Vec<StepResult>)> = values
+        .into_iter()
+        .zip(by_group)
+        .filter(|(_, g)| g[0] > 0)
+        .map(|(v, g)| (v, step_results(f, &g)))
+        .collect();
+    groups.sort_by(|a, b| {
+        b.1[0]
+            .visitors
+            .cmp(&a.1[0].visitors)
+            .then_with(|| a.0.cmp(&b.0))
+    });
+    FunnelResult {
+        steps: step_results(f, &counts),
+        breakdown: Some(groups),
+    }
+}
+
+/// Runs `f` on any store through the core traits: the date range's events as
+/// columns (a columnar store hands them over without building events), or, for a
+/// breakdown, a scan of the site's history.
 pub async fn funnel(
     store: &dyn Store,
     f: &Funnel,
     now: DateTime<Utc>,
 ) -> Result<FunnelResult, FunnelError> {
     let site = site_or_unknown(store, &f.site).await?;
-    let events = store.scan(&f.site, None, None).await?;
-    Ok(run_funnel(&events, f, &site, now))
+    if f.breakdown.is_some() {
+        let events = store.scan(&f.site, None, None).await?;
+        return Ok(run_funnel(&events, f, &site, now));
+    }
+    let (start, end) = range(f, &site, now);
+    let c = store
+        .columns(&f.site, Some(start), Some(end), f.include_bots)
+        .await?;
+    let (counts, _) = run_columns(f, &c, None, 0);
+    Ok(FunnelResult {
+        steps: step_results(f, &counts),
+        breakdown: None,
+    })
 }
 
 #[cfg(test)]

@@ -46,6 +46,7 @@
 //! `docs/metrics.md`.
 
 mod clock;
+mod columns;
 mod error;
 mod event;
 mod hash;
@@ -61,6 +62,7 @@ mod store;
 mod time;
 
 pub use clock::{new_event_id, Clock, ManualClock, RandomSource, SeededRandom, SystemClock};
+pub use columns::EventColumns;
 pub use error::{QueryError, StoreError, ValidationError};
 pub use event::{
     Acquisition, BotInfo, ClickIds, Commerce, Company, Device, DeviceType, Engagement, Event,

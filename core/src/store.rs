@@ -2,6 +2,7 @@
 //! default that runs the reference engine over a scan, which a backend overrides to
 //! push the work into its database (the conformance suite judges the result).
 
+use crate::columns::EventColumns;
 use crate::error::{QueryError, StoreError};
 use crate::event::Event;
 use crate::query::Query;
@@ -35,6 +36,22 @@ pub trait EventStore: Send + Sync {
 
     /// Erases events; returns how many were removed.
     async fn erase(&self, site: &str, scope: EraseScope) -> Result<u64, StoreError>;
+
+    /// The site's activity events with `from <= timestamp < to` as columns in
+    /// canonical order (bots left out unless `include_bots`).
+    ///
+    /// The default builds them from [`EventStore::scan`]; a backend whose data is
+    /// already columnar overrides it.
+    async fn columns(
+        &self,
+        site: &str,
+        from: Option<DateTime<Utc>>,
+        to: Option<DateTime<Utc>>,
+        include_bots: bool,
+    ) -> Result<EventColumns, StoreError> {
+        let events = self.scan(site, from, to).await?;
+        Ok(EventColumns::from_events(&events, include_bots))
+    }
 
     /// Answers a query for `site` as of `now` (relative date ranges resolve against it).
     ///

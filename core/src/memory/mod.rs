@@ -3,6 +3,7 @@
 mod exec;
 mod table;
 
+use crate::columns::EventColumns;
 use crate::error::{QueryError, StoreError};
 use crate::event::Event;
 use crate::query::Query;
@@ -208,6 +209,33 @@ impl EventStore for MemoryStore {
                 .cloned(),
         );
         Ok(out)
+    }
+
+    async fn columns(
+        &self,
+        site: &str,
+        from: Option<DateTime<Utc>>,
+        to: Option<DateTime<Utc>>,
+        include_bots: bool,
+    ) -> Result<EventColumns, StoreError> {
+        {
+            let mut inner = self.write();
+            inner
+                .tables
+                .get_mut(site)
+                .ok_or_else(|| StoreError::UnknownSite(site.to_owned()))?
+                .build();
+        }
+        let inner = self.read();
+        let t = inner
+            .tables
+            .get(site)
+            .ok_or_else(|| StoreError::UnknownSite(site.to_owned()))?;
+        Ok(t.columns(
+            from.map_or(i64::MIN, |f| f.timestamp_millis()),
+            to.map_or(i64::MAX, |t| t.timestamp_millis()),
+            include_bots,
+        ))
     }
 
     async fn erase(&self, site: &str, scope: EraseScope) -> Result<u64, StoreError> {

@@ -1,6 +1,7 @@
 //! The columnar table of one site: dictionary-encoded columns, rows kept ordered by
 //! (visitor, time, id) after a build, and sessions derived as their own columns.
 
+use crate::columns::EventColumns;
 use crate::event::{BotInfo, DeviceType, Event, EventKind, VisitorType};
 use crate::hash::{FastBuild, FastHasher, IdentityBuild};
 use crate::money::Money;
@@ -537,6 +538,45 @@ impl SiteTable {
     }
 
     /// Rebuilds an event from the columns (the fields this engine keeps).
+    /// Rows with `lo <= ts < hi` as [`EventColumns`] (the table must be built, so rows
+    /// are in canonical order). Visitor numbers are renumbered densely.
+    pub(crate) fn columns(&self, lo: i64, hi: i64, include_bots: bool) -> EventColumns {
+        let dict = |i: &Interner| -> Vec<String> {
+            (0..i.space() as u32)
+                .map(|id| i.get(id).unwrap_or_default().to_owned())
+                .collect()
+        };
+        let mut c = EventColumns {
+            paths: dict(&self.paths),
+            names: dict(&self.names),
+            ..EventColumns::default()
+        };
+        let n = self.len();
+        let whole = lo == i64::MIN && hi == i64::MAX;
+        let bots = self.clients.values.iter().any(|t| t[client::BOT] != NULL);
+        if whole && (include_bots || !bots) {
+            // Every row: the columns are copied as they are.
+            c.ts.extend_from_slice(&self.ts);
+            c.kind.extend_from_slice(&self.kind);
+            c.path.extend_from_slice(&self.path);
+            c.name.extend_from_slice(&self.name);
+            c.visitor.extend_from_slice(&self.visitor);
+        } else {
+            for r in 0..n {
+                let t = self.ts[r];
+                if t < lo || t >= hi || (!include_bots && self.is_bot(r)) {
+                    continue;
+                }
+                c.ts.push(t);
+                c.kind.push(self.kind[r]);
+                c.path.push(self.path[r]);
+                c.name.push(self.name[r]);
+                c.visitor.push(self.visitor[r]);
+            }
+        }
+        c
+    }
+
     pub(crate) fn event(&self, site: &str, r: usize) -> Event {
         let mut e = Event {
             id: uuid::Uuid::from_u128(self.id[r]),
