@@ -1,8 +1,10 @@
 //! # beacon-attribution
 //!
 //! The engines that tie traffic to outcomes, over any store through the core traits.
-//! So far: funnels (contract section 5) and revenue attribution (the six models of
-//! contract section 4).
+//! Goals (definitions by page pattern, event name or `data-beacon-goal` attribute,
+//! with values), funnels (contract section 5, with breakdowns), revenue attribution
+//! (the six models of contract section 4, refunds, rate tables) and payment-provider
+//! webhooks (Stripe, Lemon Squeezy, Polar, Shopify).
 //!
 //! ```
 //! use beacon_attribution::{run_funnel, Funnel};
@@ -26,12 +28,17 @@
 
 mod attribute;
 mod funnel;
+mod goals;
 mod models;
 mod webhook;
 
 pub use attribute::{attribute, attribute_events, Credit, Touchpoints};
 pub use funnel::{
     funnel, glob, run_funnel, Funnel, FunnelError, FunnelResult, StepMatch, StepResult,
+};
+pub use goals::{
+    goals, run_goals_columns, GoalDefinition, GoalError, GoalMatch, GoalResult, GoalsRequest,
+    GoalsResult,
 };
 pub use models::{shares, Touch};
 pub use webhook::{
