@@ -17,6 +17,8 @@ use std::sync::Arc;
 pub enum ApiError {
     /// 400: the request broke a rule; the message names the field.
     BadRequest(String),
+    /// 401: a signature did not verify.
+    Unauthorized(String),
     /// 404: unknown site.
     NotFound(String),
     /// 503: at capacity; the client should retry.
@@ -49,6 +51,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, message) = match self {
             ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, m),
+            ApiError::Unauthorized(m) => (StatusCode::UNAUTHORIZED, m),
             ApiError::NotFound(m) => (StatusCode::NOT_FOUND, m),
             ApiError::Busy => (
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -70,6 +73,7 @@ struct App {
     pipeline: Arc<Pipeline>,
     committer: crate::commit::Committer,
     trusted_proxies: Vec<IpAddr>,
+    replays: beacon_attribution::ReplayGuard,
 }
 
 impl From<crate::commit::CommitError> for ApiError {
@@ -209,6 +213,74 @@ async fn funnel(
         Err(beacon_attribution::FunnelError::Store(e)) => Err(e.into()),
         Err(e) => Err(ApiError::BadRequest(e.to_string())),
     }
+}
+
+async fn goals(State(app): State<Arc<App>>, body: axum::body::Bytes) -> Result<Response, ApiError> {
+    let text = std::str::from_utf8(&body)
+        .map_err(|_| ApiError::BadRequest("body: must be UTF-8 JSON".into()))?;
+    let req = beacon_attribution::GoalsRequest::from_json(text)
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    match beacon_attribution::goals(app.pipeline.store.as_ref(), &req, app.pipeline.now()).await {
+        Ok(r) => Ok(Json(r.to_json()).into_response()),
+        Err(beacon_attribution::GoalError::Store(e)) => Err(e.into()),
+        Err(e) => Err(ApiError::BadRequest(e.to_string())),
+    }
+}
+
+/// A payment provider's webhook for a site: verified with the site's secret for that
+/// provider, refused on replay, stored as purchase and refund events (idempotent:
+/// one order is one purchase whatever the provider resends).
+async fn webhook(
+    State(app): State<Arc<App>>,
+    axum::extract::Path((provider, site)): axum::extract::Path<(String, String)>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    use beacon_attribution::{parse_payments, Headers, Provider, WebhookError, WebhookVerifier};
+    let provider = Provider::parse(&provider).ok_or_else(|| {
+        ApiError::NotFound(format!(
+            "provider: {provider:?} is not stripe, lemonsqueezy, polar or shopify"
+        ))
+    })?;
+    let site = site.to_ascii_lowercase();
+    let store = &app.pipeline.store;
+    if store.site(&site).await?.is_none() {
+        return Err(ApiError::NotFound(format!("site: unknown site {site:?}")));
+    }
+    let secret = store
+        .webhook_secret(&site, provider.as_str())
+        .await?
+        .ok_or_else(|| {
+            ApiError::NotFound(format!("no {provider} webhook secret is set for {site}"))
+        })?;
+    let h = Headers::from_pairs(
+        headers
+            .iter()
+            .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned()))),
+    );
+    let now = app.pipeline.now();
+    let refused = |e: WebhookError| match e {
+        WebhookError::BadSignature(_) | WebhookError::StaleTimestamp { .. } => {
+            ApiError::Unauthorized(e.to_string())
+        }
+        other => ApiError::BadRequest(other.to_string()),
+    };
+    WebhookVerifier::new(provider, secret)
+        .verify(&h, &body, now)
+        .map_err(refused)?;
+    let payments = parse_payments(provider, &h, &body).map_err(refused)?;
+    let Some(first) = payments.first() else {
+        return Ok(Json(json!({ "stored": 0 })).into_response());
+    };
+    if let Err(e) = app.replays.check(provider, &first.event_id, now) {
+        tracing::info!(provider = %provider, site = %site, error = %e, "webhook replay ignored");
+        return Ok(Json(json!({ "stored": 0, "duplicate": true })).into_response());
+    }
+    let events: Vec<_> = payments.iter().map(|p| p.to_event(&site, now)).collect();
+    let n = events.len();
+    app.committer.commit(events).await?;
+    tracing::info!(provider = %provider, site = %site, events = n, "webhook stored");
+    Ok(Json(json!({ "stored": n })).into_response())
 }
 
 async fn health() -> &'static str {
@@ -370,6 +442,7 @@ pub async fn serve(
         pipeline,
         committer,
         trusted_proxies,
+        replays: beacon_attribution::ReplayGuard::default(),
     });
     let router = Router::new()
         .route(
@@ -382,6 +455,8 @@ pub async fn serve(
         )
         .route("/api/v1/query", post(query))
         .route("/api/v1/funnel", post(funnel))
+        .route("/api/v1/goals", post(goals))
+        .route("/api/v1/webhooks/{provider}/{site}", post(webhook))
         .route("/api/v1/realtime", get(realtime))
         .route("/script.js", get(script))
         .route("/healthz", get(health))

@@ -88,6 +88,20 @@ enum Command {
         /// The funnel JSON, or - for standard input.
         json: String,
     },
+    /// Counts goal conversions: `{"site", "date_range", "goals": [{"name", "page"|"event"|"attribute", "value"}]}`.
+    Goals {
+        #[arg(long, default_value = "./beacon-data")]
+        data_dir: PathBuf,
+        /// The goals JSON, or - for standard input.
+        json: String,
+    },
+    /// Manages payment-provider webhook secrets (stripe, lemonsqueezy, polar, shopify).
+    Webhooks {
+        #[arg(long, default_value = "./beacon-data", global = true)]
+        data_dir: PathBuf,
+        #[command(subcommand)]
+        action: WebhooksAction,
+    },
     /// Enriches hits from standard input into flat JSON lines on standard output.
     Enrich {
         #[arg(long)]
@@ -133,6 +147,24 @@ enum SitesAction {
     List,
     /// Removes a site and its events.
     Remove { name: String },
+}
+
+#[derive(Subcommand)]
+enum WebhooksAction {
+    /// Sets the signing secret for a provider's webhooks to a site; they are then
+    /// accepted at POST /api/v1/webhooks/<provider>/<site>.
+    Add {
+        site: String,
+        provider: String,
+        /// The secret as the provider shows it; read from this environment variable
+        /// when it starts with `env:` (`env:STRIPE_WEBHOOK_SECRET`).
+        #[arg(long)]
+        secret: String,
+    },
+    /// Lists (site, provider) pairs with a secret, as JSON lines (never the secret).
+    List,
+    /// Removes a provider's secret from a site.
+    Remove { site: String, provider: String },
 }
 
 /// A failure the CLI reports: a message and an exit code.
@@ -371,6 +403,78 @@ async fn run(cli: Cli) -> Result<(), Fail> {
                 SitesAction::Remove { name } => {
                     if !store.remove_site(&name).await? {
                         return Err(usage(format!("no site {name:?}")));
+                    }
+                }
+            }
+            store.close().await;
+            Ok(())
+        }
+        Command::Goals { data_dir, json } => {
+            let text = read_arg(&json)?;
+            let req = match beacon_attribution::GoalsRequest::from_json(&text) {
+                Ok(r) => r,
+                Err(e) => {
+                    println!("{}", json!({ "error": e.to_string() }));
+                    return Err(Fail(2, format!("invalid goals request: {e}")));
+                }
+            };
+            let store = EmbeddedStore::open(&data_dir).await?;
+            match beacon_attribution::goals(&store, &req, clock.now()).await {
+                Ok(r) => {
+                    println!("{}", r.to_json());
+                    Ok(())
+                }
+                Err(e) => {
+                    println!("{}", json!({ "error": e.to_string() }));
+                    Err(Fail(2, e.to_string()))
+                }
+            }
+        }
+        Command::Webhooks { data_dir, action } => {
+            let store = EmbeddedStore::open(&data_dir).await?;
+            let provider_of = |p: &str| {
+                beacon_attribution::Provider::parse(p).ok_or_else(|| {
+                    usage(format!(
+                        "provider: {p:?} is not stripe, lemonsqueezy, polar or shopify"
+                    ))
+                })
+            };
+            match action {
+                WebhooksAction::Add {
+                    site,
+                    provider,
+                    secret,
+                } => {
+                    let provider = provider_of(&provider)?;
+                    let site = site.to_ascii_lowercase();
+                    if store.site(&site).await?.is_none() {
+                        return Err(usage(format!("site: unknown site {site:?}")));
+                    }
+                    let secret = match secret.strip_prefix("env:") {
+                        Some(var) => std::env::var(var).map_err(|_| {
+                            usage(format!("--secret: environment variable {var} is not set"))
+                        })?,
+                        None => secret,
+                    };
+                    if secret.is_empty() {
+                        return Err(usage("--secret: must not be empty"));
+                    }
+                    store
+                        .put_webhook_secret(&site, provider.as_str(), &secret)
+                        .await?;
+                }
+                WebhooksAction::List => {
+                    for (site, provider) in store.webhook_providers().await? {
+                        println!("{}", json!({ "site": site, "provider": provider }));
+                    }
+                }
+                WebhooksAction::Remove { site, provider } => {
+                    let provider = provider_of(&provider)?;
+                    if !store
+                        .remove_webhook_secret(&site.to_ascii_lowercase(), provider.as_str())
+                        .await?
+                    {
+                        return Err(usage(format!("no {provider} secret for {site:?}")));
                     }
                 }
             }

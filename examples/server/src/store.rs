@@ -4,11 +4,12 @@
 //!
 //! Data directory layout: `<data-dir>/beacon.sqlite` (with SQLite's `-wal` and `-shm`
 //! files beside it). Tables: `sites (domain, settings JSON)`, `events (id, site,
-//! visitor, ts, body JSON)`.
+//! visitor, ts, body JSON)`, `webhook_secrets (site, provider, secret)`.
 
 use async_trait::async_trait;
 use beacon_core::{
-    EraseScope, Event, EventStore, MemoryStore, Query, QueryResult, Site, SiteStore, StoreError,
+    EraseScope, Event, EventColumns, EventStore, MemoryStore, Query, QueryResult, Site, SiteStore,
+    StoreError,
 };
 use chrono::{DateTime, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -58,6 +59,7 @@ impl EmbeddedStore {
             "CREATE TABLE IF NOT EXISTS sites (domain TEXT PRIMARY KEY, settings TEXT NOT NULL)",
             "CREATE TABLE IF NOT EXISTS events (id BLOB PRIMARY KEY, site TEXT NOT NULL, visitor TEXT NOT NULL, ts INTEGER NOT NULL, body TEXT NOT NULL)",
             "CREATE INDEX IF NOT EXISTS events_site_visitor ON events (site, visitor)",
+            "CREATE TABLE IF NOT EXISTS webhook_secrets (site TEXT NOT NULL, provider TEXT NOT NULL, secret TEXT NOT NULL, PRIMARY KEY (site, provider))",
         ] {
             sqlx::query(ddl).execute(&pool).await.map_err(backend("create schema"))?;
         }
@@ -104,6 +106,63 @@ impl EmbeddedStore {
     /// The in-memory engine (for realtime and sync queries).
     pub fn memory(&self) -> &MemoryStore {
         &self.memory
+    }
+
+    /// Sets the signing secret of a payment provider's webhooks for a site.
+    pub async fn put_webhook_secret(
+        &self,
+        site: &str,
+        provider: &str,
+        secret: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO webhook_secrets (site, provider, secret) VALUES (?, ?, ?) ON CONFLICT (site, provider) DO UPDATE SET secret = excluded.secret")
+            .bind(site)
+            .bind(provider)
+            .bind(secret)
+            .execute(&self.pool)
+            .await
+            .map_err(backend("save webhook secret"))?;
+        Ok(())
+    }
+
+    /// The signing secret of `provider`'s webhooks for `site`.
+    pub async fn webhook_secret(
+        &self,
+        site: &str,
+        provider: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query("SELECT secret FROM webhook_secrets WHERE site = ? AND provider = ?")
+            .bind(site)
+            .bind(provider)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend("load webhook secret"))?;
+        Ok(row.map(|r| r.get::<String, _>(0)))
+    }
+
+    /// (site, provider) pairs with a webhook secret; never the secrets.
+    pub async fn webhook_providers(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let rows =
+            sqlx::query("SELECT site, provider FROM webhook_secrets ORDER BY site, provider")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(backend("list webhook secrets"))?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    /// Removes a webhook secret; whether there was one.
+    pub async fn remove_webhook_secret(
+        &self,
+        site: &str,
+        provider: &str,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM webhook_secrets WHERE site = ? AND provider = ?")
+            .bind(site)
+            .bind(provider)
+            .execute(&self.pool)
+            .await
+            .map_err(backend("remove webhook secret"))?;
+        Ok(done.rows_affected() > 0)
     }
 
     /// Closes the database cleanly (checkpoints the WAL).
@@ -176,6 +235,16 @@ impl EventStore for EmbeddedStore {
         self.memory.scan(site, from, to).await
     }
 
+    async fn columns(
+        &self,
+        site: &str,
+        from: Option<DateTime<Utc>>,
+        to: Option<DateTime<Utc>>,
+        include_bots: bool,
+    ) -> Result<EventColumns, StoreError> {
+        self.memory.columns(site, from, to, include_bots).await
+    }
+
     async fn erase(&self, site: &str, scope: EraseScope) -> Result<u64, StoreError> {
         let q = match &scope {
             EraseScope::All => sqlx::query("DELETE FROM events WHERE site = ?").bind(site),
@@ -243,6 +312,11 @@ impl SiteStore for EmbeddedStore {
             .await
             .map_err(backend("remove site"))?;
         sqlx::query("DELETE FROM sites WHERE domain = ?")
+            .bind(domain)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend("remove site"))?;
+        sqlx::query("DELETE FROM webhook_secrets WHERE site = ?")
             .bind(domain)
             .execute(&mut *tx)
             .await
