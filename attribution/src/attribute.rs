@@ -321,6 +321,60 @@ const TIME_BUCKETS: [TimeBucket; 4] = [
     TimeBucket::Month,
 ];
 
+/// Orders `items` by visitor number, then by `within`: a stable LSD radix sort on the
+/// visitor number (digits of at most 11 bits, so each pass scatters into a few
+/// thousand buckets and stays cache-friendly), then each visitor's few items sorted
+/// in place.
+fn group_by_visitor<T: Copy>(
+    items: &mut Vec<T>,
+    visitor: impl Fn(&T) -> u32,
+    within: impl Fn(&T, &T) -> std::cmp::Ordering,
+) {
+    let Some(max) = items.iter().map(&visitor).max() else {
+        return;
+    };
+    let bits = 32 - max.leading_zeros();
+    if bits > 0 {
+        let passes = bits.div_ceil(11);
+        let digit = bits.div_ceil(passes);
+        let mask = (1u32 << digit) - 1;
+        let mut src = std::mem::take(items);
+        let mut dst = src.clone();
+        for p in 0..passes {
+            let shift = p * digit;
+            let mut next = vec![0usize; mask as usize + 1];
+            for it in &src {
+                next[((visitor(it) >> shift) & mask) as usize] += 1;
+            }
+            let mut sum = 0;
+            for c in next.iter_mut() {
+                let count = *c;
+                *c = sum;
+                sum += count;
+            }
+            for it in &src {
+                let slot = &mut next[((visitor(it) >> shift) & mask) as usize];
+                dst[*slot] = *it;
+                *slot += 1;
+            }
+            std::mem::swap(&mut src, &mut dst);
+        }
+        *items = src;
+    }
+    let mut start = 0;
+    while start < items.len() {
+        let v = visitor(&items[start]);
+        let len = items[start..]
+            .iter()
+            .take_while(|it| visitor(it) == v)
+            .count();
+        if len > 1 {
+            items[start..start + len].sort_unstable_by(&within);
+        }
+        start += len;
+    }
+}
+
 /// One key's credit.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Credit {
@@ -427,14 +481,40 @@ impl Touchpoints {
         window_days: u32,
         half_life_days: f64,
     ) -> Vec<Credit> {
-        self.sessions
-            .sort_unstable_by_key(|s| (s.visitor, s.start_ms, s.key, s.has_value));
-        self.conversions
-            .sort_unstable_by_key(|c| (c.visitor, c.at_ms, c.seq));
+        group_by_visitor(
+            &mut self.conversions,
+            |c| c.visitor,
+            |a, b| (a.at_ms, a.seq).cmp(&(b.at_ms, b.seq)),
+        );
+        // Only the sessions of visitors who converted can be touches.
+        let mut converted: Vec<u64> = Vec::new();
+        for c in &self.conversions {
+            let (w, b) = (c.visitor as usize / 64, c.visitor % 64);
+            if w >= converted.len() {
+                converted.resize(w + 1, 0);
+            }
+            converted[w] |= 1 << b;
+        }
+        let touched = |v: u32| {
+            converted
+                .get(v as usize / 64)
+                .is_some_and(|w| (w >> (v % 64)) & 1 == 1)
+        };
+        let mut sessions: Vec<SessionTouch> = self
+            .sessions
+            .iter()
+            .filter(|s| touched(s.visitor))
+            .copied()
+            .collect();
+        group_by_visitor(
+            &mut sessions,
+            |s| s.visitor,
+            |a, b| (a.start_ms, a.key, a.has_value).cmp(&(b.start_ms, b.key, b.has_value)),
+        );
         let window_ms = i64::from(window_days) * 86_400_000;
         let mut out = vec![Credit::default(); self.keys.len()];
         let (mut touches, mut shares) = (Vec::new(), Vec::new());
-        let sessions = &self.sessions;
+        let sessions = &sessions;
         let (mut run_start, mut run_end) = (0usize, 0usize);
         let mut run_visitor = None;
         for c in &self.conversions {

@@ -311,42 +311,53 @@ fn reach(ts: &[i64], mask: &[u32], steps: usize, window_ms: i64) -> (usize, usiz
 }
 
 /// Each row's bit set of the steps it matches, from one match per dictionary entry.
-fn row_masks(f: &Funnel, c: &EventColumns) -> Vec<u32> {
-    let dict_mask = |dict: &[String], want: &dyn Fn(&StepMatch, &str) -> bool| -> Vec<u32> {
-        dict.iter()
-            .enumerate()
-            .map(|(id, s)| {
-                if id == 0 {
-                    return 0;
-                }
-                f.steps
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, st)| want(st, s))
-                    .fold(0u32, |m, (i, _)| m | 1 << i)
-            })
-            .collect()
-    };
-    let page = dict_mask(
-        &c.paths,
-        &|st, p| matches!(st, StepMatch::Page(g) if glob(g, p)),
-    );
-    let goal = dict_mask(
-        &c.names,
-        &|st, n| matches!(st, StepMatch::Goal(g) if g == n),
-    );
-    let event = dict_mask(
-        &c.names,
-        &|st, n| matches!(st, StepMatch::Event(g) if g == n),
-    );
-    (0..c.len())
-        .map(|r| match c.kind[r] {
-            EventKind::Pageview => page[c.path[r] as usize],
-            EventKind::Goal => goal[c.name[r] as usize],
-            EventKind::Custom => event[c.name[r] as usize],
+struct RowMasks {
+    page: Vec<u32>,
+    goal: Vec<u32>,
+    event: Vec<u32>,
+}
+
+impl RowMasks {
+    fn new(f: &Funnel, c: &EventColumns) -> Self {
+        let dict_mask = |dict: &[String], want: &dyn Fn(&StepMatch, &str) -> bool| -> Vec<u32> {
+            dict.iter()
+                .enumerate()
+                .map(|(id, s)| {
+                    if id == 0 {
+                        return 0;
+                    }
+                    f.steps
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, st)| want(st, s))
+                        .fold(0u32, |m, (i, _)| m | 1 << i)
+                })
+                .collect()
+        };
+        Self {
+            page: dict_mask(
+                &c.paths,
+                &|st, p| matches!(st, StepMatch::Page(g) if glob(g, p)),
+            ),
+            goal: dict_mask(
+                &c.names,
+                &|st, n| matches!(st, StepMatch::Goal(g) if g == n),
+            ),
+            event: dict_mask(
+                &c.names,
+                &|st, n| matches!(st, StepMatch::Event(g) if g == n),
+            ),
+        }
+    }
+
+    fn of(&self, c: &EventColumns, r: usize) -> u32 {
+        match c.kind[r] {
+            EventKind::Pageview => self.page[c.path[r] as usize],
+            EventKind::Goal => self.goal[c.name[r] as usize],
+            EventKind::Custom => self.event[c.name[r] as usize],
             _ => 0,
-        })
-        .collect()
+        }
+    }
 }
 
 fn step_results(f: &Funnel, counts: &[u64]) -> Vec<StepResult> {
@@ -375,12 +386,18 @@ fn run_columns(
     group: Option<&[u32]>,
     groups: usize,
 ) -> (Vec<u64>, Vec<Vec<u64>>) {
-    let mask = row_masks(f, c);
+    let masks = RowMasks::new(f, c);
     let n = f.steps.len();
     let mut counts = vec![0u64; n];
     let mut by_group = vec![vec![0u64; n]; if group.is_some() { groups } else { 0 }];
+    let mut mask: Vec<u32> = Vec::new();
     for run in c.visitor_runs() {
-        let (k, first) = reach(&c.ts[run.clone()], &mask[run.clone()], n, f.window_ms);
+        mask.clear();
+        mask.extend(run.clone().map(|r| masks.of(c, r)));
+        if mask.iter().all(|m| m & 1 == 0) {
+            continue; // never at step 1
+        }
+        let (k, first) = reach(&c.ts[run.clone()], &mask, n, f.window_ms);
         for x in counts.iter_mut().take(k) {
             *x += 1;
         }

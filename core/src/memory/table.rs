@@ -562,9 +562,20 @@ impl SiteTable {
             c.name.extend_from_slice(&self.name);
             c.visitor.extend_from_slice(&self.visitor);
         } else {
+            let is_bot: Vec<bool> = self
+                .clients
+                .values
+                .iter()
+                .map(|t| !include_bots && t[client::BOT] != NULL)
+                .collect();
+            c.ts.reserve(n);
+            c.kind.reserve(n);
+            c.path.reserve(n);
+            c.name.reserve(n);
+            c.visitor.reserve(n);
             for r in 0..n {
                 let t = self.ts[r];
-                if t < lo || t >= hi || (!include_bots && self.is_bot(r)) {
+                if t < lo || t >= hi || is_bot[self.client[r] as usize] {
                     continue;
                 }
                 c.ts.push(t);
