@@ -246,11 +246,8 @@ async fn run(cli: Cli) -> Result<(), Fail> {
                 .geo(geo(geoip_city.as_deref(), geoip_asn.as_deref())?)
                 .build()?;
             let store = Arc::new(EmbeddedStore::open(&data_dir).await?);
-            let pipeline = Arc::new(Pipeline::live(
-                Arc::clone(&store),
-                Arc::new(enricher),
-                clock,
-            ));
+            let pipeline =
+                Arc::new(Pipeline::live(Arc::clone(&store), Arc::new(enricher), clock).await?);
             let addr: std::net::SocketAddr = listen
                 .parse()
                 .map_err(|e| usage(format!("--listen {listen:?}: {e}")))?;

@@ -3,13 +3,12 @@
 
 use crate::store::EmbeddedStore;
 use beacon_core::{
-    new_event_id, Clock, Event, EventStore, Hit, MemorySaltStore, MemorySessionCache, RandomSource,
-    SaltStore, Sessionizer, Site, StoreError, ValidationContext, ValidationError,
-    VisitorIdentifier,
+    new_event_id, Clock, Event, EventStore, Hit, MemorySessionCache, RandomSource, SaltStore,
+    Sessionizer, Site, StoreError, ValidationContext, ValidationError, VisitorIdentifier,
 };
 use beacon_enrich::{ClientHints, Enricher, Request};
 use chrono::NaiveDate;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
@@ -52,6 +51,88 @@ impl SaltStore for RunSalts {
     }
 }
 
+/// The live server's daily salts, kept in the store so that a restart does not
+/// re-salt cookieless visitor ids: today's and tomorrow's are made ahead and saved
+/// before they are used, and salts older than yesterday are deleted.
+#[derive(Debug)]
+pub struct StoredSalts {
+    salts: Mutex<BTreeMap<NaiveDate, [u8; 32]>>,
+    store: Arc<EmbeddedStore>,
+    unsaved: tokio::sync::mpsc::UnboundedSender<(NaiveDate, [u8; 32])>,
+}
+
+impl StoredSalts {
+    /// Loads or creates the salts of yesterday, today and tomorrow, and keeps them
+    /// fresh in the background.
+    pub async fn start(
+        store: Arc<EmbeddedStore>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Arc<Self>, StoreError> {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let me = Arc::new(Self {
+            salts: Mutex::new(BTreeMap::new()),
+            store,
+            unsaved: tx,
+        });
+        me.refresh(clock.now().date_naive()).await?;
+        let weak = Arc::downgrade(&me);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(600));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    unsaved = rx.recv() => {
+                        let Some((day, salt)) = unsaved else { break };
+                        if let Some(me) = weak.upgrade() {
+                            if let Err(e) = me.store.save_salt(day, salt).await {
+                                tracing::error!(error = %e, "saving a salt failed");
+                            }
+                        }
+                        continue;
+                    }
+                }
+                let Some(me) = weak.upgrade() else { break };
+                if let Err(e) = me.refresh(clock.now().date_naive()).await {
+                    tracing::error!(error = %e, "refreshing salts failed");
+                }
+            }
+        });
+        Ok(me)
+    }
+
+    async fn refresh(&self, today: NaiveDate) -> Result<(), StoreError> {
+        let yesterday = today.pred_opt().unwrap_or(today);
+        for day in [yesterday, today, today.succ_opt().unwrap_or(today)] {
+            let mut fresh = [0u8; 32];
+            OsRandom.fill(&mut fresh);
+            let salt = self.store.save_salt(day, fresh).await?;
+            self.salts
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(day, salt);
+        }
+        self.store.drop_salts_before(yesterday).await?;
+        self.salts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|d, _| *d >= yesterday);
+        Ok(())
+    }
+}
+
+impl SaltStore for StoredSalts {
+    fn salt_for(&self, day: NaiveDate) -> [u8; 32] {
+        let mut salts = self.salts.lock().unwrap_or_else(|e| e.into_inner());
+        *salts.entry(day).or_insert_with(|| {
+            // Only when the clock moved past the days made ahead: saved right after.
+            let mut s = [0u8; 32];
+            OsRandom.fill(&mut s);
+            let _ = self.unsaved.send((day, s));
+            s
+        })
+    }
+}
+
 /// Why a hit was not accepted.
 #[derive(Debug, thiserror::Error)]
 pub enum Rejection {
@@ -91,14 +172,15 @@ impl std::fmt::Debug for Pipeline {
 }
 
 impl Pipeline {
-    /// A pipeline for live ingest: salts rotate daily and are forgotten.
-    pub fn live(store: Arc<EmbeddedStore>, enricher: Arc<Enricher>, clock: Arc<dyn Clock>) -> Self {
-        Self::with_salts(
-            store,
-            enricher,
-            clock,
-            Arc::new(MemorySaltStore::new(Arc::new(OsRandom))),
-        )
+    /// A pipeline for live ingest with salts that rotate daily, kept in the store
+    /// for today and yesterday only.
+    pub async fn live(
+        store: Arc<EmbeddedStore>,
+        enricher: Arc<Enricher>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, StoreError> {
+        let salts = StoredSalts::start(Arc::clone(&store), Arc::clone(&clock)).await?;
+        Ok(Self::with_salts(store, enricher, clock, salts))
     }
 
     /// A pipeline for one import run.

@@ -4,7 +4,8 @@
 //!
 //! Data directory layout: `<data-dir>/beacon.sqlite` (with SQLite's `-wal` and `-shm`
 //! files beside it). Tables: `sites (domain, settings JSON)`, `events (id, site,
-//! visitor, ts, body JSON)`, `webhook_secrets (site, provider, secret)`.
+//! visitor, ts, body JSON)`, `webhook_secrets (site, provider, secret)`, `salts (day,
+//! salt)`: the daily salts of cookieless visitor ids, today's and yesterday's only.
 
 use async_trait::async_trait;
 use beacon_core::{
@@ -59,6 +60,7 @@ impl EmbeddedStore {
             "CREATE TABLE IF NOT EXISTS sites (domain TEXT PRIMARY KEY, settings TEXT NOT NULL)",
             "CREATE TABLE IF NOT EXISTS events (id BLOB PRIMARY KEY, site TEXT NOT NULL, visitor TEXT NOT NULL, ts INTEGER NOT NULL, body TEXT NOT NULL)",
             "CREATE INDEX IF NOT EXISTS events_site_visitor ON events (site, visitor)",
+            "CREATE TABLE IF NOT EXISTS salts (day TEXT PRIMARY KEY, salt BLOB NOT NULL)",
             "CREATE TABLE IF NOT EXISTS webhook_secrets (site TEXT NOT NULL, provider TEXT NOT NULL, secret TEXT NOT NULL, PRIMARY KEY (site, provider))",
         ] {
             sqlx::query(ddl).execute(&pool).await.map_err(backend("create schema"))?;
@@ -106,6 +108,40 @@ impl EmbeddedStore {
     /// The in-memory engine (for realtime and sync queries).
     pub fn memory(&self) -> &MemoryStore {
         &self.memory
+    }
+
+    /// Stores `salt` for `day` unless one is stored already; returns the stored one
+    /// (so two processes agree on a day's salt).
+    pub async fn save_salt(
+        &self,
+        day: chrono::NaiveDate,
+        salt: [u8; 32],
+    ) -> Result<[u8; 32], StoreError> {
+        let key = day.to_string();
+        sqlx::query("INSERT OR IGNORE INTO salts (day, salt) VALUES (?, ?)")
+            .bind(&key)
+            .bind(salt.to_vec())
+            .execute(&self.pool)
+            .await
+            .map_err(backend("save salt"))?;
+        let row = sqlx::query("SELECT salt FROM salts WHERE day = ?")
+            .bind(&key)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(backend("load salt"))?;
+        let stored: Vec<u8> = row.get(0);
+        Ok(stored.try_into().unwrap_or(salt))
+    }
+
+    /// Deletes salts of days before `day` (an old salt, once gone, can never link
+    /// a visitor's days again).
+    pub async fn drop_salts_before(&self, day: chrono::NaiveDate) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM salts WHERE day < ?")
+            .bind(day.to_string())
+            .execute(&self.pool)
+            .await
+            .map_err(backend("drop salts"))?;
+        Ok(done.rows_affected())
     }
 
     /// Sets the signing secret of a payment provider's webhooks for a site.

@@ -515,3 +515,41 @@ fn concurrent_clients_share_commits_and_busy_answers_are_not_stored() {
         "every acknowledged hit is stored, and only those ({busy} answered 503)"
     );
 }
+
+/// Cookieless ids survive a restart: the day's salt is stored, so the same IP and
+/// user agent after a restart (even a kill -9) is the same visitor.
+#[test]
+fn cookieless_visitor_is_the_same_after_a_restart() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let dir = tmp.path().to_str().expect("path");
+    assert!(run(&["sites", "add", "salt.test", "--data-dir", dir], None)
+        .status
+        .success());
+    let port = free_port();
+    let hit =
+        json!({"site": "salt.test", "type": "pageview", "url": "https://salt.test/"}).to_string();
+    let send = |port| {
+        let (status, body) =
+            http(port, "POST", "/api/event", &[("User-Agent", FIREFOX)], &hit).expect("post");
+        assert_eq!(status, 202, "{body}");
+    };
+    let mut server = serve(dir, port);
+    send(port);
+    server.kill().ok(); // SIGKILL: nothing is flushed on the way out
+    server.wait().ok();
+    let mut server = serve(dir, port);
+    send(port);
+    let (status, body) = http(
+        port,
+        "POST",
+        "/api/v1/query",
+        &[],
+        r#"{"site":"salt.test","date_range":"day","metrics":["visitors","pageviews"]}"#,
+    )
+    .expect("query");
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(v["results"][0]["metrics"], json!([1, 2]), "{v}");
+    server.kill().ok();
+    server.wait().ok();
+}
