@@ -83,23 +83,53 @@ impl EmbeddedStore {
                 serde_json::from_str(row.get::<&str, _>(0)).map_err(json_err("decode site"))?;
             self.memory.put_site_sync(site)?;
         }
-        let mut offset = 0i64;
-        loop {
-            let rows = sqlx::query("SELECT body FROM events ORDER BY rowid LIMIT 50000 OFFSET ?")
-                .bind(offset)
-                .fetch_all(&self.pool)
+        // Keyset pages (rowid > last), each decoded on every core while SQLite reads
+        // the next page.
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let fetch = |after: i64| {
+            let pool = self.pool.clone();
+            tokio::spawn(async move {
+                let rows = sqlx::query(
+                    "SELECT rowid, body FROM events WHERE rowid > ? ORDER BY rowid LIMIT 50000",
+                )
+                .bind(after)
+                .fetch_all(&pool)
                 .await
                 .map_err(backend("load events"))?;
-            if rows.is_empty() {
-                break;
+                let last = rows.last().map(|r| r.get::<i64, _>(0));
+                let bodies: Vec<String> = rows.iter().map(|r| r.get::<String, _>(1)).collect();
+                Ok::<_, StoreError>((last, bodies))
+            })
+        };
+        let mut next = fetch(0);
+        loop {
+            let (last, bodies) = next.await.map_err(|e| StoreError::Backend {
+                operation: "load events",
+                source: Box::new(e),
+            })??;
+            let Some(last) = last else { break };
+            next = fetch(last);
+            let chunk = bodies.len().div_ceil(threads).max(1);
+            let decoded: Vec<Result<Vec<Event>, serde_json::Error>> = std::thread::scope(|s| {
+                let handles: Vec<_> = bodies
+                    .chunks(chunk)
+                    .map(|part| {
+                        s.spawn(move || {
+                            part.iter()
+                                .map(|b| serde_json::from_str::<Event>(b))
+                                .collect::<Result<Vec<Event>, _>>()
+                        })
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                    .collect()
+            });
+            for events in decoded {
+                self.memory
+                    .append_sync(&events.map_err(json_err("decode event"))?)?;
             }
-            offset += rows.len() as i64;
-            let events: Vec<Event> = rows
-                .iter()
-                .map(|r| serde_json::from_str(r.get::<&str, _>(0)))
-                .collect::<Result<_, _>>()
-                .map_err(json_err("decode event"))?;
-            self.memory.append_sync(&events)?;
         }
         self.memory.build();
         Ok(())
