@@ -263,7 +263,7 @@ async fn run(cli: Cli) -> Result<(), Fail> {
             geoip_asn,
             file,
         } => {
-            let reader: Box<dyn BufRead> = if file == "-" {
+            let reader: Box<dyn BufRead + Send> = if file == "-" {
                 Box::new(std::io::BufReader::new(std::io::stdin()))
             } else {
                 Box::new(std::io::BufReader::new(
@@ -279,8 +279,12 @@ async fn run(cli: Cli) -> Result<(), Fail> {
                     store.put_site(Site::new(s.to_ascii_lowercase())).await?;
                 }
             }
-            let pipeline = Pipeline::import(Arc::clone(&store), Arc::new(enricher), clock);
-            let (imported, rejected) = import(&pipeline, reader, format, site.as_deref()).await?;
+            let pipeline = Arc::new(Pipeline::import(
+                Arc::clone(&store),
+                Arc::new(enricher),
+                clock,
+            ));
+            let (imported, rejected) = import(pipeline, reader, format, site).await?;
             store.close().await;
             println!("imported {imported}, rejected {rejected}");
             Ok(())
@@ -544,78 +548,140 @@ fn csv_hit(headers: &csv::StringRecord, rec: &csv::StringRecord) -> Value {
     Value::Object(obj)
 }
 
-async fn import(
+/// One chunk of prepared lines: the events, and the rejected lines' messages.
+type Prepared = (Vec<beacon_core::Event>, Vec<String>);
+
+/// Reads lines into chunks and prepares each chunk on every core (parse, validate,
+/// enrich, identify), sending them in order to the committer.
+fn produce(
     pipeline: &Pipeline,
-    reader: Box<dyn BufRead>,
+    reader: Box<dyn BufRead + Send>,
     format: Format,
     site: Option<&str>,
-) -> Result<(u64, u64), Fail> {
+    tx: tokio::sync::mpsc::Sender<Result<Prepared, Fail>>,
+) {
+    const CHUNK: usize = 4096;
     let ctx = ValidationContext::import(pipeline.now());
-    let progress = std::io::stderr().is_terminal();
-    let (mut imported, mut rejected) = (0u64, 0u64);
-    let mut batch = Vec::with_capacity(5000);
-    // Prepares one line into the batch; answers whether it was rejected.
-    let handle = |line_no: u64,
-                  parsed: Result<Hit, beacon_core::ValidationError>,
-                  batch: &mut Vec<beacon_core::Event>|
-     -> u64 {
-        match parsed
-            .map_err(pipeline::Rejection::from)
-            .and_then(|h| pipeline.prepare(h, &ctx, site, None))
-        {
-            Ok(e) => {
-                batch.push(e);
-                0
-            }
-            Err(e) => {
-                eprintln!("line {line_no}: {e}");
-                1
-            }
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let prepare_chunk = |lines: Vec<(u64, Result<Hit, beacon_core::ValidationError>)>| -> Prepared {
+        let part = lines.len().div_ceil(threads).max(1);
+        let mut lines = lines;
+        let mut parts: Vec<Vec<_>> = Vec::new();
+        while lines.len() > part {
+            let rest = lines.split_off(part);
+            parts.push(lines);
+            lines = rest;
         }
+        parts.push(lines);
+        let done: Vec<Prepared> = std::thread::scope(|s| {
+            let handles: Vec<_> = parts
+                .into_iter()
+                .map(|part| {
+                    let ctx = &ctx;
+                    s.spawn(move || {
+                        let (mut events, mut errors) = (Vec::with_capacity(part.len()), Vec::new());
+                        for (line_no, parsed) in part {
+                            match parsed
+                                .map_err(pipeline::Rejection::from)
+                                .and_then(|h| pipeline.prepare(h, ctx, site, None))
+                            {
+                                Ok(e) => events.push(e),
+                                Err(e) => errors.push(format!("line {line_no}: {e}")),
+                            }
+                        }
+                        (events, errors)
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect()
+        });
+        done.into_iter()
+            .fold((Vec::new(), Vec::new()), |(mut ev, mut er), (e, r)| {
+                ev.extend(e);
+                er.extend(r);
+                (ev, er)
+            })
     };
-    let mut line_no = 0u64;
+    let send = |chunk: Vec<_>| tx.blocking_send(Ok(prepare_chunk(chunk))).is_ok();
+    let mut chunk = Vec::with_capacity(CHUNK);
     match format {
         Format::Ndjson => {
-            for line in reader.lines() {
-                line_no += 1;
-                let line = line.map_err(|e| usage(format!("line {line_no}: {e}")))?;
+            for (i, line) in reader.lines().enumerate() {
+                let line_no = i as u64 + 1;
+                let line = match line {
+                    Ok(l) => l,
+                    Err(e) => {
+                        let _ = tx.blocking_send(Err(usage(format!("line {line_no}: {e}"))));
+                        return;
+                    }
+                };
                 if line.trim().is_empty() {
                     continue;
                 }
-                rejected += handle(line_no, Hit::from_json(line.as_bytes()), &mut batch);
-                if batch.len() >= 5000 {
-                    imported += batch.len() as u64;
-                    pipeline.commit(&batch).await?;
-                    batch.clear();
-                    if progress {
-                        eprint!("\rimported {imported}, rejected {rejected}");
-                    }
+                chunk.push((line_no, Hit::from_json(line.as_bytes())));
+                if chunk.len() >= CHUNK && !send(std::mem::take(&mut chunk)) {
+                    return;
                 }
             }
         }
         Format::Csv => {
             let mut r = csv::ReaderBuilder::new().flexible(true).from_reader(reader);
-            let headers = r
-                .headers()
-                .map_err(|e| usage(format!("csv header: {e}")))?
-                .clone();
-            line_no = 1;
-            for rec in r.records() {
-                line_no += 1;
+            let headers = match r.headers() {
+                Ok(h) => h.clone(),
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(usage(format!("csv header: {e}"))));
+                    return;
+                }
+            };
+            for (i, rec) in r.records().enumerate() {
                 let parsed = rec
                     .map_err(|e| beacon_core::ValidationError::new("hit", e.to_string()))
                     .and_then(|rec| Hit::from_value(&csv_hit(&headers, &rec)));
-                rejected += handle(line_no, parsed, &mut batch);
-                if batch.len() >= 5000 {
-                    imported += batch.len() as u64;
-                    pipeline.commit(&batch).await?;
-                    batch.clear();
+                chunk.push((i as u64 + 2, parsed));
+                if chunk.len() >= CHUNK && !send(std::mem::take(&mut chunk)) {
+                    return;
                 }
             }
         }
     }
-    imported += batch.len() as u64;
-    pipeline.commit(&batch).await?;
+    if !chunk.is_empty() {
+        send(chunk);
+    }
+}
+
+/// Imports lines: chunks are prepared on every core while the previous chunk is
+/// committed; every event counted is committed before this returns.
+async fn import(
+    pipeline: Arc<Pipeline>,
+    reader: Box<dyn BufRead + Send>,
+    format: Format,
+    site: Option<String>,
+) -> Result<(u64, u64), Fail> {
+    let progress = std::io::stderr().is_terminal();
+    let (mut imported, mut rejected) = (0u64, 0u64);
+    let (tx, mut rx) = tokio::sync::mpsc::channel(2);
+    let producer = {
+        let pipeline = Arc::clone(&pipeline);
+        tokio::task::spawn_blocking(move || produce(&pipeline, reader, format, site.as_deref(), tx))
+    };
+    while let Some(prepared) = rx.recv().await {
+        let (events, errors) = prepared?;
+        for e in &errors {
+            eprintln!("{e}");
+        }
+        rejected += errors.len() as u64;
+        pipeline.commit(&events).await?;
+        imported += events.len() as u64;
+        if progress {
+            eprint!("\rimported {imported}, rejected {rejected}");
+        }
+    }
+    producer
+        .await
+        .map_err(|e| Fail(1, format!("import failed: {e}")))?;
     if progress {
         eprint!("\r");
     }
