@@ -1,12 +1,13 @@
 //! Revenue and conversion attribution for queries with an `attribution` option.
 
 use crate::models::shares_into;
+use crate::request::bounds;
 use beacon_core::{
-    day_start, local_date, sessionize, site_or_unknown, AttributionModel, Currency, Dimension,
-    Event, EventKind, Filter, Metric, MetricValue, Money, Query, QueryError, QueryResult,
-    ResultRow, SessionSummary, Site, Store, StoreError, TimeBucket,
+    sessionize, site_or_unknown, AttributionModel, Currency, Dimension, Event, EventKind, Filter,
+    Metric, MetricValue, Money, Query, QueryError, QueryResult, ResultRow, SessionSummary, Site,
+    Store, StoreError, TimeBucket,
 };
-use chrono::{DateTime, Days, Utc};
+use chrono::{DateTime, Utc};
 use std::collections::HashMap;
 
 /// A session-level dimension's value for a session (its first event and summary).
@@ -142,12 +143,7 @@ pub fn attribute_events(
         ));
     }
     let goal_mode = q.filters.iter().any(|f| f.mentions(&Dimension::Goal));
-    let tz = site.timezone;
-    let (from, to) = q.date_range.resolve(local_date(tz, now), None);
-    let (start, end) = (
-        day_start(tz, from),
-        day_start(tz, to.checked_add_days(Days::new(1)).unwrap_or(to)),
-    );
+    let (from, to, start, end) = bounds(&q.date_range, site, now);
     let currency = q.currency.unwrap_or(site.currency);
 
     let mut refunded: HashMap<&str, Refunded> = HashMap::new();

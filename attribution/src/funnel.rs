@@ -1,36 +1,14 @@
 //! Funnels (contract section 5).
 
 use crate::attribute::session_value;
+use crate::request::{bounds, invalid, object, parse_object, Common, RequestError};
 use beacon_core::{
-    day_start, local_date, percent, sessionize, site_or_unknown, DateRange, Dimension, Event,
-    EventColumns, EventKind, MetricValue, QueryError, Site, Store, StoreError,
+    percent, sessionize, site_or_unknown, DateRange, Dimension, Event, EventColumns, EventKind,
+    MetricValue, Site, Store,
 };
-use chrono::{DateTime, Days, Utc};
-use serde_json::{json, Value};
+use chrono::{DateTime, Utc};
+use serde_json::{json, Map, Value};
 use std::collections::HashMap;
-
-/// Why a funnel cannot be run.
-#[derive(Debug, thiserror::Error)]
-pub enum FunnelError {
-    /// A field of the funnel JSON broke a rule.
-    #[error("{field}: {rule}")]
-    Invalid {
-        /// The field (`steps[1]`, `window`).
-        field: String,
-        /// What is wrong.
-        rule: String,
-    },
-    /// The store failed or does not know the site.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
-fn invalid(field: impl Into<String>, rule: impl Into<String>) -> FunnelError {
-    FunnelError::Invalid {
-        field: field.into(),
-        rule: rule.into(),
-    }
-}
 
 /// What a step matches.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,47 +83,23 @@ fn parse_window(s: &str) -> Option<i64> {
     Some(n * ms).filter(|w| (1_000..=90 * 86_400_000).contains(w))
 }
 
+const OWN_FIELDS: &[&str] = &["window", "steps", "breakdown"];
+
 impl Funnel {
     /// Most steps in one funnel.
     pub const MAX_STEPS: usize = 20;
 
     /// Parses the contract's funnel JSON text.
-    pub fn from_json(text: &str) -> Result<Self, FunnelError> {
-        let v: Value = serde_json::from_str(text)
-            .map_err(|e| invalid("funnel", format!("must be a JSON object ({e})")))?;
-        Self::from_value(&v)
+    pub fn from_json(text: &str) -> Result<Self, RequestError> {
+        Self::from_parts(parse_object(text, "funnel", OWN_FIELDS)?)
     }
 
     /// Parses the contract's funnel JSON.
-    pub fn from_value(v: &Value) -> Result<Self, FunnelError> {
-        let obj = v
-            .as_object()
-            .ok_or_else(|| invalid("funnel", "must be a JSON object"))?;
-        if let Some(k) = obj.keys().find(|k| {
-            ![
-                "site",
-                "date_range",
-                "window",
-                "steps",
-                "include_bots",
-                "breakdown",
-            ]
-            .contains(&k.as_str())
-        }) {
-            return Err(invalid(k.as_str(), "is not a funnel field"));
-        }
-        let site = obj
-            .get("site")
-            .and_then(Value::as_str)
-            .filter(|s| !s.is_empty())
-            .ok_or_else(|| invalid("site", "is required and must be a site domain"))?;
-        let date_range = match obj.get("date_range") {
-            None => DateRange::Last30Days,
-            Some(d) => DateRange::from_value(d).map_err(|e| match e {
-                QueryError::Invalid { field, rule } => invalid(field, rule),
-                other => invalid("date_range", other.to_string()),
-            })?,
-        };
+    pub fn from_value(v: &Value) -> Result<Self, RequestError> {
+        Self::from_parts(object(v, "funnel", OWN_FIELDS)?)
+    }
+
+    fn from_parts((obj, common): (Map<String, Value>, Common)) -> Result<Self, RequestError> {
         let window_ms = match obj.get("window") {
             None => 86_400_000,
             Some(w) => w.as_str().and_then(parse_window).ok_or_else(|| {
@@ -196,12 +150,6 @@ impl Funnel {
                 }
             });
         }
-        let include_bots = match obj.get("include_bots") {
-            None => false,
-            Some(b) => b
-                .as_bool()
-                .ok_or_else(|| invalid("include_bots", "must be true or false"))?,
-        };
         let breakdown = match obj.get("breakdown") {
             None | Some(Value::Null) => None,
             Some(b) => Some(
@@ -217,11 +165,11 @@ impl Funnel {
             ),
         };
         Ok(Self {
-            site: site.to_ascii_lowercase(),
-            date_range,
+            site: common.site,
+            date_range: common.date_range,
             window_ms,
             steps,
-            include_bots,
+            include_bots: common.include_bots,
             breakdown,
         })
     }
@@ -410,25 +358,14 @@ fn run_columns(
     (counts, by_group)
 }
 
-fn range(f: &Funnel, site: &Site, now: DateTime<Utc>) -> (DateTime<Utc>, DateTime<Utc>) {
-    let tz = site.timezone;
-    let (from, to) = f.date_range.resolve(local_date(tz, now), None);
-    (
-        day_start(tz, from),
-        day_start(tz, to.checked_add_days(Days::new(1)).unwrap_or(to)),
-    )
-}
-
 /// Runs `f` over `events` (any order) of `site`, with `now` for relative ranges.
 pub fn run_funnel(events: &[Event], f: &Funnel, site: &Site, now: DateTime<Utc>) -> FunnelResult {
-    let (start, end) = range(f, site, now);
+    let (_, _, start, end) = bounds(&f.date_range, site, now);
     let Some(dim) = &f.breakdown else {
-        let in_range: Vec<Event> = events
+        let in_range = events
             .iter()
-            .filter(|e| e.site == f.site && e.timestamp >= start && e.timestamp < end)
-            .cloned()
-            .collect();
-        let c = EventColumns::from_events(&in_range, f.include_bots);
+            .filter(|e| e.site == f.site && e.timestamp >= start && e.timestamp < end);
+        let c = EventColumns::from_events(in_range, f.include_bots);
         let (counts, _) = run_columns(f, &c, None, 0);
         return FunnelResult {
             steps: step_results(f, &counts),
@@ -511,13 +448,13 @@ pub async fn funnel(
     store: &dyn Store,
     f: &Funnel,
     now: DateTime<Utc>,
-) -> Result<FunnelResult, FunnelError> {
+) -> Result<FunnelResult, RequestError> {
     let site = site_or_unknown(store, &f.site).await?;
     if f.breakdown.is_some() {
         let events = store.scan(&f.site, None, None).await?;
         return Ok(run_funnel(&events, f, &site, now));
     }
-    let (start, end) = range(f, &site, now);
+    let (_, _, start, end) = bounds(&f.date_range, &site, now);
     let c = store
         .columns(&f.site, Some(start), Some(end), f.include_bots)
         .await?;
@@ -546,7 +483,7 @@ mod tests {
     #[test]
     fn errors_name_the_field() {
         let field = |t: &str| match Funnel::from_json(t).unwrap_err() {
-            FunnelError::Invalid { field, .. } => field,
+            RequestError::Invalid { field, .. } => field,
             other => panic!("{other}"),
         };
         assert_eq!(field(r#"{"steps":[{"page":"/"}]}"#), "site");

@@ -2,35 +2,13 @@
 //! `conversion_rate`, per defined goal).
 
 use crate::funnel::glob;
+use crate::request::{bounds, invalid, object, parse_object, Common, RequestError};
 use beacon_core::{
-    day_start, local_date, percent, site_or_unknown, Currency, DateRange, EventColumns, EventKind,
-    MetricValue, Money, QueryError, Site, Store, StoreError,
+    percent, site_or_unknown, Currency, DateRange, EventColumns, EventKind, MetricValue, Money,
+    Store,
 };
-use chrono::{DateTime, Days, Utc};
-use serde_json::{json, Value};
-
-/// Why a goals request cannot be run.
-#[derive(Debug, thiserror::Error)]
-pub enum GoalError {
-    /// A field of the request broke a rule.
-    #[error("{field}: {rule}")]
-    Invalid {
-        /// The field (`goals[1].page`).
-        field: String,
-        /// What is wrong.
-        rule: String,
-    },
-    /// The store failed or does not know the site.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
-fn invalid(field: impl Into<String>, rule: impl Into<String>) -> GoalError {
-    GoalError::Invalid {
-        field: field.into(),
-        rule: rule.into(),
-    }
-}
+use chrono::{DateTime, Utc};
+use serde_json::{json, Map, Value};
 
 /// What completes a goal.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,35 +51,16 @@ impl GoalsRequest {
     pub const MAX_GOALS: usize = 100;
 
     /// Parses the request JSON text.
-    pub fn from_json(text: &str) -> Result<Self, GoalError> {
-        let v: Value = serde_json::from_str(text)
-            .map_err(|e| invalid("goals request", format!("must be a JSON object ({e})")))?;
-        Self::from_value(&v)
+    pub fn from_json(text: &str) -> Result<Self, RequestError> {
+        Self::from_parts(parse_object(text, "goals request", &["goals"])?)
     }
 
     /// Parses the request JSON.
-    pub fn from_value(v: &Value) -> Result<Self, GoalError> {
-        let obj = v
-            .as_object()
-            .ok_or_else(|| invalid("goals request", "must be a JSON object"))?;
-        if let Some(k) = obj
-            .keys()
-            .find(|k| !["site", "date_range", "goals", "include_bots"].contains(&k.as_str()))
-        {
-            return Err(invalid(k.as_str(), "is not a goals request field"));
-        }
-        let site = obj
-            .get("site")
-            .and_then(Value::as_str)
-            .filter(|s| !s.is_empty())
-            .ok_or_else(|| invalid("site", "is required and must be a site domain"))?;
-        let date_range = match obj.get("date_range") {
-            None => DateRange::Last30Days,
-            Some(d) => DateRange::from_value(d).map_err(|e| match e {
-                QueryError::Invalid { field, rule } => invalid(field, rule),
-                other => invalid("date_range", other.to_string()),
-            })?,
-        };
+    pub fn from_value(v: &Value) -> Result<Self, RequestError> {
+        Self::from_parts(object(v, "goals request", &["goals"])?)
+    }
+
+    fn from_parts((obj, common): (Map<String, Value>, Common)) -> Result<Self, RequestError> {
         let list = obj.get("goals").and_then(Value::as_array).ok_or_else(|| {
             invalid(
                 "goals",
@@ -126,7 +85,7 @@ impl GoalsRequest {
             {
                 return Err(invalid(at(k), "is not a goal field"));
             }
-            let text = |k: &str| -> Result<Option<String>, GoalError> {
+            let text = |k: &str| -> Result<Option<String>, RequestError> {
                 match o.get(k) {
                     None => Ok(None),
                     Some(v) => v
@@ -190,17 +149,11 @@ impl GoalsRequest {
                 value,
             });
         }
-        let include_bots = match obj.get("include_bots") {
-            None => false,
-            Some(b) => b
-                .as_bool()
-                .ok_or_else(|| invalid("include_bots", "must be true or false"))?,
-        };
         Ok(Self {
-            site: site.to_ascii_lowercase(),
-            date_range,
+            site: common.site,
+            date_range: common.date_range,
             goals,
-            include_bots,
+            include_bots: common.include_bots,
         })
     }
 }
@@ -332,14 +285,9 @@ pub async fn goals(
     store: &dyn Store,
     req: &GoalsRequest,
     now: DateTime<Utc>,
-) -> Result<GoalsResult, GoalError> {
-    let site: Site = site_or_unknown(store, &req.site).await?;
-    let tz = site.timezone;
-    let (from, to) = req.date_range.resolve(local_date(tz, now), None);
-    let (start, end) = (
-        day_start(tz, from),
-        day_start(tz, to.checked_add_days(Days::new(1)).unwrap_or(to)),
-    );
+) -> Result<GoalsResult, RequestError> {
+    let site = site_or_unknown(store, &req.site).await?;
+    let (_, _, start, end) = bounds(&req.date_range, &site, now);
     let c = store
         .columns(&req.site, Some(start), Some(end), req.include_bots)
         .await?;

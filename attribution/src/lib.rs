@@ -30,17 +30,16 @@ mod attribute;
 mod funnel;
 mod goals;
 mod models;
+mod request;
 mod webhook;
 
 pub use attribute::{attribute, attribute_events, Credit, Touchpoints};
-pub use funnel::{
-    funnel, glob, run_funnel, Funnel, FunnelError, FunnelResult, StepMatch, StepResult,
-};
+pub use funnel::{funnel, glob, run_funnel, Funnel, FunnelResult, StepMatch, StepResult};
 pub use goals::{
-    goals, run_goals_columns, GoalDefinition, GoalError, GoalMatch, GoalResult, GoalsRequest,
-    GoalsResult,
+    goals, run_goals_columns, GoalDefinition, GoalMatch, GoalResult, GoalsRequest, GoalsResult,
 };
 pub use models::{shares, Touch};
+pub use request::RequestError;
 pub use webhook::{
     parse_payments, Headers, Payment, PaymentKind, Provider, ReplayGuard, WebhookError,
     WebhookVerifier,

@@ -2,14 +2,7 @@
 
 use beacon_attribution::{goals, GoalsRequest};
 use beacon_core::{BotInfo, Event, EventKind, EventStore, MemoryStore, Site};
-use beacon_testkit::VecStore;
-use chrono::{DateTime, NaiveDateTime, Utc};
-
-fn at(s: &str) -> DateTime<Utc> {
-    NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S")
-        .expect("time")
-        .and_utc()
-}
+use beacon_testkit::{at, VecStore};
 
 fn ev(n: u128, visitor: &str, time: &str, kind: EventKind, what: &str) -> Event {
     let mut e = Event {

@@ -10,7 +10,7 @@
 #![allow(missing_docs)] // criterion's macros generate undocumented functions
 
 use beacon_attribution::{funnel, shares, Funnel, Touch, Touchpoints};
-use beacon_benches::{Rng, Traffic};
+use beacon_benches::{Rng, Traffic, SOURCES};
 use beacon_core::{AttributionModel, Event, EventKind, MemoryStore, Site};
 use chrono::{TimeZone, Utc};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
@@ -18,16 +18,6 @@ use std::collections::HashMap;
 use std::hint::black_box;
 
 const DAY: i64 = 86_400_000;
-const SOURCES: [Option<&str>; 8] = [
-    None,
-    Some("Google"),
-    Some("Bing"),
-    Some("Hacker News"),
-    Some("Reddit"),
-    Some("X"),
-    Some("DuckDuckGo"),
-    Some("Newsletter"),
-];
 
 fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name)

@@ -38,7 +38,8 @@ pub fn month_start() -> DateTime<Utc> {
         .expect("valid date")
 }
 
-const SOURCES: [Option<&str>; 8] = [
+/// The traffic sources the generators draw from (`None` is direct), most common first.
+pub const SOURCES: [Option<&str>; 8] = [
     None,
     Some("Google"),
     Some("Bing"),

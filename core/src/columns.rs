@@ -44,9 +44,12 @@ impl EventColumns {
     }
 
     /// Columns of `events` (any order), bots left out unless `include_bots`.
-    pub fn from_events(events: &[Event], include_bots: bool) -> Self {
+    pub fn from_events<'a>(
+        events: impl IntoIterator<Item = &'a Event>,
+        include_bots: bool,
+    ) -> Self {
         let mut rows: Vec<&Event> = events
-            .iter()
+            .into_iter()
             .filter(|e| e.kind.is_activity() && (include_bots || !e.is_bot()))
             .collect();
         rows.sort_by(|a, b| {

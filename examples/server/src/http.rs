@@ -210,7 +210,7 @@ async fn funnel(
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     match beacon_attribution::funnel(app.pipeline.store.as_ref(), &f, app.pipeline.now()).await {
         Ok(r) => Ok(Json(r.to_json()).into_response()),
-        Err(beacon_attribution::FunnelError::Store(e)) => Err(e.into()),
+        Err(beacon_attribution::RequestError::Store(e)) => Err(e.into()),
         Err(e) => Err(ApiError::BadRequest(e.to_string())),
     }
 }
@@ -222,7 +222,7 @@ async fn goals(State(app): State<Arc<App>>, body: axum::body::Bytes) -> Result<R
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     match beacon_attribution::goals(app.pipeline.store.as_ref(), &req, app.pipeline.now()).await {
         Ok(r) => Ok(Json(r.to_json()).into_response()),
-        Err(beacon_attribution::GoalError::Store(e)) => Err(e.into()),
+        Err(beacon_attribution::RequestError::Store(e)) => Err(e.into()),
         Err(e) => Err(ApiError::BadRequest(e.to_string())),
     }
 }

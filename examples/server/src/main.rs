@@ -176,6 +176,28 @@ impl<E: std::fmt::Display> From<E> for Fail {
     }
 }
 
+/// A parsed request, or the contract's `{"error"}` on stdout and exit code 2.
+fn parsed<T, E: std::fmt::Display>(r: Result<T, E>, what: &str) -> Result<T, Fail> {
+    r.map_err(|e| {
+        println!("{}", json!({ "error": e.to_string() }));
+        Fail(2, format!("invalid {what}: {e}"))
+    })
+}
+
+/// Prints an answer's JSON, or the contract's `{"error"}` with exit code 2.
+fn answer<E: std::fmt::Display>(r: Result<Value, E>) -> Result<(), Fail> {
+    match r {
+        Ok(v) => {
+            println!("{v}");
+            Ok(())
+        }
+        Err(e) => {
+            println!("{}", json!({ "error": e.to_string() }));
+            Err(Fail(2, e.to_string()))
+        }
+    }
+}
+
 fn usage(msg: impl Into<String>) -> Fail {
     Fail(2, msg.into())
 }
@@ -290,52 +312,27 @@ async fn run(cli: Cli) -> Result<(), Fail> {
             Ok(())
         }
         Command::Query { data_dir, json } => {
-            let text = read_arg(&json)?;
-            let query = match Query::from_json(&text) {
-                Ok(q) => q,
-                Err(e) => {
-                    println!("{}", json!({ "error": e.to_string() }));
-                    return Err(Fail(2, format!("invalid query: {e}")));
-                }
-            };
+            let query = parsed(Query::from_json(&read_arg(&json)?), "query")?;
             let store = EmbeddedStore::open(&data_dir).await?;
             let started = std::time::Instant::now();
-            let answer = if query.attribution.is_some() {
+            let result = if query.attribution.is_some() {
                 beacon_attribution::attribute(&store, &query, clock.now()).await
             } else {
                 run_query(&store, &query, clock.now()).await
             };
-            match answer {
-                Ok(r) => {
-                    println!("{}", r.to_json(started.elapsed().as_millis() as u64));
-                    Ok(())
-                }
-                Err(e) => {
-                    println!("{}", json!({ "error": e.to_string() }));
-                    Err(Fail(2, e.to_string()))
-                }
-            }
+            answer(result.map(|r| r.to_json(started.elapsed().as_millis() as u64)))
         }
         Command::Funnel { data_dir, json } => {
-            let text = read_arg(&json)?;
-            let f = match beacon_attribution::Funnel::from_json(&text) {
-                Ok(f) => f,
-                Err(e) => {
-                    println!("{}", json!({ "error": e.to_string() }));
-                    return Err(Fail(2, format!("invalid funnel: {e}")));
-                }
-            };
+            let f = parsed(
+                beacon_attribution::Funnel::from_json(&read_arg(&json)?),
+                "funnel",
+            )?;
             let store = EmbeddedStore::open(&data_dir).await?;
-            match beacon_attribution::funnel(&store, &f, clock.now()).await {
-                Ok(r) => {
-                    println!("{}", r.to_json());
-                    Ok(())
-                }
-                Err(e) => {
-                    println!("{}", json!({ "error": e.to_string() }));
-                    Err(Fail(2, e.to_string()))
-                }
-            }
+            answer(
+                beacon_attribution::funnel(&store, &f, clock.now())
+                    .await
+                    .map(|r| r.to_json()),
+            )
         }
         Command::Enrich {
             geoip_city,
@@ -411,25 +408,16 @@ async fn run(cli: Cli) -> Result<(), Fail> {
             Ok(())
         }
         Command::Goals { data_dir, json } => {
-            let text = read_arg(&json)?;
-            let req = match beacon_attribution::GoalsRequest::from_json(&text) {
-                Ok(r) => r,
-                Err(e) => {
-                    println!("{}", json!({ "error": e.to_string() }));
-                    return Err(Fail(2, format!("invalid goals request: {e}")));
-                }
-            };
+            let req = parsed(
+                beacon_attribution::GoalsRequest::from_json(&read_arg(&json)?),
+                "goals request",
+            )?;
             let store = EmbeddedStore::open(&data_dir).await?;
-            match beacon_attribution::goals(&store, &req, clock.now()).await {
-                Ok(r) => {
-                    println!("{}", r.to_json());
-                    Ok(())
-                }
-                Err(e) => {
-                    println!("{}", json!({ "error": e.to_string() }));
-                    Err(Fail(2, e.to_string()))
-                }
-            }
+            answer(
+                beacon_attribution::goals(&store, &req, clock.now())
+                    .await
+                    .map(|r| r.to_json()),
+            )
         }
         Command::Webhooks { data_dir, action } => {
             let store = EmbeddedStore::open(&data_dir).await?;

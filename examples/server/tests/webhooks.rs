@@ -1,75 +1,18 @@
 //! Payment webhooks through the real server: secrets set with the CLI, signed
 //! deliveries over a socket, revenue and attribution read back, refunds applied.
 
+mod common;
+
+use common::{free_port, run, serve};
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use sha2::Sha256;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::Duration;
 
-fn beacon() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_beacon"));
-    c.env("RUST_LOG", "info");
-    c
-}
-
-fn run(args: &[&str]) -> Output {
-    beacon()
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("beacon runs")
-}
-
+/// A POST with extra headers; the status and the JSON body.
 fn http(port: u16, path: &str, headers: &[(&str, String)], body: &str) -> (u16, Value) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    let mut req = format!("POST {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n", body.len());
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    req.push_str(body);
-    s.write_all(req.as_bytes()).expect("send");
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).expect("read");
-    let status = resp
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-    (status, serde_json::from_str(body).unwrap_or(Value::Null))
-}
-
-fn serve(dir: &str, port: u16) -> Child {
-    let mut child = beacon()
-        .args([
-            "serve",
-            "--data-dir",
-            dir,
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("server starts");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.contains("listening") {
-                let _ = tx.send(());
-            }
-        }
-    });
-    rx.recv_timeout(Duration::from_secs(60))
-        .expect("server says it is listening");
-    child
+    let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (status, body) = common::http(port, "POST", path, &headers, body).expect("request");
+    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
 }
 
 const SECRET: &str = "whsec_e2e_secret";
@@ -115,47 +58,49 @@ fn attribution(port: u16) -> Vec<(Value, Value)> {
 fn signed_payments_become_revenue_credited_to_their_source() {
     let tmp = tempfile::tempdir().expect("temp dir");
     let dir = tmp.path().to_str().expect("path");
-    assert!(run(&["sites", "add", "shop.test", "--data-dir", dir])
+    assert!(run(&["sites", "add", "shop.test", "--data-dir", dir], None)
         .status
         .success());
-    let out = run(&[
-        "webhooks",
-        "add",
-        "shop.test",
-        "stripe",
-        "--secret",
-        SECRET,
-        "--data-dir",
-        dir,
-    ]);
+    let out = run(
+        &[
+            "webhooks",
+            "add",
+            "shop.test",
+            "stripe",
+            "--secret",
+            SECRET,
+            "--data-dir",
+            dir,
+        ],
+        None,
+    );
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let bad = run(&[
-        "webhooks",
-        "add",
-        "shop.test",
-        "paypal",
-        "--secret",
-        "x",
-        "--data-dir",
-        dir,
-    ]);
+    let bad = run(
+        &[
+            "webhooks",
+            "add",
+            "shop.test",
+            "paypal",
+            "--secret",
+            "x",
+            "--data-dir",
+            dir,
+        ],
+        None,
+    );
     assert_eq!(bad.status.code(), Some(2));
-    let list = run(&["webhooks", "list", "--data-dir", dir]);
+    let list = run(&["webhooks", "list", "--data-dir", dir], None);
     let listed = String::from_utf8_lossy(&list.stdout).into_owned();
     assert!(
         listed.contains("\"provider\":\"stripe\"") && !listed.contains(SECRET),
         "{listed}"
     );
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port();
+    let port = free_port();
     let mut server = serve(dir, port);
     // The visitor arrives from Google, then pays through Stripe Checkout.
     let hit = json!({"site": "shop.test", "type": "pageview", "url": "https://shop.test/pricing",
