@@ -41,6 +41,8 @@ pub struct ReferrerClassifier {
     any_tld: HashMap<String, (String, ReferrerKind)>,
     /// `{}.images.yahoo.com`: by the part after the country prefix.
     any_prefix: HashMap<String, (String, ReferrerKind)>,
+    /// Lowercase source name → kind (for `utm_source=facebook`).
+    names: HashMap<String, ReferrerKind>,
 }
 
 /// Hosts of well-known sites that the CC0 lists leave out or name differently.
@@ -90,8 +92,10 @@ impl ReferrerClassifier {
                 source,
             })?;
         let mut hosts = HashMap::new();
+        let mut names = HashMap::new();
         // Later lists win: AI assistants over socials over search engines for a shared host.
         for (name, defs) in engines {
+            names.insert(name.to_ascii_lowercase(), ReferrerKind::Search);
             for host in defs.iter().flat_map(|d| &d.urls) {
                 hosts.insert(
                     normalise(host).into_owned(),
@@ -100,6 +104,7 @@ impl ReferrerClassifier {
             }
         }
         for (name, list) in socials {
+            names.insert(name.to_ascii_lowercase(), ReferrerKind::Social);
             for host in list {
                 hosts.insert(
                     normalise(&host).into_owned(),
@@ -108,6 +113,7 @@ impl ReferrerClassifier {
             }
         }
         for (name, list) in ais {
+            names.insert(name.to_ascii_lowercase(), ReferrerKind::AiAssistant);
             for host in list {
                 hosts.insert(
                     normalise(&host).into_owned(),
@@ -116,6 +122,7 @@ impl ReferrerClassifier {
             }
         }
         for (host, name, kind) in EXTRA {
+            names.entry(name.to_ascii_lowercase()).or_insert(kind);
             hosts
                 .entry(host.to_owned())
                 .or_insert((name.to_owned(), kind));
@@ -133,6 +140,7 @@ impl ReferrerClassifier {
             hosts,
             any_tld,
             any_prefix,
+            names,
         })
     }
 
@@ -233,13 +241,10 @@ impl ReferrerClassifier {
     /// The kind of a source given by name (`utm_source=google`, `facebook`).
     fn lookup_name(&self, name: &str) -> Option<ReferrerKind> {
         let n = name.to_ascii_lowercase();
-        if let Some((_, k)) = self.lookup(&n) {
+        if let Some(&k) = self.names.get(&n) {
             return Some(k);
         }
-        self.hosts
-            .values()
-            .find(|(hn, _)| hn.eq_ignore_ascii_case(&n))
-            .map(|(_, k)| *k)
+        self.lookup(&n).map(|(_, k)| k)
     }
 }
 

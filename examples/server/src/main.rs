@@ -3,6 +3,11 @@
 // A command-line tool: standard output is its product.
 #![allow(clippy::print_stdout)]
 
+/// mimalloc: glibc's allocator spent a quarter of an import in malloc and free
+/// (consolidation of freed chunks across threads).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod commit;
 mod http;
 mod pipeline;
@@ -536,11 +541,19 @@ fn csv_hit(headers: &csv::StringRecord, rec: &csv::StringRecord) -> Value {
     Value::Object(obj)
 }
 
-/// One chunk of prepared lines: the events, and the rejected lines' messages.
-type Prepared = (Vec<beacon_core::Event>, Vec<String>);
+/// One chunk of prepared lines: its sequence number, the events (encoded for
+/// storage), and the rejected lines' messages.
+type Prepared = (u64, store::EncodedEvents, Vec<String>);
 
-/// Reads lines into chunks and prepares each chunk on every core (parse, validate,
-/// enrich, identify), sending them in order to the committer.
+/// A line as read: NDJSON text (parsed by a worker), or a CSV record already parsed.
+enum Raw {
+    Json(String),
+    Parsed(Box<Result<Hit, beacon_core::ValidationError>>),
+}
+
+/// Reads lines into chunks on this thread; a worker per core parses, validates,
+/// enriches, identifies and encodes whole chunks, and sends them (numbered, for the
+/// committer to keep their order) to the committer.
 fn produce(
     pipeline: &Pipeline,
     reader: Box<dyn BufRead + Send>,
@@ -551,93 +564,92 @@ fn produce(
     const CHUNK: usize = 4096;
     let ctx = ValidationContext::import(pipeline.now());
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let prepare_chunk = |lines: Vec<(u64, Result<Hit, beacon_core::ValidationError>)>| -> Prepared {
-        let part = lines.len().div_ceil(threads).max(1);
-        let mut lines = lines;
-        let mut parts: Vec<Vec<_>> = Vec::new();
-        while lines.len() > part {
-            let rest = lines.split_off(part);
-            parts.push(lines);
-            lines = rest;
+    let (work, jobs) = std::sync::mpsc::sync_channel::<(u64, Vec<(u64, Raw)>)>(threads);
+    let jobs = std::sync::Mutex::new(jobs);
+    let prepare = |lines: Vec<(u64, Raw)>| -> Result<(store::EncodedEvents, Vec<String>), Fail> {
+        let (mut events, mut errors) = (Vec::with_capacity(lines.len()), Vec::new());
+        for (line_no, raw) in lines {
+            let parsed = match raw {
+                Raw::Json(text) => Hit::from_json(text.as_bytes()),
+                Raw::Parsed(hit) => *hit,
+            };
+            match parsed
+                .map_err(pipeline::Rejection::from)
+                .and_then(|h| pipeline.prepare(h, &ctx, site, None))
+            {
+                Ok(e) => events.push(e),
+                Err(e) => errors.push(format!("line {line_no}: {e}")),
+            }
         }
-        parts.push(lines);
-        let done: Vec<Prepared> = std::thread::scope(|s| {
-            let handles: Vec<_> = parts
-                .into_iter()
-                .map(|part| {
-                    let ctx = &ctx;
-                    s.spawn(move || {
-                        let (mut events, mut errors) = (Vec::with_capacity(part.len()), Vec::new());
-                        for (line_no, parsed) in part {
-                            match parsed
-                                .map_err(pipeline::Rejection::from)
-                                .and_then(|h| pipeline.prepare(h, ctx, site, None))
-                            {
-                                Ok(e) => events.push(e),
-                                Err(e) => errors.push(format!("line {line_no}: {e}")),
-                            }
-                        }
-                        (events, errors)
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-                .collect()
-        });
-        done.into_iter()
-            .fold((Vec::new(), Vec::new()), |(mut ev, mut er), (e, r)| {
-                ev.extend(e);
-                er.extend(r);
-                (ev, er)
-            })
+        let encoded = store::EncodedEvents::new(events)
+            .map_err(|e| Fail(1, format!("import failed: {e}")))?;
+        Ok((encoded, errors))
     };
-    let send = |chunk: Vec<_>| tx.blocking_send(Ok(prepare_chunk(chunk))).is_ok();
-    let mut chunk = Vec::with_capacity(CHUNK);
-    match format {
-        Format::Ndjson => {
-            for (i, line) in reader.lines().enumerate() {
-                let line_no = i as u64 + 1;
-                let line = match line {
-                    Ok(l) => l,
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            let (jobs, tx, prepare) = (&jobs, &tx, &prepare);
+            s.spawn(move || loop {
+                let job = jobs.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                let Ok((seq, lines)) = job else { break };
+                let done = prepare(lines).map(|(events, errors)| (seq, events, errors));
+                if tx.blocking_send(done).is_err() {
+                    break;
+                }
+            });
+        }
+        let mut seq = 0u64;
+        let mut send = |chunk: Vec<(u64, Raw)>| {
+            let sent = work.send((seq, chunk)).is_ok();
+            seq += 1;
+            sent
+        };
+        let mut chunk = Vec::with_capacity(CHUNK);
+        match format {
+            Format::Ndjson => {
+                for (i, line) in reader.lines().enumerate() {
+                    let line_no = i as u64 + 1;
+                    let line = match line {
+                        Ok(l) => l,
+                        Err(e) => {
+                            let _ = tx.blocking_send(Err(usage(format!("line {line_no}: {e}"))));
+                            return;
+                        }
+                    };
+                    if line.trim().is_empty() {
+                        continue;
+                    }
+                    chunk.push((line_no, Raw::Json(line)));
+                    if chunk.len() >= CHUNK && !send(std::mem::take(&mut chunk)) {
+                        return;
+                    }
+                }
+            }
+            Format::Csv => {
+                let mut r = csv::ReaderBuilder::new().flexible(true).from_reader(reader);
+                let headers = match r.headers() {
+                    Ok(h) => h.clone(),
                     Err(e) => {
-                        let _ = tx.blocking_send(Err(usage(format!("line {line_no}: {e}"))));
+                        let _ = tx.blocking_send(Err(usage(format!("csv header: {e}"))));
                         return;
                     }
                 };
-                if line.trim().is_empty() {
-                    continue;
-                }
-                chunk.push((line_no, Hit::from_json(line.as_bytes())));
-                if chunk.len() >= CHUNK && !send(std::mem::take(&mut chunk)) {
-                    return;
-                }
-            }
-        }
-        Format::Csv => {
-            let mut r = csv::ReaderBuilder::new().flexible(true).from_reader(reader);
-            let headers = match r.headers() {
-                Ok(h) => h.clone(),
-                Err(e) => {
-                    let _ = tx.blocking_send(Err(usage(format!("csv header: {e}"))));
-                    return;
-                }
-            };
-            for (i, rec) in r.records().enumerate() {
-                let parsed = rec
-                    .map_err(|e| beacon_core::ValidationError::new("hit", e.to_string()))
-                    .and_then(|rec| Hit::from_value(&csv_hit(&headers, &rec)));
-                chunk.push((i as u64 + 2, parsed));
-                if chunk.len() >= CHUNK && !send(std::mem::take(&mut chunk)) {
-                    return;
+                for (i, rec) in r.records().enumerate() {
+                    let parsed = rec
+                        .map_err(|e| beacon_core::ValidationError::new("hit", e.to_string()))
+                        .and_then(|rec| Hit::from_value(&csv_hit(&headers, &rec)));
+                    chunk.push((i as u64 + 2, Raw::Parsed(Box::new(parsed))));
+                    if chunk.len() >= CHUNK && !send(std::mem::take(&mut chunk)) {
+                        return;
+                    }
                 }
             }
         }
-    }
-    if !chunk.is_empty() {
-        send(chunk);
-    }
+        if !chunk.is_empty() {
+            send(chunk);
+        }
+        // Dropping the sender (on return) ends the workers once the queue is empty.
+        drop(work);
+    });
 }
 
 /// Imports lines: chunks are prepared on every core while the previous chunk is
@@ -650,21 +662,28 @@ async fn import(
 ) -> Result<(u64, u64), Fail> {
     let progress = std::io::stderr().is_terminal();
     let (mut imported, mut rejected) = (0u64, 0u64);
-    let (tx, mut rx) = tokio::sync::mpsc::channel(2);
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let (tx, mut rx) = tokio::sync::mpsc::channel(threads * 2);
     let producer = {
         let pipeline = Arc::clone(&pipeline);
         tokio::task::spawn_blocking(move || produce(&pipeline, reader, format, site.as_deref(), tx))
     };
+    // Chunks arrive in any order; they are committed in the order of the input.
+    let mut waiting = std::collections::BTreeMap::new();
+    let mut next = 0u64;
     while let Some(prepared) = rx.recv().await {
-        let (events, errors) = prepared?;
-        for e in &errors {
-            eprintln!("{e}");
-        }
-        rejected += errors.len() as u64;
-        pipeline.commit(&events).await?;
-        imported += events.len() as u64;
-        if progress {
-            eprint!("\rimported {imported}, rejected {rejected}");
+        let (seq, events, errors) = prepared?;
+        waiting.insert(seq, (events, errors));
+        while let Some((events, errors)) = waiting.remove(&next) {
+            next += 1;
+            for e in &errors {
+                eprintln!("{e}");
+            }
+            rejected += errors.len() as u64;
+            imported += pipeline.commit_encoded(events).await? as u64;
+            if progress {
+                eprint!("\rimported {imported}, rejected {rejected}");
+            }
         }
     }
     producer

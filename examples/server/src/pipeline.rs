@@ -1,7 +1,7 @@
 //! One pipeline for live ingest and import: validate → enrich → identify → sessionize
 //! → store. The server and the CLI are thin shells over it.
 
-use crate::store::EmbeddedStore;
+use crate::store::{EmbeddedStore, EncodedEvents};
 use beacon_core::{
     new_event_id, Clock, Event, EventStore, Hit, MemorySessionCache, RandomSource, SaltStore,
     Sessionizer, Site, StoreError, ValidationContext, ValidationError, VisitorIdentifier,
@@ -299,5 +299,10 @@ impl Pipeline {
     /// Commits events durably (one transaction).
     pub async fn commit(&self, events: &[Event]) -> Result<(), StoreError> {
         self.store.append(events).await
+    }
+
+    /// Commits events encoded ahead (one transaction); returns how many were stored.
+    pub async fn commit_encoded(&self, events: EncodedEvents) -> Result<usize, StoreError> {
+        self.store.append_encoded(events).await
     }
 }

@@ -1,21 +1,47 @@
 //! The embedded, durable store: every event is committed to SQLite (WAL mode, one
-//! transaction per batch) before it is acknowledged, and lives in the in-memory engine,
-//! which answers queries. On open, SQLite is read back into memory.
+//! transaction per group of requests or import chunk) before it is acknowledged, and
+//! lives in the in-memory engine, which answers queries. On open, SQLite is read back
+//! into memory.
+//!
+//! Events are stored in batches, not one row each: a batch is the events of one site
+//! from one commit (at most [`BATCH`]), as JSON lines compressed with LZ4. A row per
+//! event with its own key and index cost more than everything else in ingest, and
+//! reading 10M rows back through SQLite dominated restart.
 //!
 //! Data directory layout: `<data-dir>/beacon.sqlite` (with SQLite's `-wal` and `-shm`
-//! files beside it). Tables: `sites (domain, settings JSON)`, `events (id, site,
-//! visitor, ts, body JSON)`, `webhook_secrets (site, provider, secret)`, `salts (day,
-//! salt)`: the daily salts of cookieless visitor ids, today's and yesterday's only.
+//! files beside it). Tables:
+//! - `sites (domain, settings JSON)`;
+//! - `batches (id, site, events, codec, body)`: `codec` is `ndjson+lz4` (an LZ4 block,
+//!   its uncompressed size first as a little-endian u32, of one JSON event per line);
+//! - `payment_ids (id)`: ids of stored purchases and refunds, which webhooks derive from
+//!   the provider's order, so that one order is stored once;
+//! - `webhook_secrets (site, provider, secret)`;
+//! - `salts (day, salt)`: the daily salts of cookieless visitor ids, yesterday's to
+//!   tomorrow's only.
+//!
+//! A store written by an older version (one `events` row per event) is converted to
+//! batches when opened.
 
 use async_trait::async_trait;
 use beacon_core::{
-    EraseScope, Event, EventColumns, EventStore, MemoryStore, Query, QueryResult, Site, SiteStore,
-    StoreError,
+    EraseScope, Event, EventColumns, EventKind, EventStore, MemoryStore, Query, QueryResult, Site,
+    SiteStore, StoreError,
 };
 use chrono::{DateTime, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
+use std::collections::HashSet;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+/// The most events in one stored batch.
+pub const BATCH: usize = 8192;
+
+/// The codec of stored batches.
+const CODEC: &str = "ndjson+lz4";
+
+/// Batches read per query on open.
+const LOAD_PAGE: i64 = 16;
 
 fn backend(operation: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
     move |e| StoreError::Backend {
@@ -35,7 +61,7 @@ fn json_err(operation: &'static str) -> impl FnOnce(serde_json::Error) -> StoreE
 #[derive(Debug)]
 pub struct EmbeddedStore {
     pool: SqlitePool,
-    memory: MemoryStore,
+    memory: Arc<MemoryStore>,
 }
 
 impl EmbeddedStore {
@@ -62,8 +88,9 @@ impl EmbeddedStore {
             .map_err(backend("open sqlite"))?;
         for ddl in [
             "CREATE TABLE IF NOT EXISTS sites (domain TEXT PRIMARY KEY, settings TEXT NOT NULL)",
-            "CREATE TABLE IF NOT EXISTS events (id BLOB PRIMARY KEY, site TEXT NOT NULL, visitor TEXT NOT NULL, ts INTEGER NOT NULL, body TEXT NOT NULL)",
-            "CREATE INDEX IF NOT EXISTS events_site_visitor ON events (site, visitor)",
+            "CREATE TABLE IF NOT EXISTS batches (id INTEGER PRIMARY KEY, site TEXT NOT NULL, events INTEGER NOT NULL, codec TEXT NOT NULL, body BLOB NOT NULL)",
+            "CREATE INDEX IF NOT EXISTS batches_site ON batches (site)",
+            "CREATE TABLE IF NOT EXISTS payment_ids (id BLOB PRIMARY KEY)",
             "CREATE TABLE IF NOT EXISTS salts (day TEXT PRIMARY KEY, salt BLOB NOT NULL)",
             "CREATE TABLE IF NOT EXISTS webhook_secrets (site TEXT NOT NULL, provider TEXT NOT NULL, secret TEXT NOT NULL, PRIMARY KEY (site, provider))",
         ] {
@@ -71,10 +98,57 @@ impl EmbeddedStore {
         }
         let store = Self {
             pool,
-            memory: MemoryStore::new(),
+            memory: Arc::new(MemoryStore::new()),
         };
+        store.convert_event_rows().await?;
         store.load().await?;
         Ok(store)
+    }
+
+    /// Converts the `events` table of older versions (one row per event) into batches.
+    async fn convert_event_rows(&self) -> Result<(), StoreError> {
+        let old =
+            sqlx::query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'events'")
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(backend("convert events"))?;
+        if old.is_none() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await.map_err(backend("begin"))?;
+        let mut after = 0i64;
+        let mut converted = 0usize;
+        loop {
+            let rows = sqlx::query(
+                "SELECT rowid, body FROM events WHERE rowid > ? ORDER BY rowid LIMIT 8192",
+            )
+            .bind(after)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(backend("convert events"))?;
+            let Some(last) = rows.last() else { break };
+            after = last.get(0);
+            let events = rows
+                .iter()
+                .map(|r| serde_json::from_str::<Event>(r.get::<&str, _>(1)))
+                .collect::<Result<Vec<Event>, _>>()
+                .map_err(json_err("convert events"))?;
+            let refs: Vec<&Event> = events.iter().collect();
+            let fresh = remember_payments(&mut tx, &refs).await?;
+            write_batches(&mut tx, &encode_batches(&fresh)?).await?;
+            converted += events.len();
+        }
+        sqlx::query("DROP TABLE events")
+            .execute(&mut *tx)
+            .await
+            .map_err(backend("convert events"))?;
+        tx.commit().await.map_err(backend("commit"))?;
+        sqlx::query("VACUUM")
+            .execute(&self.pool)
+            .await
+            .map_err(backend("convert events"))?;
+        tracing::info!(events = converted, "converted event rows to batches");
+        Ok(())
     }
 
     async fn load(&self) -> Result<(), StoreError> {
@@ -87,54 +161,60 @@ impl EmbeddedStore {
                 serde_json::from_str(row.get::<&str, _>(0)).map_err(json_err("decode site"))?;
             self.memory.put_site_sync(site)?;
         }
-        // Keyset pages (rowid > last), each decoded on every core while SQLite reads
-        // the next page.
+        // A decoder per core takes batches as SQLite reads them, decodes them and adds
+        // them to memory (under its write lock, briefly: decoding is most of the work).
+        // Batches may land in any order: the engine orders rows when it builds.
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let fetch = |after: i64| {
-            let pool = self.pool.clone();
-            tokio::spawn(async move {
-                let rows = sqlx::query(
-                    "SELECT rowid, body FROM events WHERE rowid > ? ORDER BY rowid LIMIT 50000",
-                )
-                .bind(after)
-                .fetch_all(&pool)
-                .await
-                .map_err(backend("load events"))?;
-                let last = rows.last().map(|r| r.get::<i64, _>(0));
-                let bodies: Vec<String> = rows.iter().map(|r| r.get::<String, _>(1)).collect();
-                Ok::<_, StoreError>((last, bodies))
+        let (tx, rx) = tokio::sync::mpsc::channel::<(usize, String, Vec<u8>)>(threads * 2);
+        let rx = Arc::new(Mutex::new(rx));
+        let decoders: Vec<_> = (0..threads)
+            .map(|_| {
+                let rx = Arc::clone(&rx);
+                let memory = Arc::clone(&self.memory);
+                tokio::task::spawn_blocking(move || -> Result<(), StoreError> {
+                    loop {
+                        let next = rx.lock().unwrap_or_else(|e| e.into_inner()).blocking_recv();
+                        let Some((count, codec, body)) = next else {
+                            return Ok(());
+                        };
+                        memory.append_sync(&decode_batch(&codec, &body, count)?)?;
+                    }
+                })
             })
+            .collect();
+        let mut after = 0i64;
+        let fetched: Result<(), StoreError> = 'fetch: loop {
+            let rows = match sqlx::query(
+                "SELECT id, events, codec, body FROM batches WHERE id > ? ORDER BY id LIMIT ?",
+            )
+            .bind(after)
+            .bind(LOAD_PAGE)
+            .fetch_all(&self.pool)
+            .await
+            {
+                Ok(rows) => rows,
+                Err(e) => break Err(backend("load events")(e)),
+            };
+            let Some(last) = rows.last() else {
+                break Ok(());
+            };
+            after = last.get(0);
+            for r in rows {
+                let count = usize::try_from(r.get::<i64, _>(1)).unwrap_or(0);
+                if tx.send((count, r.get(2), r.get(3))).await.is_err() {
+                    // Every decoder stopped: their error is reported below.
+                    break 'fetch Ok(());
+                }
+            }
         };
-        let mut next = fetch(0);
-        loop {
-            let (last, bodies) = next.await.map_err(|e| StoreError::Backend {
+        drop(tx);
+        for d in decoders {
+            d.await.map_err(|e| StoreError::Backend {
                 operation: "load events",
                 source: Box::new(e),
             })??;
-            let Some(last) = last else { break };
-            next = fetch(last);
-            let chunk = bodies.len().div_ceil(threads).max(1);
-            let decoded: Vec<Result<Vec<Event>, serde_json::Error>> = std::thread::scope(|s| {
-                let handles: Vec<_> = bodies
-                    .chunks(chunk)
-                    .map(|part| {
-                        s.spawn(move || {
-                            part.iter()
-                                .map(|b| serde_json::from_str::<Event>(b))
-                                .collect::<Result<Vec<Event>, _>>()
-                        })
-                    })
-                    .collect();
-                handles
-                    .into_iter()
-                    .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-                    .collect()
-            });
-            for events in decoded {
-                self.memory
-                    .append_sync(&events.map_err(json_err("decode event"))?)?;
-            }
         }
+        fetched?;
         self.memory.build();
         Ok(())
     }
@@ -235,6 +315,49 @@ impl EmbeddedStore {
         Ok(done.rows_affected() > 0)
     }
 
+    /// Commits events encoded ahead of time; returns how many were stored (a payment
+    /// stored before is left out).
+    pub async fn append_encoded(&self, encoded: EncodedEvents) -> Result<usize, StoreError> {
+        self.store_events(&encoded.events, Some(encoded.batches))
+            .await
+    }
+
+    /// One transaction: payment ids, batches (encoded now unless given), then memory.
+    async fn store_events(
+        &self,
+        events: &[Event],
+        encoded: Option<Vec<StoredBatch>>,
+    ) -> Result<usize, StoreError> {
+        if events.is_empty() {
+            return Ok(0);
+        }
+        let mut site: Option<&str> = None;
+        for e in events {
+            if site != Some(e.site.as_str()) && self.memory.site_sync(&e.site).is_none() {
+                return Err(StoreError::UnknownSite(e.site.clone()));
+            }
+            site = Some(&e.site);
+        }
+        let mut tx = self.pool.begin().await.map_err(backend("begin"))?;
+        let all: Vec<&Event> = events.iter().collect();
+        let fresh = remember_payments(&mut tx, &all).await?;
+        let batches = match encoded {
+            Some(batches) if fresh.len() == events.len() => batches,
+            _ => encode_batches(&fresh)?,
+        };
+        write_batches(&mut tx, &batches).await?;
+        tx.commit().await.map_err(backend("commit"))?;
+        // Committed: now visible to queries.
+        let stored = fresh.len();
+        if stored == events.len() {
+            self.memory.append_sync(events)?;
+        } else {
+            let fresh: Vec<Event> = fresh.into_iter().cloned().collect();
+            self.memory.append_sync(&fresh)?;
+        }
+        Ok(stored)
+    }
+
     /// Closes the database cleanly (checkpoints the WAL).
     pub async fn close(&self) {
         self.pool.close().await;
@@ -244,56 +367,7 @@ impl EmbeddedStore {
 #[async_trait]
 impl EventStore for EmbeddedStore {
     async fn append(&self, events: &[Event]) -> Result<(), StoreError> {
-        if events.is_empty() {
-            return Ok(());
-        }
-        for e in events {
-            if self.memory.site_sync(&e.site).is_none() {
-                return Err(StoreError::UnknownSite(e.site.clone()));
-            }
-        }
-        let mut tx = self.pool.begin().await.map_err(backend("begin"))?;
-        // Many rows per statement: each statement is a round trip to sqlx's SQLite thread.
-        let mut inserted = std::collections::HashSet::with_capacity(events.len());
-        for chunk in events.chunks(200) {
-            let mut sql =
-                String::from("INSERT OR IGNORE INTO events (id, site, visitor, ts, body) VALUES ");
-            for k in 0..chunk.len() {
-                sql.push_str(if k == 0 {
-                    "(?, ?, ?, ?, ?)"
-                } else {
-                    ", (?, ?, ?, ?, ?)"
-                });
-            }
-            sql.push_str(" RETURNING id");
-            let mut q = sqlx::query(&sql);
-            for e in chunk {
-                let body = serde_json::to_string(e).map_err(json_err("encode event"))?;
-                q = q
-                    .bind(e.id.as_bytes().to_vec())
-                    .bind(e.site.clone())
-                    .bind(e.identity.visitor_id.clone())
-                    .bind(e.timestamp.timestamp_millis())
-                    .bind(body);
-            }
-            for row in q
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(backend("insert events"))?
-            {
-                let id: Vec<u8> = row.get(0);
-                inserted.insert(id);
-            }
-        }
-        // Rows ignored as duplicates (same id, already stored) are not appended twice.
-        let fresh: Vec<Event> = events
-            .iter()
-            .filter(|e| inserted.contains(e.id.as_bytes().as_slice()))
-            .cloned()
-            .collect();
-        tx.commit().await.map_err(backend("commit"))?;
-        // Committed: now visible to queries. Duplicates (same id) were ignored.
-        self.memory.append_sync(&fresh)
+        self.store_events(events, None).await.map(|_| ())
     }
 
     async fn scan(
@@ -316,15 +390,18 @@ impl EventStore for EmbeddedStore {
     }
 
     async fn erase(&self, site: &str, scope: EraseScope) -> Result<u64, StoreError> {
-        let q = match &scope {
-            EraseScope::All => sqlx::query("DELETE FROM events WHERE site = ?").bind(site),
-            EraseScope::Visitor(v) => {
-                sqlx::query("DELETE FROM events WHERE site = ? AND visitor = ?")
+        let mut tx = self.pool.begin().await.map_err(backend("begin"))?;
+        match &scope {
+            EraseScope::All => {
+                sqlx::query("DELETE FROM batches WHERE site = ?")
                     .bind(site)
-                    .bind(v.clone())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(backend("erase"))?;
             }
-        };
-        q.execute(&self.pool).await.map_err(backend("erase"))?;
+            EraseScope::Visitor(v) => erase_visitor(&mut tx, site, v).await?,
+        }
+        tx.commit().await.map_err(backend("commit"))?;
         self.memory.erase(site, scope).await
     }
 
@@ -376,7 +453,7 @@ impl SiteStore for EmbeddedStore {
     }
     async fn remove_site(&self, domain: &str) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await.map_err(backend("begin"))?;
-        sqlx::query("DELETE FROM events WHERE site = ?")
+        sqlx::query("DELETE FROM batches WHERE site = ?")
             .bind(domain)
             .execute(&mut *tx)
             .await
@@ -393,5 +470,377 @@ impl SiteStore for EmbeddedStore {
             .map_err(backend("remove site"))?;
         tx.commit().await.map_err(backend("commit"))?;
         self.memory.remove_site(domain).await
+    }
+}
+
+type Tx<'c> = sqlx::Transaction<'c, sqlx::Sqlite>;
+
+/// Records the ids of purchases and refunds; returns `events` without the payments
+/// stored before (or earlier in `events`): a provider's redelivery, or another
+/// notification of the same order, is one purchase.
+async fn remember_payments<'e>(
+    tx: &mut Tx<'_>,
+    events: &[&'e Event],
+) -> Result<Vec<&'e Event>, StoreError> {
+    let keyed: Vec<&Event> = events
+        .iter()
+        .copied()
+        .filter(|e| matches!(e.kind, EventKind::Purchase | EventKind::Refund))
+        .collect();
+    if keyed.is_empty() {
+        return Ok(events.to_vec());
+    }
+    let mut new_ids: HashSet<uuid::Uuid> = HashSet::with_capacity(keyed.len());
+    for chunk in keyed.chunks(500) {
+        let mut sql = String::from("INSERT OR IGNORE INTO payment_ids (id) VALUES (?)");
+        sql.push_str(&", (?)".repeat(chunk.len() - 1));
+        sql.push_str(" RETURNING id");
+        let mut q = sqlx::query(&sql);
+        for e in chunk {
+            q = q.bind(e.id.as_bytes().to_vec());
+        }
+        for row in q
+            .fetch_all(&mut **tx)
+            .await
+            .map_err(backend("record payment ids"))?
+        {
+            let id: Vec<u8> = row.get(0);
+            if let Ok(id) = uuid::Uuid::from_slice(&id) {
+                new_ids.insert(id);
+            }
+        }
+    }
+    // A new id is kept once: its first event in `events`.
+    Ok(events
+        .iter()
+        .copied()
+        .filter(|e| {
+            !matches!(e.kind, EventKind::Purchase | EventKind::Refund) || new_ids.remove(&e.id)
+        })
+        .collect())
+}
+
+/// A batch in its stored form.
+#[derive(Debug)]
+pub struct StoredBatch {
+    site: String,
+    events: usize,
+    body: Vec<u8>,
+}
+
+/// Events with their stored form, encoded on the caller's thread (an import encodes
+/// on every core, so that its commits only write).
+#[derive(Debug, Default)]
+pub struct EncodedEvents {
+    events: Vec<Event>,
+    batches: Vec<StoredBatch>,
+}
+
+impl EncodedEvents {
+    /// Encodes `events` into batches.
+    pub fn new(events: Vec<Event>) -> Result<Self, StoreError> {
+        let refs: Vec<&Event> = events.iter().collect();
+        let batches = encode_batches(&refs)?;
+        Ok(Self { events, batches })
+    }
+}
+
+/// Encodes `events` as batches of one site each, in their order.
+fn encode_batches(events: &[&Event]) -> Result<Vec<StoredBatch>, StoreError> {
+    let mut sites: Vec<&str> = Vec::new();
+    for e in events {
+        if !sites.contains(&e.site.as_str()) {
+            sites.push(&e.site);
+        }
+    }
+    let mut batches = Vec::new();
+    for site in sites {
+        let of_site: Vec<&Event> = events.iter().copied().filter(|e| e.site == site).collect();
+        for batch in of_site.chunks(BATCH) {
+            batches.push(StoredBatch {
+                site: site.to_owned(),
+                events: batch.len(),
+                body: encode_batch(batch)?,
+            });
+        }
+    }
+    Ok(batches)
+}
+
+async fn write_batches(tx: &mut Tx<'_>, batches: &[StoredBatch]) -> Result<(), StoreError> {
+    for b in batches {
+        sqlx::query("INSERT INTO batches (site, events, codec, body) VALUES (?, ?, ?, ?)")
+            .bind(&b.site)
+            .bind(b.events as i64)
+            .bind(CODEC)
+            .bind(&b.body)
+            .execute(&mut **tx)
+            .await
+            .map_err(backend("insert events"))?;
+    }
+    Ok(())
+}
+
+/// Rewrites the site's batches that hold events of `visitor`, without them. A batch
+/// whose text does not contain the visitor's id is not decoded.
+async fn erase_visitor(tx: &mut Tx<'_>, site: &str, visitor: &str) -> Result<(), StoreError> {
+    let id = serde_json::to_string(visitor).map_err(json_err("erase"))?;
+    let needle = format!("\"visitor_id\":{id}");
+    let finder = memchr::memmem::Finder::new(needle.as_bytes());
+    let mut after = 0i64;
+    loop {
+        let rows = sqlx::query(
+            "SELECT id, codec, body FROM batches WHERE site = ? AND id > ? ORDER BY id LIMIT 64",
+        )
+        .bind(site)
+        .bind(after)
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(backend("erase"))?;
+        let Some(last) = rows.last() else { break };
+        after = last.get(0);
+        for row in &rows {
+            let (batch, codec, body): (i64, String, Vec<u8>) = (row.get(0), row.get(1), row.get(2));
+            if finder.find(&decompress(&codec, &body)?).is_none() {
+                continue;
+            }
+            let events = decode_batch(&codec, &body, 0)?;
+            let kept: Vec<&Event> = events
+                .iter()
+                .filter(|e| e.identity.visitor_id != visitor)
+                .collect();
+            if kept.len() == events.len() {
+                continue;
+            }
+            let q = if kept.is_empty() {
+                sqlx::query("DELETE FROM batches WHERE id = ?").bind(batch)
+            } else {
+                sqlx::query("UPDATE batches SET events = ?, codec = ?, body = ? WHERE id = ?")
+                    .bind(kept.len() as i64)
+                    .bind(CODEC)
+                    .bind(encode_batch(&kept)?)
+                    .bind(batch)
+            };
+            q.execute(&mut **tx).await.map_err(backend("erase"))?;
+        }
+    }
+    Ok(())
+}
+
+/// One JSON event per line, LZ4-compressed.
+fn encode_batch(events: &[&Event]) -> Result<Vec<u8>, StoreError> {
+    let mut text = Vec::with_capacity(events.len() * 640);
+    for e in events {
+        serde_json::to_writer(&mut text, e).map_err(json_err("encode event"))?;
+        text.push(b'\n');
+    }
+    Ok(lz4_flex::compress_prepend_size(&text))
+}
+
+fn decompress(codec: &str, body: &[u8]) -> Result<Vec<u8>, StoreError> {
+    if codec != CODEC {
+        return Err(StoreError::Backend {
+            operation: "decode events",
+            source: format!("unknown batch codec {codec:?}").into(),
+        });
+    }
+    lz4_flex::decompress_size_prepended(body).map_err(|e| StoreError::Backend {
+        operation: "decode events",
+        source: Box::new(e),
+    })
+}
+
+/// Decodes a batch of (about) `count` events.
+fn decode_batch(codec: &str, body: &[u8], count: usize) -> Result<Vec<Event>, StoreError> {
+    let text = decompress(codec, body)?;
+    let mut events = Vec::with_capacity(count);
+    for line in text.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+        events.push(serde_json::from_slice(line).map_err(json_err("decode event"))?);
+    }
+    Ok(events)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use beacon_core::{Currency, Money};
+
+    fn event(visitor: &str, minute: u32, kind: EventKind) -> Event {
+        let mut e = Event {
+            site: "example.com".into(),
+            kind,
+            timestamp: format!("2026-03-01T10:{minute:02}:00Z")
+                .parse()
+                .expect("time"),
+            id: uuid::Uuid::from_u128(u128::from(minute) << 64 | visitor.len() as u128),
+            ..Event::default()
+        };
+        e.identity.visitor_id = visitor.to_owned();
+        e.page.path = format!("/{visitor}/{minute}");
+        e.page.host = "example.com".into();
+        e.device.browser = Some("Firefox \"quoted\"".into());
+        e
+    }
+
+    async fn open(dir: &Path) -> EmbeddedStore {
+        let store = EmbeddedStore::open(dir).await.expect("open");
+        store
+            .put_site(Site::new("example.com"))
+            .await
+            .expect("site");
+        store
+    }
+
+    async fn stored(store: &EmbeddedStore) -> Vec<Event> {
+        let mut events = store.scan("example.com", None, None).await.expect("scan");
+        events.sort_by_key(|e| (e.timestamp, e.identity.visitor_id.clone()));
+        events
+    }
+
+    /// Every stored event, decoded from SQLite (memory keeps fewer fields).
+    async fn raw(store: &EmbeddedStore) -> Vec<Event> {
+        let rows = sqlx::query("SELECT events, codec, body FROM batches")
+            .fetch_all(&store.pool)
+            .await
+            .expect("batches");
+        let mut events: Vec<Event> = rows
+            .iter()
+            .flat_map(|r| {
+                let count = usize::try_from(r.get::<i64, _>(0)).expect("count");
+                decode_batch(r.get(1), r.get(2), count).expect("decode")
+            })
+            .collect();
+        events.sort_by_key(|e| (e.timestamp, e.identity.visitor_id.clone()));
+        events
+    }
+
+    async fn batch_rows(store: &EmbeddedStore) -> i64 {
+        sqlx::query("SELECT COUNT(*) FROM batches")
+            .fetch_one(&store.pool)
+            .await
+            .expect("count")
+            .get(0)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn batches_survive_reopening_and_erase_rewrites_only_the_visitors_batches() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = open(dir.path()).await;
+        let first = vec![
+            event("ann", 1, EventKind::Pageview),
+            event("bob", 2, EventKind::Pageview),
+        ];
+        let second = vec![event("ann", 3, EventKind::Pageview)];
+        let third = vec![event("cy", 4, EventKind::Goal)];
+        for events in [&first, &second, &third] {
+            store.append(events).await.expect("append");
+        }
+        assert_eq!(batch_rows(&store).await, 3);
+        let before = stored(&store).await;
+        let mut all: Vec<Event> = first.iter().chain(&second).chain(&third).cloned().collect();
+        all.sort_by_key(|e| (e.timestamp, e.identity.visitor_id.clone()));
+        assert_eq!(raw(&store).await, all, "every field is stored");
+        store.close().await;
+
+        let store = open(dir.path()).await;
+        assert_eq!(
+            stored(&store).await,
+            before,
+            "memory is the same after reopening"
+        );
+        store
+            .erase("example.com", EraseScope::Visitor("ann".into()))
+            .await
+            .expect("erase");
+        // The batch of ann alone is gone; the mixed one is rewritten; cy's is untouched.
+        assert_eq!(batch_rows(&store).await, 2);
+        store.close().await;
+
+        let store = open(dir.path()).await;
+        let left: Vec<String> = stored(&store)
+            .await
+            .iter()
+            .map(|e| e.identity.visitor_id.clone())
+            .collect();
+        assert_eq!(left, ["bob", "cy"]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_payment_id_is_stored_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = open(dir.path()).await;
+        let mut purchase = event("ann", 5, EventKind::Purchase);
+        purchase.commerce.revenue = Some(Money::parse("19.00", Currency::USD).expect("money"));
+        let view = event("ann", 4, EventKind::Pageview);
+        store
+            .append(&[view.clone(), purchase.clone(), purchase.clone()])
+            .await
+            .expect("append");
+        store
+            .append(std::slice::from_ref(&purchase))
+            .await
+            .expect("redelivery");
+        let encoded = EncodedEvents::new(vec![purchase.clone()]).expect("encode");
+        assert_eq!(store.append_encoded(encoded).await.expect("again"), 0);
+        store.close().await;
+        let store = open(dir.path()).await;
+        assert_eq!(raw(&store).await, vec![view, purchase]);
+        assert_eq!(stored(&store).await.len(), 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn event_rows_of_older_versions_are_converted() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let events = vec![
+            event("ann", 1, EventKind::Pageview),
+            event("bob", 2, EventKind::Pageview),
+        ];
+        {
+            let options = SqliteConnectOptions::new()
+                .filename(dir.path().join("beacon.sqlite"))
+                .create_if_missing(true);
+            let pool = SqlitePool::connect_with(options).await.expect("sqlite");
+            for ddl in [
+                "CREATE TABLE sites (domain TEXT PRIMARY KEY, settings TEXT NOT NULL)",
+                "CREATE TABLE events (id BLOB PRIMARY KEY, site TEXT NOT NULL, visitor TEXT NOT NULL, ts INTEGER NOT NULL, body TEXT NOT NULL)",
+            ] {
+                sqlx::query(ddl).execute(&pool).await.expect("ddl");
+            }
+            let site = serde_json::to_string(&Site::new("example.com")).expect("site");
+            sqlx::query("INSERT INTO sites VALUES ('example.com', ?)")
+                .bind(site)
+                .execute(&pool)
+                .await
+                .expect("site");
+            for e in &events {
+                sqlx::query("INSERT INTO events VALUES (?, ?, ?, ?, ?)")
+                    .bind(e.id.as_bytes().to_vec())
+                    .bind(&e.site)
+                    .bind(&e.identity.visitor_id)
+                    .bind(e.timestamp.timestamp_millis())
+                    .bind(serde_json::to_string(e).expect("json"))
+                    .execute(&pool)
+                    .await
+                    .expect("row");
+            }
+            pool.close().await;
+        }
+        let store = EmbeddedStore::open(dir.path()).await.expect("open");
+        assert_eq!(raw(&store).await, events);
+        assert_eq!(stored(&store).await.len(), 2);
+        assert_eq!(batch_rows(&store).await, 1);
+        let old = sqlx::query("SELECT 1 FROM sqlite_master WHERE name = 'events'")
+            .fetch_optional(&store.pool)
+            .await
+            .expect("schema");
+        assert!(old.is_none(), "the old table is dropped");
+    }
+
+    #[test]
+    fn a_corrupt_or_unknown_batch_is_an_error_not_a_panic() {
+        assert!(decode_batch("zstd", b"", 0).is_err());
+        assert!(decode_batch(CODEC, b"\xff\xff\xff\x7fjunk", 0).is_err());
+        let not_json = lz4_flex::compress_prepend_size(b"{not json}\n");
+        assert!(decode_batch(CODEC, &not_json, 1).is_err());
     }
 }
