@@ -79,14 +79,43 @@ fn event(i: usize) -> Event {
     e
 }
 
-const IPS: [&str; 4] = ["81.2.69.142", "2.125.160.216", "89.160.20.112", "1.128.0.1"];
+/// Addresses in the test databases' networks (City: 81.2.69.142/31, 2.125.160.216/29,
+/// 89.160.20.112/28; ASN: 1.128.0.0/11), and elsewhere.
+fn address(rng: &mut Rng) -> IpAddr {
+    let r = rng.next_u64();
+    let octets = match r % 4 {
+        0 => [81, 2, 69, 142 + (r >> 8) as u8 % 2],
+        1 => [2, 125, 160, 216 + (r >> 8) as u8 % 8],
+        2 => [
+            1,
+            128 + (r >> 8) as u8 % 32,
+            (r >> 16) as u8,
+            (r >> 24) as u8,
+        ],
+        _ => [
+            89 + (r >> 8) as u8 % 100,
+            (r >> 16) as u8,
+            (r >> 24) as u8,
+            (r >> 32) as u8,
+        ],
+    };
+    IpAddr::from(octets)
+}
 
 fn enrich(c: &mut Criterion) {
     let pool = agents();
     let site = Site::new("example.com");
-    let ips: Vec<IpAddr> = IPS.iter().map(|s| s.parse().expect("ip")).collect();
     let e = enricher();
     let picks = mix(&pool, 100_000, 3);
+    // Visitors: 30,000 addresses, some sending many hits (the same skew as agents).
+    let mut rng = Rng::new(11);
+    let visitors: Vec<IpAddr> = (0..30_000).map(|_| address(&mut rng)).collect();
+    let by_hit: Vec<IpAddr> = (0..picks.len())
+        .map(|_| {
+            let bound = rng.skewed(visitors.len() as u64) + 1;
+            visitors[rng.skewed(bound) as usize]
+        })
+        .collect();
     // Warm the cache with every agent of the mix.
     for &p in &picks {
         e.enrich(
@@ -109,7 +138,7 @@ fn enrich(c: &mut Criterion) {
             |mut events| {
                 for (i, ev) in events.iter_mut().enumerate() {
                     let req = Request {
-                        ip: Some(ips[i % ips.len()]),
+                        ip: Some(by_hit[i]),
                         user_agent: Some(&pool[picks[i]]),
                         client_hints: None,
                         server_side: false,
@@ -121,6 +150,37 @@ fn enrich(c: &mut Criterion) {
             BatchSize::PerIteration,
         )
     });
+    // The worst case for the address cache: every hit from an address never seen.
+    let mut fresh_addresses = Rng::new(13);
+    g.bench_function("full_warm_ua_cache_unique_addresses_100k", |b| {
+        b.iter_batched(
+            || {
+                let events = (0..picks.len()).map(event).collect::<Vec<Event>>();
+                let ips: Vec<IpAddr> = (0..picks.len())
+                    .map(|_| address(&mut fresh_addresses))
+                    .collect();
+                (events, ips)
+            },
+            |(mut events, ips)| {
+                for (i, ev) in events.iter_mut().enumerate() {
+                    let req = Request {
+                        ip: Some(ips[i]),
+                        user_agent: Some(&pool[picks[i]]),
+                        client_hints: None,
+                        server_side: false,
+                    };
+                    e.enrich(ev, &req, &site);
+                }
+                events
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    let (hits, misses) = e.geo().cache_stats();
+    eprintln!(
+        "address cache over both benchmarks: {hits} hits, {misses} misses, hit rate {:.2}%",
+        hits as f64 * 100.0 / (hits + misses).max(1) as f64
+    );
     let parser = UserAgentParser::new();
     let hints = ClientHints::default();
     g.throughput(Throughput::Elements(pool.len() as u64));

@@ -65,18 +65,26 @@ impl<K: Hash + Eq + Clone, V> BoundedCache<K, V> {
             }
             if let Some((k, v)) = s.old.remove_entry(key) {
                 self.hits.fetch_add(1, Ordering::Relaxed);
-                Self::insert(&mut s, k, Arc::clone(&v), self.per_generation);
+                Self::insert_into(&mut s, k, Arc::clone(&v), self.per_generation);
                 return v;
             }
         }
         self.misses.fetch_add(1, Ordering::Relaxed);
         let v = Arc::new(make());
         let mut s = shard.lock().unwrap_or_else(|e| e.into_inner());
-        Self::insert(&mut s, key.to_owned(), Arc::clone(&v), self.per_generation);
+        Self::insert_into(&mut s, key.to_owned(), Arc::clone(&v), self.per_generation);
         v
     }
 
-    fn insert(s: &mut Shard<K, V>, k: K, v: Arc<V>, limit: usize) {
+    /// Sets `key`'s value (replacing what was cached).
+    pub fn insert(&self, key: K, value: V) {
+        let shard = &self.shards[(self.hasher.hash_one(&key) as usize) % SHARDS];
+        let mut s = shard.lock().unwrap_or_else(|e| e.into_inner());
+        s.old.remove(&key);
+        Self::insert_into(&mut s, key, Arc::new(value), self.per_generation);
+    }
+
+    fn insert_into(s: &mut Shard<K, V>, k: K, v: Arc<V>, limit: usize) {
         if s.young.len() >= limit {
             s.old = std::mem::take(&mut s.young);
         }

@@ -3,11 +3,13 @@
 //! Enterprise. Every database is optional and can be replaced on disk and reloaded
 //! without a restart.
 
+use crate::cache::BoundedCache;
 use beacon_core::Location;
 use maxminddb::Reader;
 use serde::Deserialize;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
 
@@ -213,9 +215,27 @@ fn load(path: &Path) -> Result<Loaded, GeoError> {
 }
 
 /// The configured databases; cheap to share (`Arc`) across threads.
-#[derive(Default)]
+///
+/// Answers are cached per address (a visitor's hits come from one address): decoding
+/// a MaxMind record was most of a lookup. Replacing a file starts a new generation,
+/// and answers of older generations are not used.
 pub struct GeoDatabases {
     slots: Vec<Slot>,
+    generation: AtomicU64,
+    cache: BoundedCache<IpAddr, (u64, GeoFacts)>,
+}
+
+/// Addresses whose answers are kept.
+const ADDRESS_CACHE: usize = 65_536;
+
+impl Default for GeoDatabases {
+    fn default() -> Self {
+        Self {
+            slots: Vec::new(),
+            generation: AtomicU64::new(0),
+            cache: BoundedCache::new(ADDRESS_CACHE),
+        }
+    }
 }
 
 impl std::fmt::Debug for GeoDatabases {
@@ -260,6 +280,7 @@ impl GeoDatabases {
             if now.is_some() && now != current {
                 let fresh = load(&slot.path)?;
                 *slot.loaded.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(fresh);
+                self.generation.fetch_add(1, Ordering::AcqRel);
                 replaced += 1;
             }
         }
@@ -271,9 +292,27 @@ impl GeoDatabases {
         self.slots.is_empty()
     }
 
+    /// (hits, misses) of the per-address cache since start.
+    pub fn cache_stats(&self) -> (u64, u64) {
+        self.cache.stats()
+    }
+
     /// Looks `ip` up in every database. Addresses a database lacks (or that it cannot
     /// hold, such as IPv6 in an IPv4-only file) leave their fields empty.
     pub fn lookup(&self, ip: IpAddr) -> GeoFacts {
+        let generation = self.generation.load(Ordering::Acquire);
+        let cached = self
+            .cache
+            .get_or_insert_with(&ip, || (generation, self.lookup_uncached(ip)));
+        if cached.0 == generation {
+            return cached.1.clone();
+        }
+        let fresh = self.lookup_uncached(ip);
+        self.cache.insert(ip, (generation, fresh.clone()));
+        fresh
+    }
+
+    fn lookup_uncached(&self, ip: IpAddr) -> GeoFacts {
         let mut f = GeoFacts::default();
         for slot in &self.slots {
             let loaded = Arc::clone(&slot.loaded.read().unwrap_or_else(|e| e.into_inner()));

@@ -77,9 +77,9 @@ impl EmbeddedStore {
             .journal_mode(SqliteJournalMode::Wal)
             // WAL with NORMAL survives a killed process (not a power cut) and keeps commits fast.
             .synchronous(SqliteSynchronous::Normal)
-            // Event ids arrive in time order of the hits, not of insertion: a page cache
-            // that holds the id index keeps large imports from going to disk per row.
-            .pragma("cache_size", "-262144")
+            // Batches are appended, never looked up by key: a small page cache does, and
+            // every commit by another pooled connection resets it.
+            .pragma("cache_size", "-8192")
             .pragma("temp_store", "memory");
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
