@@ -432,9 +432,14 @@ pub struct Event {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// When it happened: the server clock on live ingest, the line's time on import.
+    #[serde(deserialize_with = "crate::time::rfc3339::instant")]
     pub timestamp: DateTime<Utc>,
     /// The time the client reported, when it sent one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::time::rfc3339::optional_instant"
+    )]
     pub client_timestamp: Option<DateTime<Utc>>,
     /// Who.
     #[serde(default, skip_serializing_if = "is_default")]

@@ -149,8 +149,102 @@ impl Buckets {
     }
 }
 
+/// Reading instants as chrono writes them (`2026-03-01T10:00:00Z`, with optional
+/// fractional seconds) without chrono's general parser, which was a tenth of the time
+/// spent decoding stored events. Any other RFC 3339 form goes to chrono.
+pub(crate) mod rfc3339 {
+    use chrono::{DateTime, NaiveDate, Utc};
+    use serde::{Deserialize, Deserializer};
+    use std::borrow::Cow;
+
+    fn digits(b: &[u8]) -> Option<u32> {
+        b.iter().try_fold(0u32, |n, &c| {
+            c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0'))
+        })
+    }
+
+    /// The canonical UTC form, or `None` for anything else.
+    pub(crate) fn fast(s: &str) -> Option<DateTime<Utc>> {
+        let b = s.as_bytes();
+        if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' {
+            return None;
+        }
+        if b[13] != b':' || b[16] != b':' || *b.last()? != b'Z' {
+            return None;
+        }
+        let nanos = match &b[19..b.len() - 1] {
+            [] => 0,
+            [b'.', frac @ ..] if (1..=9).contains(&frac.len()) => {
+                digits(frac)? * 10u32.pow(9 - frac.len() as u32)
+            }
+            _ => return None,
+        };
+        let date = NaiveDate::from_ymd_opt(
+            i32::try_from(digits(&b[0..4])?).ok()?,
+            digits(&b[5..7])?,
+            digits(&b[8..10])?,
+        )?;
+        let time = date.and_hms_nano_opt(
+            digits(&b[11..13])?,
+            digits(&b[14..16])?,
+            digits(&b[17..19])?,
+            nanos,
+        )?;
+        Some(time.and_utc())
+    }
+
+    fn parse<E: serde::de::Error>(s: &str) -> Result<DateTime<Utc>, E> {
+        match fast(s) {
+            Some(t) => Ok(t),
+            None => DateTime::parse_from_rfc3339(s)
+                .map(|t| t.with_timezone(&Utc))
+                .map_err(E::custom),
+        }
+    }
+
+    pub(crate) fn instant<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+        parse(&Cow::<str>::deserialize(d)?)
+    }
+
+    pub(crate) fn optional_instant<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<DateTime<Utc>>, D::Error> {
+        Option::<Cow<'_, str>>::deserialize(d)?
+            .map(|s| parse(&s))
+            .transpose()
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The fast path reads back exactly what chrono writes, and never panics.
+        #[test]
+        fn fast_instants_read_what_chrono_writes(secs in -62_000_000_000i64..250_000_000_000, nanos in 0u32..1_000_000_000) {
+            let t = DateTime::from_timestamp(secs, nanos).expect("in range");
+            let text = serde_json::to_string(&t).expect("json");
+            let s = text.trim_matches('"');
+            prop_assert_eq!(rfc3339::fast(s).or_else(|| DateTime::parse_from_rfc3339(s).ok().map(|t| t.to_utc())), Some(t));
+        }
+
+        #[test]
+        fn fast_instants_never_panic(s in "\\PC{0,40}") {
+            let _ = rfc3339::fast(&s);
+        }
+    }
+
+    #[test]
+    fn fast_instants_refuse_what_they_do_not_know() {
+        use rfc3339::fast;
+        assert!(fast("2026-03-01T10:00:00Z").is_some());
+        assert!(fast("2026-03-01T10:00:00.5Z").is_some());
+        assert!(fast("2026-02-30T10:00:00Z").is_none());
+        assert!(fast("2026-03-01T10:00:00+01:00").is_none());
+        assert!(fast("2026-03-01T25:00:00Z").is_none());
+        assert!(fast("2026-03-01 10:00:00Z").is_none());
+    }
     use super::*;
 
     fn d(y: i32, m: u32, day: u32) -> NaiveDate {
@@ -193,7 +287,7 @@ mod tests {
             kind in proptest::sample::select(vec![TimeBucket::Hour, TimeBucket::Day, TimeBucket::Week, TimeBucket::Month]),
             start_day in 0u64..700,
             len in 0u64..120,
-            probe in proptest::prelude::any::<u32>(),
+            probe in any::<u32>(),
         ) {
             let tz: Tz = zone.parse().unwrap();
             let from = d(2025, 1, 1).checked_add_days(Days::new(start_day)).unwrap();

@@ -73,6 +73,14 @@ impl MemoryStore {
         Ok(())
     }
 
+    /// Makes room for `additional` more events of `site` (a loader that knows how many
+    /// it will append saves the columns' regrowth). Unknown sites are ignored.
+    pub fn reserve_sync(&self, site: &str, additional: usize) {
+        if let Some(t) = self.write().tables.get_mut(site) {
+            t.reserve(additional);
+        }
+    }
+
     /// Appends events (synchronous form of [`EventStore::append`]). The whole batch is
     /// refused when one event names an unknown site.
     pub fn append_sync(&self, events: &[Event]) -> Result<(), StoreError> {

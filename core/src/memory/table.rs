@@ -53,6 +53,13 @@ fn fingerprint(fields: &[Option<&str>]) -> u64 {
 }
 
 impl Interner {
+    /// Makes room for `additional` more strings.
+    pub(crate) fn reserve(&mut self, additional: usize) {
+        self.ends.reserve(additional);
+        self.by_hash.reserve(additional);
+        self.arena.reserve(additional * 16);
+    }
+
     pub(crate) fn id(&mut self, s: Option<&str>) -> u32 {
         let Some(s) = s else { return NULL };
         if let Some(id) = self.lookup(s) {
@@ -256,6 +263,20 @@ impl SiteTable {
 
     pub(crate) fn len(&self) -> usize {
         self.ts.len()
+    }
+
+    /// Makes room for `additional` more rows (and as many visitors, at most).
+    pub(crate) fn reserve(&mut self, additional: usize) {
+        self.ts.reserve(additional);
+        self.id.reserve(additional);
+        self.visitor.reserve(additional);
+        self.kind.reserve(additional);
+        self.name.reserve(additional);
+        self.path.reserve(additional);
+        self.client.reserve(additional);
+        self.acq.reserve(additional);
+        self.extra.reserve(additional);
+        self.visitors.reserve(additional / 4);
     }
 
     pub(crate) fn set_timeout(&mut self, timeout_ms: i64) {
