@@ -568,6 +568,7 @@ fn produce(
     let jobs = std::sync::Mutex::new(jobs);
     let prepare = |lines: Vec<(u64, Raw)>| -> Result<(store::EncodedEvents, Vec<String>), Fail> {
         let (mut events, mut errors) = (Vec::with_capacity(lines.len()), Vec::new());
+        let mut sites = std::collections::HashMap::new();
         for (line_no, raw) in lines {
             let parsed = match raw {
                 Raw::Json(text) => Hit::from_json(text.as_bytes()),
@@ -575,7 +576,7 @@ fn produce(
             };
             match parsed
                 .map_err(pipeline::Rejection::from)
-                .and_then(|h| pipeline.prepare(h, &ctx, site, None))
+                .and_then(|h| pipeline.prepare_with(h, &ctx, site, None, &mut sites))
             {
                 Ok(e) => events.push(e),
                 Err(e) => errors.push(format!("line {line_no}: {e}")),

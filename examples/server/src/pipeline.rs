@@ -243,16 +243,33 @@ impl Pipeline {
         default_site: Option<&str>,
         origin: Option<&Origin>,
     ) -> Result<Event, Rejection> {
+        self.prepare_with(hit, ctx, default_site, origin, &mut HashMap::new())
+    }
+
+    /// [`Pipeline::prepare`], looking sites up in `sites` first (a caller preparing
+    /// many hits keeps one: the store's lookup waits while a commit adds to memory).
+    pub fn prepare_with(
+        &self,
+        hit: Hit,
+        ctx: &ValidationContext,
+        default_site: Option<&str>,
+        origin: Option<&Origin>,
+        sites: &mut HashMap<String, Site>,
+    ) -> Result<Event, Rejection> {
         let mut v = hit.validate(ctx, default_site)?;
         if let Some(o) = origin {
             v.ip = o.ip.or(v.ip);
             v.user_agent = o.user_agent.clone().or(v.user_agent);
         }
-        let site: Site = self
-            .store
-            .memory()
-            .site_sync(&v.event.site)
-            .ok_or_else(|| Rejection::UnknownSite(v.event.site.clone()))?;
+        let site: &Site = match sites.entry(v.event.site.clone()) {
+            std::collections::hash_map::Entry::Occupied(known) => known.into_mut(),
+            std::collections::hash_map::Entry::Vacant(new) => new.insert(
+                self.store
+                    .memory()
+                    .site_sync(&v.event.site)
+                    .ok_or_else(|| Rejection::UnknownSite(v.event.site.clone()))?,
+            ),
+        };
         let mut event = v.event;
         event.id = new_event_id(event.timestamp, &OsRandom);
         let hints = origin.map(|o| &o.hints);
@@ -262,7 +279,7 @@ impl Pipeline {
             client_hints: hints,
             server_side: v.client_visitor_id.is_some() && v.user_agent.is_none(),
         };
-        self.enricher.enrich(&mut event, &req, &site);
+        self.enricher.enrich(&mut event, &req, site);
         let ts = event.timestamp.timestamp_millis();
         let timeout = site.session_timeout_ms();
         let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());

@@ -226,7 +226,7 @@ impl EmbeddedStore {
         fetched?;
         let read_ms = started.elapsed().as_millis() as u64;
         self.memory.build();
-        tracing::info!(
+        tracing::debug!(
             read_ms,
             built_ms = started.elapsed().as_millis() as u64 - read_ms,
             "events loaded"

@@ -3,6 +3,10 @@
 //! percentiles, status counts, and the server's resident memory over time.
 //!
 //! `loadgen --addr 127.0.0.1:8000 --site load.test --connections 32 --seconds 60 --pid <server pid>`
+//!
+//! `loadgen --peer 127.0.0.1:8001` serves the peer instead: an axum server that
+//! answers every hit 202 and does nothing else. Loading it the same way, in the same
+//! run, measures what the machine and the load generator allow.
 
 // A command-line tool: standard output is its product.
 #![allow(clippy::print_stdout)]
@@ -18,6 +22,7 @@ struct Args {
     connections: usize,
     seconds: u64,
     pid: Option<u32>,
+    peer: Option<String>,
 }
 
 fn args() -> Args {
@@ -27,6 +32,7 @@ fn args() -> Args {
         connections: 32,
         seconds: 60,
         pid: None,
+        peer: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -37,6 +43,7 @@ fn args() -> Args {
             "--connections" => a.connections = v.parse().unwrap_or(32),
             "--seconds" => a.seconds = v.parse().unwrap_or(60).min(600),
             "--pid" => a.pid = v.parse().ok(),
+            "--peer" => a.peer = Some(v),
             _ => {}
         }
     }
@@ -114,9 +121,42 @@ async fn client(
     Ok((lat, statuses))
 }
 
-#[tokio::main(flavor = "current_thread")]
-async fn main() {
+fn main() {
     let a = args();
+    let runtime = if a.peer.is_some() {
+        // The peer runs like the server: a worker thread per core.
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    };
+    match runtime {
+        Ok(rt) => rt.block_on(run(a)),
+        Err(e) => eprintln!("loadgen: cannot start the runtime: {e}"),
+    }
+}
+
+async fn run(a: Args) {
+    if let Some(listen) = a.peer {
+        let app = axum::Router::new().route(
+            "/api/event",
+            axum::routing::post(|_body: axum::body::Bytes| async {
+                axum::http::StatusCode::ACCEPTED
+            }),
+        );
+        match tokio::net::TcpListener::bind(&listen).await {
+            Ok(l) => {
+                if let Err(e) = axum::serve(l, app).await {
+                    eprintln!("peer: {e}");
+                }
+            }
+            Err(e) => eprintln!("peer: cannot listen on {listen}: {e}"),
+        }
+        return;
+    }
     let start = Instant::now();
     let until = start + Duration::from_secs(a.seconds);
     let mut tasks = Vec::new();
