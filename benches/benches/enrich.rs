@@ -129,24 +129,26 @@ fn enrich(c: &mut Criterion) {
             &site,
         );
     }
+    // Hit i: the mix's agent i from address `ips[i]`.
+    let enrich_all = |mut events: Vec<Event>, ips: &[IpAddr]| {
+        for (i, ev) in events.iter_mut().enumerate() {
+            let req = Request {
+                ip: Some(ips[i]),
+                user_agent: Some(&pool[picks[i]]),
+                client_hints: None,
+                server_side: false,
+            };
+            e.enrich(ev, &req, &site);
+        }
+        events
+    };
     let mut g = c.benchmark_group("enrich");
     g.throughput(Throughput::Elements(picks.len() as u64));
     g.sample_size(10);
     g.bench_function("full_warm_ua_cache_city_asn_100k", |b| {
         b.iter_batched(
             || (0..picks.len()).map(event).collect::<Vec<Event>>(),
-            |mut events| {
-                for (i, ev) in events.iter_mut().enumerate() {
-                    let req = Request {
-                        ip: Some(by_hit[i]),
-                        user_agent: Some(&pool[picks[i]]),
-                        client_hints: None,
-                        server_side: false,
-                    };
-                    e.enrich(ev, &req, &site);
-                }
-                events
-            },
+            |events| enrich_all(events, &by_hit),
             BatchSize::PerIteration,
         )
     });
@@ -161,18 +163,7 @@ fn enrich(c: &mut Criterion) {
                     .collect();
                 (events, ips)
             },
-            |(mut events, ips)| {
-                for (i, ev) in events.iter_mut().enumerate() {
-                    let req = Request {
-                        ip: Some(ips[i]),
-                        user_agent: Some(&pool[picks[i]]),
-                        client_hints: None,
-                        server_side: false,
-                    };
-                    e.enrich(ev, &req, &site);
-                }
-                events
-            },
+            |(events, ips)| enrich_all(events, &ips),
             BatchSize::PerIteration,
         )
     });

@@ -159,9 +159,10 @@ async fn ingest(
     }
     let o = origin(app, peer, headers);
     let ctx = ValidationContext::live(app.pipeline.now());
+    let mut sites = std::collections::HashMap::new();
     let events = hits
         .into_iter()
-        .map(|h| app.pipeline.prepare(h, &ctx, None, Some(&o)))
+        .map(|h| app.pipeline.prepare(h, &ctx, None, Some(&o), &mut sites))
         .collect::<Result<Vec<_>, _>>()?;
     let n = events.len();
     app.committer.commit(events).await?;

@@ -576,7 +576,7 @@ fn produce(
             };
             match parsed
                 .map_err(pipeline::Rejection::from)
-                .and_then(|h| pipeline.prepare_with(h, &ctx, site, None, &mut sites))
+                .and_then(|h| pipeline.prepare(h, &ctx, site, None, &mut sites))
             {
                 Ok(e) => events.push(e),
                 Err(e) => errors.push(format!("line {line_no}: {e}")),

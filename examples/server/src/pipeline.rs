@@ -235,20 +235,10 @@ impl Pipeline {
         self.clock.now()
     }
 
-    /// Validates, enriches, identifies and sessionizes one hit into an event (not yet stored).
+    /// Validates, enriches, identifies and sessionizes one hit into an event (not yet
+    /// stored). Sites are looked up in `sites` first: a caller preparing many hits
+    /// keeps one map for them (the store's lookup waits while a commit adds to memory).
     pub fn prepare(
-        &self,
-        hit: Hit,
-        ctx: &ValidationContext,
-        default_site: Option<&str>,
-        origin: Option<&Origin>,
-    ) -> Result<Event, Rejection> {
-        self.prepare_with(hit, ctx, default_site, origin, &mut HashMap::new())
-    }
-
-    /// [`Pipeline::prepare`], looking sites up in `sites` first (a caller preparing
-    /// many hits keeps one: the store's lookup waits while a commit adds to memory).
-    pub fn prepare_with(
         &self,
         hit: Hit,
         ctx: &ValidationContext,

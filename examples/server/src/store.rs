@@ -43,14 +43,10 @@ const CODEC: &str = "ndjson+lz4";
 /// Batches read per query on open.
 const LOAD_PAGE: i64 = 16;
 
-fn backend(operation: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
-    move |e| StoreError::Backend {
-        operation,
-        source: Box::new(e),
-    }
-}
-
-fn json_err(operation: &'static str) -> impl FnOnce(serde_json::Error) -> StoreError {
+/// Maps any error of `operation` into a store error.
+fn failed<E: std::error::Error + Send + Sync + 'static>(
+    operation: &'static str,
+) -> impl FnOnce(E) -> StoreError {
     move |e| StoreError::Backend {
         operation,
         source: Box::new(e),
@@ -67,10 +63,7 @@ pub struct EmbeddedStore {
 impl EmbeddedStore {
     /// Opens (creating if needed) the store in `dir` and loads it into memory.
     pub async fn open(dir: &Path) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(dir).map_err(|e| StoreError::Backend {
-            operation: "create data dir",
-            source: Box::new(e),
-        })?;
+        std::fs::create_dir_all(dir).map_err(failed("create data dir"))?;
         let options = SqliteConnectOptions::new()
             .filename(dir.join("beacon.sqlite"))
             .create_if_missing(true)
@@ -85,7 +78,7 @@ impl EmbeddedStore {
             .max_connections(4)
             .connect_with(options)
             .await
-            .map_err(backend("open sqlite"))?;
+            .map_err(failed("open sqlite"))?;
         for ddl in [
             "CREATE TABLE IF NOT EXISTS sites (domain TEXT PRIMARY KEY, settings TEXT NOT NULL)",
             "CREATE TABLE IF NOT EXISTS batches (id INTEGER PRIMARY KEY, site TEXT NOT NULL, events INTEGER NOT NULL, codec TEXT NOT NULL, body BLOB NOT NULL)",
@@ -94,7 +87,7 @@ impl EmbeddedStore {
             "CREATE TABLE IF NOT EXISTS salts (day TEXT PRIMARY KEY, salt BLOB NOT NULL)",
             "CREATE TABLE IF NOT EXISTS webhook_secrets (site TEXT NOT NULL, provider TEXT NOT NULL, secret TEXT NOT NULL, PRIMARY KEY (site, provider))",
         ] {
-            sqlx::query(ddl).execute(&pool).await.map_err(backend("create schema"))?;
+            sqlx::query(ddl).execute(&pool).await.map_err(failed("create schema"))?;
         }
         let store = Self {
             pool,
@@ -111,11 +104,11 @@ impl EmbeddedStore {
             sqlx::query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'events'")
                 .fetch_optional(&self.pool)
                 .await
-                .map_err(backend("convert events"))?;
+                .map_err(failed("convert events"))?;
         if old.is_none() {
             return Ok(());
         }
-        let mut tx = self.pool.begin().await.map_err(backend("begin"))?;
+        let mut tx = self.pool.begin().await.map_err(failed("begin"))?;
         let mut after = 0i64;
         let mut converted = 0usize;
         loop {
@@ -125,14 +118,14 @@ impl EmbeddedStore {
             .bind(after)
             .fetch_all(&mut *tx)
             .await
-            .map_err(backend("convert events"))?;
+            .map_err(failed("convert events"))?;
             let Some(last) = rows.last() else { break };
             after = last.get(0);
             let events = rows
                 .iter()
                 .map(|r| serde_json::from_str::<Event>(r.get::<&str, _>(1)))
                 .collect::<Result<Vec<Event>, _>>()
-                .map_err(json_err("convert events"))?;
+                .map_err(failed("convert events"))?;
             let refs: Vec<&Event> = events.iter().collect();
             let fresh = remember_payments(&mut tx, &refs).await?;
             write_batches(&mut tx, &encode_batches(&fresh)?).await?;
@@ -141,12 +134,12 @@ impl EmbeddedStore {
         sqlx::query("DROP TABLE events")
             .execute(&mut *tx)
             .await
-            .map_err(backend("convert events"))?;
-        tx.commit().await.map_err(backend("commit"))?;
+            .map_err(failed("convert events"))?;
+        tx.commit().await.map_err(failed("commit"))?;
         sqlx::query("VACUUM")
             .execute(&self.pool)
             .await
-            .map_err(backend("convert events"))?;
+            .map_err(failed("convert events"))?;
         tracing::info!(events = converted, "converted event rows to batches");
         Ok(())
     }
@@ -155,17 +148,17 @@ impl EmbeddedStore {
         let sites = sqlx::query("SELECT settings FROM sites")
             .fetch_all(&self.pool)
             .await
-            .map_err(backend("load sites"))?;
+            .map_err(failed("load sites"))?;
         for row in sites {
             let site: Site =
-                serde_json::from_str(row.get::<&str, _>(0)).map_err(json_err("decode site"))?;
+                serde_json::from_str(row.get::<&str, _>(0)).map_err(failed("decode site"))?;
             self.memory.put_site_sync(site)?;
         }
         let started = std::time::Instant::now();
         let counts = sqlx::query("SELECT site, SUM(events) FROM batches GROUP BY site")
             .fetch_all(&self.pool)
             .await
-            .map_err(backend("load events"))?;
+            .map_err(failed("load events"))?;
         for row in counts {
             let n = usize::try_from(row.get::<i64, _>(1)).unwrap_or(0);
             self.memory.reserve_sync(row.get(0), n);
@@ -202,7 +195,7 @@ impl EmbeddedStore {
             .await
             {
                 Ok(rows) => rows,
-                Err(e) => break Err(backend("load events")(e)),
+                Err(e) => break Err(failed("load events")(e)),
             };
             let Some(last) = rows.last() else {
                 break Ok(());
@@ -218,10 +211,7 @@ impl EmbeddedStore {
         };
         drop(tx);
         for d in decoders {
-            d.await.map_err(|e| StoreError::Backend {
-                operation: "load events",
-                source: Box::new(e),
-            })??;
+            d.await.map_err(failed("load events"))??;
         }
         fetched?;
         let read_ms = started.elapsed().as_millis() as u64;
@@ -252,12 +242,12 @@ impl EmbeddedStore {
             .bind(salt.to_vec())
             .execute(&self.pool)
             .await
-            .map_err(backend("save salt"))?;
+            .map_err(failed("save salt"))?;
         let row = sqlx::query("SELECT salt FROM salts WHERE day = ?")
             .bind(&key)
             .fetch_one(&self.pool)
             .await
-            .map_err(backend("load salt"))?;
+            .map_err(failed("load salt"))?;
         let stored: Vec<u8> = row.get(0);
         Ok(stored.try_into().unwrap_or(salt))
     }
@@ -269,7 +259,7 @@ impl EmbeddedStore {
             .bind(day.to_string())
             .execute(&self.pool)
             .await
-            .map_err(backend("drop salts"))?;
+            .map_err(failed("drop salts"))?;
         Ok(done.rows_affected())
     }
 
@@ -286,7 +276,7 @@ impl EmbeddedStore {
             .bind(secret)
             .execute(&self.pool)
             .await
-            .map_err(backend("save webhook secret"))?;
+            .map_err(failed("save webhook secret"))?;
         Ok(())
     }
 
@@ -301,7 +291,7 @@ impl EmbeddedStore {
             .bind(provider)
             .fetch_optional(&self.pool)
             .await
-            .map_err(backend("load webhook secret"))?;
+            .map_err(failed("load webhook secret"))?;
         Ok(row.map(|r| r.get::<String, _>(0)))
     }
 
@@ -311,7 +301,7 @@ impl EmbeddedStore {
             sqlx::query("SELECT site, provider FROM webhook_secrets ORDER BY site, provider")
                 .fetch_all(&self.pool)
                 .await
-                .map_err(backend("list webhook secrets"))?;
+                .map_err(failed("list webhook secrets"))?;
         Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 
@@ -326,7 +316,7 @@ impl EmbeddedStore {
             .bind(provider)
             .execute(&self.pool)
             .await
-            .map_err(backend("remove webhook secret"))?;
+            .map_err(failed("remove webhook secret"))?;
         Ok(done.rows_affected() > 0)
     }
 
@@ -353,7 +343,7 @@ impl EmbeddedStore {
             }
             site = Some(&e.site);
         }
-        let mut tx = self.pool.begin().await.map_err(backend("begin"))?;
+        let mut tx = self.pool.begin().await.map_err(failed("begin"))?;
         let all: Vec<&Event> = events.iter().collect();
         let fresh = remember_payments(&mut tx, &all).await?;
         let batches = match encoded {
@@ -361,7 +351,7 @@ impl EmbeddedStore {
             _ => encode_batches(&fresh)?,
         };
         write_batches(&mut tx, &batches).await?;
-        tx.commit().await.map_err(backend("commit"))?;
+        tx.commit().await.map_err(failed("commit"))?;
         // Committed: now visible to queries.
         let stored = fresh.len();
         if stored == events.len() {
@@ -405,18 +395,18 @@ impl EventStore for EmbeddedStore {
     }
 
     async fn erase(&self, site: &str, scope: EraseScope) -> Result<u64, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(backend("begin"))?;
+        let mut tx = self.pool.begin().await.map_err(failed("begin"))?;
         match &scope {
             EraseScope::All => {
                 sqlx::query("DELETE FROM batches WHERE site = ?")
                     .bind(site)
                     .execute(&mut *tx)
                     .await
-                    .map_err(backend("erase"))?;
+                    .map_err(failed("erase"))?;
             }
             EraseScope::Visitor(v) => erase_visitor(&mut tx, site, v).await?,
         }
-        tx.commit().await.map_err(backend("commit"))?;
+        tx.commit().await.map_err(failed("commit"))?;
         self.memory.erase(site, scope).await
     }
 
@@ -434,13 +424,13 @@ impl EventStore for EmbeddedStore {
 impl SiteStore for EmbeddedStore {
     async fn put_site(&self, site: Site) -> Result<(), StoreError> {
         site.validate()?;
-        let settings = serde_json::to_string(&site).map_err(json_err("encode site"))?;
+        let settings = serde_json::to_string(&site).map_err(failed("encode site"))?;
         sqlx::query("INSERT INTO sites (domain, settings) VALUES (?, ?) ON CONFLICT (domain) DO UPDATE SET settings = excluded.settings")
             .bind(&site.domain)
             .bind(settings)
             .execute(&self.pool)
             .await
-            .map_err(backend("save site"))?;
+            .map_err(failed("save site"))?;
         self.memory.put_site_sync(site)
     }
     async fn site(&self, domain: &str) -> Result<Option<Site>, StoreError> {
@@ -452,12 +442,12 @@ impl SiteStore for EmbeddedStore {
             .bind(domain)
             .fetch_optional(&self.pool)
             .await
-            .map_err(backend("load site"))?;
+            .map_err(failed("load site"))?;
         match row {
             None => Ok(None),
             Some(row) => {
                 let site: Site =
-                    serde_json::from_str(row.get::<&str, _>(0)).map_err(json_err("decode site"))?;
+                    serde_json::from_str(row.get::<&str, _>(0)).map_err(failed("decode site"))?;
                 self.memory.put_site_sync(site.clone())?;
                 Ok(Some(site))
             }
@@ -467,28 +457,33 @@ impl SiteStore for EmbeddedStore {
         self.memory.sites().await
     }
     async fn remove_site(&self, domain: &str) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(backend("begin"))?;
+        let mut tx = self.pool.begin().await.map_err(failed("begin"))?;
         sqlx::query("DELETE FROM batches WHERE site = ?")
             .bind(domain)
             .execute(&mut *tx)
             .await
-            .map_err(backend("remove site"))?;
+            .map_err(failed("remove site"))?;
         sqlx::query("DELETE FROM sites WHERE domain = ?")
             .bind(domain)
             .execute(&mut *tx)
             .await
-            .map_err(backend("remove site"))?;
+            .map_err(failed("remove site"))?;
         sqlx::query("DELETE FROM webhook_secrets WHERE site = ?")
             .bind(domain)
             .execute(&mut *tx)
             .await
-            .map_err(backend("remove site"))?;
-        tx.commit().await.map_err(backend("commit"))?;
+            .map_err(failed("remove site"))?;
+        tx.commit().await.map_err(failed("commit"))?;
         self.memory.remove_site(domain).await
     }
 }
 
 type Tx<'c> = sqlx::Transaction<'c, sqlx::Sqlite>;
+
+/// Purchases and refunds: their ids may be derived from a provider's order.
+fn is_payment(e: &Event) -> bool {
+    matches!(e.kind, EventKind::Purchase | EventKind::Refund)
+}
 
 /// Records the ids of purchases and refunds; returns `events` without the payments
 /// stored before (or earlier in `events`): a provider's redelivery, or another
@@ -497,11 +492,7 @@ async fn remember_payments<'e>(
     tx: &mut Tx<'_>,
     events: &[&'e Event],
 ) -> Result<Vec<&'e Event>, StoreError> {
-    let keyed: Vec<&Event> = events
-        .iter()
-        .copied()
-        .filter(|e| matches!(e.kind, EventKind::Purchase | EventKind::Refund))
-        .collect();
+    let keyed: Vec<&Event> = events.iter().copied().filter(|e| is_payment(e)).collect();
     if keyed.is_empty() {
         return Ok(events.to_vec());
     }
@@ -517,7 +508,7 @@ async fn remember_payments<'e>(
         for row in q
             .fetch_all(&mut **tx)
             .await
-            .map_err(backend("record payment ids"))?
+            .map_err(failed("record payment ids"))?
         {
             let id: Vec<u8> = row.get(0);
             if let Ok(id) = uuid::Uuid::from_slice(&id) {
@@ -529,9 +520,7 @@ async fn remember_payments<'e>(
     Ok(events
         .iter()
         .copied()
-        .filter(|e| {
-            !matches!(e.kind, EventKind::Purchase | EventKind::Refund) || new_ids.remove(&e.id)
-        })
+        .filter(|e| !is_payment(e) || new_ids.remove(&e.id))
         .collect())
 }
 
@@ -591,7 +580,7 @@ async fn write_batches(tx: &mut Tx<'_>, batches: &[StoredBatch]) -> Result<(), S
             .bind(&b.body)
             .execute(&mut **tx)
             .await
-            .map_err(backend("insert events"))?;
+            .map_err(failed("insert events"))?;
     }
     Ok(())
 }
@@ -599,7 +588,7 @@ async fn write_batches(tx: &mut Tx<'_>, batches: &[StoredBatch]) -> Result<(), S
 /// Rewrites the site's batches that hold events of `visitor`, without them. A batch
 /// whose text does not contain the visitor's id is not decoded.
 async fn erase_visitor(tx: &mut Tx<'_>, site: &str, visitor: &str) -> Result<(), StoreError> {
-    let id = serde_json::to_string(visitor).map_err(json_err("erase"))?;
+    let id = serde_json::to_string(visitor).map_err(failed("erase"))?;
     let needle = format!("\"visitor_id\":{id}");
     let finder = memchr::memmem::Finder::new(needle.as_bytes());
     let mut after = 0i64;
@@ -611,15 +600,16 @@ async fn erase_visitor(tx: &mut Tx<'_>, site: &str, visitor: &str) -> Result<(),
         .bind(after)
         .fetch_all(&mut **tx)
         .await
-        .map_err(backend("erase"))?;
+        .map_err(failed("erase"))?;
         let Some(last) = rows.last() else { break };
         after = last.get(0);
         for row in &rows {
             let (batch, codec, body): (i64, String, Vec<u8>) = (row.get(0), row.get(1), row.get(2));
-            if finder.find(&decompress(&codec, &body)?).is_none() {
+            let bytes = decompress(&codec, &body)?;
+            if finder.find(&bytes).is_none() {
                 continue;
             }
-            let events = decode_batch(&codec, &body, 0)?;
+            let events = decode_lines(&bytes, 0)?;
             let kept: Vec<&Event> = events
                 .iter()
                 .filter(|e| e.identity.visitor_id != visitor)
@@ -636,7 +626,7 @@ async fn erase_visitor(tx: &mut Tx<'_>, site: &str, visitor: &str) -> Result<(),
                     .bind(encode_batch(&kept)?)
                     .bind(batch)
             };
-            q.execute(&mut **tx).await.map_err(backend("erase"))?;
+            q.execute(&mut **tx).await.map_err(failed("erase"))?;
         }
     }
     Ok(())
@@ -646,7 +636,7 @@ async fn erase_visitor(tx: &mut Tx<'_>, site: &str, visitor: &str) -> Result<(),
 fn encode_batch(events: &[&Event]) -> Result<Vec<u8>, StoreError> {
     let mut text = Vec::with_capacity(events.len() * 640);
     for e in events {
-        serde_json::to_writer(&mut text, e).map_err(json_err("encode event"))?;
+        serde_json::to_writer(&mut text, e).map_err(failed("encode event"))?;
         text.push(b'\n');
     }
     Ok(lz4_flex::compress_prepend_size(&text))
@@ -659,23 +649,21 @@ fn decompress(codec: &str, body: &[u8]) -> Result<Vec<u8>, StoreError> {
             source: format!("unknown batch codec {codec:?}").into(),
         });
     }
-    lz4_flex::decompress_size_prepended(body).map_err(|e| StoreError::Backend {
-        operation: "decode events",
-        source: Box::new(e),
-    })
+    lz4_flex::decompress_size_prepended(body).map_err(failed("decode events"))
 }
 
 /// Decodes a batch of (about) `count` events.
 fn decode_batch(codec: &str, body: &[u8], count: usize) -> Result<Vec<Event>, StoreError> {
-    let bytes = decompress(codec, body)?;
+    decode_lines(&decompress(codec, body)?, count)
+}
+
+/// Decodes a decompressed batch.
+fn decode_lines(bytes: &[u8], count: usize) -> Result<Vec<Event>, StoreError> {
     // One UTF-8 check for the batch, not one per string.
-    let text = std::str::from_utf8(&bytes).map_err(|e| StoreError::Backend {
-        operation: "decode events",
-        source: Box::new(e),
-    })?;
+    let text = std::str::from_utf8(bytes).map_err(failed("decode events"))?;
     let mut events = Vec::with_capacity(count);
     for line in text.split('\n').filter(|l| !l.is_empty()) {
-        events.push(serde_json::from_str(line).map_err(json_err("decode event"))?);
+        events.push(serde_json::from_str(line).map_err(failed("decode event"))?);
     }
     Ok(events)
 }
