@@ -1,8 +1,5 @@
 //! `beacon`: the reference server and command line (contract section 1).
 
-// A command-line tool: standard output is its product.
-#![allow(clippy::print_stdout)]
-
 /// mimalloc: glibc's allocator spent a quarter of an import in malloc and free
 /// (consolidation of freed chunks across threads).
 #[global_allocator]
@@ -181,10 +178,26 @@ impl<E: std::fmt::Display> From<E> for Fail {
     }
 }
 
+/// A failed write to standard output: a reader that went away (`| head`) ends the
+/// command quietly, with no panic.
+fn stdout_failed(e: std::io::Error) -> Fail {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        Fail(0, String::new())
+    } else {
+        Fail(1, format!("standard output: {e}"))
+    }
+}
+
+/// Writes one line to standard output.
+fn out(line: impl std::fmt::Display) -> Result<(), Fail> {
+    writeln!(std::io::stdout().lock(), "{line}").map_err(stdout_failed)
+}
+
 /// A parsed request, or the contract's `{"error"}` on stdout and exit code 2.
 fn parsed<T, E: std::fmt::Display>(r: Result<T, E>, what: &str) -> Result<T, Fail> {
     r.map_err(|e| {
-        println!("{}", json!({ "error": e.to_string() }));
+        // Failing already: a closed standard output changes nothing.
+        let _ = out(json!({ "error": e.to_string() }));
         Fail(2, format!("invalid {what}: {e}"))
     })
 }
@@ -192,12 +205,9 @@ fn parsed<T, E: std::fmt::Display>(r: Result<T, E>, what: &str) -> Result<T, Fai
 /// Prints an answer's JSON, or the contract's `{"error"}` with exit code 2.
 fn answer<E: std::fmt::Display>(r: Result<Value, E>) -> Result<(), Fail> {
     match r {
-        Ok(v) => {
-            println!("{v}");
-            Ok(())
-        }
+        Ok(v) => out(v),
         Err(e) => {
-            println!("{}", json!({ "error": e.to_string() }));
+            let _ = out(json!({ "error": e.to_string() }));
             Err(Fail(2, e.to_string()))
         }
     }
@@ -228,7 +238,9 @@ fn main() -> ExitCode {
     match rt.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Fail(code, msg)) => {
-            eprintln!("beacon: {msg}");
+            if !msg.is_empty() {
+                eprintln!("beacon: {msg}");
+            }
             ExitCode::from(code)
         }
     }
@@ -313,7 +325,7 @@ async fn run(cli: Cli) -> Result<(), Fail> {
             ));
             let (imported, rejected) = import(pipeline, reader, format, site).await?;
             store.close().await;
-            println!("imported {imported}, rejected {rejected}");
+            out(format_args!("imported {imported}, rejected {rejected}"))?;
             Ok(())
         }
         Command::Query { data_dir, json } => {
@@ -367,9 +379,9 @@ async fn run(cli: Cli) -> Result<(), Fail> {
                     Ok(v) => flat_json(&enricher.enrich_hit(v, &Site::new("unknown.site"))),
                     Err(e) => json!({ "error": e.to_string() }),
                 };
-                writeln!(out, "{value}")?;
+                writeln!(out, "{value}").map_err(stdout_failed)?;
             }
-            out.flush()?;
+            out.flush().map_err(stdout_failed)?;
             Ok(())
         }
         Command::Sites { data_dir, action } => {
@@ -400,7 +412,7 @@ async fn run(cli: Cli) -> Result<(), Fail> {
                 }
                 SitesAction::List => {
                     for s in store.sites().await? {
-                        println!("{}", serde_json::to_string(&s)?);
+                        out(serde_json::to_string(&s)?)?;
                     }
                 }
                 SitesAction::Remove { name } => {
@@ -459,7 +471,7 @@ async fn run(cli: Cli) -> Result<(), Fail> {
                 }
                 WebhooksAction::List => {
                     for (site, provider) in store.webhook_providers().await? {
-                        println!("{}", json!({ "site": site, "provider": provider }));
+                        out(json!({ "site": site, "provider": provider }))?;
                     }
                 }
                 WebhooksAction::Remove { site, provider } => {
@@ -491,7 +503,7 @@ async fn run(cli: Cli) -> Result<(), Fail> {
             };
             let n = store.erase(&site, scope).await?;
             store.close().await;
-            println!("erased {n} events");
+            out(format_args!("erased {n} events"))?;
             Ok(())
         }
     }

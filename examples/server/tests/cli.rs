@@ -452,3 +452,37 @@ fn cookieless_visitor_is_the_same_after_a_restart() {
     server.kill().ok();
     server.wait().ok();
 }
+
+#[test]
+fn a_closed_standard_output_ends_the_command_without_a_panic() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path().to_str().expect("utf-8 path");
+    assert!(run(&["sites", "add", "example.com", "--data-dir", d], None)
+        .status
+        .success());
+    let q = json!({"site":"example.com","date_range":["2026-03-01","2026-03-31"],"metrics":["visitors"]});
+    for args in [
+        vec!["query", "--data-dir", d, &q.to_string()],
+        vec!["sites", "list", "--data-dir", d],
+    ] {
+        let mut child = common::beacon()
+            .args(&args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        // The reader goes away before the answer is written.
+        drop(child.stdout.take());
+        let done = child.wait_with_output().expect("wait");
+        assert!(
+            !text(&done.stderr).contains("panicked"),
+            "{args:?}: {}",
+            text(&done.stderr)
+        );
+        assert!(
+            done.status.code().is_some_and(|c| c == 0),
+            "{args:?}: {:?}",
+            done.status
+        );
+    }
+}
