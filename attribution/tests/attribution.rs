@@ -26,7 +26,7 @@ fn ev(
     };
     e.identity.visitor_id = visitor.into();
     e.page.path = "/".into();
-    e.acquisition.source = source.map(str::to_owned);
+    e.acquisition.source = source.map(Into::into);
     if let Some((amount, currency)) = revenue {
         e.kind = EventKind::Purchase;
         e.name = Some("purchase".into());

@@ -167,7 +167,7 @@ fn enrich(c: &mut Criterion) {
             BatchSize::PerIteration,
         )
     });
-    let (hits, misses) = e.geo().cache_stats();
+    let (hits, misses) = e.address_cache_stats();
     eprintln!(
         "address cache over both benchmarks: {hits} hits, {misses} misses, hit rate {:.2}%",
         hits as f64 * 100.0 / (hits + misses).max(1) as f64

@@ -1,6 +1,6 @@
 //! Synthetic workloads for Beacon's benchmarks: deterministic, realistic-shaped traffic.
 
-use beacon_core::{Currency, DeviceType, Event, EventKind, Money};
+use beacon_core::{Currency, DeviceType, Event, EventKind, Money, Text};
 use chrono::{DateTime, TimeZone, Utc};
 
 /// A small, fast, deterministic generator (xorshift64*).
@@ -128,10 +128,10 @@ impl Traffic {
             e.identity.visitor_id = visitor.clone();
             e.page.host = self.site.clone();
             e.page.path = format!("/p/{}", rng.skewed(2000));
-            e.acquisition.source = source.map(str::to_owned);
-            e.location.country = Some(country.to_owned());
-            e.device.browser = Some(browser.to_owned());
-            e.device.os = Some(os.to_owned());
+            e.acquisition.source = source.map(Text::from);
+            e.location.country = Some(country.into());
+            e.device.browser = Some(browser.into());
+            e.device.os = Some(os.into());
             e.device.device_type = Some(device);
             match kind {
                 EventKind::Engagement => {

@@ -1,6 +1,7 @@
 //! The event: one immutable, fully enriched record of something a visitor did.
 
 use crate::money::Money;
+use crate::text::Text;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -171,13 +172,13 @@ pub struct ClickIds {
 pub struct Acquisition {
     /// Source name (`Google`, `Hacker News`, a referrer domain).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub source: Option<String>,
+    pub source: Option<Text>,
     /// Medium (`organic`, `cpc`, `referral`, `email`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub medium: Option<String>,
+    pub medium: Option<Text>,
     /// Channel (`Organic Search`, `Paid Social`, `Direct`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub channel: Option<String>,
+    pub channel: Option<Text>,
     /// UTM parameters of the landing URL.
     #[serde(default, skip_serializing_if = "is_default")]
     pub utm: Utm,
@@ -231,22 +232,22 @@ pub struct Device {
     pub device_type: Option<DeviceType>,
     /// Maker (`Apple`, `Samsung`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub brand: Option<String>,
+    pub brand: Option<Text>,
     /// Model (`iPhone`, `SM-G991B`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub model: Option<String>,
+    pub model: Option<Text>,
     /// Browser name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub browser: Option<String>,
+    pub browser: Option<Text>,
     /// Browser version.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub browser_version: Option<String>,
+    pub browser_version: Option<Text>,
     /// Operating system name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub os: Option<String>,
+    pub os: Option<Text>,
     /// Operating system version.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub os_version: Option<String>,
+    pub os_version: Option<Text>,
     /// Screen size in CSS pixels (width, height).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub screen: Option<(u32, u32)>,
@@ -267,16 +268,16 @@ pub struct Device {
 pub struct Location {
     /// ISO 3166-1 alpha-2 country.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub country: Option<String>,
+    pub country: Option<Text>,
     /// Region (ISO 3166-2 subdivision code or name).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub region: Option<String>,
+    pub region: Option<Text>,
     /// City name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub city: Option<String>,
+    pub city: Option<Text>,
     /// Postal code.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub postal_code: Option<String>,
+    pub postal_code: Option<Text>,
     /// Latitude.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latitude: Option<f64>,
@@ -285,7 +286,7 @@ pub struct Location {
     pub longitude: Option<f64>,
     /// IANA time zone of the location.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timezone: Option<String>,
+    pub timezone: Option<Text>,
 }
 
 /// What kind of network or visitor a request came from.
@@ -323,16 +324,16 @@ impl VisitorType {
 pub struct Company {
     /// Name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
+    pub name: Option<Text>,
     /// Web domain.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub domain: Option<String>,
+    pub domain: Option<Text>,
     /// Industry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub industry: Option<String>,
+    pub industry: Option<Text>,
     /// Size band (`51-200`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub size: Option<String>,
+    pub size: Option<Text>,
 }
 
 /// Network facts about the request.
@@ -347,10 +348,10 @@ pub struct Network {
     pub asn: Option<u32>,
     /// Internet service provider.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub isp: Option<String>,
+    pub isp: Option<Text>,
     /// Organisation that holds the address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub organization: Option<String>,
+    pub organization: Option<Text>,
     /// Company, for business networks only.
     #[serde(default, skip_serializing_if = "is_default")]
     pub company: Company,
@@ -415,7 +416,7 @@ pub struct Commerce {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BotInfo {
     /// The rule that matched (`crawler pattern "Googlebot"`, `missing user agent`).
-    pub reason: String,
+    pub reason: Text,
 }
 
 /// One event, fully enriched. Immutable once stored.

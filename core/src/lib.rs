@@ -59,6 +59,7 @@ mod result;
 mod session;
 mod site;
 mod store;
+mod text;
 mod time;
 
 pub use clock::{new_event_id, Clock, ManualClock, RandomSource, SeededRandom, SystemClock};
@@ -83,6 +84,7 @@ pub use session::{
 };
 pub use site::Site;
 pub use store::{run_query, site_or_unknown, EraseScope, EventStore, SiteStore, Store};
+pub use text::Text;
 pub use time::{day_start, local_date, Buckets, TimeBucket};
 
 /// Chrono's time zone type, re-exported for [`Site::timezone`].

@@ -81,8 +81,7 @@ fn to_event(i: usize, r: &Raw) -> Event {
         EventKind::Goal | EventKind::Custom | EventKind::Purchase
     )
     .then(|| "n".to_owned());
-    e.acquisition.source =
-        [None, Some("A".to_owned()), Some("B".to_owned())][r.source as usize].clone();
+    e.acquisition.source = [None, Some("A".into()), Some("B".into())][r.source as usize].clone();
     e.bot = r.bot.then(|| BotInfo {
         reason: "test".into(),
     });
@@ -136,7 +135,7 @@ fn naive(
             let key = |e: &Event| -> Option<String> {
                 match dim {
                     None => None,
-                    Some("source") => first.acquisition.source.clone(),
+                    Some("source") => first.acquisition.source.as_deref().map(str::to_owned),
                     Some(_) => Some(e.page.path.clone()),
                 }
             };

@@ -76,12 +76,14 @@ impl<K: Hash + Eq + Clone, V> BoundedCache<K, V> {
         v
     }
 
-    /// Sets `key`'s value (replacing what was cached).
-    pub fn insert(&self, key: K, value: V) {
+    /// Sets `key`'s value (replacing what was cached) and returns it.
+    pub fn insert(&self, key: K, value: V) -> Arc<V> {
         let shard = &self.shards[(self.hasher.hash_one(&key) as usize) % SHARDS];
+        let v = Arc::new(value);
         let mut s = shard.lock().unwrap_or_else(|e| e.into_inner());
         s.old.remove(&key);
-        Self::insert_into(&mut s, key, Arc::new(value), self.per_generation);
+        Self::insert_into(&mut s, key, Arc::clone(&v), self.per_generation);
+        v
     }
 
     fn insert_into(s: &mut Shard<K, V>, k: K, v: Arc<V>, limit: usize) {

@@ -2,12 +2,12 @@
 
 use crate::bots::{BotDetector, BotListError, BotReason};
 use crate::cache::BoundedCache;
-use crate::geo::{GeoDatabases, GeoFacts};
-use crate::network::NetworkClassifier;
+use crate::geo::GeoDatabases;
+use crate::network::{NetworkClassifier, NetworkVerdict};
 use crate::referrer::{ReferrerClassifier, ReferrerListError};
 use crate::ua::{ClientHints, ClientInfo, UserAgentParser};
 use crate::url::url_facts;
-use beacon_core::{BotInfo, DeviceType, Event, Site, ValidatedHit};
+use beacon_core::{BotInfo, DeviceType, Event, Location, Site, Text, ValidatedHit};
 use serde_json::{json, Value};
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -66,12 +66,56 @@ pub struct Request<'a> {
     pub server_side: bool,
 }
 
-/// What the user agent alone says, cached per (agent, hints).
+/// What the user agent alone says, cached per (agent, hints), in the event's own
+/// field types (cloning a [`Text`] only counts a reference).
 #[derive(Debug)]
 struct AgentFacts {
-    client: ClientInfo,
-    bot: Option<BotReason>,
+    browser: Option<Text>,
+    browser_version: Option<Text>,
+    os: Option<Text>,
+    os_version: Option<Text>,
+    device_type: Option<DeviceType>,
+    brand: Option<Text>,
+    model: Option<Text>,
+    bot: Option<(BotReason, Text)>,
 }
+
+impl AgentFacts {
+    fn new(client: ClientInfo, bot: Option<BotReason>) -> Self {
+        let text = |s: Option<String>| s.map(Text::from);
+        Self {
+            browser: text(client.browser),
+            browser_version: text(client.browser_version),
+            os: text(client.os),
+            os_version: text(client.os_version),
+            device_type: client.device_type,
+            brand: text(client.brand),
+            model: text(client.model),
+            bot: bot.map(|r| {
+                let reason = Text::from(r.to_string());
+                (r, reason)
+            }),
+        }
+    }
+}
+
+/// What the databases and network lists say about one address, cached per address
+/// (a visitor's hits come from one address; decoding the database records and
+/// searching the range lists was most of the work).
+#[derive(Debug, Default)]
+struct AddressFacts {
+    /// The [`GeoDatabases::generation`] the answer was read under.
+    generation: u64,
+    location: Location,
+    asn: Option<u32>,
+    isp: Option<Text>,
+    organization: Option<Text>,
+    /// The network step's verdict for a visitor who is not a bot.
+    verdict: NetworkVerdict,
+}
+
+/// Addresses whose facts are kept.
+const ADDRESS_CACHE: usize = 65_536;
 
 /// Configures an [`Enricher`].
 #[derive(Debug)]
@@ -125,6 +169,8 @@ impl EnricherBuilder {
             network: NetworkClassifier::embedded(),
             geo: Arc::new(self.geo),
             cache: BoundedCache::new(self.cache_capacity),
+            addresses: BoundedCache::new(ADDRESS_CACHE),
+            datacenter_reason: Text::from(BotReason::DatacenterNetwork.to_string()),
             datacenter_is_bot: self.datacenter_is_bot,
         })
     }
@@ -140,6 +186,8 @@ pub struct Enricher {
     network: NetworkClassifier,
     geo: Arc<GeoDatabases>,
     cache: BoundedCache<String, AgentFacts>,
+    addresses: BoundedCache<IpAddr, AddressFacts>,
+    datacenter_reason: Text,
     datacenter_is_bot: bool,
 }
 
@@ -164,6 +212,11 @@ impl Enricher {
         self.cache.stats()
     }
 
+    /// Address cache (hits, misses) so far.
+    pub fn address_cache_stats(&self) -> (u64, u64) {
+        self.addresses.stats()
+    }
+
     /// Enriches a validated hit into the event for `site`; the IP stays on the event
     /// only when the site opted in to storing it.
     pub fn enrich_hit(&self, hit: ValidatedHit, site: &Site) -> Event {
@@ -179,8 +232,11 @@ impl Enricher {
     }
 
     /// Runs the configured steps on `event`.
+    ///
+    /// The network step reads the GeoIP answer when the geo step is configured
+    /// (wherever it sits in the order).
     pub fn enrich(&self, event: &mut Event, req: &Request<'_>, site: &Site) {
-        let mut geo = GeoFacts::default();
+        let mut address: Option<Arc<AddressFacts>> = None;
         let mut agent: Option<Arc<AgentFacts>> = None;
         let mut url: Option<crate::url::UrlFacts> = None;
         for step in &self.steps {
@@ -198,10 +254,16 @@ impl Enricher {
                 Step::Referrer => {
                     let url =
                         url.get_or_insert_with(|| url_facts(&event.page.url).unwrap_or_default());
-                    let mut own: Vec<&str> = vec![site.domain.as_str(), event.page.host.as_str()];
-                    own.extend(site.extra_hosts.iter().map(String::as_str));
                     let referrer_host = event.page.referrer_domain.as_deref();
-                    let a = self.referrers.attribute(url, referrer_host, &own);
+                    let page_host = event.page.host.as_str();
+                    let a = if site.extra_hosts.is_empty() {
+                        let own = [site.domain.as_str(), page_host];
+                        self.referrers.attribute(url, referrer_host, &own)
+                    } else {
+                        let mut own: Vec<&str> = vec![site.domain.as_str(), page_host];
+                        own.extend(site.extra_hosts.iter().map(String::as_str));
+                        self.referrers.attribute(url, referrer_host, &own)
+                    };
                     event.acquisition.source = a.source;
                     event.acquisition.medium = a.medium;
                     event.acquisition.channel = Some(a.channel);
@@ -210,50 +272,60 @@ impl Enricher {
                     let facts =
                         agent.get_or_insert_with(|| self.agent(req.user_agent, req.client_hints));
                     if *step == Step::UserAgent {
-                        let c = &facts.client;
                         let d = &mut event.device;
-                        d.browser = c.browser.clone();
-                        d.browser_version = c.browser_version.clone();
-                        d.os = c.os.clone();
-                        d.os_version = c.os_version.clone();
-                        d.device_type = c.device_type;
-                        d.brand = c.brand.clone();
-                        d.model = c.model.clone();
-                    } else if let Some(reason) = facts
+                        d.browser.clone_from(&facts.browser);
+                        d.browser_version.clone_from(&facts.browser_version);
+                        d.os.clone_from(&facts.os);
+                        d.os_version.clone_from(&facts.os_version);
+                        d.device_type = facts.device_type;
+                        d.brand.clone_from(&facts.brand);
+                        d.model.clone_from(&facts.model);
+                    } else if let Some((_, reason)) = facts
                         .bot
                         .as_ref()
-                        .filter(|r| !(req.server_side && **r == BotReason::MissingUserAgent))
+                        .filter(|(r, _)| !(req.server_side && *r == BotReason::MissingUserAgent))
                     {
                         event.bot = Some(BotInfo {
-                            reason: reason.to_string(),
+                            reason: reason.clone(),
                         });
                         event.device.device_type = Some(DeviceType::Bot);
                     }
                 }
                 Step::Geo => {
                     if let Some(ip) = req.ip.filter(|_| !self.geo.is_empty()) {
-                        geo = self.geo.lookup(ip);
-                        event.location = std::mem::take(&mut geo.location);
-                        event.network.asn = geo.asn;
-                        event.network.isp =
-                            geo.isp.clone().or_else(|| geo.asn_organization.clone());
-                        event.network.organization = geo
-                            .organization
-                            .clone()
-                            .or_else(|| geo.asn_organization.clone());
+                        let a = address.get_or_insert_with(|| self.address(ip));
+                        event.location.clone_from(&a.location);
+                        event.network.asn = a.asn;
+                        event.network.isp.clone_from(&a.isp);
+                        event.network.organization.clone_from(&a.organization);
                     }
                 }
                 Step::Network => {
-                    let v = self.network.classify(req.ip, &geo, event.bot.is_some());
-                    event.network.visitor_type = v.visitor_type;
-                    event.network.is_vpn = v.is_vpn;
-                    event.network.is_proxy = v.is_proxy;
-                    event.network.is_hosting = v.is_hosting;
-                    event.network.company.name = v.company;
-                    event.network.company.domain = v.company_domain;
-                    if v.is_hosting && self.datacenter_is_bot && event.bot.is_none() {
+                    let is_bot = event.bot.is_some();
+                    let fresh;
+                    let v = match req.ip {
+                        Some(ip) => &address.get_or_insert_with(|| self.address(ip)).verdict,
+                        None => {
+                            fresh = self.network.classify(None, &Default::default(), false);
+                            &fresh
+                        }
+                    };
+                    let n = &mut event.network;
+                    n.is_vpn = v.is_vpn;
+                    n.is_proxy = v.is_proxy;
+                    n.is_hosting = v.is_hosting;
+                    if is_bot {
+                        n.visitor_type = Some(beacon_core::VisitorType::Bot);
+                        n.company.name = None;
+                        n.company.domain = None;
+                    } else {
+                        n.visitor_type = v.visitor_type;
+                        n.company.name.clone_from(&v.company);
+                        n.company.domain.clone_from(&v.company_domain);
+                    }
+                    if v.is_hosting && self.datacenter_is_bot && !is_bot {
                         event.bot = Some(BotInfo {
-                            reason: BotReason::DatacenterNetwork.to_string(),
+                            reason: self.datacenter_reason.clone(),
                         });
                     }
                 }
@@ -262,12 +334,47 @@ impl Enricher {
         event.network.ip = req.ip.filter(|_| site.store_ip);
     }
 
+    /// The cached facts about `ip`, read again when a database was replaced since.
+    fn address(&self, ip: IpAddr) -> Arc<AddressFacts> {
+        let generation = self.geo.generation();
+        let cached = self
+            .addresses
+            .get_or_insert_with(&ip, || self.address_uncached(ip, generation));
+        if cached.generation == generation {
+            return cached;
+        }
+        self.addresses
+            .insert(ip, self.address_uncached(ip, generation))
+    }
+
+    fn address_uncached(&self, ip: IpAddr, generation: u64) -> AddressFacts {
+        let geo = if self.steps.contains(&Step::Geo) && !self.geo.is_empty() {
+            self.geo.lookup(ip)
+        } else {
+            Default::default()
+        };
+        let verdict = self.network.classify(Some(ip), &geo, false);
+        AddressFacts {
+            generation,
+            isp: geo.isp.clone().or_else(|| geo.asn_organization.clone()),
+            organization: geo
+                .organization
+                .clone()
+                .or_else(|| geo.asn_organization.clone()),
+            asn: geo.asn,
+            location: geo.location,
+            verdict,
+        }
+    }
+
     fn agent(&self, ua: Option<&str>, hints: Option<&ClientHints>) -> Arc<AgentFacts> {
         let no_hints = ClientHints::default();
         let hints = hints.unwrap_or(&no_hints);
-        let make = || AgentFacts {
-            client: ua.map(|u| self.ua.parse(u, hints)).unwrap_or_default(),
-            bot: self.bots.classify(ua),
+        let make = || {
+            AgentFacts::new(
+                ua.map(|u| self.ua.parse(u, hints)).unwrap_or_default(),
+                self.bots.classify(ua),
+            )
         };
         match ua {
             Some(u) if hints.is_empty() => self.cache.get_or_insert_with(u, make),

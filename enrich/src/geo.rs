@@ -3,8 +3,7 @@
 //! Enterprise. Every database is optional and can be replaced on disk and reloaded
 //! without a restart.
 
-use crate::cache::BoundedCache;
-use beacon_core::Location;
+use beacon_core::{Location, Text};
 use maxminddb::Reader;
 use serde::Deserialize;
 use std::net::IpAddr;
@@ -59,17 +58,17 @@ pub struct GeoFacts {
     /// Autonomous system number.
     pub asn: Option<u32>,
     /// Autonomous system organisation (from the ASN database).
-    pub asn_organization: Option<String>,
+    pub asn_organization: Option<Text>,
     /// ISP name.
-    pub isp: Option<String>,
+    pub isp: Option<Text>,
     /// Organisation holding the address (ISP or Enterprise database).
-    pub organization: Option<String>,
+    pub organization: Option<Text>,
     /// The organisation's web domain (Enterprise database).
-    pub domain: Option<String>,
+    pub domain: Option<Text>,
     /// MaxMind user type (`business`, `residential`, `hosting`, `cellular`, ...).
-    pub user_type: Option<String>,
+    pub user_type: Option<Text>,
     /// Connection type (`Corporate`, `Cable/DSL`, `Cellular`).
-    pub connection_type: Option<String>,
+    pub connection_type: Option<Text>,
     /// Any anonymiser.
     pub is_anonymous: bool,
     /// A VPN exit.
@@ -192,8 +191,8 @@ struct AnonymousRecord {
     is_tor_exit_node: bool,
 }
 
-fn own(s: Option<&str>) -> Option<String> {
-    s.filter(|s| !s.is_empty()).map(str::to_owned)
+fn own(s: Option<&str>) -> Option<Text> {
+    s.filter(|s| !s.is_empty()).map(Text::from)
 }
 
 fn load(path: &Path) -> Result<Loaded, GeoError> {
@@ -216,26 +215,13 @@ fn load(path: &Path) -> Result<Loaded, GeoError> {
 
 /// The configured databases; cheap to share (`Arc`) across threads.
 ///
-/// Answers are cached per address (a visitor's hits come from one address): decoding
-/// a MaxMind record was most of a lookup. Replacing a file starts a new generation,
-/// and answers of older generations are not used.
+/// Every replacement of a file starts a new [`generation`](Self::generation), so that
+/// callers who cache answers per address (the [`crate::Enricher`] does) can tell
+/// when their answers went stale.
+#[derive(Default)]
 pub struct GeoDatabases {
     slots: Vec<Slot>,
     generation: AtomicU64,
-    cache: BoundedCache<IpAddr, (u64, GeoFacts)>,
-}
-
-/// Addresses whose answers are kept.
-const ADDRESS_CACHE: usize = 65_536;
-
-impl Default for GeoDatabases {
-    fn default() -> Self {
-        Self {
-            slots: Vec::new(),
-            generation: AtomicU64::new(0),
-            cache: BoundedCache::new(ADDRESS_CACHE),
-        }
-    }
 }
 
 impl std::fmt::Debug for GeoDatabases {
@@ -292,27 +278,15 @@ impl GeoDatabases {
         self.slots.is_empty()
     }
 
-    /// (hits, misses) of the per-address cache since start.
-    pub fn cache_stats(&self) -> (u64, u64) {
-        self.cache.stats()
+    /// How many times a file was replaced since start: answers cached under an older
+    /// generation are stale.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     /// Looks `ip` up in every database. Addresses a database lacks (or that it cannot
     /// hold, such as IPv6 in an IPv4-only file) leave their fields empty.
     pub fn lookup(&self, ip: IpAddr) -> GeoFacts {
-        let generation = self.generation.load(Ordering::Acquire);
-        let cached = self
-            .cache
-            .get_or_insert_with(&ip, || (generation, self.lookup_uncached(ip)));
-        if cached.0 == generation {
-            return cached.1.clone();
-        }
-        let fresh = self.lookup_uncached(ip);
-        self.cache.insert(ip, (generation, fresh.clone()));
-        fresh
-    }
-
-    fn lookup_uncached(&self, ip: IpAddr) -> GeoFacts {
         let mut f = GeoFacts::default();
         for slot in &self.slots {
             let loaded = Arc::clone(&slot.loaded.read().unwrap_or_else(|e| e.into_inner()));
@@ -341,8 +315,8 @@ impl GeoDatabases {
                             .first()
                             .and_then(|s| s.iso_code)
                             .map(|s| match &country {
-                                Some(c) => format!("{c}-{s}"),
-                                None => s.to_owned(),
+                                Some(c) => Text::from(format!("{c}-{s}")),
+                                None => Text::from(s),
                             })
                             .or(l.region.take());
                         l.country = country.or(l.country.take());

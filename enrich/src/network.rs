@@ -2,7 +2,7 @@
 //! lists, and the visitor type (business, consumer, hosting, bot, privacy).
 
 use crate::geo::GeoFacts;
-use beacon_core::VisitorType;
+use beacon_core::{Text, VisitorType};
 use std::collections::HashSet;
 use std::net::IpAddr;
 
@@ -77,9 +77,9 @@ pub struct NetworkVerdict {
     /// Hosting / data-centre network.
     pub is_hosting: bool,
     /// The company, for business networks only.
-    pub company: Option<String>,
+    pub company: Option<Text>,
     /// The company's domain, for business networks only.
-    pub company_domain: Option<String>,
+    pub company_domain: Option<Text>,
 }
 
 /// Words in an organisation's name that mark a consumer access provider, not a company.
@@ -202,7 +202,8 @@ impl NetworkClassifier {
                 .or(geo.asn_organization.as_deref())
                 .or(geo.isp.as_deref());
             org.map(|o| {
-                let lower = format!("{} ", o.to_ascii_lowercase());
+                let mut lower = o.to_ascii_lowercase();
+                lower.push(' ');
                 let isp_named = geo.isp.is_some()
                     && geo
                         .organization

@@ -1,6 +1,7 @@
 //! Referrer source, medium and channel, from the CC0 search / social / AI lists.
 
 use crate::url::UrlFacts;
+use beacon_core::Text;
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
 
@@ -19,12 +20,12 @@ pub enum ReferrerKind {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Attribution {
     /// Source name (`Google`, `Hacker News`) or the referrer's domain.
-    pub source: Option<String>,
+    pub source: Option<Text>,
     /// Medium (`organic`, `cpc`, `social`, `referral`, `email`, `ai`, or utm_medium).
-    pub medium: Option<String>,
+    pub medium: Option<Text>,
     /// Channel (`Direct`, `Organic Search`, `Paid Search`, `Organic Social`, `Paid Social`,
     /// `Email`, `Referral`, `AI Assistants`, `Affiliates`, `Display`, `Paid Other`, `Internal`).
-    pub channel: String,
+    pub channel: Text,
 }
 
 #[derive(Deserialize)]
@@ -36,14 +37,54 @@ struct Engine {
 #[derive(Debug, Clone)]
 pub struct ReferrerClassifier {
     /// Exact hosts.
-    hosts: HashMap<String, (String, ReferrerKind)>,
+    hosts: HostMap,
     /// `google.{}`: by the part before the country suffix (`google`).
-    any_tld: HashMap<String, (String, ReferrerKind)>,
+    any_tld: HostMap,
     /// `{}.images.yahoo.com`: by the part after the country prefix.
-    any_prefix: HashMap<String, (String, ReferrerKind)>,
+    any_prefix: HostMap,
     /// Lowercase source name → kind (for `utm_source=facebook`).
     names: HashMap<String, ReferrerKind>,
+    /// The fixed words of an attribution ([`CHANNELS`], [`MEDIUMS`], [`PAID_SOURCES`]),
+    /// made once and shared by every event.
+    channels: Vec<Text>,
+    mediums: Vec<Text>,
+    paid_sources: Vec<Text>,
 }
+
+/// Every channel, in the order [`channel`] numbers them.
+const CHANNELS: [&str; 12] = [
+    "Email",
+    "Affiliates",
+    "Display",
+    "Paid Social",
+    "Paid Search",
+    "Paid Other",
+    "AI Assistants",
+    "Organic Search",
+    "Organic Social",
+    "Internal",
+    "Referral",
+    "Direct",
+];
+
+const CH_EMAIL: usize = 0;
+const CH_AFFILIATES: usize = 1;
+const CH_DISPLAY: usize = 2;
+const CH_PAID_SOCIAL: usize = 3;
+const CH_PAID_SEARCH: usize = 4;
+const CH_PAID_OTHER: usize = 5;
+const CH_AI_ASSISTANTS: usize = 6;
+const CH_ORGANIC_SEARCH: usize = 7;
+const CH_ORGANIC_SOCIAL: usize = 8;
+const CH_INTERNAL: usize = 9;
+const CH_REFERRAL: usize = 10;
+const CH_DIRECT: usize = 11;
+
+/// Mediums the classifier names itself (utm_medium is taken as sent).
+const MEDIUMS: [&str; 5] = ["cpc", "organic", "social", "ai", "referral"];
+
+/// Sources implied by a click id: gclid, fbclid, ttclid, msclkid.
+const PAID_SOURCES: [&str; 4] = ["Google", "Facebook", "TikTok", "Bing"];
 
 /// Hosts of well-known sites that the CC0 lists leave out or name differently.
 const EXTRA: [(&str, &str, ReferrerKind); 6] = [
@@ -99,7 +140,7 @@ impl ReferrerClassifier {
             for host in defs.iter().flat_map(|d| &d.urls) {
                 hosts.insert(
                     normalise(host).into_owned(),
-                    (name.clone(), ReferrerKind::Search),
+                    (Text::from(&name), ReferrerKind::Search),
                 );
             }
         }
@@ -108,7 +149,7 @@ impl ReferrerClassifier {
             for host in list {
                 hosts.insert(
                     normalise(&host).into_owned(),
-                    (name.clone(), ReferrerKind::Social),
+                    (Text::from(&name), ReferrerKind::Social),
                 );
             }
         }
@@ -117,7 +158,7 @@ impl ReferrerClassifier {
             for host in list {
                 hosts.insert(
                     normalise(&host).into_owned(),
-                    (name.clone(), ReferrerKind::AiAssistant),
+                    (Text::from(&name), ReferrerKind::AiAssistant),
                 );
             }
         }
@@ -125,7 +166,7 @@ impl ReferrerClassifier {
             names.entry(name.to_ascii_lowercase()).or_insert(kind);
             hosts
                 .entry(host.to_owned())
-                .or_insert((name.to_owned(), kind));
+                .or_insert((Text::from(name), kind));
         }
         let mut any_tld = HashMap::new();
         let mut any_prefix = HashMap::new();
@@ -141,12 +182,19 @@ impl ReferrerClassifier {
             any_tld,
             any_prefix,
             names,
+            channels: CHANNELS.map(Text::from).to_vec(),
+            mediums: MEDIUMS.map(Text::from).to_vec(),
+            paid_sources: PAID_SOURCES.map(Text::from).to_vec(),
         })
     }
 
     /// The known site behind `host` (its name and kind), trying parent domains and
     /// the lists' `{}` wildcard for a country code (`google.{}`).
     pub fn lookup(&self, host: &str) -> Option<(&str, ReferrerKind)> {
+        self.entry(host).map(|(n, k)| (n.as_str(), *k))
+    }
+
+    fn entry(&self, host: &str) -> Option<&(Text, ReferrerKind)> {
         let host = normalise(host);
         let mut h: &str = &host;
         loop {
@@ -194,47 +242,53 @@ impl ReferrerClassifier {
         referrer_host: Option<&str>,
         own_hosts: &[&str],
     ) -> Attribution {
-        let referrer_host = referrer_host
-            .map(|h| normalise(h).into_owned())
-            .filter(|h| !h.is_empty());
+        let referrer_host = referrer_host.map(normalise).filter(|h| !h.is_empty());
         let internal = referrer_host
             .as_deref()
             .is_some_and(|r| own_hosts.iter().any(|o| same_site(r, o)));
         let known = referrer_host
             .as_deref()
             .filter(|_| !internal)
-            .and_then(|h| self.lookup(h));
+            .and_then(|h| self.entry(h));
         let paid = url.has_paid_click();
-        let utm_medium = url.utm.medium.as_deref().map(str::to_ascii_lowercase);
-        let utm_source = url.utm.source.clone();
+        let utm_source = url.utm.source.as_deref();
 
         let source = utm_source
-            .clone()
-            .or_else(|| known.map(|(n, _)| n.to_owned()))
+            .map(Text::from)
+            .or_else(|| known.map(|(n, _)| n.clone()))
             .or_else(|| {
                 if internal {
                     None
                 } else {
-                    referrer_host.clone()
+                    referrer_host.as_deref().map(Text::from)
                 }
             })
-            .or_else(|| paid_source(url));
-        let medium = utm_medium.clone().or_else(|| match (known, paid) {
-            (_, true) => Some("cpc".to_owned()),
-            (Some((_, ReferrerKind::Search)), false) => Some("organic".to_owned()),
-            (Some((_, ReferrerKind::Social)), false) => Some("social".to_owned()),
-            (Some((_, ReferrerKind::AiAssistant)), false) => Some("ai".to_owned()),
-            (None, false) if referrer_host.is_some() && !internal => Some("referral".to_owned()),
-            _ => None,
-        });
+            .or_else(|| paid_source(url).map(|i| self.paid_sources[i].clone()));
+        let medium = match url.utm.medium.as_deref() {
+            Some(m) if m.bytes().any(|b| b.is_ascii_uppercase()) => {
+                Some(Text::from(m.to_ascii_lowercase()))
+            }
+            Some(m) => Some(Text::from(m)),
+            None => {
+                let own = match (known.map(|(_, k)| *k), paid) {
+                    (_, true) => Some(0),
+                    (Some(ReferrerKind::Search), false) => Some(1),
+                    (Some(ReferrerKind::Social), false) => Some(2),
+                    (Some(ReferrerKind::AiAssistant), false) => Some(3),
+                    (None, false) if referrer_host.is_some() && !internal => Some(4),
+                    _ => None,
+                };
+                own.map(|i| self.mediums[i].clone())
+            }
+        };
         let kind = known
-            .map(|(_, k)| k)
-            .or_else(|| utm_source.as_deref().and_then(|s| self.lookup_name(s)));
+            .map(|(_, k)| *k)
+            .or_else(|| utm_source.and_then(|s| self.lookup_name(s)));
         let channel = channel(medium.as_deref(), kind, paid, source.is_some(), internal);
         Attribution {
             source,
             medium,
-            channel: channel.to_owned(),
+            channel: self.channels[channel].clone(),
         }
     }
 
@@ -248,29 +302,23 @@ impl ReferrerClassifier {
     }
 }
 
-fn paid_source(url: &UrlFacts) -> Option<String> {
+/// The index in [`PAID_SOURCES`] of the source a click id implies.
+fn paid_source(url: &UrlFacts) -> Option<usize> {
     let c = &url.click_ids;
-    if c.gclid.is_some() {
-        Some("Google".into())
-    } else if c.fbclid.is_some() {
-        Some("Facebook".into())
-    } else if c.ttclid.is_some() {
-        Some("TikTok".into())
-    } else if c.msclkid.is_some() {
-        Some("Bing".into())
-    } else {
-        None
-    }
+    [&c.gclid, &c.fbclid, &c.ttclid, &c.msclkid]
+        .iter()
+        .position(|id| id.is_some())
 }
 
-/// The channel from medium, the source's kind and whether a click id is present.
+/// The channel (its index in [`CHANNELS`]) from medium, the source's kind and whether
+/// a click id is present.
 fn channel(
     medium: Option<&str>,
     kind: Option<ReferrerKind>,
     paid: bool,
     has_source: bool,
     internal: bool,
-) -> &'static str {
+) -> usize {
     let m = medium.unwrap_or("");
     let paid_medium = matches!(
         m,
@@ -288,38 +336,38 @@ fn channel(
             | "cpa"
     );
     match () {
-        _ if matches!(m, "email" | "e-mail" | "e_mail" | "newsletter") => "Email",
-        _ if matches!(m, "affiliate" | "affiliates" | "partner") => "Affiliates",
-        _ if matches!(m, "display" | "banner" | "cpm") => "Display",
+        _ if matches!(m, "email" | "e-mail" | "e_mail" | "newsletter") => CH_EMAIL,
+        _ if matches!(m, "affiliate" | "affiliates" | "partner") => CH_AFFILIATES,
+        _ if matches!(m, "display" | "banner" | "cpm") => CH_DISPLAY,
         _ if (paid || paid_medium)
             && (kind == Some(ReferrerKind::Social) || m.contains("social")) =>
         {
-            "Paid Social"
+            CH_PAID_SOCIAL
         }
         _ if paid || paid_medium => {
             if kind == Some(ReferrerKind::Search) || m.contains("search") || paid {
-                "Paid Search"
+                CH_PAID_SEARCH
             } else {
-                "Paid Other"
+                CH_PAID_OTHER
             }
         }
-        _ if kind == Some(ReferrerKind::AiAssistant) || m == "ai" => "AI Assistants",
-        _ if kind == Some(ReferrerKind::Search) || m == "organic" => "Organic Search",
+        _ if kind == Some(ReferrerKind::AiAssistant) || m == "ai" => CH_AI_ASSISTANTS,
+        _ if kind == Some(ReferrerKind::Search) || m == "organic" => CH_ORGANIC_SEARCH,
         _ if kind == Some(ReferrerKind::Social)
             || matches!(m, "social" | "social-network" | "social_network" | "sm") =>
         {
-            "Organic Social"
+            CH_ORGANIC_SOCIAL
         }
-        _ if internal && !has_source => "Internal",
-        _ if has_source => "Referral",
-        _ => "Direct",
+        _ if internal && !has_source => CH_INTERNAL,
+        _ if has_source => CH_REFERRAL,
+        _ => CH_DIRECT,
     }
 }
 
-type HostMap = HashMap<String, (String, ReferrerKind)>;
+type HostMap = HashMap<String, (Text, ReferrerKind)>;
 
-fn found<'a>(m: &'a HostMap, k: &str) -> Option<(&'a str, ReferrerKind)> {
-    m.get(k).map(|(n, kind)| (n.as_str(), *kind))
+fn found<'a>(m: &'a HostMap, k: &str) -> Option<&'a (Text, ReferrerKind)> {
+    m.get(k)
 }
 
 /// Lower case, without a trailing dot or a leading `www.`; borrows when already so.

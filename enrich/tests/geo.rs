@@ -1,7 +1,8 @@
 //! GeoIP against MaxMind's test databases and their JSON sources, the corrupt files,
 //! the flat ip-location-db schema, and replacing a database without a restart.
 
-use beacon_enrich::{GeoDatabases, GeoFacts, GeoKind};
+use beacon_core::{Event, Site};
+use beacon_enrich::{Enricher, GeoDatabases, GeoFacts, GeoKind, Request};
 use serde_json::Value;
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -79,13 +80,13 @@ fn expected_location(rec: &Value) -> LocationFields {
 fn got_location(f: &GeoFacts) -> LocationFields {
     let l = &f.location;
     (
-        l.country.clone(),
-        l.region.clone(),
-        l.city.clone(),
-        l.postal_code.clone(),
+        l.country.as_deref().map(str::to_owned),
+        l.region.as_deref().map(str::to_owned),
+        l.city.as_deref().map(str::to_owned),
+        l.postal_code.as_deref().map(str::to_owned),
         l.latitude,
         l.longitude,
-        l.timezone.clone(),
+        l.timezone.as_deref().map(str::to_owned),
     )
 }
 
@@ -123,11 +124,23 @@ fn enterprise_traits_match_their_source() {
     let d = db(GeoKind::Enterprise, "GeoIP2-Enterprise-Test");
     for (ip, rec) in source("GeoIP2-Enterprise-Test") {
         let f = d.lookup(ip);
-        assert_eq!(f.user_type, s(&rec, &["traits", "user_type"]), "{ip}");
-        assert_eq!(f.organization, s(&rec, &["traits", "organization"]), "{ip}");
-        assert_eq!(f.domain, s(&rec, &["traits", "domain"]), "{ip}");
         assert_eq!(
-            f.connection_type,
+            f.user_type.as_deref().map(str::to_owned),
+            s(&rec, &["traits", "user_type"]),
+            "{ip}"
+        );
+        assert_eq!(
+            f.organization.as_deref().map(str::to_owned),
+            s(&rec, &["traits", "organization"]),
+            "{ip}"
+        );
+        assert_eq!(
+            f.domain.as_deref().map(str::to_owned),
+            s(&rec, &["traits", "domain"]),
+            "{ip}"
+        );
+        assert_eq!(
+            f.connection_type.as_deref().map(str::to_owned),
             s(&rec, &["traits", "connection_type"]),
             "{ip}"
         );
@@ -155,12 +168,20 @@ fn asn_and_isp_databases_match_their_sources() {
                 "{name} {ip}"
             );
             assert_eq!(
-                f.asn_organization,
+                f.asn_organization.as_deref().map(str::to_owned),
                 s(&rec, &["autonomous_system_organization"]),
                 "{name} {ip}"
             );
-            assert_eq!(f.isp, s(&rec, &["isp"]), "{name} {ip}");
-            assert_eq!(f.organization, s(&rec, &["organization"]), "{name} {ip}");
+            assert_eq!(
+                f.isp.as_deref().map(str::to_owned),
+                s(&rec, &["isp"]),
+                "{name} {ip}"
+            );
+            assert_eq!(
+                f.organization.as_deref().map(str::to_owned),
+                s(&rec, &["organization"]),
+                "{name} {ip}"
+            );
             total += 1;
         }
     }
@@ -264,11 +285,32 @@ fn a_replaced_file_is_picked_up_without_a_restart() {
         .with(GeoKind::Location, &live)
         .expect("opens");
     let ip: IpAddr = "81.2.69.142".parse().expect("ip");
+    // The enricher caches answers per address: a replaced file must still show.
+    let enricher = Enricher::builder()
+        .geo(
+            GeoDatabases::new()
+                .with(GeoKind::Location, &live)
+                .expect("opens"),
+        )
+        .build()
+        .expect("enricher");
+    let site = Site::new("example.com");
+    let city_via_enricher = || {
+        let mut e = Event::default();
+        let req = Request {
+            ip: Some(ip),
+            ..Request::default()
+        };
+        enricher.enrich(&mut e, &req, &site);
+        e.location.city.as_deref().map(str::to_owned)
+    };
     assert_eq!(
         d.lookup(ip).location.city,
         None,
         "a country database has no cities"
     );
+    assert_eq!(city_via_enricher(), None);
+    assert_eq!(city_via_enricher(), None, "and from the cache");
     std::thread::sleep(Duration::from_millis(20));
     let staged = dir.join("city.mmdb.new");
     std::fs::copy(
@@ -279,6 +321,8 @@ fn a_replaced_file_is_picked_up_without_a_restart() {
     std::fs::rename(&staged, &live).expect("atomic replace");
     assert_eq!(d.reload_changed().expect("reload"), 1);
     assert_eq!(d.lookup(ip).location.city.as_deref(), Some("London"));
+    assert_eq!(enricher.geo().reload_changed().expect("reload"), 1);
+    assert_eq!(city_via_enricher().as_deref(), Some("London"));
     assert_eq!(
         d.reload_changed().expect("reload"),
         0,

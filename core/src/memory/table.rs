@@ -5,6 +5,7 @@ use crate::columns::EventColumns;
 use crate::event::{BotInfo, DeviceType, Event, EventKind, VisitorType};
 use crate::hash::{FastBuild, FastHasher, IdentityBuild};
 use crate::money::Money;
+use crate::text::Text;
 use std::collections::HashMap;
 use std::hash::Hasher;
 
@@ -619,6 +620,7 @@ impl SiteTable {
             ..Event::default()
         };
         let st = |id: u32| self.strings.get(id).map(str::to_owned);
+        let tx = |id: u32| self.strings.get(id).map(Text::from);
         e.identity.visitor_id = self
             .visitors
             .get(self.visitor[r])
@@ -637,12 +639,12 @@ impl SiteTable {
             "bot" => DeviceType::Bot,
             _ => DeviceType::Unknown,
         });
-        e.device.browser = st(c[client::BROWSER]);
-        e.device.os = st(c[client::OS]);
-        e.location.country = st(c[client::COUNTRY]);
-        e.location.region = st(c[client::REGION]);
-        e.location.city = st(c[client::CITY]);
-        e.network.company.name = st(c[client::COMPANY]);
+        e.device.browser = tx(c[client::BROWSER]);
+        e.device.os = tx(c[client::OS]);
+        e.location.country = tx(c[client::COUNTRY]);
+        e.location.region = tx(c[client::REGION]);
+        e.location.city = tx(c[client::CITY]);
+        e.network.company.name = tx(c[client::COMPANY]);
         e.network.visitor_type = self
             .strings
             .get(c[client::VISITOR_TYPE])
@@ -654,11 +656,11 @@ impl SiteTable {
                 "privacy" => Some(VisitorType::Privacy),
                 _ => None,
             });
-        e.bot = st(c[client::BOT]).map(|reason| BotInfo { reason });
+        e.bot = tx(c[client::BOT]).map(|reason| BotInfo { reason });
         let a = self.acqs.values[self.acq[r] as usize];
-        e.acquisition.source = st(a[acq::SOURCE]);
+        e.acquisition.source = tx(a[acq::SOURCE]);
         e.page.referrer = st(a[acq::REFERRER]);
-        e.acquisition.channel = st(a[acq::CHANNEL]);
+        e.acquisition.channel = tx(a[acq::CHANNEL]);
         e.acquisition.utm.source = st(a[acq::UTM_SOURCE]);
         e.acquisition.utm.medium = st(a[acq::UTM_MEDIUM]);
         e.acquisition.utm.campaign = st(a[acq::UTM_CAMPAIGN]);
