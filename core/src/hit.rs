@@ -3,6 +3,7 @@
 use crate::error::ValidationError;
 use crate::event::{Commerce, Device, Engagement, Event, EventKind, Page};
 use crate::money::{Currency, Money, MoneyError};
+use crate::url::UrlParts;
 use chrono::{DateTime, Duration, Utc};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
@@ -551,19 +552,19 @@ fn validate_url(url: Option<&str>, lim: &Limits) -> VResult<Page> {
     if raw.len() > lim.max_url_len {
         return err("url", format!("must be at most {} bytes", lim.max_url_len));
     }
-    let parsed = url::Url::parse(raw).map_err(|e| {
+    let parsed = UrlParts::parse(raw).map_err(|e| {
         ValidationError::new("url", format!("must be an absolute http(s) URL ({e})"))
     })?;
-    if !matches!(parsed.scheme(), "http" | "https") {
+    if !matches!(parsed.scheme.as_ref(), "http" | "https") {
         return err("url", "must be an absolute http(s) URL");
     }
-    let Some(host) = parsed.host_str() else {
+    let Some(host) = parsed.host else {
         return err("url", "must have a host");
     };
     Ok(Page {
         url: raw.to_owned(),
-        host: host.to_ascii_lowercase(),
-        path: parsed.path().to_owned(),
+        host: host.into_owned(),
+        path: parsed.path.into_owned(),
         ..Page::default()
     })
 }
@@ -581,14 +582,13 @@ fn validate_referrer(
             format!("must be at most {} bytes", lim.max_url_len),
         );
     }
-    let parsed = url::Url::parse(raw)
+    let parsed = UrlParts::parse(raw)
         .map_err(|e| ValidationError::new("referrer", format!("must be an absolute URL ({e})")))?;
-    let Some(host) = parsed.host_str().filter(|h| !h.is_empty()) else {
+    let Some(host) = parsed.host.filter(|h| !h.is_empty()) else {
         return err("referrer", "must have a host");
     };
-    let host = host.to_ascii_lowercase();
     let domain = host.strip_prefix("www.").unwrap_or(&host).to_owned();
-    let clean = format!("{}://{}{}", parsed.scheme(), host, parsed.path());
+    let clean = format!("{}://{}{}", parsed.scheme, host, parsed.path);
     Ok((Some(clean), Some(domain)))
 }
 

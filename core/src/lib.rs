@@ -61,6 +61,7 @@ mod site;
 mod store;
 mod text;
 mod time;
+mod url;
 
 pub use clock::{new_event_id, Clock, ManualClock, RandomSource, SeededRandom, SystemClock};
 pub use columns::EventColumns;
@@ -86,6 +87,7 @@ pub use site::Site;
 pub use store::{run_query, site_or_unknown, EraseScope, EventStore, SiteStore, Store};
 pub use text::Text;
 pub use time::{day_start, local_date, Buckets, TimeBucket};
+pub use url::UrlParts;
 
 /// Chrono's time zone type, re-exported for [`Site::timezone`].
 pub use chrono_tz::Tz;

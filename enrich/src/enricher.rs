@@ -6,8 +6,8 @@ use crate::geo::GeoDatabases;
 use crate::network::{NetworkClassifier, NetworkVerdict};
 use crate::referrer::{ReferrerClassifier, ReferrerListError};
 use crate::ua::{ClientHints, ClientInfo, UserAgentParser};
-use crate::url::url_facts;
-use beacon_core::{BotInfo, DeviceType, Event, Location, Site, Text, ValidatedHit};
+use crate::url::{query_facts, UrlFacts};
+use beacon_core::{BotInfo, DeviceType, Event, Location, Site, Text, UrlParts, ValidatedHit};
 use serde_json::{json, Value};
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -238,22 +238,16 @@ impl Enricher {
     pub fn enrich(&self, event: &mut Event, req: &Request<'_>, site: &Site) {
         let mut address: Option<Arc<AddressFacts>> = None;
         let mut agent: Option<Arc<AgentFacts>> = None;
-        let mut url: Option<crate::url::UrlFacts> = None;
+        let mut url: Option<UrlFacts> = None;
+        let mut url_step = false;
         for step in &self.steps {
             match step {
                 Step::Url => {
-                    let u =
-                        url.get_or_insert_with(|| url_facts(&event.page.url).unwrap_or_default());
-                    event.acquisition.utm = u.utm.clone();
-                    event.acquisition.click_ids = u.click_ids.clone();
-                    if event.page.host.is_empty() {
-                        event.page.host = u.host.clone();
-                        event.page.path = u.path.clone();
-                    }
+                    url.get_or_insert_with(|| Self::url(&mut event.page));
+                    url_step = true;
                 }
                 Step::Referrer => {
-                    let url =
-                        url.get_or_insert_with(|| url_facts(&event.page.url).unwrap_or_default());
+                    let url = url.get_or_insert_with(|| Self::url(&mut event.page));
                     let referrer_host = event.page.referrer_domain.as_deref();
                     let page_host = event.page.host.as_str();
                     let a = if site.extra_hosts.is_empty() {
@@ -332,6 +326,25 @@ impl Enricher {
             }
         }
         event.network.ip = req.ip.filter(|_| site.store_ip);
+        if let Some(u) = url.filter(|_| url_step) {
+            event.acquisition.utm = u.utm;
+            event.acquisition.click_ids = u.click_ids;
+        }
+    }
+
+    /// The campaign facts of the page URL; fills in the page's host and path when
+    /// the event came without them.
+    fn url(page: &mut beacon_core::Page) -> UrlFacts {
+        let Ok(parts) = UrlParts::parse(&page.url) else {
+            return UrlFacts::default();
+        };
+        if page.host.is_empty() {
+            if let Some(host) = parts.host.as_deref() {
+                page.host = host.to_owned();
+                page.path = parts.path.to_string();
+            }
+        }
+        query_facts(&parts)
     }
 
     /// The cached facts about `ip`, read again when a database was replaced since.

@@ -1,6 +1,6 @@
 //! URL facts: host, path, UTM parameters and advertising click ids.
 
-use beacon_core::{ClickIds, Utm};
+use beacon_core::{ClickIds, UrlParts, Utm};
 
 /// What a page URL says about the visit.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -30,35 +30,42 @@ const OTHER_CLICK_IDS: [&str; 8] = [
 
 /// Parses an absolute URL; `None` when it is not one.
 pub fn url_facts(raw: &str) -> Option<UrlFacts> {
-    let url = url::Url::parse(raw).ok()?;
-    let mut f = UrlFacts {
-        host: url.host_str()?.to_ascii_lowercase(),
-        path: url.path().to_owned(),
-        ..UrlFacts::default()
-    };
-    for (k, v) in url.query_pairs() {
+    let parts = UrlParts::parse(raw).ok()?;
+    let host = parts.host.as_deref()?.to_owned();
+    let mut f = query_facts(&parts);
+    f.host = host;
+    f.path = parts.path.into_owned();
+    Some(f)
+}
+
+/// The campaign facts of a URL's query (host and path left empty).
+pub(crate) fn query_facts(parts: &UrlParts<'_>) -> UrlFacts {
+    let mut f = UrlFacts::default();
+    for (k, v) in parts.query_pairs() {
         if v.is_empty() {
             continue;
         }
-        let v = Some(v.into_owned());
-        match k.as_ref() {
-            "utm_source" => f.utm.source = v,
-            "utm_medium" => f.utm.medium = v,
-            "utm_campaign" => f.utm.campaign = v,
-            "utm_content" => f.utm.content = v,
-            "utm_term" => f.utm.term = v,
-            "gclid" | "gbraid" | "wbraid" => f.click_ids.gclid = f.click_ids.gclid.take().or(v),
-            "fbclid" => f.click_ids.fbclid = v,
-            "ttclid" => f.click_ids.ttclid = v,
-            "msclkid" => f.click_ids.msclkid = v,
+        let slot = match k.as_ref() {
+            "utm_source" => &mut f.utm.source,
+            "utm_medium" => &mut f.utm.medium,
+            "utm_campaign" => &mut f.utm.campaign,
+            "utm_content" => &mut f.utm.content,
+            "utm_term" => &mut f.utm.term,
+            "gclid" | "gbraid" | "wbraid" if f.click_ids.gclid.is_some() => continue,
+            "gclid" | "gbraid" | "wbraid" => &mut f.click_ids.gclid,
+            "fbclid" => &mut f.click_ids.fbclid,
+            "ttclid" => &mut f.click_ids.ttclid,
+            "msclkid" => &mut f.click_ids.msclkid,
             other => {
                 if let Some(name) = OTHER_CLICK_IDS.iter().find(|n| **n == other) {
                     f.other_click_id = Some(name);
                 }
+                continue;
             }
-        }
+        };
+        *slot = Some(v.into_owned());
     }
-    Some(f)
+    f
 }
 
 impl UrlFacts {
