@@ -12,6 +12,11 @@ use std::hint::black_box;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
+/// With `--features mimalloc`, the allocator the `beacon` binary ships with.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn data(rel: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../../shared/data")

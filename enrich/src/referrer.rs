@@ -372,19 +372,15 @@ fn found<'a>(m: &'a HostMap, k: &str) -> Option<&'a (Text, ReferrerKind)> {
 
 /// Lower case, without a trailing dot or a leading `www.`; borrows when already so.
 fn normalise(host: &str) -> std::borrow::Cow<'_, str> {
-    let h = host.trim().trim_end_matches('.');
-    let h = if h.bytes().any(|b| b.is_ascii_uppercase()) {
-        std::borrow::Cow::Owned(h.to_ascii_lowercase())
-    } else {
-        std::borrow::Cow::Borrowed(h)
-    };
-    match h {
-        std::borrow::Cow::Borrowed(b) => {
-            std::borrow::Cow::Borrowed(b.strip_prefix("www.").unwrap_or(b))
-        }
-        std::borrow::Cow::Owned(o) => {
-            std::borrow::Cow::Owned(o.strip_prefix("www.").map(str::to_owned).unwrap_or(o))
-        }
+    let h = host.trim();
+    let h = h.strip_suffix('.').map_or(h, |h| h.trim_end_matches('.'));
+    if !h.bytes().any(|b| b.is_ascii_uppercase()) {
+        return std::borrow::Cow::Borrowed(h.strip_prefix("www.").unwrap_or(h));
+    }
+    let lower = h.to_ascii_lowercase();
+    match lower.strip_prefix("www.") {
+        Some(rest) => std::borrow::Cow::Owned(rest.to_owned()),
+        None => std::borrow::Cow::Owned(lower),
     }
 }
 
