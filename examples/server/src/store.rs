@@ -58,6 +58,36 @@ fn failed<E: std::error::Error + Send + Sync + 'static>(
 pub struct EmbeddedStore {
     pool: SqlitePool,
     memory: Arc<MemoryStore>,
+    checkpointer: tokio::task::AbortHandle,
+}
+
+impl Drop for EmbeddedStore {
+    fn drop(&mut self) {
+        self.checkpointer.abort();
+    }
+}
+
+/// How often the background task moves the write-ahead log into the database.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Checkpoints the WAL off the commit path until the pool closes. SQLite's automatic
+/// checkpoint runs inside whichever commit crosses the threshold, and every request
+/// waiting on that group commit waited for it too (maxima of 0.5 to 0.9 s under load;
+/// 58 ms without).
+async fn checkpoint_in_background(pool: SqlitePool) {
+    loop {
+        tokio::time::sleep(CHECKPOINT_EVERY).await;
+        if pool.is_closed() {
+            return;
+        }
+        // PASSIVE: copies what it can without blocking writers or readers.
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&pool)
+            .await
+        {
+            tracing::warn!(error = %e, "wal checkpoint failed");
+        }
+    }
 }
 
 impl EmbeddedStore {
@@ -73,9 +103,14 @@ impl EmbeddedStore {
             // Batches are appended, never looked up by key: a small page cache does, and
             // every commit by another pooled connection resets it.
             .pragma("cache_size", "-8192")
-            .pragma("temp_store", "memory");
+            .pragma("temp_store", "memory")
+            // Checkpoints run in the background (`checkpoint_in_background`).
+            .pragma("wal_autocheckpoint", "0");
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
+            // A local file's connection does not go stale; the ping before every
+            // checkout was a round trip to the connection's thread on every commit.
+            .test_before_acquire(false)
             .connect_with(options)
             .await
             .map_err(failed("open sqlite"))?;
@@ -89,9 +124,11 @@ impl EmbeddedStore {
         ] {
             sqlx::query(ddl).execute(&pool).await.map_err(failed("create schema"))?;
         }
+        let checkpointer = tokio::spawn(checkpoint_in_background(pool.clone())).abort_handle();
         let store = Self {
             pool,
             memory: Arc::new(MemoryStore::new()),
+            checkpointer,
         };
         store.convert_event_rows().await?;
         store.load().await?;
@@ -632,14 +669,33 @@ async fn erase_visitor(tx: &mut Tx<'_>, site: &str, visitor: &str) -> Result<(),
     Ok(())
 }
 
-/// One JSON event per line, LZ4-compressed.
+thread_local! {
+    /// Each encoding thread's text and compression buffers, kept between batches: a
+    /// fresh multi-megabyte buffer per batch was paid for in page faults and zeroing.
+    static BUFFERS: std::cell::RefCell<(Vec<u8>, Vec<u8>)> = const {
+        std::cell::RefCell::new((Vec::new(), Vec::new()))
+    };
+}
+
+/// One JSON event per line, LZ4-compressed, behind the uncompressed size (little-endian `u32`,
+/// as `lz4_flex::decompress_size_prepended` reads it).
 fn encode_batch(events: &[&Event]) -> Result<Vec<u8>, StoreError> {
-    let mut text = Vec::with_capacity(events.len() * 640);
-    for e in events {
-        serde_json::to_writer(&mut text, e).map_err(failed("encode event"))?;
-        text.push(b'\n');
-    }
-    Ok(lz4_flex::compress_prepend_size(&text))
+    BUFFERS.with_borrow_mut(|(text, out)| {
+        text.clear();
+        for e in events {
+            serde_json::to_writer(&mut *text, e).map_err(failed("encode event"))?;
+            text.push(b'\n');
+        }
+        let size = u32::try_from(text.len()).map_err(failed("encode events"))?;
+        let bound = 4 + lz4_flex::block::get_maximum_output_size(text.len());
+        if out.len() < bound {
+            out.resize(bound, 0);
+        }
+        out[..4].copy_from_slice(&size.to_le_bytes());
+        let n = lz4_flex::block::compress_into(text, &mut out[4..])
+            .map_err(failed("compress events"))?;
+        Ok(out[..4 + n].to_vec())
+    })
 }
 
 fn decompress(codec: &str, body: &[u8]) -> Result<Vec<u8>, StoreError> {
@@ -728,6 +784,37 @@ mod tests {
             .await
             .expect("count")
             .get(0)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_wal_is_checkpointed_in_the_background_not_by_commits() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = open(dir.path()).await;
+        let file = dir.path().join("beacon.sqlite");
+        // Let the checkpoint of the schema pass, then measure the database file. The
+        // appends stay below SQLite's automatic threshold (1,000 pages), so only the
+        // background task moves them into the file.
+        tokio::time::sleep(CHECKPOINT_EVERY * 3).await;
+        let before = std::fs::metadata(&file).expect("db file").len();
+        for minute in 0..50 {
+            let events: Vec<Event> = (0..200)
+                .map(|v| {
+                    event(
+                        &format!("visitor-{minute}-{v}"),
+                        minute,
+                        EventKind::Pageview,
+                    )
+                })
+                .collect();
+            store.append(&events).await.expect("append");
+        }
+        tokio::time::sleep(CHECKPOINT_EVERY * 3).await;
+        let later = std::fs::metadata(&file).expect("db file").len();
+        assert!(
+            later > before,
+            "the background checkpoint moved the log into the file ({before} -> {later} bytes)"
+        );
+        store.close().await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
