@@ -105,7 +105,8 @@ fn plain(raw: &str) -> Option<UrlParts<'_>> {
         }
     }
     // An ordinary host name: non-empty labels of letters, digits and hyphens, not
-    // punycode, and not ending in a numeric label (which would make it an IPv4 address).
+    // punycode, and whose last label does not start with a digit (`127.1`, `0x7f.1`
+    // would be read as IPv4 addresses).
     let mut last = "";
     for label in host.split('.') {
         if label.is_empty()
@@ -118,7 +119,7 @@ fn plain(raw: &str) -> Option<UrlParts<'_>> {
         }
         last = label;
     }
-    if last.bytes().next().is_none_or(|b| b.is_ascii_digit()) || last.starts_with("0x") {
+    if last.bytes().next().is_none_or(|b| b.is_ascii_digit()) {
         return None;
     }
     let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {

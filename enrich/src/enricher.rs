@@ -161,12 +161,14 @@ impl EnricherBuilder {
     }
     /// Builds the enricher (loads the embedded lists).
     pub fn build(self) -> Result<Enricher, EnrichError> {
+        let network = NetworkClassifier::embedded();
         Ok(Enricher {
             steps: self.steps,
             ua: UserAgentParser::new(),
             bots: BotDetector::embedded()?,
             referrers: ReferrerClassifier::embedded()?,
-            network: NetworkClassifier::embedded(),
+            no_address: network.classify(None, &Default::default(), false),
+            network,
             geo: Arc::new(self.geo),
             cache: BoundedCache::new(self.cache_capacity),
             addresses: BoundedCache::new(ADDRESS_CACHE),
@@ -187,6 +189,8 @@ pub struct Enricher {
     geo: Arc<GeoDatabases>,
     cache: BoundedCache<String, AgentFacts>,
     addresses: BoundedCache<IpAddr, AddressFacts>,
+    /// The network verdict for a request without an address.
+    no_address: NetworkVerdict,
     datacenter_reason: Text,
     datacenter_is_bot: bool,
 }
@@ -296,13 +300,9 @@ impl Enricher {
                 }
                 Step::Network => {
                     let is_bot = event.bot.is_some();
-                    let fresh;
                     let v = match req.ip {
                         Some(ip) => &address.get_or_insert_with(|| self.address(ip)).verdict,
-                        None => {
-                            fresh = self.network.classify(None, &Default::default(), false);
-                            &fresh
-                        }
+                        None => &self.no_address,
                     };
                     let n = &mut event.network;
                     n.is_vpn = v.is_vpn;

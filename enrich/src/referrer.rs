@@ -44,41 +44,64 @@ pub struct ReferrerClassifier {
     any_prefix: HostMap,
     /// Lowercase source name → kind (for `utm_source=facebook`).
     names: HashMap<String, ReferrerKind>,
-    /// The fixed words of an attribution ([`CHANNELS`], [`MEDIUMS`], [`PAID_SOURCES`]),
-    /// made once and shared by every event.
+    /// The fixed words of an attribution, made once and shared by every event: each
+    /// [`Channel`]'s name at its index, then [`MEDIUMS`] and [`PAID_SOURCES`].
     channels: Vec<Text>,
     mediums: Vec<Text>,
     paid_sources: Vec<Text>,
 }
 
-/// Every channel, in the order [`channel`] numbers them.
-const CHANNELS: [&str; 12] = [
-    "Email",
-    "Affiliates",
-    "Display",
-    "Paid Social",
-    "Paid Search",
-    "Paid Other",
-    "AI Assistants",
-    "Organic Search",
-    "Organic Social",
-    "Internal",
-    "Referral",
-    "Direct",
-];
+/// A channel, as [`channel`] decides it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Channel {
+    Email,
+    Affiliates,
+    Display,
+    PaidSocial,
+    PaidSearch,
+    PaidOther,
+    AiAssistants,
+    OrganicSearch,
+    OrganicSocial,
+    Internal,
+    Referral,
+    Direct,
+}
 
-const CH_EMAIL: usize = 0;
-const CH_AFFILIATES: usize = 1;
-const CH_DISPLAY: usize = 2;
-const CH_PAID_SOCIAL: usize = 3;
-const CH_PAID_SEARCH: usize = 4;
-const CH_PAID_OTHER: usize = 5;
-const CH_AI_ASSISTANTS: usize = 6;
-const CH_ORGANIC_SEARCH: usize = 7;
-const CH_ORGANIC_SOCIAL: usize = 8;
-const CH_INTERNAL: usize = 9;
-const CH_REFERRAL: usize = 10;
-const CH_DIRECT: usize = 11;
+impl Channel {
+    /// Every channel, in declaration (index) order.
+    const ALL: [Channel; 12] = [
+        Channel::Email,
+        Channel::Affiliates,
+        Channel::Display,
+        Channel::PaidSocial,
+        Channel::PaidSearch,
+        Channel::PaidOther,
+        Channel::AiAssistants,
+        Channel::OrganicSearch,
+        Channel::OrganicSocial,
+        Channel::Internal,
+        Channel::Referral,
+        Channel::Direct,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Channel::Email => "Email",
+            Channel::Affiliates => "Affiliates",
+            Channel::Display => "Display",
+            Channel::PaidSocial => "Paid Social",
+            Channel::PaidSearch => "Paid Search",
+            Channel::PaidOther => "Paid Other",
+            Channel::AiAssistants => "AI Assistants",
+            Channel::OrganicSearch => "Organic Search",
+            Channel::OrganicSocial => "Organic Social",
+            Channel::Internal => "Internal",
+            Channel::Referral => "Referral",
+            Channel::Direct => "Direct",
+        }
+    }
+}
 
 /// Mediums the classifier names itself (utm_medium is taken as sent).
 const MEDIUMS: [&str; 5] = ["cpc", "organic", "social", "ai", "referral"];
@@ -182,7 +205,7 @@ impl ReferrerClassifier {
             any_tld,
             any_prefix,
             names,
-            channels: CHANNELS.map(Text::from).to_vec(),
+            channels: Channel::ALL.map(|c| Text::from(c.name())).to_vec(),
             mediums: MEDIUMS.map(Text::from).to_vec(),
             paid_sources: PAID_SOURCES.map(Text::from).to_vec(),
         })
@@ -263,7 +286,7 @@ impl ReferrerClassifier {
                     referrer_host.as_deref().map(Text::from)
                 }
             })
-            .or_else(|| paid_source(url).map(|i| self.paid_sources[i].clone()));
+            .or_else(|| paid_source(url).map(|p| word(&self.paid_sources, p)));
         let medium = match url.utm.medium.as_deref() {
             Some(m) if m.bytes().any(|b| b.is_ascii_uppercase()) => {
                 Some(Text::from(m.to_ascii_lowercase()))
@@ -271,14 +294,14 @@ impl ReferrerClassifier {
             Some(m) => Some(Text::from(m)),
             None => {
                 let own = match (known.map(|(_, k)| *k), paid) {
-                    (_, true) => Some(0),
-                    (Some(ReferrerKind::Search), false) => Some(1),
-                    (Some(ReferrerKind::Social), false) => Some(2),
-                    (Some(ReferrerKind::AiAssistant), false) => Some(3),
-                    (None, false) if referrer_host.is_some() && !internal => Some(4),
+                    (_, true) => Some("cpc"),
+                    (Some(ReferrerKind::Search), false) => Some("organic"),
+                    (Some(ReferrerKind::Social), false) => Some("social"),
+                    (Some(ReferrerKind::AiAssistant), false) => Some("ai"),
+                    (None, false) if referrer_host.is_some() && !internal => Some("referral"),
                     _ => None,
                 };
-                own.map(|i| self.mediums[i].clone())
+                own.map(|m| word(&self.mediums, m))
             }
         };
         let kind = known
@@ -288,7 +311,7 @@ impl ReferrerClassifier {
         Attribution {
             source,
             medium,
-            channel: self.channels[channel].clone(),
+            channel: self.channels[channel as usize].clone(),
         }
     }
 
@@ -302,23 +325,32 @@ impl ReferrerClassifier {
     }
 }
 
-/// The index in [`PAID_SOURCES`] of the source a click id implies.
-fn paid_source(url: &UrlFacts) -> Option<usize> {
+/// The source a click id implies.
+fn paid_source(url: &UrlFacts) -> Option<&'static str> {
     let c = &url.click_ids;
     [&c.gclid, &c.fbclid, &c.ttclid, &c.msclkid]
         .iter()
-        .position(|id| id.is_some())
+        .zip(PAID_SOURCES)
+        .find_map(|(id, source)| id.as_ref().map(|_| source))
 }
 
-/// The channel (its index in [`CHANNELS`]) from medium, the source's kind and whether
-/// a click id is present.
+/// The shared copy of a fixed word (one of a handful: a short scan).
+fn word(words: &[Text], w: &str) -> Text {
+    words
+        .iter()
+        .find(|t| t.as_str() == w)
+        .cloned()
+        .unwrap_or_else(|| Text::from(w))
+}
+
+/// The channel from medium, the source's kind and whether a click id is present.
 fn channel(
     medium: Option<&str>,
     kind: Option<ReferrerKind>,
     paid: bool,
     has_source: bool,
     internal: bool,
-) -> usize {
+) -> Channel {
     let m = medium.unwrap_or("");
     let paid_medium = matches!(
         m,
@@ -336,31 +368,31 @@ fn channel(
             | "cpa"
     );
     match () {
-        _ if matches!(m, "email" | "e-mail" | "e_mail" | "newsletter") => CH_EMAIL,
-        _ if matches!(m, "affiliate" | "affiliates" | "partner") => CH_AFFILIATES,
-        _ if matches!(m, "display" | "banner" | "cpm") => CH_DISPLAY,
+        _ if matches!(m, "email" | "e-mail" | "e_mail" | "newsletter") => Channel::Email,
+        _ if matches!(m, "affiliate" | "affiliates" | "partner") => Channel::Affiliates,
+        _ if matches!(m, "display" | "banner" | "cpm") => Channel::Display,
         _ if (paid || paid_medium)
             && (kind == Some(ReferrerKind::Social) || m.contains("social")) =>
         {
-            CH_PAID_SOCIAL
+            Channel::PaidSocial
         }
         _ if paid || paid_medium => {
             if kind == Some(ReferrerKind::Search) || m.contains("search") || paid {
-                CH_PAID_SEARCH
+                Channel::PaidSearch
             } else {
-                CH_PAID_OTHER
+                Channel::PaidOther
             }
         }
-        _ if kind == Some(ReferrerKind::AiAssistant) || m == "ai" => CH_AI_ASSISTANTS,
-        _ if kind == Some(ReferrerKind::Search) || m == "organic" => CH_ORGANIC_SEARCH,
+        _ if kind == Some(ReferrerKind::AiAssistant) || m == "ai" => Channel::AiAssistants,
+        _ if kind == Some(ReferrerKind::Search) || m == "organic" => Channel::OrganicSearch,
         _ if kind == Some(ReferrerKind::Social)
             || matches!(m, "social" | "social-network" | "social_network" | "sm") =>
         {
-            CH_ORGANIC_SOCIAL
+            Channel::OrganicSocial
         }
-        _ if internal && !has_source => CH_INTERNAL,
-        _ if has_source => CH_REFERRAL,
-        _ => CH_DIRECT,
+        _ if internal && !has_source => Channel::Internal,
+        _ if has_source => Channel::Referral,
+        _ => Channel::Direct,
     }
 }
 
@@ -401,6 +433,15 @@ mod tests {
     fn attr(url: &str, referrer: Option<&str>) -> Attribution {
         let c = ReferrerClassifier::embedded().unwrap();
         c.attribute(&url_facts(url).unwrap(), referrer, &["example.com"])
+    }
+
+    #[test]
+    fn every_channel_names_its_own_shared_word() {
+        let c = ReferrerClassifier::embedded().unwrap();
+        for (i, ch) in Channel::ALL.into_iter().enumerate() {
+            assert_eq!(ch as usize, i, "{ch:?} sits at its index");
+            assert_eq!(c.channels[ch as usize], ch.name());
+        }
     }
 
     #[test]
