@@ -156,6 +156,9 @@ pub struct BotDetector {
     crawler_set: RegexSet,
     crawler_patterns: Vec<String>,
     isbot_parts: Vec<Regex>,
+    /// All of `isbot_parts` in one alternation: one pass over a browser's agent says
+    /// that none matches (testing the parts one by one took ~0.15 ms per agent).
+    isbot_any: Regex,
 }
 
 /// Why the embedded lists could not be loaded.
@@ -201,6 +204,7 @@ impl BotDetector {
         let crawler_set = RegexSetBuilder::new(&crawler_patterns)
             .unicode(false)
             .size_limit(64 << 20)
+            .dfa_size_limit(8 << 20)
             .build()?;
         let fragments: Vec<String> =
             serde_json::from_str(isbot_json).map_err(|source| BotListError::Json {
@@ -216,10 +220,19 @@ impl BotDetector {
             .map(|f| f.replace(r"[\w\d-.]", r"[\w\d.-]"))
             .map(|f| ascii(&format!("(?i){f}")))
             .collect::<Result<_, _>>()?;
+        let alternation: Vec<String> = isbot_parts
+            .iter()
+            .map(|r| format!("(?:{})", &r.as_str()[4..]))
+            .collect();
+        let isbot_any = RegexBuilder::new(&format!("(?i){}", alternation.join("|")))
+            .unicode(false)
+            .size_limit(64 << 20)
+            .build()?;
         Ok(Self {
             crawler_set,
             crawler_patterns,
             isbot_parts,
+            isbot_any,
         })
     }
 
@@ -232,17 +245,18 @@ impl BotDetector {
         if let Some(h) = HEADLESS.iter().find(|h| ua.contains(**h)) {
             return Some(BotReason::HeadlessBrowser(h));
         }
-        if let Some(l) = LIBRARIES
-            .iter()
-            .find(|l| ua.starts_with(**l) || ua.contains(&format!(" {l}")))
-        {
+        let starts_word = |l: &str| {
+            ua.match_indices(l)
+                .any(|(i, _)| i == 0 || ua.as_bytes()[i - 1] == b' ')
+        };
+        if let Some(l) = LIBRARIES.iter().find(|l| starts_word(l)) {
             return Some(BotReason::LibraryClient(l.trim_end_matches('/')));
         }
         // isbot's patterns decide (upstream tunes them against both crawler lists and
         // real browsers); crawler-user-agents' more specific patterns name the reason.
         let lower = ua.to_ascii_lowercase();
         let lookaround = LOOKAROUND.iter().find(|l| l.is_match(&lower));
-        if lookaround.is_none() && !self.isbot_parts.iter().any(|r| r.is_match(ua.as_bytes())) {
+        if lookaround.is_none() && !self.isbot_any.is_match(ua.as_bytes()) {
             return None;
         }
         if let Some(i) = self.crawler_set.matches(ua.as_bytes()).iter().next() {
@@ -263,6 +277,37 @@ impl BotDetector {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The one-pass alternation says "some part matches" exactly when a part does, on
+    /// every agent of isbot's fixtures and uap-core's tests.
+    #[test]
+    fn the_alternation_agrees_with_the_parts() {
+        let d = BotDetector::embedded().unwrap();
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data");
+        let mut agents = Vec::new();
+        for rel in [
+            "isbot/fixtures/browsers.yml",
+            "isbot/fixtures/crawlers.yml",
+            "uap-core/tests/test_ua.yaml",
+        ] {
+            let text = std::fs::read_to_string(root.join(rel))
+                .expect("../shared/data beside the repository");
+            agents.extend(text.lines().filter_map(|l| {
+                let l = l.trim();
+                l.strip_prefix("- user_agent_string: ")
+                    .or_else(|| l.strip_prefix("- "))
+                    .map(|s| s.trim_matches(|c| c == '\'' || c == '"').to_owned())
+            }));
+        }
+        assert!(agents.len() > 2_500, "{}", agents.len());
+        let mut matched = 0;
+        for ua in &agents {
+            let any = d.isbot_parts.iter().any(|r| r.is_match(ua.as_bytes()));
+            assert_eq!(d.isbot_any.is_match(ua.as_bytes()), any, "{ua}");
+            matched += usize::from(any);
+        }
+        assert!(matched > 1_000 && matched < agents.len(), "{matched}");
+    }
 
     #[test]
     fn reasons() {

@@ -1,56 +1,36 @@
 //! A bounded, sharded cache: each shard keeps two generations; when the young one is
 //! full it becomes the old one and the previous old one is dropped. Hits in the old
 //! generation are promoted, so hot keys survive; memory stays under the bound.
+//!
+//! A key is hashed once per lookup (foldhash, seeded per cache): the hash picks the
+//! shard and then the slot in that shard's tables.
 
-use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
+use foldhash::fast::RandomState;
+use hashbrown::HashTable;
+use std::borrow::Borrow;
+use std::hash::{BuildHasher, Hash};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 const SHARDS: usize = 16;
 
+type Entry<K, V> = (K, Arc<V>);
+
 struct Shard<K, V> {
-    young: HashMap<K, Arc<V>>,
-    old: HashMap<K, Arc<V>>,
+    young: HashTable<Entry<K, V>>,
+    old: HashTable<Entry<K, V>>,
 }
 
-/// Picks a key's shard: a multiply-rotate hash, one word at a time. The maps inside
-/// keep the standard keyed hash (keys such as user agents come from clients); the
-/// shard only needs spreading, and hashing a long key twice with SipHash was a
-/// tenth of a cached enrichment.
-#[derive(Default)]
-struct ShardHasher(u64);
-
-impl Hasher for ShardHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for c in &mut chunks {
-            let mut word = [0u8; 8];
-            word.copy_from_slice(c);
-            self.write_u64(u64::from_le_bytes(word));
-        }
-        let mut word = [0u8; 8];
-        word[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
-        self.write_u64(u64::from_le_bytes(word));
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-    fn finish(&self) -> u64 {
-        // The high bits are the well-mixed ones.
-        self.0 >> 32
-    }
-}
-
-fn shard_of<Q: Hash + ?Sized>(key: &Q) -> usize {
-    let mut h = ShardHasher::default();
-    key.hash(&mut h);
-    (h.finish() as usize) % SHARDS
+/// The shard of a hash: bits the tables' slot choice (low bits) and tags (top seven)
+/// do not use, so keys within a shard still spread over its slots.
+fn shard_of(hash: u64) -> usize {
+    (hash >> 32) as usize % SHARDS
 }
 
 /// A bounded concurrent cache of `Arc<V>` by key.
 pub struct BoundedCache<K, V> {
     shards: Vec<Mutex<Shard<K, V>>>,
+    hasher: RandomState,
     per_generation: usize,
     hits: AtomicU64,
     misses: AtomicU64,
@@ -71,58 +51,75 @@ impl<K: Hash + Eq + Clone, V> BoundedCache<K, V> {
             shards: (0..SHARDS)
                 .map(|_| {
                     Mutex::new(Shard {
-                        young: HashMap::new(),
-                        old: HashMap::new(),
+                        young: HashTable::new(),
+                        old: HashTable::new(),
                     })
                 })
                 .collect(),
+            hasher: RandomState::default(),
             per_generation: (capacity / SHARDS / 2).max(1),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
         }
     }
 
-    /// The cached value for `key`, or `make()`'s, which is then cached.
+    /// The cached value for `key`, or `make()`'s, cached. `make` runs outside the lock
+    /// (two threads missing the same key may both run it; one value is kept).
     pub fn get_or_insert_with<Q>(&self, key: &Q, make: impl FnOnce() -> V) -> Arc<V>
     where
-        K: std::borrow::Borrow<Q>,
+        K: Borrow<Q>,
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
     {
-        let shard = &self.shards[shard_of(key)];
+        let hash = self.hasher.hash_one(key);
+        let shard = &self.shards[shard_of(hash)];
+        let eq = |e: &Entry<K, V>| e.0.borrow() == key;
         {
             let mut s = shard.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(v) = s.young.get(key) {
+            if let Some(e) = s.young.find(hash, eq) {
                 self.hits.fetch_add(1, Ordering::Relaxed);
-                return Arc::clone(v);
+                return Arc::clone(&e.1);
             }
-            if let Some((k, v)) = s.old.remove_entry(key) {
+            if let Ok(found) = s.old.find_entry(hash, eq) {
                 self.hits.fetch_add(1, Ordering::Relaxed);
-                Self::insert_into(&mut s, k, Arc::clone(&v), self.per_generation);
+                let ((k, v), _) = found.remove();
+                self.put(&mut s, hash, k, Arc::clone(&v));
                 return v;
             }
         }
         self.misses.fetch_add(1, Ordering::Relaxed);
         let v = Arc::new(make());
         let mut s = shard.lock().unwrap_or_else(|e| e.into_inner());
-        Self::insert_into(&mut s, key.to_owned(), Arc::clone(&v), self.per_generation);
+        self.put(&mut s, hash, key.to_owned(), Arc::clone(&v));
         v
     }
 
-    /// Sets `key`'s value (replacing what was cached) and returns it.
+    /// Caches `value` for `key`, replacing what was there; returns it as cached.
     pub fn insert(&self, key: K, value: V) -> Arc<V> {
-        let shard = &self.shards[shard_of(&key)];
+        let hash = self.hasher.hash_one(&key);
         let v = Arc::new(value);
-        let mut s = shard.lock().unwrap_or_else(|e| e.into_inner());
-        s.old.remove(&key);
-        Self::insert_into(&mut s, key, Arc::clone(&v), self.per_generation);
+        let mut s = self.shards[shard_of(hash)]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Ok(found) = s.old.find_entry(hash, |e| e.0 == key) {
+            found.remove();
+        }
+        self.put(&mut s, hash, key, Arc::clone(&v));
         v
     }
 
-    fn insert_into(s: &mut Shard<K, V>, k: K, v: Arc<V>, limit: usize) {
-        if s.young.len() >= limit {
+    /// Puts an entry in the young generation (replacing one with the same key),
+    /// first retiring the young generation when it is full.
+    fn put(&self, s: &mut Shard<K, V>, hash: u64, k: K, v: Arc<V>) {
+        if let Some(e) = s.young.find_mut(hash, |e| e.0 == k) {
+            e.1 = v;
+            return;
+        }
+        if s.young.len() >= self.per_generation {
             s.old = std::mem::take(&mut s.young);
         }
-        s.young.insert(k, v);
+        let hasher = &self.hasher;
+        s.young
+            .insert_unique(hash, (k, v), |e| hasher.hash_one(&e.0));
     }
 
     /// (hits, misses) so far.
@@ -153,10 +150,16 @@ mod tests {
 
     #[test]
     fn keys_spread_over_every_shard() {
+        let h = RandomState::default();
         let mut per_shard = [0usize; SHARDS];
         for i in 0..1600 {
-            per_shard[shard_of(&format!("Mozilla/5.0 agent {i}"))] += 1;
-            per_shard[shard_of(&std::net::IpAddr::from([10, 0, (i / 256) as u8, i as u8]))] += 1;
+            per_shard[shard_of(h.hash_one(format!("Mozilla/5.0 agent {i}")))] += 1;
+            per_shard[shard_of(h.hash_one(std::net::IpAddr::from([
+                10,
+                0,
+                (i / 256) as u8,
+                i as u8,
+            ])))] += 1;
         }
         assert!(per_shard.iter().all(|&n| n > 100), "{per_shard:?}");
     }
@@ -177,5 +180,21 @@ mod tests {
         assert!(!made, "a hot key is not evicted");
         let (hits, misses) = c.stats();
         assert!(hits >= 9_999 && misses >= 10_000);
+    }
+
+    #[test]
+    fn insert_replaces_and_a_key_is_held_once() {
+        let c: BoundedCache<String, usize> = BoundedCache::new(320);
+        assert_eq!(*c.get_or_insert_with("a", || 1), 1);
+        assert_eq!(*c.insert("a".to_owned(), 2), 2);
+        assert_eq!(*c.get_or_insert_with("a", || 3), 2);
+        assert_eq!(c.len(), 1);
+        // Retire "a" to the old generation, then replace it there.
+        for i in 0..10 {
+            c.insert(format!("{i}"), i);
+        }
+        c.insert("a".to_owned(), 4);
+        assert_eq!(*c.get_or_insert_with("a", || 5), 4);
+        assert_eq!(c.len(), 11);
     }
 }

@@ -276,8 +276,10 @@ impl ReferrerClassifier {
         let paid = url.has_paid_click();
         let utm_source = url.utm.source.as_deref();
 
-        let source = utm_source
-            .map(Text::from)
+        let source = url
+            .utm
+            .source
+            .clone()
             .or_else(|| known.map(|(n, _)| n.clone()))
             .or_else(|| {
                 if internal {
@@ -287,11 +289,11 @@ impl ReferrerClassifier {
                 }
             })
             .or_else(|| paid_source(url).map(|p| word(&self.paid_sources, p)));
-        let medium = match url.utm.medium.as_deref() {
+        let medium = match &url.utm.medium {
             Some(m) if m.bytes().any(|b| b.is_ascii_uppercase()) => {
                 Some(Text::from(m.to_ascii_lowercase()))
             }
-            Some(m) => Some(Text::from(m)),
+            Some(m) => Some(m.clone()),
             None => {
                 let own = match (known.map(|(_, k)| *k), paid) {
                     (_, true) => Some("cpc"),
@@ -317,11 +319,25 @@ impl ReferrerClassifier {
 
     /// The kind of a source given by name (`utm_source=google`, `facebook`).
     fn lookup_name(&self, name: &str) -> Option<ReferrerKind> {
-        let n = name.to_ascii_lowercase();
-        if let Some(&k) = self.names.get(&n) {
+        // Lower-cased on the stack: names are short.
+        let mut buf = [0u8; 64];
+        let owned;
+        let n = match buf.get_mut(..name.len()) {
+            Some(b) => {
+                b.copy_from_slice(name.as_bytes());
+                b.make_ascii_lowercase();
+                // ASCII case changes keep UTF-8 valid.
+                std::str::from_utf8(b).unwrap_or(name)
+            }
+            None => {
+                owned = name.to_ascii_lowercase();
+                owned.as_str()
+            }
+        };
+        if let Some(&k) = self.names.get(n) {
             return Some(k);
         }
-        self.lookup(&n).map(|(_, k)| k)
+        self.lookup(n).map(|(_, k)| k)
     }
 }
 

@@ -661,11 +661,11 @@ impl SiteTable {
         e.acquisition.source = tx(a[acq::SOURCE]);
         e.page.referrer = st(a[acq::REFERRER]);
         e.acquisition.channel = tx(a[acq::CHANNEL]);
-        e.acquisition.utm.source = st(a[acq::UTM_SOURCE]);
-        e.acquisition.utm.medium = st(a[acq::UTM_MEDIUM]);
-        e.acquisition.utm.campaign = st(a[acq::UTM_CAMPAIGN]);
-        e.acquisition.utm.content = st(a[acq::UTM_CONTENT]);
-        e.acquisition.utm.term = st(a[acq::UTM_TERM]);
+        e.acquisition.utm.source = tx(a[acq::UTM_SOURCE]);
+        e.acquisition.utm.medium = tx(a[acq::UTM_MEDIUM]);
+        e.acquisition.utm.campaign = tx(a[acq::UTM_CAMPAIGN]);
+        e.acquisition.utm.content = tx(a[acq::UTM_CONTENT]);
+        e.acquisition.utm.term = tx(a[acq::UTM_TERM]);
         if let Some(x) = self.extra(r) {
             e.commerce.revenue = x.revenue;
             e.commerce.order_id = x.order_id.map(str::to_owned);
