@@ -433,12 +433,16 @@ pub struct Event {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// When it happened: the server clock on live ingest, the line's time on import.
-    #[serde(deserialize_with = "crate::time::rfc3339::instant")]
+    #[serde(
+        serialize_with = "crate::time::rfc3339::serialize_instant",
+        deserialize_with = "crate::time::rfc3339::instant"
+    )]
     pub timestamp: DateTime<Utc>,
     /// The time the client reported, when it sent one.
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::time::rfc3339::serialize_optional_instant",
         deserialize_with = "crate::time::rfc3339::optional_instant"
     )]
     pub client_timestamp: Option<DateTime<Utc>>,

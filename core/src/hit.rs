@@ -170,6 +170,71 @@ fn err<T>(field: &str, rule: impl Into<String>) -> VResult<T> {
     Err(ValidationError::new(field, rule))
 }
 
+/// The common shape of a hit, parsed straight into its fields: only string fields
+/// (or nulls), unknown fields ignored. Anything else (other fields, a wrong type, a
+/// duplicate key, bad JSON) is left to the general path, which names what is wrong;
+/// both give the same `Hit` wherever this one answers (a property test holds them
+/// to that).
+#[derive(serde::Deserialize)]
+struct PlainHit {
+    site: Option<String>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    url: Option<String>,
+    referrer: Option<String>,
+    title: Option<String>,
+    timestamp: Option<String>,
+    ip: Option<String>,
+    user_agent: Option<String>,
+    visitor_id: Option<String>,
+    user_id: Option<String>,
+    language: Option<String>,
+    goal: Option<String>,
+    name: Option<String>,
+    order_id: Option<String>,
+    screen: Option<serde::de::IgnoredAny>,
+    viewport: Option<serde::de::IgnoredAny>,
+    pixel_ratio: Option<serde::de::IgnoredAny>,
+    revenue: Option<serde::de::IgnoredAny>,
+    props: Option<serde::de::IgnoredAny>,
+    engagement: Option<serde::de::IgnoredAny>,
+}
+
+impl PlainHit {
+    fn parse(bytes: &[u8]) -> Option<Hit> {
+        // A struct also accepts a JSON array; a hit must be an object.
+        if bytes.trim_ascii_start().first() != Some(&b'{') {
+            return None;
+        }
+        let p: PlainHit = serde_json::from_slice(bytes).ok()?;
+        let nested = p.screen.is_some()
+            || p.viewport.is_some()
+            || p.pixel_ratio.is_some()
+            || p.revenue.is_some()
+            || p.props.is_some()
+            || p.engagement.is_some();
+        if nested {
+            return None;
+        }
+        Some(Hit {
+            site: p.site,
+            kind: p.kind,
+            url: p.url,
+            referrer: p.referrer,
+            title: p.title,
+            timestamp: p.timestamp,
+            ip: p.ip,
+            user_agent: p.user_agent,
+            visitor_id: p.visitor_id,
+            user_id: p.user_id,
+            language: p.language,
+            name: p.goal.or(p.name),
+            order_id: p.order_id,
+            ..Hit::default()
+        })
+    }
+}
+
 fn opt_str(obj: &Map<String, Value>, key: &str) -> VResult<Option<String>> {
     match obj.get(key) {
         None | Some(Value::Null) => Ok(None),
@@ -216,6 +281,9 @@ impl Hit {
     /// Parses a hit from JSON bytes. Type errors name the field; rules are checked by
     /// [`Hit::validate`]. Unknown fields are ignored. Never panics.
     pub fn from_json(bytes: &[u8]) -> Result<Hit, ValidationError> {
+        if let Some(hit) = PlainHit::parse(bytes) {
+            return Ok(hit);
+        }
         let value: Value = serde_json::from_slice(bytes)
             .map_err(|e| ValidationError::new("hit", format!("must be a JSON object ({e})")))?;
         Self::from_value(&value)
@@ -767,5 +835,78 @@ mod tests {
             .validate(&ctx, Some("a.com"))
             .unwrap();
         assert_eq!(no_ts.event.site, "a.com");
+    }
+
+    /// The typed fast path and the general path parse every object to the same hit
+    /// (or the fast path declines): keys of every kind, values of every JSON type,
+    /// escapes, duplicates and unknown keys.
+    mod plain_path {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn key() -> impl Strategy<Value = String> {
+            prop::sample::select(vec![
+                "site",
+                "type",
+                "url",
+                "referrer",
+                "title",
+                "timestamp",
+                "ip",
+                "user_agent",
+                "visitor_id",
+                "user_id",
+                "language",
+                "goal",
+                "name",
+                "order_id",
+                "screen",
+                "viewport",
+                "pixel_ratio",
+                "revenue",
+                "props",
+                "engagement",
+                "other",
+            ])
+            .prop_map(str::to_owned)
+        }
+
+        fn value() -> impl Strategy<Value = String> {
+            prop_oneof![
+                "[a-z0-9 ]{0,6}".prop_map(|s| format!("{s:?}")),
+                Just(r#""a\"b\u00e9""#.to_owned()),
+                Just("null".to_owned()),
+                Just("7".to_owned()),
+                Just("true".to_owned()),
+                Just("[1, 2]".to_owned()),
+                Just(r#"{"amount": "1.00", "currency": "USD"}"#.to_owned()),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2_000))]
+            #[test]
+            fn agrees_with_the_general_path(fields in prop::collection::vec((key(), value()), 0..8)) {
+                let body: Vec<String> = fields.iter().map(|(k, v)| format!("{k:?}: {v}")).collect();
+                let json = format!("{{{}}}", body.join(", "));
+                let general = serde_json::from_str::<Value>(&json)
+                    .map_err(|e| e.to_string())
+                    .and_then(|v| Hit::from_value(&v).map_err(|e| e.to_string()));
+                if let Some(fast) = PlainHit::parse(json.as_bytes()) {
+                    prop_assert_eq!(Ok(fast), general.clone(), "{}", json);
+                }
+                let public = Hit::from_json(json.as_bytes()).map_err(|e| e.to_string());
+                prop_assert_eq!(public, general);
+            }
+        }
+
+        #[test]
+        fn declines_what_it_does_not_read() {
+            assert!(PlainHit::parse(br#"{"site": "a.com", "url": "https://a.com/"}"#).is_some());
+            assert!(PlainHit::parse(br#"["a.com"]"#).is_none());
+            assert!(PlainHit::parse(br#"{"site": 5}"#).is_none());
+            assert!(PlainHit::parse(br#"{"props": {"a": "1"}}"#).is_none());
+            assert!(PlainHit::parse(br#"{"site": "a", "site": "b"}"#).is_none());
+        }
     }
 }

@@ -63,6 +63,19 @@ pub struct VisitorCandidates {
     pub yesterday: String,
 }
 
+impl VisitorCandidates {
+    /// The visitor id: yesterday's hash if `has_open_session` says that visitor is
+    /// still active, else today's. (Hashing can run before taking a session lock;
+    /// only this choice needs it.)
+    pub fn choose(self, has_open_session: impl Fn(&str) -> bool) -> String {
+        if has_open_session(&self.yesterday) {
+            self.yesterday
+        } else {
+            self.today
+        }
+    }
+}
+
 /// Computes visitor ids.
 pub struct VisitorIdentifier {
     salts: Arc<dyn SaltStore>,
@@ -110,12 +123,8 @@ impl VisitorIdentifier {
         if let Some(id) = client_id {
             return id.to_owned();
         }
-        let c = self.candidates(at, site, ip, user_agent);
-        if has_open_session(&c.yesterday) {
-            c.yesterday
-        } else {
-            c.today
-        }
+        self.candidates(at, site, ip, user_agent)
+            .choose(has_open_session)
     }
 }
 
@@ -128,7 +137,13 @@ fn keyed_hash(salt: &[u8; 32], site: &str, ip: &str, user_agent: &str) -> String
         h.update(part.as_bytes());
     }
     let digest = h.finalize();
-    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(16);
+    for b in &digest[..8] {
+        out.push(char::from(HEX[usize::from(b >> 4)]));
+        out.push(char::from(HEX[usize::from(b & 0xf)]));
+    }
+    out
 }
 
 #[cfg(test)]

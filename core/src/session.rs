@@ -197,12 +197,23 @@ pub trait SessionCache {
 #[derive(Debug, Default, Clone)]
 pub struct MemorySessionCache {
     sites: HashMap<String, HashMap<String, VisitorSessions, FastBuild>, FastBuild>,
+    expected_visitors: usize,
 }
 
 impl MemorySessionCache {
     /// An empty cache.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty cache whose map for each site starts with room for `n` visitors: a
+    /// bulk import that knows roughly how many lines it has is spared growing (and
+    /// rehashing) a map of hundreds of thousands of visitors step by step.
+    pub fn with_expected_visitors(n: usize) -> Self {
+        Self {
+            expected_visitors: n,
+            ..Self::default()
+        }
     }
 }
 
@@ -216,9 +227,12 @@ impl SessionCache for MemorySessionCache {
         visitor: &str,
         f: impl FnOnce(&mut VisitorSessions) -> R,
     ) -> R {
+        let expected = self.expected_visitors;
         let visitors = match self.sites.get_mut(site) {
             Some(v) => v,
-            None => self.sites.entry(site.to_owned()).or_default(),
+            None => self.sites.entry(site.to_owned()).or_insert_with(|| {
+                HashMap::with_capacity_and_hasher(expected, FastBuild::default())
+            }),
         };
         match visitors.get_mut(visitor) {
             Some(state) => f(state),
@@ -453,6 +467,17 @@ fn place(state: &mut VisitorSessions, ts: i64, timeout: i64) -> (i64, u32, Vec<(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn expected_visitors_size_each_sites_map_up_front() {
+        let mut c = MemorySessionCache::with_expected_visitors(10_000);
+        c.update("a.com", "v", |s| s.closed = 1);
+        c.update("b.com", "v", |_| ());
+        assert!(c.sites.values().all(|m| m.capacity() >= 10_000));
+        assert_eq!(c.get("a.com", "v").map(|s| s.closed), Some(1));
+        assert_eq!(c.len(), 2);
+        assert!(MemorySessionCache::new().sites.is_empty());
+    }
     use chrono::{TimeZone, Utc};
     use proptest::prelude::*;
     use std::collections::BTreeMap;

@@ -193,6 +193,76 @@ pub(crate) mod rfc3339 {
         Some(time.and_utc())
     }
 
+    /// Writes `t` exactly as chrono's serde does (`2026-03-01T10:00:00Z`, with 3, 6 or
+    /// 9 fractional digits when there are any) for years 0 to 9999 without a leap
+    /// second, or `None` to leave it to chrono. Returns the length written.
+    pub(crate) fn format(t: &DateTime<Utc>, out: &mut [u8; 32]) -> Option<usize> {
+        use chrono::{Datelike, Timelike};
+        let year = u32::try_from(t.year()).ok().filter(|y| *y <= 9999)?;
+        let nanos = t.nanosecond();
+        if nanos >= 1_000_000_000 {
+            return None;
+        }
+        let mut put = |at: usize, n: u32, width: usize| {
+            let mut n = n;
+            for i in (0..width).rev() {
+                out[at + i] = b'0' + (n % 10) as u8;
+                n /= 10;
+            }
+        };
+        put(0, year, 4);
+        put(5, t.month(), 2);
+        put(8, t.day(), 2);
+        put(11, t.hour(), 2);
+        put(14, t.minute(), 2);
+        put(17, t.second(), 2);
+        let (frac, width) = match nanos {
+            0 => (0, 0),
+            n if n % 1_000_000 == 0 => (n / 1_000_000, 3),
+            n if n % 1_000 == 0 => (n / 1_000, 6),
+            n => (n, 9),
+        };
+        if width > 0 {
+            put(20, frac, width);
+        }
+        out[4] = b'-';
+        out[7] = b'-';
+        out[10] = b'T';
+        out[13] = b':';
+        out[16] = b':';
+        let mut len = 19;
+        if width > 0 {
+            out[19] = b'.';
+            len = 20 + width;
+        }
+        out[len] = b'Z';
+        Some(len + 1)
+    }
+
+    /// Serialises an instant as chrono does, through [`format`] when it can.
+    pub(crate) fn serialize_instant<S: serde::Serializer>(
+        t: &DateTime<Utc>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        let mut buf = [0u8; 32];
+        match format(t, &mut buf) {
+            // Only ASCII digits and separators were written.
+            Some(n) => s.serialize_str(std::str::from_utf8(&buf[..n]).unwrap_or_default()),
+            None => serde::Serialize::serialize(t, s),
+        }
+    }
+
+    /// [`serialize_instant`] for an optional instant (`None` is skipped by the caller).
+    pub(crate) fn serialize_optional_instant<S: serde::Serializer>(
+        t: &Option<DateTime<Utc>>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match t {
+            Some(t) => serialize_instant(t, s),
+            None => s.serialize_none(),
+        }
+    }
+
     fn parse<E: serde::de::Error>(s: &str) -> Result<DateTime<Utc>, E> {
         match fast(s) {
             Some(t) => Ok(t),
@@ -226,6 +296,12 @@ mod tests {
             let t = DateTime::from_timestamp(secs, nanos).expect("in range");
             let text = serde_json::to_string(&t).expect("json");
             let s = text.trim_matches('"');
+            let mut buf = [0u8; 32];
+            if let Some(n) = rfc3339::format(&t, &mut buf) {
+                prop_assert_eq!(std::str::from_utf8(&buf[..n]).unwrap(), s);
+            } else {
+                prop_assert!(!(0..=9999).contains(&Datelike::year(&t)));
+            }
             prop_assert_eq!(rfc3339::fast(s).or_else(|| DateTime::parse_from_rfc3339(s).ok().map(|t| t.to_utc())), Some(t));
         }
 

@@ -302,13 +302,18 @@ async fn run(cli: Cli) -> Result<(), Fail> {
             geoip_asn,
             file,
         } => {
+            let mut size = 0;
             let reader: Box<dyn BufRead + Send> = if file == "-" {
                 Box::new(std::io::BufReader::new(std::io::stdin()))
             } else {
-                Box::new(std::io::BufReader::new(
-                    std::fs::File::open(&file).map_err(|e| usage(format!("{file}: {e}")))?,
-                ))
+                let f = std::fs::File::open(&file).map_err(|e| usage(format!("{file}: {e}")))?;
+                size = f.metadata().map_or(0, |m| m.len());
+                Box::new(std::io::BufReader::new(f))
             };
+            // At most one visitor per line, and a hit's line is rarely under 256 bytes;
+            // the sessions' map is sized for that up front (growing it step by step
+            // was a twentieth of an import's time), within a bound on what it may cost.
+            let expected_visitors = usize::try_from(size / 256).map_or(0, |n| n.min(2_000_000));
             let enricher = Enricher::builder()
                 .geo(geo(geoip_city.as_deref(), geoip_asn.as_deref())?)
                 .build()?;
@@ -322,6 +327,7 @@ async fn run(cli: Cli) -> Result<(), Fail> {
                 Arc::clone(&store),
                 Arc::new(enricher),
                 clock,
+                expected_visitors,
             ));
             let (imported, rejected) = import(pipeline, reader, format, site).await?;
             store.close().await;

@@ -211,8 +211,13 @@ impl Pipeline {
         store: Arc<EmbeddedStore>,
         enricher: Arc<Enricher>,
         clock: Arc<dyn Clock>,
+        expected_visitors: usize,
     ) -> Self {
-        Self::with_salts(store, enricher, clock, Arc::new(RunSalts::default()))
+        let mut me = Self::with_salts(store, enricher, clock, Arc::new(RunSalts::default()));
+        me.sessions = Mutex::new(Sessionizer::new(
+            MemorySessionCache::with_expected_visitors(expected_visitors),
+        ));
+        me
     }
 
     fn with_salts(
@@ -272,9 +277,10 @@ impl Pipeline {
         self.enricher.enrich(&mut event, &req, site);
         let ts = event.timestamp.timestamp_millis();
         let timeout = site.session_timeout_ms();
-        let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
-        event.identity.visitor_id = match v.client_visitor_id {
-            Some(id) => id,
+        // The salted hashes are computed before taking the session lock; only the
+        // choice between them and the session step hold it.
+        let visitor = match v.client_visitor_id {
+            Some(id) => Ok(id),
             None => {
                 if v.ip.is_none() && v.user_agent.is_none() {
                     return Err(ValidationError::new(
@@ -285,16 +291,16 @@ impl Pipeline {
                 }
                 let ip = v.ip.map(|i| i.to_string()).unwrap_or_default();
                 let ua = v.user_agent.as_deref().unwrap_or_default();
-                self.identifier.identify(
-                    event.timestamp,
-                    &site.domain,
-                    None,
-                    &ip,
-                    ua,
-                    |candidate| sessions.has_open_session(&site.domain, candidate, ts, timeout),
-                )
+                Err(self
+                    .identifier
+                    .candidates(event.timestamp, &site.domain, &ip, ua))
             }
         };
+        let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        // `Ok`: the client's own id; `Err`: the cookieless candidates to choose from.
+        event.identity.visitor_id = visitor.unwrap_or_else(|c| {
+            c.choose(|candidate| sessions.has_open_session(&site.domain, candidate, ts, timeout))
+        });
         if event.kind.is_activity() {
             let obs = sessions.observe(&site.domain, &event.identity.visitor_id, ts, timeout);
             event.identity.session_id = Some(obs.session_id);
