@@ -284,8 +284,13 @@ async fn webhook(
     Ok(Json(json!({ "stored": n })).into_response())
 }
 
-async fn health() -> &'static str {
-    "ok"
+async fn health(State(app): State<Arc<App>>) -> Json<Value> {
+    let usage = app.pipeline.store.memory().memory_usage();
+    Json(json!({
+        "status": "ok",
+        "events": usage.events,
+        "event_heap_bytes": usage.heap_bytes,
+    }))
 }
 
 /// The tracking script (minified; see assets/README.md).

@@ -310,6 +310,18 @@ fn http_api_end_to_end() {
     )
     .expect("query");
     assert_eq!(status, 400);
+    // Health reports what the event store holds (the load generator samples it).
+    let (status, body) = http(port, "GET", "/healthz", &[], "").expect("health");
+    let v: Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(
+        (status, &v["status"], &v["events"]),
+        (200, &json!("ok"), &json!(3)),
+        "{body}"
+    );
+    assert!(
+        v["event_heap_bytes"].as_u64().is_some_and(|b| b > 0),
+        "{body}"
+    );
     server.kill().ok();
     server.wait().ok();
 }

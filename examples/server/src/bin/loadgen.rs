@@ -1,6 +1,8 @@
 //! HTTP ingest load generator: keep-alive connections on loopback posting pageviews,
 //! bounded in count and time. Reports throughput per second (median, min), latency
-//! percentiles, status counts, and the server's resident memory over time.
+//! percentiles, status counts, and every 5 s the server's resident memory beside what
+//! its event store holds (`/healthz`): memory outside the stored events should stay
+//! flat after warm-up.
 //!
 //! `loadgen --addr 127.0.0.1:8000 --site load.test --connections 32 --seconds 60 --pid <server pid>`
 //!
@@ -48,6 +50,25 @@ fn args() -> Args {
         }
     }
     a
+}
+
+/// Events and event heap bytes the server reports on `/healthz`.
+async fn store_usage(addr: &str) -> Option<(u64, u64)> {
+    let mut s = TcpStream::connect(addr).await.ok()?;
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).await.ok()?;
+    let field = |name: &str| -> Option<u64> {
+        let at = text.find(&format!("\"{name}\":"))? + name.len() + 3;
+        let digits: String = text[at..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        digits.parse().ok()
+    };
+    Some((field("events")?, field("event_heap_bytes")?))
 }
 
 fn rss_kib(pid: u32) -> Option<u64> {
@@ -174,7 +195,8 @@ async fn run(a: Args) {
         while Instant::now() < until {
             tokio::time::sleep(Duration::from_secs(5)).await;
             if let Some(k) = rss_kib(pid) {
-                rss.push((start.elapsed().as_secs(), k));
+                let (events, heap) = store_usage(&a.addr).await.unwrap_or((0, 0));
+                rss.push((start.elapsed().as_secs(), k, events, heap / 1024));
             }
         }
     }
@@ -234,6 +256,12 @@ async fn run(a: Args) {
         pct(1.0)
     );
     if !rss.is_empty() {
-        println!("server RSS KiB over time: {:?}", rss);
+        println!("server memory every 5 s: second, RSS KiB, events stored, event heap KiB, RSS minus event heap KiB");
+        for (s, k, events, heap) in &rss {
+            println!(
+                "  {s:>4} {k:>9} {events:>10} {heap:>9} {:>9}",
+                k.saturating_sub(*heap)
+            );
+        }
     }
 }
