@@ -467,6 +467,9 @@ fn place(state: &mut VisitorSessions, ts: i64, timeout: i64) -> (i64, u32, Vec<(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::{TimeZone, Utc};
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
 
     #[test]
     fn expected_visitors_size_each_sites_map_up_front() {
@@ -478,9 +481,6 @@ mod tests {
         assert_eq!(c.len(), 2);
         assert!(MemorySessionCache::new().sites.is_empty());
     }
-    use chrono::{TimeZone, Utc};
-    use proptest::prelude::*;
-    use std::collections::BTreeMap;
 
     const T: i64 = 30 * 60 * 1000;
 

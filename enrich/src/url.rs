@@ -1,7 +1,6 @@
 //! URL facts: host, path, UTM parameters and advertising click ids.
 
 use beacon_core::{ClickIds, Text, UrlParts, Utm};
-use std::borrow::Cow;
 
 /// What a page URL says about the visit.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -42,7 +41,7 @@ pub fn url_facts(raw: &str) -> Option<UrlFacts> {
 /// The campaign facts of a URL's query (host and path left empty).
 pub(crate) fn query_facts(parts: &UrlParts<'_>) -> UrlFacts {
     let mut f = UrlFacts::default();
-    for (k, v) in pairs(parts.query.as_deref().unwrap_or("")) {
+    for (k, v) in parts.query_pairs() {
         if v.is_empty() {
             continue;
         }
@@ -73,27 +72,6 @@ pub(crate) fn query_facts(parts: &UrlParts<'_>) -> UrlFacts {
         *utm = Some(Text::from(v.as_ref()));
     }
     f
-}
-
-/// The decoded `application/x-www-form-urlencoded` pairs of a query, as
-/// [`UrlParts::query_pairs`] gives them, without the decoder's work on the pairs
-/// that need none (no `%` and no `+`: nearly all of them).
-fn pairs(query: &str) -> impl Iterator<Item = (Cow<'_, str>, Cow<'_, str>)> {
-    query
-        .split('&')
-        .filter(|pair| !pair.is_empty())
-        .map(|pair| {
-            if pair.bytes().any(|b| b == b'%' || b == b'+') {
-                // One pair: the decoder yields exactly one item for a non-empty input
-                // without `&`.
-                url::form_urlencoded::parse(pair.as_bytes())
-                    .next()
-                    .unwrap_or_default()
-            } else {
-                let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-                (Cow::Borrowed(k), Cow::Borrowed(v))
-            }
-        })
 }
 
 impl UrlFacts {
@@ -137,32 +115,5 @@ mod tests {
             .unwrap()
             .has_paid_click());
         assert!(url_facts("/relative").is_none());
-    }
-
-    #[test]
-    fn pairs_that_need_decoding_are_decoded() {
-        let got: Vec<_> = pairs("a=1&&b+c=%41+x&=&d&e=%zz&f=%C3%A9").collect();
-        let want: Vec<(Cow<'_, str>, Cow<'_, str>)> = vec![
-            ("a".into(), "1".into()),
-            ("b c".into(), "A x".into()),
-            ("".into(), "".into()),
-            ("d".into(), "".into()),
-            ("e".into(), "%zz".into()),
-            ("f".into(), "é".into()),
-        ];
-        assert_eq!(got, want);
-    }
-
-    proptest::proptest! {
-        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2_000))]
-        /// The fast split agrees with the form-urlencoded decoder on every query.
-        #[test]
-        fn pairs_agree_with_the_form_urlencoded_decoder(
-            query in "([a-z_&=+%]|%[0-9A-Fa-f]{2}|utm_source|gclid|é){0,24}"
-        ) {
-            let fast: Vec<_> = pairs(&query).collect();
-            let reference: Vec<_> = url::form_urlencoded::parse(query.as_bytes()).collect();
-            proptest::prop_assert_eq!(fast, reference);
-        }
     }
 }

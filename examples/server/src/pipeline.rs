@@ -203,7 +203,13 @@ impl Pipeline {
         clock: Arc<dyn Clock>,
     ) -> Result<Self, StoreError> {
         let salts = StoredSalts::start(Arc::clone(&store), Arc::clone(&clock)).await?;
-        Ok(Self::with_salts(store, enricher, clock, salts))
+        Ok(Self::with_salts(
+            store,
+            enricher,
+            clock,
+            salts,
+            MemorySessionCache::new(),
+        ))
     }
 
     /// A pipeline for one import run.
@@ -213,11 +219,13 @@ impl Pipeline {
         clock: Arc<dyn Clock>,
         expected_visitors: usize,
     ) -> Self {
-        let mut me = Self::with_salts(store, enricher, clock, Arc::new(RunSalts::default()));
-        me.sessions = Mutex::new(Sessionizer::new(
+        Self::with_salts(
+            store,
+            enricher,
+            clock,
+            Arc::new(RunSalts::default()),
             MemorySessionCache::with_expected_visitors(expected_visitors),
-        ));
-        me
+        )
     }
 
     fn with_salts(
@@ -225,12 +233,13 @@ impl Pipeline {
         enricher: Arc<Enricher>,
         clock: Arc<dyn Clock>,
         salts: Arc<dyn SaltStore>,
+        sessions: MemorySessionCache,
     ) -> Self {
         Self {
             store,
             enricher,
             identifier: VisitorIdentifier::new(salts),
-            sessions: Mutex::new(Sessionizer::new(MemorySessionCache::new())),
+            sessions: Mutex::new(Sessionizer::new(sessions)),
             clock,
         }
     }

@@ -60,15 +60,9 @@ async fn store_usage(addr: &str) -> Option<(u64, u64)> {
         .ok()?;
     let mut text = String::new();
     s.read_to_string(&mut text).await.ok()?;
-    let field = |name: &str| -> Option<u64> {
-        let at = text.find(&format!("\"{name}\":"))? + name.len() + 3;
-        let digits: String = text[at..]
-            .chars()
-            .take_while(char::is_ascii_digit)
-            .collect();
-        digits.parse().ok()
-    };
-    Some((field("events")?, field("event_heap_bytes")?))
+    let (_, body) = text.split_once("\r\n\r\n")?;
+    let v: serde_json::Value = serde_json::from_str(body).ok()?;
+    Some((v["events"].as_u64()?, v["event_heap_bytes"].as_u64()?))
 }
 
 fn rss_kib(pid: u32) -> Option<u64> {
