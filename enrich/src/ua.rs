@@ -2,7 +2,7 @@
 //! with User-Agent Client Hints preferred when the browser sent them.
 
 use beacon_core::DeviceType;
-use regex::Regex;
+use regex::{Regex, RegexSet};
 
 /// User-Agent Client Hints, as sent in `Sec-CH-UA*` request headers.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
@@ -64,7 +64,9 @@ pub struct WootheeAnswer {
 pub struct UserAgentParser {
     woothee: woothee::parser::Parser,
     uap: crate::uap::UapParser,
-    devices: Vec<(Regex, Option<&'static str>)>,
+    devices: Vec<DeviceRule>,
+    /// All device rules at once: one pass over the string says which rule applies.
+    device_set: RegexSet,
     android_model: Regex,
 }
 
@@ -87,38 +89,96 @@ impl Default for UserAgentParser {
 impl UserAgentParser {
     /// A parser with the embedded uap-core browser rules and the built-in device rules.
     pub fn new() -> Self {
-        // (pattern whose first group, or whole match, is the model; brand)
-        let rules: [(&str, Option<&'static str>); 14] = [
-            (r"\b(iPhone)\b", Some("Apple")),
-            (r"\b(iPad)\b", Some("Apple")),
-            (r"\b(iPod)\b", Some("Apple")),
-            (r"\b(Apple ?TV)\b", Some("Apple")),
+        use ModelFrom::{Capture, Fixed, Unknown};
+        const APPLE: Option<&str> = Some("Apple");
+        const SAMSUNG: Option<&str> = Some("Samsung");
+        const GOOGLE: Option<&str> = Some("Google");
+        // Tried in order; the first rule that matches names the device. Within a rule
+        // the leftmost match wins, so "(iPad; U; CPU iPhone OS 3_2 …)" is an iPad.
+        let rules: [(&str, Option<&'static str>, ModelFrom); 31] = [
+            // iPhone, iPad, iPod, alone or as a hardware identifier ("iPhone5,2").
+            (r"\b((?:iPhone|iPad|iPod)(?:\d+,\d+)?)", APPLE, Capture),
+            (r"\b(Apple ?TV|Apple Watch|HomePod)\b", APPLE, Capture),
+            (r"\b(Watch\d+,\d+)\b", APPLE, Capture),
+            (r"\bwatchOS/", APPLE, Fixed("Apple Watch")),
+            // Puffin names the platform in a suffix: IP iPhone, IT iPad.
+            (r"\bPuffin/[\d.]+IP\b", APPLE, Fixed("iPhone")),
+            (r"\bPuffin/[\d.]+IT\b", APPLE, Fixed("iPad")),
+            // Apple's networking stack: a Mac names its model or its architecture.
             (
-                r"\b((?:SM|GT|SCH|SGH|SPH|SHV|SHW)-[A-Za-z0-9]+)",
-                Some("Samsung"),
+                r"\b((?:MacBook(?:Pro|Air)?|iMac(?:Pro)?|Macmini|MacPro)\d+(?:,|%2C)\d+)",
+                APPLE,
+                Capture,
             ),
-            (r"(?i)\bSAMSUNG[ _-]([A-Za-z0-9-]+)", Some("Samsung")),
+            (r"\bDarwin/[\d.]+ \((?:x86_64|arm64)\)", APPLE, Fixed("Mac")),
+            (r"\bCFNetwork/[\d.]+ Darwin/", APPLE, Unknown),
             (
                 r"\b(Pixel(?: [0-9A-Za-z]+){0,3}?)(?: Build|\)|;)",
-                Some("Google"),
+                GOOGLE,
+                Capture,
             ),
-            (r"\b(Chromecast)\b", Some("Google")),
+            (
+                r"\b(Pixelbook(?: Go)?|Pixel Slate|Chromecast)\b",
+                GOOGLE,
+                Capture,
+            ),
+            // Cast receivers: Chromecast, Nest Hub and speakers, Google TV.
+            (r"\bCrKey/", GOOGLE, Fixed("Chromecast")),
+            (r"\b(Glass \d+) Build", GOOGLE, Capture),
+            (
+                r"\b((?:SM|GT|SCH|SGH|SPH|SHV|SHW)-[A-Za-z0-9]+)",
+                SAMSUNG,
+                Capture,
+            ),
+            (r"(?i)\bSAMSUNG[ _/-]([A-Za-z0-9-]+)", SAMSUNG, Capture),
+            // "…; SAMSUNG; OMNIA7)" names the model; "SAMSUNG; NetFront/3.1" only the maker.
+            (r"(?i)\bSAMSUNG; ?([A-Za-z0-9-]+)[;)]", SAMSUNG, Capture),
+            (r"(?i)\bSAMSUNG ?;", SAMSUNG, Unknown),
+            (
+                r"\bSamsung((?:SGH|GT|SCH)?-?[A-Za-z]?\d{3,4}[A-Za-z]*)",
+                SAMSUNG,
+                Capture,
+            ),
+            // Samsung's own names and docomo's SC- models.
+            (r"\b(Galaxy[^;)]*?) ?(?: Build|;|\))", SAMSUNG, Capture),
+            (r"(?i)\b(Nexus S(?: 4G)?)\b", SAMSUNG, Capture),
+            (r"\b(SC-\d\d[A-Z])\b", SAMSUNG, Capture),
+            (r"\bSMART-TV; (?:Linux; )?Tizen", SAMSUNG, Fixed("Smart TV")),
             (
                 r"\b((?:Redmi|POCO|Mi|MI) [^;)]+?)(?: Build|\)|;)",
                 Some("Xiaomi"),
+                Capture,
             ),
-            (r"\b(M2\d{3}[A-Z0-9]{3,5})\b", Some("Xiaomi")),
-            (r"(?i)\bHUAWEI[ _-]?([A-Za-z0-9-]+)", Some("Huawei")),
-            (r"(?i)\bONEPLUS ?([A-Za-z0-9]+)", Some("OnePlus")),
-            (r"\b(moto [a-z0-9 ()+]+?)(?: Build|\)|;)", Some("Motorola")),
-            (r"\bLG-?([A-Z0-9]{4,})", Some("LG")),
+            (r"\b(M2\d{3}[A-Z0-9]{3,5})\b", Some("Xiaomi"), Capture),
+            (
+                r"(?i)\bHUAWEI[ _-]?([A-Za-z0-9-]+)",
+                Some("Huawei"),
+                Capture,
+            ),
+            (r"(?i)\bONEPLUS ?([A-Za-z0-9]+)", Some("OnePlus"), Capture),
+            (
+                r"\b(moto [a-z0-9 ()+]+?)(?: Build|\)|;)",
+                Some("Motorola"),
+                Capture,
+            ),
+            (r"\bLG-?([A-Z0-9]{4,})", Some("LG"), Capture),
+            // Apps that name only their platform: "Outlook-iOS/… .iphone", "(U;iOS 5.1.1;".
+            (r"(?i)\.(iphone|ipad)\b", APPLE, Capture),
+            (r"(?:^|[ (;/])iOS[ /]\d", APPLE, Unknown),
+            (r"\bMacintosh\b", APPLE, Fixed("Mac")),
         ];
         Self {
+            device_set: RegexSet::new(rules.iter().map(|r| r.0))
+                .expect("built-in device rules compile"),
             woothee: woothee::parser::Parser::new(),
             uap: crate::uap::UapParser::embedded().expect("the embedded uap-core rules load"),
             devices: rules
-                .iter()
-                .map(|(p, b)| (Regex::new(p).expect("built-in device rule compiles"), *b))
+                .into_iter()
+                .map(|(p, brand, model)| DeviceRule {
+                    re: Regex::new(p).expect("built-in device rule compiles"),
+                    brand,
+                    model,
+                })
                 .collect(),
             android_model: Regex::new(
                 r"Android [^;)]*;(?: [a-z]{2}[-_][A-Za-z]{2};)? ([^;)]+?)(?: Build/|\))",
@@ -174,41 +234,81 @@ impl UserAgentParser {
         };
         if let Some((brand, model)) = self.brand_model(ua) {
             info.brand = brand.map(str::to_owned);
-            info.model = Some(model);
+            info.model = model;
         }
-        if info.brand.as_deref() == Some("Apple")
-            && info.os.is_none()
-            && info.model.as_deref() != Some("Mac")
-        {
-            info.os = Some("iOS".into());
+        if info.brand.as_deref() == Some("Apple") && info.os.is_none() {
+            info.os = apple_os(info.model.as_deref()).map(str::to_owned);
         }
         apply_hints(&mut info, hints);
         info
     }
 
-    /// Brand and model from the string, where it carries them.
-    pub fn brand_model(&self, ua: &str) -> Option<(Option<&'static str>, String)> {
-        for (re, brand) in &self.devices {
-            if let Some(c) = re.captures(ua) {
-                let model = c
+    /// Brand and model from the string, where it carries them. `Some((brand, None))`
+    /// when the string names the maker but not the model (an iOS app's networking
+    /// stack), `Some((None, model))` for an Android model of no known brand.
+    pub fn brand_model(&self, ua: &str) -> Option<(Option<&'static str>, Option<String>)> {
+        if let Some(i) = self.device_set.matches(ua).iter().next() {
+            let rule = &self.devices[i];
+            let c = rule.re.captures(ua)?;
+            let model = match rule.model {
+                ModelFrom::Fixed(m) => Some(m.to_owned()),
+                ModelFrom::Unknown => None,
+                ModelFrom::Capture => c
                     .get(1)
                     .or_else(|| c.get(0))
-                    .map(|m| m.as_str().trim().to_owned())?;
-                let model = if model.eq_ignore_ascii_case("ipod") {
-                    "iPod touch".to_owned()
-                } else {
-                    model
-                };
-                return Some((*brand, model));
-            }
-        }
-        if ua.contains("Macintosh") {
-            return Some((Some("Apple"), "Mac".to_owned()));
+                    .map(|m| normalise_model(m.as_str().trim())),
+            };
+            return Some((rule.brand, model));
         }
         let c = self.android_model.captures(ua)?;
         let model = c.get(1)?.as_str().trim();
         (!model.is_empty() && model != "K" && !model.starts_with("wv"))
-            .then(|| (None, model.to_owned()))
+            .then(|| (None, Some(model.to_owned())))
+    }
+}
+
+/// The OS an Apple device runs when the string does not say; an unnamed model is an
+/// iOS app's networking stack (a Mac names itself).
+fn apple_os(model: Option<&str>) -> Option<&'static str> {
+    match model {
+        None => Some("iOS"),
+        Some(m) if m.starts_with("iP") => Some("iOS"),
+        Some(m) if m.contains("Watch") => Some("watchOS"),
+        Some(m) if m.starts_with("Apple") && m.ends_with("TV") => Some("tvOS"),
+        _ => None,
+    }
+}
+
+/// How a device rule names the model.
+#[derive(Clone, Copy)]
+enum ModelFrom {
+    /// The rule's first group (or whole match).
+    Capture,
+    /// Always this model.
+    Fixed(&'static str),
+    /// The string names the maker only.
+    Unknown,
+}
+
+struct DeviceRule {
+    re: Regex,
+    brand: Option<&'static str>,
+    model: ModelFrom,
+}
+
+/// Apple's spellings made readable: "iPod" is an "iPod touch", lower-case app
+/// suffixes ("….iphone") take Apple's capitals, "MacBookPro11%2C1" is decoded.
+fn normalise_model(m: &str) -> String {
+    if m.eq_ignore_ascii_case("ipod") {
+        "iPod touch".to_owned()
+    } else if m.eq_ignore_ascii_case("iphone") {
+        "iPhone".to_owned()
+    } else if m.eq_ignore_ascii_case("ipad") {
+        "iPad".to_owned()
+    } else if m.contains("%2C") {
+        m.replace("%2C", ",")
+    } else {
+        m.to_owned()
     }
 }
 
@@ -390,6 +490,39 @@ mod tests {
             (pixel.brand.as_deref(), pixel.model.as_deref()),
             (Some("Google"), Some("Pixel 8 Pro"))
         );
+    }
+
+    #[test]
+    fn devices_named_outside_the_browser_string() {
+        let p = UserAgentParser::new();
+        let none = ClientHints::default();
+        // (agent, brand, model, os)
+        type Case<'a> = (&'a str, Option<&'a str>, Option<&'a str>, Option<&'a str>);
+        let cases: [Case; 12] = [
+            ("atc/1.0 watchOS/5.1.3 model/Watch3,4 hwp/t8004 build/16S535 (6; dt:156)", Some("Apple"), Some("Watch3,4"), Some("watchOS")),
+            ("AppleCoreMedia/1.0.0.16A303 (HomePod; U; CPU OS 12_0 like Mac OS X; en_us)", Some("Apple"), Some("HomePod"), None),
+            ("AppleTV/1.1", Some("Apple"), Some("AppleTV"), Some("tvOS")),
+            ("Mozilla/5.0 (iPad4,5; iOS 7.0.4) FreeWheelAdManager/5.3.0-r9485;com.cnn.iphone CNN/4622", Some("Apple"), Some("iPad4,5"), Some("iOS")),
+            ("Mozilla/5.0 (iPad; U; CPU iPhone OS 3_2 like Mac OS X; en-us) AppleWebKit/531.21.10 (KHTML, like Gecko) Version/4.0.4 Mobile/7B314 Safari/531.21.10", Some("Apple"), Some("iPad"), Some("iOS")),
+            ("netbarrierd/572 CFNetwork/673.5 Darwin/13.4.0 (x86_64) (MacBookPro11%2C1)", Some("Apple"), Some("MacBookPro11,1"), None),
+            ("MobileSafari/602.1 CFNetwork/808.1.4 Darwin/16.1.0", Some("Apple"), None, Some("iOS")),
+            ("Mozilla/5.0 (X11; U; Linux x86_64; ar-SA) AppleWebKit/534.35 (KHTML, like Gecko)  Chrome/11.0.696.65 Safari/534.35 Puffin/3.11546IP", Some("Apple"), Some("iPhone"), None),
+            ("Mozilla/5.0 (Fuchsia) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36 CrKey/1.56.500000", Some("Google"), Some("Chromecast"), None),
+            ("com.abc.mobile/5.7.14/Mozilla/5.0 (Linux; Android 9; Google Pixelbook Go Build/R99-14469.59.0; wv) AppleWebKit/537.36 (KHTML, like Gecko) Version/4.0 Chrome/99.0.4844.73 Safari/537.36", Some("Google"), Some("Pixelbook Go"), None),
+            ("NetFront/3.5.1(BREW 3.1.5; U; en-us; SAMSUNG; NetFront/3.1.5/WAP) Sprint M350 MMP/2.0", Some("Samsung"), None, None),
+            ("Mozilla/5.0 (compatible; MSIE 9.0; Windows Phone OS 7.5; Trident/5.0; IEMobile/9.0; SAMSUNG; OMNIA7)", Some("Samsung"), Some("OMNIA7"), None),
+        ];
+        for (ua, brand, model, os) in cases {
+            let got = p.parse(ua, &none);
+            assert_eq!(
+                (got.brand.as_deref(), got.model.as_deref()),
+                (brand, model),
+                "{ua}"
+            );
+            if os.is_some() {
+                assert_eq!(got.os.as_deref(), os, "{ua}");
+            }
+        }
     }
 
     #[test]

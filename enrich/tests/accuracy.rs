@@ -225,7 +225,24 @@ fn uap_core_device_brand_for_apple_samsung_google() {
         serde_yaml_ng::from_str(&read("uap-core/tests/test_device.yaml")).expect("yaml");
     let none = ClientHints::default();
     let mut per: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
+    // Precision: of the agents given one of the three brands, how many carry it.
+    let (mut claimed, mut wrong) = (0usize, 0usize);
     for c in &cases.test_cases {
+        let got = p.parse(&c.user_agent_string, &none).brand;
+        if let Some(g) = got
+            .as_deref()
+            .filter(|b| matches!(*b, "Apple" | "Samsung" | "Google"))
+        {
+            claimed += 1;
+            // uap-core spells a few brands in lower case ("samsung").
+            if !c
+                .brand
+                .as_deref()
+                .is_some_and(|b| b.eq_ignore_ascii_case(g))
+            {
+                wrong += 1;
+            }
+        }
         let Some(want) = c
             .brand
             .as_deref()
@@ -233,7 +250,6 @@ fn uap_core_device_brand_for_apple_samsung_google() {
         else {
             continue;
         };
-        let got = p.parse(&c.user_agent_string, &none).brand;
         let e = per.entry(want).or_default();
         e.1 += 1;
         if got.as_deref() == Some(want) {
@@ -249,8 +265,26 @@ fn uap_core_device_brand_for_apple_samsung_google() {
     }
     let pct = ratio(ok, total);
     eprintln!("uap-core test_device brand, Apple+Samsung+Google: {ok}/{total} = {pct:.2}%");
-    assert!(pct >= 90.0, "{pct:.2}%");
+    let precision = ratio(claimed - wrong, claimed);
+    eprintln!(
+        "uap-core test_device: Apple/Samsung/Google given and right: {}/{claimed} = {precision:.2}%",
+        claimed - wrong
+    );
+    // The target holds for each brand, not only for the three together.
+    for (b, (o, t)) in &per {
+        assert!(ratio(*o, *t) >= 90.0, "{b}: {o}/{t}");
+    }
+    assert!(
+        precision >= MEASURED_DEVICE_PRECISION_FLOOR,
+        "{precision:.2}%"
+    );
 }
+
+/// Measured 98.30% when the per-brand rules landed (98.66% before them, with
+/// recall far lower). Most of the disagreements are uap-core naming the carrier
+/// ("Sprint") or a clone's maker for a string that says Samsung or iOS; a rule that
+/// starts naming the wrong maker drops the figure below the floor.
+const MEASURED_DEVICE_PRECISION_FLOOR: f64 = 98.0;
 
 /// The target for browser families (after the documented folding).
 const MEASURED_UAP_FAMILY_FLOOR: f64 = 95.0;
