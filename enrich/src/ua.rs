@@ -240,7 +240,20 @@ impl UserAgentParser {
             info.os = apple_os(info.model.as_deref()).map(str::to_owned);
         }
         apply_hints(&mut info, hints);
+        if let Some(brand) = self.hinted_brand(hints) {
+            info.brand = Some(brand.to_owned());
+        }
         info
+    }
+
+    /// The maker of the model in `Sec-CH-UA-Model`, by the same device rules as the
+    /// string: the model is read as an Android agent would carry it.
+    fn hinted_brand(&self, hints: &ClientHints) -> Option<&'static str> {
+        let model = hints.model.as_deref()?.trim_matches('"');
+        if model.is_empty() {
+            return None;
+        }
+        self.brand_model(&format!("(Linux; Android; {model})"))?.0
     }
 
     /// Brand and model from the string, where it carries them. `Some((brand, None))`
@@ -410,11 +423,6 @@ fn apply_hints(info: &mut ClientInfo, h: &ClientHints) {
         .filter(|m| !m.is_empty())
     {
         info.model = Some(m.to_owned());
-        if m.starts_with("Pixel") {
-            info.brand = Some("Google".into());
-        } else if m.starts_with("SM-") {
-            info.brand = Some("Samsung".into());
-        }
     }
     match h.mobile {
         Some(true) if info.device_type != Some(DeviceType::Tablet) => {
@@ -549,5 +557,25 @@ mod tests {
             (i.brand.as_deref(), i.model.as_deref(), i.device_type),
             (Some("Google"), Some("Pixel 7"), Some(DeviceType::Mobile))
         );
+        // The hinted model's maker comes from the same rules as the string's.
+        for (model, brand) in [
+            ("SM-S918B", Some("Samsung")),
+            ("Redmi Note 12", Some("Xiaomi")),
+            ("ONEPLUS A6003", Some("OnePlus")),
+            ("moto g(7)", Some("Motorola")),
+            ("Pixelbook Go", Some("Google")),
+            ("ZZ-Unknown 3", None),
+        ] {
+            let hinted = ClientHints {
+                model: Some(format!("\"{model}\"")),
+                ..ClientHints::default()
+            };
+            let i = p.parse(reduced, &hinted);
+            assert_eq!(
+                (i.brand.as_deref(), i.model.as_deref()),
+                (brand, Some(model)),
+                "{model}"
+            );
+        }
     }
 }
