@@ -95,7 +95,9 @@ impl UserAgentParser {
         const GOOGLE: Option<&str> = Some("Google");
         // Tried in order; the first rule that matches names the device. Within a rule
         // the leftmost match wins, so "(iPad; U; CPU iPhone OS 3_2 …)" is an iPad.
-        let rules: [(&str, Option<&'static str>, ModelFrom); 31] = [
+        let rules: [(&str, Option<&'static str>, ModelFrom); 32] = [
+            // Facebook's in-app browser names the hardware: "FBDV/iPhone5,3".
+            (r"\bFBDV/((?:iPhone|iPad|iPod)\d+,\d+)", APPLE, Capture),
             // iPhone, iPad, iPod, alone or as a hardware identifier ("iPhone5,2").
             (r"\b((?:iPhone|iPad|iPod)(?:\d+,\d+)?)", APPLE, Capture),
             (r"\b(Apple ?TV|Apple Watch|HomePod)\b", APPLE, Capture),
@@ -506,7 +508,8 @@ mod tests {
         let none = ClientHints::default();
         // (agent, brand, model, os)
         type Case<'a> = (&'a str, Option<&'a str>, Option<&'a str>, Option<&'a str>);
-        let cases: [Case; 12] = [
+        let cases: [Case; 13] = [
+            ("Mozilla/5.0 (iPad; CPU OS 5_1_1 like Mac OS X) AppleWebKit/534.46 (KHTML, like Gecko) Mobile/9B206 [FBAN/FBIOS;FBAV/5.4.2;FBBV/114387;FBDV/iPad3,2;FBMD/iPad;FBSN/iPhone OS;FBSV/5.1.1]", Some("Apple"), Some("iPad3,2"), Some("iOS")),
             ("atc/1.0 watchOS/5.1.3 model/Watch3,4 hwp/t8004 build/16S535 (6; dt:156)", Some("Apple"), Some("Watch3,4"), Some("watchOS")),
             ("AppleCoreMedia/1.0.0.16A303 (HomePod; U; CPU OS 12_0 like Mac OS X; en_us)", Some("Apple"), Some("HomePod"), None),
             ("AppleTV/1.1", Some("Apple"), Some("AppleTV"), Some("tvOS")),
