@@ -251,10 +251,7 @@ impl UserAgentParser {
     /// The maker of the model in `Sec-CH-UA-Model`, by the same device rules as the
     /// string: the model is read as an Android agent would carry it.
     fn hinted_brand(&self, hints: &ClientHints) -> Option<&'static str> {
-        let model = hints.model.as_deref()?.trim_matches('"');
-        if model.is_empty() {
-            return None;
-        }
+        let model = structured_value(&hints.model)?;
         self.brand_model(&format!("(Linux; Android; {model})"))?.0
     }
 
@@ -385,6 +382,11 @@ fn device_type(w: &WootheeAnswer, ua: &str) -> DeviceType {
     }
 }
 
+/// A hint header's string value without its quotes; `None` when absent or empty.
+fn structured_value(header: &Option<String>) -> Option<&str> {
+    Some(header.as_deref()?.trim_matches('"')).filter(|v| !v.is_empty())
+}
+
 /// Client Hints win over the string: brands, platform, model, mobile.
 fn apply_hints(info: &mut ClientInfo, h: &ClientHints) {
     if let Some((name, version)) = h.ua.as_deref().and_then(pick_brand) {
@@ -399,31 +401,16 @@ fn apply_hints(info: &mut ClientInfo, h: &ClientHints) {
             }
         }
     }
-    if let Some(p) = h
-        .platform
-        .as_deref()
-        .map(|p| p.trim_matches('"'))
-        .filter(|p| !p.is_empty())
-    {
+    if let Some(p) = structured_value(&h.platform) {
         info.os = Some(match p {
             "macOS" | "Mac OS X" => "macOS".into(),
             other => other.to_owned(),
         });
-        if let Some(v) = h
-            .platform_version
-            .as_deref()
-            .map(|v| v.trim_matches('"'))
-            .filter(|v| !v.is_empty())
-        {
+        if let Some(v) = structured_value(&h.platform_version) {
             info.os_version = Some(v.to_owned());
         }
     }
-    if let Some(m) = h
-        .model
-        .as_deref()
-        .map(|m| m.trim_matches('"'))
-        .filter(|m| !m.is_empty())
-    {
+    if let Some(m) = structured_value(&h.model) {
         info.model = Some(m.to_owned());
     }
     match h.mobile {
