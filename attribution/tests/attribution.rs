@@ -1,7 +1,9 @@
 //! Revenue attribution with hand-computed answers, and its invariants.
 
-use beacon_attribution::{attribute, attribute_events};
-use beacon_core::{Currency, Event, EventKind, EventStore, MemoryStore, Money, Query, Site};
+use beacon_attribution::attribute_events;
+use beacon_core::{
+    Analytics, Currency, Event, EventKind, EventStore, MemoryStore, Money, Query, Site,
+};
 use chrono::{DateTime, NaiveDateTime, Utc};
 use proptest::prelude::*;
 
@@ -154,7 +156,8 @@ async fn through_a_store_and_errors() {
     store.put_site_sync(Site::new("shop.test")).expect("site");
     store.append(&fixture()).await.expect("append");
     let q = Query::from_json(r#"{"site":"shop.test","date_range":["2026-03-01","2026-03-31"],"metrics":["revenue"],"dimensions":["source"],"attribution":{"model":"first_touch"},"currency":"EUR"}"#).expect("query");
-    let r = attribute(&store, &q, at("2026-04-01T00:00:00"))
+    let r = Analytics::new(&store, &store)
+        .query(&q, at("2026-04-01T00:00:00"))
         .await
         .expect("runs");
     assert_eq!(r.rows.len(), 1);
@@ -168,7 +171,8 @@ async fn through_a_store_and_errors() {
     );
     // A filter on a session-level dimension keeps the conversions whose session matches.
     let q = Query::from_json(r#"{"site":"shop.test","date_range":["2026-03-01","2026-03-31"],"metrics":["revenue","conversions"],"dimensions":["source"],"filters":[["is","source",["Newsletter"]]],"attribution":{"model":"linear"}}"#).expect("query");
-    let r = attribute(&store, &q, at("2026-04-01T00:00:00"))
+    let r = Analytics::new(&store, &store)
+        .query(&q, at("2026-04-01T00:00:00"))
         .await
         .expect("runs");
     assert_eq!(r.rows.len(), 1);

@@ -1,7 +1,7 @@
 //! Funnels with hand-computed answers, through a store, and their invariants.
 
-use beacon_attribution::{funnel, run_funnel, Funnel};
-use beacon_core::{BotInfo, Event, EventKind, EventStore, MemoryStore, Site};
+use beacon_attribution::{run_funnel, Funnel};
+use beacon_core::{Analytics, BotInfo, Event, EventKind, EventStore, MemoryStore, Site};
 use chrono::{DateTime, NaiveDateTime, Utc};
 use proptest::prelude::*;
 
@@ -79,7 +79,8 @@ async fn hand_checked_funnel_through_a_store() {
     store.put_site_sync(Site::new("f.test")).expect("site");
     store.append(&fixture()).await.expect("append");
     let f = Funnel::from_json(&format!(r#"{{"site": "f.test", {RANGE}, "window": "24h", "steps": [{{"page": "/"}}, {{"page": "/pricing"}}, {{"goal": "signup"}}]}}"#)).expect("funnel");
-    let r = funnel(&store, &f, at("2026-03-10T00:00:00"))
+    let r = Analytics::new(&store, &store)
+        .funnel(&f, at("2026-03-10T00:00:00"))
         .await
         .expect("runs");
     assert_eq!(
@@ -88,10 +89,8 @@ async fn hand_checked_funnel_through_a_store() {
     );
     assert_eq!(r.to_json()["steps"][2]["label"], "signup");
     // A longer window lets v4 through.
-    let wide = Funnel {
-        window_ms: 48 * 3_600_000,
-        ..f.clone()
-    };
+    let mut wide = f.clone();
+    wide.window_ms = 48 * 3_600_000;
     assert_eq!(
         run_funnel(
             &fixture(),
@@ -99,15 +98,14 @@ async fn hand_checked_funnel_through_a_store() {
             &Site::new("f.test"),
             at("2026-03-10T00:00:00")
         )
+        .expect("funnel")
         .steps[1]
             .visitors,
         3
     );
     // Bots count when asked for.
-    let bots = Funnel {
-        include_bots: true,
-        ..f
-    };
+    let mut bots = f;
+    bots.include_bots = true;
     assert_eq!(
         run_funnel(
             &fixture(),
@@ -115,6 +113,7 @@ async fn hand_checked_funnel_through_a_store() {
             &Site::new("f.test"),
             at("2026-03-10T00:00:00")
         )
+        .expect("funnel")
         .steps[0]
             .visitors,
         6
@@ -133,12 +132,10 @@ fn wildcard_pages_and_custom_events() {
     ))
     .expect("funnel");
     assert_eq!(
-        figures(&run_funnel(
-            &events,
-            &f,
-            &Site::new("f.test"),
-            at("2026-03-10T00:00:00")
-        )),
+        figures(
+            &run_funnel(&events, &f, &Site::new("f.test"), at("2026-03-10T00:00:00"))
+                .expect("funnel")
+        ),
         vec![(1, 100.0, 0.0), (1, 100.0, 0.0)]
     );
 }
@@ -158,7 +155,7 @@ proptest! {
         let f = Funnel::from_json(&format!(r#"{{"site": "f.test", {RANGE}, "window": "2h", "steps": [{{"page": "/"}}, {{"page": "/a"}}, {{"page": "/b"}}]}}"#)).expect("funnel");
         let site = Site::new("f.test");
         let now = at("2026-03-10T00:00:00");
-        let r = run_funnel(&events, &f, &site, now);
+        let r = run_funnel(&events, &f, &site, now).expect("funnel");
         prop_assert!(r.steps.windows(2).all(|w| w[0].visitors >= w[1].visitors));
         let mut shuffled = events.clone();
         let mut x = seed | 1;
@@ -166,7 +163,7 @@ proptest! {
             x ^= x << 13; x ^= x >> 7; x ^= x << 17;
             shuffled.swap(i, (x % (i as u64 + 1)) as usize);
         }
-        prop_assert_eq!(run_funnel(&shuffled, &f, &site, now), r);
+        prop_assert_eq!(run_funnel(&shuffled, &f, &site, now).expect("funnel"), r);
     }
 }
 
@@ -183,6 +180,7 @@ fn reference_reached(events: &[&Event], f: &Funnel) -> usize {
         beacon_attribution::StepMatch::Event(n) => {
             e.kind == EventKind::Custom && e.name.as_deref() == Some(n.as_str())
         }
+        other => panic!("a step this test does not know: {other:?}"),
     };
     let mut best = 0;
     for e1 in events.iter().filter(|e| step(0, e)) {
@@ -233,13 +231,13 @@ proptest! {
                 *c += 1;
             }
         }
-        let by_events = run_funnel(&events, &f, &site, now);
+        let by_events = run_funnel(&events, &f, &site, now).expect("funnel");
         prop_assert_eq!(by_events.steps.iter().map(|s| s.visitors).collect::<Vec<_>>(), want);
         let store = MemoryStore::new();
         store.put_site_sync(site.clone()).expect("site");
         store.append_sync(&events).expect("append");
         let through_store = tokio::runtime::Builder::new_current_thread().build().expect("rt")
-            .block_on(funnel(&store, &f, now)).expect("funnel");
+            .block_on(Analytics::new(&store, &store).funnel(&f, now)).expect("funnel");
         prop_assert_eq!(through_store, by_events);
     }
 }
@@ -278,7 +276,8 @@ fn breakdown_by_a_session_dimension() {
         "steps": [{{"page": "/"}}, {{"page": "/pricing"}}, {{"goal": "signup"}}]}}"#
     ))
     .expect("funnel");
-    let r = run_funnel(&events, &f, &Site::new("f.test"), at("2026-03-10T00:00:00"));
+    let r =
+        run_funnel(&events, &f, &Site::new("f.test"), at("2026-03-10T00:00:00")).expect("funnel");
     assert_eq!(
         figures(&r),
         vec![(4, 100.0, 0.0), (2, 50.0, 50.0), (1, 25.0, 50.0)]

@@ -1,6 +1,6 @@
 //! Goal definitions with hand-computed answers, through the store's columns and a scan.
 
-use beacon_attribution::{goals, GoalsRequest};
+use beacon_attribution::GoalsRequest;
 use beacon_core::{BotInfo, Event, EventKind, EventStore, MemoryStore, Site};
 use beacon_testkit::{at, VecStore};
 
@@ -53,9 +53,10 @@ const REQUEST: &str = r#"{"site": "g.test", "date_range": ["2026-03-01", "2026-0
     {"name": "CTA", "attribute": "cta"},
     {"name": "Unused", "page": "/never"}]}"#;
 
-async fn check(store: &dyn beacon_core::Store) {
+async fn check(store: &dyn EventStore) {
     let req = GoalsRequest::from_json(REQUEST).expect("request");
-    let r = goals(store, &req, at("2026-04-01T00:00:00"))
+    let r = store
+        .goals(&Site::new("g.test"), &req, at("2026-04-01T00:00:00"))
         .await
         .expect("goals");
     assert_eq!(r.visitors, 4);
@@ -93,9 +94,6 @@ async fn goal_definitions_by_hand_on_both_paths() {
     check(&memory).await;
     // A backend without a columnar override answers through scan.
     let scan_only = VecStore::default();
-    beacon_core::SiteStore::put_site(&scan_only, Site::new("g.test"))
-        .await
-        .expect("site");
     scan_only.append(&fixture()).await.expect("append");
     check(&scan_only).await;
 }

@@ -5,13 +5,13 @@
 //!   on the engine's compact input ([`Touchpoints`]); the peer keeps a hash map of
 //!   visitors to sessions and string-keyed credits.
 //! - funnel: a 5-step funnel over 10M events in a [`MemoryStore`] through the store
-//!   traits (the store hands its columns over); the peer groups rows by visitor
+//!   trait (the engine runs on the store's own table); the peer groups rows by visitor
 //!   string and matches each event's strings against each step.
 #![allow(missing_docs)] // criterion's macros generate undocumented functions
 
-use beacon_attribution::{funnel, shares, Funnel, Touch, Touchpoints};
+use beacon_attribution::{shares, Funnel, Touch, Touchpoints};
 use beacon_benches::{Rng, Traffic, SOURCES};
-use beacon_core::{AttributionModel, Event, EventKind, MemoryStore, Site};
+use beacon_core::{AttributionModel, Event, EventKind, EventStore, MemoryStore, Site};
 use chrono::{TimeZone, Utc};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use std::collections::HashMap;
@@ -276,7 +276,10 @@ fn funnels(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .expect("runtime");
-    let run = || rt.block_on(funnel(&store, &f, now)).expect("funnel");
+    // Through the storage trait, as the server and CLI call it.
+    let events: &dyn EventStore = &store;
+    let site = Site::new(SITE);
+    let run = || rt.block_on(events.funnel(&site, &f, now)).expect("funnel");
     let got: Vec<u64> = run().steps.iter().map(|s| s.visitors).collect();
     let want = peer_funnel(&rows, &steps, 7 * DAY, from, to);
     assert_eq!(got, want, "engine and peer agree");

@@ -2,7 +2,7 @@
 #![allow(missing_docs)] // criterion's macros generate undocumented functions
 
 use beacon_benches::generate;
-use beacon_core::{MemorySessionCache, MemoryStore, Sessionizer, Site};
+use beacon_core::{MemoryStore, Sessionizer, Site};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use std::hint::black_box;
 
@@ -18,11 +18,7 @@ fn ingest(c: &mut Criterion) {
             || {
                 let store = MemoryStore::new();
                 store.put_site_sync(Site::new(SITE)).expect("site");
-                (
-                    store,
-                    Sessionizer::new(MemorySessionCache::new()),
-                    events.clone(),
-                )
+                (store, Sessionizer::new(), events.clone())
             },
             |(store, mut sessionizer, mut evs)| {
                 for e in evs.iter_mut() {
@@ -46,7 +42,7 @@ fn ingest(c: &mut Criterion) {
     });
     g.bench_function("sessionize_only_1M", |b| {
         b.iter_batched(
-            || Sessionizer::new(MemorySessionCache::new()),
+            Sessionizer::new,
             |mut sessionizer| {
                 for e in &events {
                     black_box(sessionizer.observe(

@@ -3,7 +3,7 @@
 #![allow(missing_docs)] // criterion's macros generate undocumented functions
 
 use beacon_benches::Traffic;
-use beacon_core::{Event, EventKind, MemoryStore, Query, Site};
+use beacon_core::{Event, EventKind, EventStore, MemoryStore, Query, Site};
 use chrono::{TimeZone, Utc};
 use criterion::{criterion_group, criterion_main, Criterion};
 use std::collections::{HashMap, HashSet};
@@ -130,20 +130,21 @@ fn queries(c: &mut Criterion) {
     assert_eq!(m[4], beacon_core::mean_seconds(dur as u64, visits).units);
     eprintln!("main stats: visitors {v}, visits {visits}, pageviews {pv} (engine and peer agree)");
 
+    // Every query goes through the storage trait, as the server and CLI call it.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    let events_store: &dyn EventStore = &store;
+    let run = |q: &Query| {
+        rt.block_on(events_store.query(&site, q, now))
+            .expect("query")
+    };
     let mut g = c.benchmark_group(format!("query_{}M", n / 1_000_000));
     g.sample_size(20);
-    g.bench_function("main_stats", |b| {
-        b.iter(|| black_box(store.query_sync(&site, &main, now).expect("query")))
-    });
-    g.bench_function("top10_pages", |b| {
-        b.iter(|| black_box(store.query_sync(&site, &pages, now).expect("query")))
-    });
-    g.bench_function("daily_timeseries", |b| {
-        b.iter(|| black_box(store.query_sync(&site, &daily, now).expect("query")))
-    });
-    g.bench_function("sources_filtered", |b| {
-        b.iter(|| black_box(store.query_sync(&site, &sources, now).expect("query")))
-    });
+    g.bench_function("main_stats", |b| b.iter(|| black_box(run(&main))));
+    g.bench_function("top10_pages", |b| b.iter(|| black_box(run(&pages))));
+    g.bench_function("daily_timeseries", |b| b.iter(|| black_box(run(&daily))));
+    g.bench_function("sources_filtered", |b| b.iter(|| black_box(run(&sources))));
     g.sample_size(10);
     g.bench_function("peer_naive_rowstore_main_stats", |b| {
         b.iter(|| black_box(naive_main_stats(&events, from, to)))

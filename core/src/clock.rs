@@ -83,3 +83,17 @@ pub fn new_event_id(at: DateTime<Utc>, rng: &dyn RandomSource) -> uuid::Uuid {
     let ms = u64::try_from(at.timestamp_millis()).unwrap_or(0);
     uuid::Builder::from_unix_timestamp_millis(ms, &bytes).into_uuid()
 }
+
+/// The operating system's random source (through `getrandom`): the one to use for
+/// salts and event ids outside tests.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OsRandom;
+
+impl RandomSource for OsRandom {
+    fn fill(&self, buf: &mut [u8]) {
+        // Without an OS source no salt can be secret: stopping is the only safe answer.
+        if let Err(e) = getrandom::fill(buf) {
+            panic!("the operating system's random source failed: {e}");
+        }
+    }
+}

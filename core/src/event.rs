@@ -21,6 +21,7 @@ fn is_default<T: Default + PartialEq>(t: &T) -> bool {
     Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default,
 )]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum EventKind {
     /// A page was viewed.
     #[default]
@@ -190,6 +191,7 @@ pub struct Acquisition {
 /// Kind of device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum DeviceType {
     /// Desktop or laptop.
     Desktop,
@@ -292,6 +294,7 @@ pub struct Location {
 /// What kind of network or visitor a request came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum VisitorType {
     /// A company network.
     Business,

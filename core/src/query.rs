@@ -3,12 +3,14 @@
 
 use crate::error::QueryError;
 use crate::money::Currency;
-use crate::time::TimeBucket;
-use chrono::{Datelike, Days, NaiveDate};
+use crate::time::{day_start, local_date, TimeBucket};
+use chrono::{DateTime, Datelike, Days, NaiveDate, Utc};
+use chrono_tz::Tz;
 use serde_json::{json, Value};
 
 /// A metric of the contract.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Metric {
     /// Distinct visitors among matching events.
     Visitors,
@@ -77,6 +79,7 @@ impl Metric {
 
 /// A dimension of the contract.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Dimension {
     /// URL path of the event (event-level).
     Page,
@@ -294,6 +297,7 @@ impl Filter {
 
 /// The date range of a query.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum DateRange {
     /// Today, in the site's time zone.
     Day,
@@ -316,25 +320,69 @@ impl DateRange {
         parse_date_range(v)
     }
 
-    /// Local dates `(from, to)` given today's local date and the local dates of the
-    /// site's first and last events (for `All`).
+    /// Resolves the range for a site in time zone `tz` at `now`: its local dates and
+    /// UTC bounds. `extent` is the instants of the site's first and last stored
+    /// events, which only [`DateRange::All`] needs (pass `None` when there are none).
+    /// This is the one resolver every request kind uses.
     pub fn resolve(
         &self,
-        today: NaiveDate,
-        data: Option<(NaiveDate, NaiveDate)>,
-    ) -> (NaiveDate, NaiveDate) {
+        tz: Tz,
+        now: DateTime<Utc>,
+        extent: Option<(DateTime<Utc>, DateTime<Utc>)>,
+    ) -> ResolvedRange {
+        let today = local_date(tz, now);
         let back = |n: u64| today.checked_sub_days(Days::new(n)).unwrap_or(today);
-        match *self {
+        let (from, to) = match *self {
             DateRange::Day => (today, today),
             DateRange::Last7Days => (back(6), today),
             DateRange::Last30Days => (back(29), today),
             DateRange::Month => (today.with_day(1).unwrap_or(today), today),
-            DateRange::All => match data {
-                Some((first, last)) => (first.min(today), last.max(today)),
+            DateRange::All => match extent {
+                Some((first, last)) => (
+                    local_date(tz, first).min(today),
+                    local_date(tz, last).max(today),
+                ),
                 None => (today, today),
             },
             DateRange::Custom(a, b) => (a, b),
+        };
+        let after = to.checked_add_days(Days::new(1)).unwrap_or(to);
+        ResolvedRange {
+            from,
+            to,
+            start: day_start(tz, from),
+            end: day_start(tz, after),
         }
+    }
+
+    /// Whether resolving needs the site's first and last events (`All`).
+    pub fn needs_extent(&self) -> bool {
+        matches!(self, DateRange::All)
+    }
+}
+
+/// A [`DateRange`] resolved for a site: local dates, both inclusive, and the UTC
+/// instants `[start, end)` they cover.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResolvedRange {
+    /// First local date.
+    pub from: NaiveDate,
+    /// Last local date (inclusive).
+    pub to: NaiveDate,
+    /// The instant `from` begins.
+    pub start: DateTime<Utc>,
+    /// The instant the day after `to` begins (exclusive).
+    pub end: DateTime<Utc>,
+}
+
+impl ResolvedRange {
+    /// `start` in ms since the epoch.
+    pub fn start_ms(&self) -> i64 {
+        self.start.timestamp_millis()
+    }
+    /// `end` in ms since the epoch.
+    pub fn end_ms(&self) -> i64 {
+        self.end.timestamp_millis()
     }
 }
 
@@ -358,6 +406,7 @@ pub enum OrderKey {
 
 /// Revenue attribution models (contract section 4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum AttributionModel {
     /// All credit to the earliest touch.
     FirstTouch,
@@ -401,6 +450,7 @@ impl AttributionModel {
 
 /// The attribution option of a query.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct Attribution {
     /// The model.
     pub model: AttributionModel,
@@ -413,8 +463,22 @@ pub struct Attribution {
     pub rates: Vec<(Currency, f64)>,
 }
 
+impl Attribution {
+    /// Attribution under `model` with the defaults: a 30-day window, a 7-day
+    /// half-life, no rates.
+    pub fn new(model: AttributionModel) -> Self {
+        Self {
+            model,
+            window_days: 30,
+            half_life_days: 7.0,
+            rates: Vec::new(),
+        }
+    }
+}
+
 /// A query, typed, with defaults filled in.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct Query {
     /// Site domain.
     pub site: String,
@@ -509,16 +573,9 @@ impl Query {
             let arr = m.as_array().ok_or_else(|| {
                 QueryError::invalid("metrics", "must be an array of metric names")
             })?;
-            if arr.is_empty() {
-                return Err(QueryError::invalid(
-                    "metrics",
-                    "must name at least one metric",
-                ));
-            }
             q.metrics.clear();
             for (i, x) in arr.iter().enumerate() {
-                let name = x.as_str().unwrap_or_default();
-                let m = Metric::parse(name).ok_or_else(|| {
+                let m = x.as_str().and_then(Metric::parse).ok_or_else(|| {
                     QueryError::invalid(
                         format!("metrics[{i}]"),
                         format!(
@@ -527,12 +584,6 @@ impl Query {
                         ),
                     )
                 })?;
-                if q.metrics.contains(&m) {
-                    return Err(QueryError::invalid(
-                        format!("metrics[{i}]"),
-                        format!("{name} is named twice"),
-                    ));
-                }
                 q.metrics.push(m);
             }
         }
@@ -540,11 +591,9 @@ impl Query {
             let arr = d.as_array().ok_or_else(|| {
                 QueryError::invalid("dimensions", "must be an array of dimension names")
             })?;
+            // Refused before parsing each name: a long list costs nothing.
             if arr.len() > Self::MAX_DIMENSIONS {
-                return Err(QueryError::invalid(
-                    "dimensions",
-                    format!("at most {} dimensions", Self::MAX_DIMENSIONS),
-                ));
+                return Err(too_many_dimensions());
             }
             for (i, x) in arr.iter().enumerate() {
                 let dim = x.as_str().and_then(Dimension::parse).ok_or_else(|| {
@@ -553,20 +602,6 @@ impl Query {
                         format!("unknown dimension {x}"),
                     )
                 })?;
-                if q.dimensions.contains(&dim) {
-                    return Err(QueryError::invalid(
-                        format!("dimensions[{i}]"),
-                        "is named twice",
-                    ));
-                }
-                if matches!(dim, Dimension::Time(_))
-                    && q.dimensions.iter().any(|d| matches!(d, Dimension::Time(_)))
-                {
-                    return Err(QueryError::invalid(
-                        format!("dimensions[{i}]"),
-                        "only one time dimension per query",
-                    ));
-                }
                 q.dimensions.push(dim);
             }
         }
@@ -589,17 +624,14 @@ impl Query {
                     QueryError::invalid(field.clone(), "must be [name, \"asc\"|\"desc\"]")
                 })?;
                 let name = pair[0].as_str().unwrap_or_default();
-                let key = if let Some(m) = Metric::parse(name).filter(|m| q.metrics.contains(m)) {
+                let key = if let Some(m) = Metric::parse(name) {
                     OrderKey::Metric(m)
                 } else if let Some(pos) =
                     Dimension::parse(name).and_then(|d| q.dimensions.iter().position(|x| *x == d))
                 {
                     OrderKey::Dimension(pos)
                 } else {
-                    return Err(QueryError::invalid(
-                        format!("{field}[0]"),
-                        format!("{} is not a metric or dimension of this query", pair[0]),
-                    ));
+                    return Err(not_in_query(&field, &pair[0]));
                 };
                 let dir = match pair[1].as_str() {
                     Some("asc") => Direction::Asc,
@@ -617,17 +649,14 @@ impl Query {
         if let Some(l) = obj.get("limit") {
             q.limit = l
                 .as_u64()
-                .filter(|n| (1..=100_000).contains(n))
-                .ok_or_else(|| {
-                    QueryError::invalid("limit", "must be a whole number from 1 to 100000")
-                })? as usize;
+                .and_then(|n| usize::try_from(n).ok())
+                .ok_or_else(limit_rule)?;
         }
         if let Some(o) = obj.get("offset") {
             q.offset = o
                 .as_u64()
-                .filter(|n| *n <= 10_000_000)
-                .ok_or_else(|| QueryError::invalid("offset", "must be a whole number from 0"))?
-                as usize;
+                .and_then(|n| usize::try_from(n).ok())
+                .ok_or_else(offset_rule)?;
         }
         if let Some(b) = obj.get("include_bots") {
             q.include_bots = b
@@ -641,7 +670,92 @@ impl Query {
         }
         if let Some(a) = obj.get("attribution") {
             q.attribution = Some(parse_attribution(a)?);
-            if let Some((i, d)) = q
+        }
+        q.validate()?;
+        Ok(q)
+    }
+
+    /// Checks every rule of a query, whichever way it was built (JSON or Rust): at
+    /// least one metric and none twice, at most [`Query::MAX_DIMENSIONS`] dimensions
+    /// and none twice, one time dimension at most, `order_by` naming only the query's
+    /// metrics and dimensions, `limit` from 1 to 100 000, `offset` up to 10 000 000,
+    /// a custom range in order and at most 10 years long, filters at most 16 deep and
+    /// never on time, and the attribution rules. Every engine runs it first, so no
+    /// value of these public types makes one panic. Errors name the field as the
+    /// JSON form would.
+    pub fn validate(&self) -> Result<(), QueryError> {
+        if self.site.is_empty() {
+            return Err(QueryError::invalid(
+                "site",
+                "is required and must be a site domain",
+            ));
+        }
+        validate_date_range(&self.date_range)?;
+        if self.metrics.is_empty() {
+            return Err(QueryError::invalid(
+                "metrics",
+                "must name at least one metric",
+            ));
+        }
+        for (i, m) in self.metrics.iter().enumerate() {
+            if self.metrics[..i].contains(m) {
+                return Err(QueryError::invalid(
+                    format!("metrics[{i}]"),
+                    format!("{} is named twice", m.as_str()),
+                ));
+            }
+        }
+        if self.dimensions.len() > Self::MAX_DIMENSIONS {
+            return Err(too_many_dimensions());
+        }
+        for (i, d) in self.dimensions.iter().enumerate() {
+            let field = || format!("dimensions[{i}]");
+            if self.dimensions[..i].contains(d) {
+                return Err(QueryError::invalid(field(), "is named twice"));
+            }
+            if matches!(d, Dimension::Prop(p) if p.is_empty()) {
+                return Err(QueryError::invalid(
+                    field(),
+                    "a property dimension needs a name (prop:<name>)",
+                ));
+            }
+            if matches!(d, Dimension::Time(_))
+                && self.dimensions[..i]
+                    .iter()
+                    .any(|x| matches!(x, Dimension::Time(_)))
+            {
+                return Err(QueryError::invalid(
+                    field(),
+                    "only one time dimension per query",
+                ));
+            }
+        }
+        for (i, f) in self.filters.iter().enumerate() {
+            validate_filter(f, &format!("filters[{i}]"), 0)?;
+        }
+        for (i, (key, _)) in self.order_by.iter().enumerate() {
+            let field = format!("order_by[{i}]");
+            let known = match key {
+                OrderKey::Metric(m) => self.metrics.contains(m),
+                OrderKey::Dimension(p) => *p < self.dimensions.len(),
+            };
+            if !known {
+                let name = match key {
+                    OrderKey::Metric(m) => json!(m.as_str()),
+                    OrderKey::Dimension(p) => json!(format!("dimension {p}")),
+                };
+                return Err(not_in_query(&field, &name));
+            }
+        }
+        if !(1..=100_000).contains(&self.limit) {
+            return Err(limit_rule());
+        }
+        if self.offset > 10_000_000 {
+            return Err(offset_rule());
+        }
+        if let Some(a) = &self.attribution {
+            validate_attribution(a)?;
+            if let Some((i, d)) = self
                 .dimensions
                 .iter()
                 .enumerate()
@@ -655,7 +769,7 @@ impl Query {
                     ),
                 ));
             }
-            if let Some((i, m)) = q
+            if let Some((i, m)) = self
                 .metrics
                 .iter()
                 .enumerate()
@@ -670,7 +784,7 @@ impl Query {
                 ));
             }
         }
-        Ok(q)
+        Ok(())
     }
 
     /// The query as understood, in contract JSON, with the resolved local dates.
@@ -729,6 +843,112 @@ fn names<'a>(it: impl Iterator<Item = &'a str>) -> String {
     it.collect::<Vec<_>>().join(", ")
 }
 
+fn too_many_dimensions() -> QueryError {
+    QueryError::invalid(
+        "dimensions",
+        format!("at most {} dimensions", Query::MAX_DIMENSIONS),
+    )
+}
+
+fn not_in_query(field: &str, name: &Value) -> QueryError {
+    QueryError::invalid(
+        format!("{field}[0]"),
+        format!("{name} is not a metric or dimension of this query"),
+    )
+}
+
+fn limit_rule() -> QueryError {
+    QueryError::invalid("limit", "must be a whole number from 1 to 100000")
+}
+
+fn offset_rule() -> QueryError {
+    QueryError::invalid("offset", "must be a whole number from 0 to 10000000")
+}
+
+/// The rules of a date range built in Rust (the JSON parser checks the same).
+pub(crate) fn validate_date_range(r: &DateRange) -> Result<(), QueryError> {
+    if let DateRange::Custom(from, to) = *r {
+        if to < from {
+            return Err(QueryError::invalid(
+                "date_range[1]",
+                "must not be before date_range[0]",
+            ));
+        }
+        if (to - from).num_days() > 3660 {
+            return Err(QueryError::invalid(
+                "date_range",
+                "must span at most 10 years",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Most nesting of `and`, `or` and `not`.
+const MAX_FILTER_DEPTH: usize = 16;
+
+fn validate_filter(f: &Filter, field: &str, depth: usize) -> Result<(), QueryError> {
+    if depth > MAX_FILTER_DEPTH {
+        return Err(QueryError::invalid(field, "filters nest at most 16 deep"));
+    }
+    match f {
+        Filter::And(fs) | Filter::Or(fs) => {
+            for (i, g) in fs.iter().enumerate() {
+                validate_filter(g, &format!("{field}[1][{i}]"), depth + 1)?;
+            }
+            Ok(())
+        }
+        Filter::Not(g) => validate_filter(g, &format!("{field}[1]"), depth + 1),
+        Filter::Is(d, _) | Filter::IsNot(d, _) | Filter::Contains(d, _) | Filter::Matches(d, _) => {
+            match d {
+                Dimension::Time(_) => Err(QueryError::invalid(
+                    format!("{field}[1]"),
+                    "time dimensions cannot be filtered; use date_range",
+                )),
+                Dimension::Prop(p) if p.is_empty() => Err(QueryError::invalid(
+                    format!("{field}[1]"),
+                    "a property dimension needs a name (prop:<name>)",
+                )),
+                _ => Ok(()),
+            }
+        }
+    }
+}
+
+fn window_rule() -> QueryError {
+    QueryError::invalid(
+        "attribution.window_days",
+        "must be a whole number from 1 to 365",
+    )
+}
+
+fn half_life_rule() -> QueryError {
+    QueryError::invalid(
+        "attribution.half_life_days",
+        "must be a number above 0 and at most 365",
+    )
+}
+
+fn rate_rule(c: Currency) -> QueryError {
+    QueryError::invalid(
+        format!("attribution.rates.{}", c.code()),
+        "must be a positive number",
+    )
+}
+
+fn validate_attribution(a: &Attribution) -> Result<(), QueryError> {
+    if !(1..=365).contains(&a.window_days) {
+        return Err(window_rule());
+    }
+    if !(a.half_life_days.is_finite() && a.half_life_days > 0.0 && a.half_life_days <= 365.0) {
+        return Err(half_life_rule());
+    }
+    if let Some((c, _)) = a.rates.iter().find(|(_, r)| !(r.is_finite() && *r > 0.0)) {
+        return Err(rate_rule(*c));
+    }
+    Ok(())
+}
+
 fn parse_date(v: &Value, field: &str) -> Result<NaiveDate, QueryError> {
     v.as_str()
         .and_then(|s| NaiveDate::parse_from_str(s, "%Y-%m-%d").ok())
@@ -753,19 +973,9 @@ fn parse_date_range(v: &Value) -> Result<DateRange, QueryError> {
         Value::Array(a) if a.len() == 2 => {
             let from = parse_date(&a[0], "date_range[0]")?;
             let to = parse_date(&a[1], "date_range[1]")?;
-            if to < from {
-                return Err(QueryError::invalid(
-                    "date_range[1]",
-                    "must not be before date_range[0]",
-                ));
-            }
-            if (to - from).num_days() > 3660 {
-                return Err(QueryError::invalid(
-                    "date_range",
-                    "must span at most 10 years",
-                ));
-            }
-            Ok(DateRange::Custom(from, to))
+            let range = DateRange::Custom(from, to);
+            validate_date_range(&range)?;
+            Ok(range)
         }
         _ => Err(QueryError::invalid(
             "date_range",
@@ -775,7 +985,7 @@ fn parse_date_range(v: &Value) -> Result<DateRange, QueryError> {
 }
 
 fn parse_filter(v: &Value, field: &str, depth: usize) -> Result<Filter, QueryError> {
-    if depth > 16 {
+    if depth > MAX_FILTER_DEPTH {
         return Err(QueryError::invalid(field, "filters nest at most 16 deep"));
     }
     let arr = v.as_array().filter(|a| !a.is_empty()).ok_or_else(|| {
@@ -913,25 +1123,12 @@ fn parse_attribution(v: &Value) -> Result<Attribution, QueryError> {
         None => 30,
         Some(w) => w
             .as_u64()
-            .filter(|n| (1..=365).contains(n))
-            .ok_or_else(|| {
-                QueryError::invalid(
-                    "attribution.window_days",
-                    "must be a whole number from 1 to 365",
-                )
-            })? as u32,
+            .and_then(|n| u32::try_from(n).ok())
+            .ok_or_else(window_rule)?,
     };
     let half_life_days = match obj.get("half_life_days") {
         None => 7.0,
-        Some(h) => h
-            .as_f64()
-            .filter(|n| *n > 0.0 && *n <= 365.0)
-            .ok_or_else(|| {
-                QueryError::invalid(
-                    "attribution.half_life_days",
-                    "must be a number above 0 and at most 365",
-                )
-            })?,
+        Some(h) => h.as_f64().ok_or_else(half_life_rule)?,
     };
     let mut rates = Vec::new();
     if let Some(r) = obj.get("rates") {
@@ -942,16 +1139,17 @@ fn parse_attribution(v: &Value) -> Result<Attribution, QueryError> {
             )
         })?;
         for (code, rate) in r {
-            let field = format!("attribution.rates.{code}");
             let c = Currency::parse(code).ok_or_else(|| {
-                QueryError::invalid(field.clone(), "is not an ISO 4217 currency code")
+                QueryError::invalid(
+                    format!("attribution.rates.{code}"),
+                    "is not an ISO 4217 currency code",
+                )
             })?;
             let value = match rate {
                 Value::String(s) => s.trim().parse::<f64>().ok(),
                 other => other.as_f64(),
             }
-            .filter(|x| x.is_finite() && *x > 0.0)
-            .ok_or_else(|| QueryError::invalid(field.clone(), "must be a positive number"))?;
+            .ok_or_else(|| rate_rule(c))?;
             rates.push((c, value));
         }
     }
@@ -1061,14 +1259,29 @@ mod tests {
         let q = Query::from_json(r#"{"site":"a","date_range":"7d","filters":[["not",["or",[["is","source",[null]],["matches","page",["^/b"]]]]]]}"#).unwrap();
         assert!(q.filters[0].mentions(&Dimension::Page));
         assert!(!q.filters[0].mentions(&Dimension::Goal));
-        let today = NaiveDate::from_ymd_opt(2026, 3, 10).unwrap();
+        let now = NaiveDate::from_ymd_opt(2026, 3, 10)
+            .unwrap()
+            .and_hms_opt(12, 0, 0)
+            .unwrap()
+            .and_utc();
         assert_eq!(
-            q.date_range.resolve(today, None).0,
+            q.date_range.resolve(Tz::UTC, now, None).from,
             NaiveDate::from_ymd_opt(2026, 3, 4).unwrap()
         );
         assert_eq!(
-            DateRange::Month.resolve(today, None).0,
+            DateRange::Month.resolve(Tz::UTC, now, None).from,
             NaiveDate::from_ymd_opt(2026, 3, 1).unwrap()
+        );
+        let first = NaiveDate::from_ymd_opt(2025, 12, 1)
+            .unwrap()
+            .and_hms_opt(9, 0, 0)
+            .unwrap()
+            .and_utc();
+        let all = DateRange::All.resolve(Tz::UTC, now, Some((first, first)));
+        assert_eq!(
+            (all.from, all.to),
+            (first.date_naive(), now.date_naive()),
+            "all runs from the first event to today"
         );
     }
 }

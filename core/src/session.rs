@@ -2,8 +2,9 @@
 //! type with no gap over the timeout (a gap of exactly the timeout continues it).
 //!
 //! Two paths that agree: [`sessionize`] (batch, any input order) and the streaming
-//! [`Sessionizer`] over a [`SessionCache`], which also takes hits out of order and
-//! reports the sessions it had to rename when a late hit moved a start or bridged two.
+//! [`Sessionizer`] (one [`VisitorSessions`] per visitor), which also takes hits out
+//! of order and reports the sessions it had to rename when a late hit moved a start
+//! or bridged two.
 
 use crate::event::{Event, EventKind};
 use crate::hash::FastBuild;
@@ -153,13 +154,30 @@ pub struct SessionSpan {
     pub events: u32,
 }
 
-/// What the streaming path keeps per (site, visitor).
+/// What the streaming path keeps per (site, visitor): the state a shared backend
+/// (Redis) stores per visitor, and updates with [`VisitorSessions::place`].
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct VisitorSessions {
     /// Open spans, ordered by start, with gaps over the timeout between them.
     pub spans: Vec<SessionSpan>,
     /// Sessions of this visitor already closed and dropped from `spans`.
     pub closed: u32,
+    /// When no event can join the last span any more (its end plus the timeout),
+    /// ms: the state may be forgotten after it.
+    #[serde(default)]
+    pub expires_ms: i64,
+}
+
+/// Where [`VisitorSessions::place`] put an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    /// Start of the event's session, ms.
+    pub start_ms: i64,
+    /// Its number for the visitor (final once no earlier events can arrive).
+    pub number: u32,
+    /// Session starts that moved, as (old start, new start): a late event moved a
+    /// start earlier or bridged two sessions.
+    pub moved: Vec<(i64, i64)>,
 }
 
 impl VisitorSessions {
@@ -169,84 +187,35 @@ impl VisitorSessions {
             .last()
             .is_some_and(|s| now_ms - s.end_ms <= timeout_ms && now_ms >= s.start_ms - timeout_ms)
     }
-}
 
-/// Where the streaming sessionizer keeps its per-visitor state. In memory here
-/// ([`MemorySessionCache`]); a shared cache such as Redis implements the same.
-pub trait SessionCache {
-    /// A copy of the visitor's state, if any.
-    fn get(&self, site: &str, visitor: &str) -> Option<VisitorSessions>;
-    /// Runs `f` on the visitor's state (created empty when missing) and stores the result.
-    fn update<R>(
-        &mut self,
-        site: &str,
-        visitor: &str,
-        f: impl FnOnce(&mut VisitorSessions) -> R,
-    ) -> R;
-    /// Keeps only the visitors for which `keep` answers true (it may change their state).
-    fn retain(&mut self, keep: impl FnMut(&str, &str, &mut VisitorSessions) -> bool);
-    /// Number of visitors tracked.
-    fn len(&self) -> usize;
-    /// Whether no visitor is tracked.
-    fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
-/// A [`SessionCache`] in a hash map (site → visitor → state).
-#[derive(Debug, Default, Clone)]
-pub struct MemorySessionCache {
-    sites: HashMap<String, HashMap<String, VisitorSessions, FastBuild>, FastBuild>,
-    expected_visitors: usize,
-}
-
-impl MemorySessionCache {
-    /// An empty cache.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// An empty cache whose map for each site starts with room for `n` visitors: a
-    /// bulk import that knows roughly how many lines it has is spared growing (and
-    /// rehashing) a map of hundreds of thousands of visitors step by step.
-    pub fn with_expected_visitors(n: usize) -> Self {
-        Self {
-            expected_visitors: n,
-            ..Self::default()
+    /// Places an event at `ts_ms` in its session (in any arrival order), merging
+    /// sessions it bridges.
+    pub fn place(&mut self, ts_ms: i64, timeout_ms: i64) -> Placement {
+        let (start_ms, number, moved) = place(self, ts_ms, timeout_ms);
+        if let Some(last) = self.spans.last() {
+            self.expires_ms = self.expires_ms.max(last.end_ms.saturating_add(timeout_ms));
+        }
+        Placement {
+            start_ms,
+            number,
+            moved,
         }
     }
-}
 
-impl SessionCache for MemorySessionCache {
-    fn get(&self, site: &str, visitor: &str) -> Option<VisitorSessions> {
-        self.sites.get(site)?.get(visitor).cloned()
-    }
-    fn update<R>(
-        &mut self,
-        site: &str,
-        visitor: &str,
-        f: impl FnOnce(&mut VisitorSessions) -> R,
-    ) -> R {
-        let expected = self.expected_visitors;
-        let visitors = match self.sites.get_mut(site) {
-            Some(v) => v,
-            None => self.sites.entry(site.to_owned()).or_insert_with(|| {
-                HashMap::with_capacity_and_hasher(expected, FastBuild::default())
-            }),
-        };
-        match visitors.get_mut(visitor) {
-            Some(state) => f(state),
-            None => f(visitors.entry(visitor.to_owned()).or_default()),
-        }
-    }
-    fn retain(&mut self, mut keep: impl FnMut(&str, &str, &mut VisitorSessions) -> bool) {
-        for (site, visitors) in &mut self.sites {
-            visitors.retain(|v, state| keep(site, v, state));
-        }
-        self.sites.retain(|_, v| !v.is_empty());
-    }
-    fn len(&self) -> usize {
-        self.sites.values().map(HashMap::len).sum()
+    /// Closes spans that ended before `closed_before_ms`; returns them with numbers.
+    fn close_before(&mut self, closed_before_ms: i64) -> Vec<(SessionSpan, u32)> {
+        let n = self
+            .spans
+            .iter()
+            .take_while(|s| s.end_ms < closed_before_ms)
+            .count();
+        let first = self.closed + 1;
+        self.closed += n as u32;
+        self.spans
+            .drain(..n)
+            .enumerate()
+            .map(|(i, s)| (s, first + i as u32))
+            .collect()
     }
 }
 
@@ -267,6 +236,8 @@ pub struct SessionRename {
 /// What the streaming path says about one event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Observation {
+    /// The visitor (the chosen one, for cookieless candidates).
+    pub visitor_id: String,
     /// The event's session.
     pub session_id: u64,
     /// Its start, ms.
@@ -277,21 +248,57 @@ pub struct Observation {
     pub renames: Vec<SessionRename>,
 }
 
-/// The streaming sessionizer for live ingest.
-#[derive(Debug, Default)]
-pub struct Sessionizer<C: SessionCache = MemorySessionCache> {
-    cache: C,
+impl Observation {
+    /// The observation of `placement` for (site, visitor).
+    pub fn new(site: &str, visitor: String, placement: Placement) -> Self {
+        let renames = placement
+            .moved
+            .into_iter()
+            .map(|(from, to)| SessionRename {
+                site: site.to_owned(),
+                visitor: visitor.clone(),
+                from: session_id(site, &visitor, from),
+                to: session_id(site, &visitor, to),
+            })
+            .collect();
+        Self {
+            session_id: session_id(site, &visitor, placement.start_ms),
+            session_start_ms: placement.start_ms,
+            session_number: placement.number,
+            renames,
+            visitor_id: visitor,
+        }
+    }
 }
 
-impl<C: SessionCache> Sessionizer<C> {
-    /// A sessionizer over `cache`.
-    pub fn new(cache: C) -> Self {
-        Self { cache }
+/// The streaming sessionizer: every visitor's [`VisitorSessions`] in a map. The
+/// engine of [`crate::MemorySessionState`]; usable on its own for a single-threaded
+/// import.
+#[derive(Debug, Default, Clone)]
+pub struct Sessionizer {
+    sites: HashMap<String, HashMap<String, VisitorSessions, FastBuild>, FastBuild>,
+    expected_visitors: usize,
+}
+
+impl Sessionizer {
+    /// An empty sessionizer.
+    pub fn new() -> Self {
+        Self::default()
     }
 
-    /// The cache.
-    pub fn cache(&self) -> &C {
-        &self.cache
+    /// An empty sessionizer whose map for each site starts with room for `n`
+    /// visitors: a bulk import that knows roughly how many lines it has is spared
+    /// growing (and rehashing) a map of hundreds of thousands of visitors step by step.
+    pub fn with_expected_visitors(n: usize) -> Self {
+        Self {
+            expected_visitors: n,
+            ..Self::default()
+        }
+    }
+
+    /// The visitor's state, if tracked.
+    pub fn get(&self, site: &str, visitor: &str) -> Option<&VisitorSessions> {
+        self.sites.get(site)?.get(visitor)
     }
 
     /// Whether `visitor` has a session open at `now_ms` (for ids crossing midnight).
@@ -302,8 +309,7 @@ impl<C: SessionCache> Sessionizer<C> {
         now_ms: i64,
         timeout_ms: i64,
     ) -> bool {
-        self.cache
-            .get(site, visitor)
+        self.get(site, visitor)
             .is_some_and(|s| s.is_open_at(now_ms, timeout_ms))
     }
 
@@ -315,58 +321,87 @@ impl<C: SessionCache> Sessionizer<C> {
         ts_ms: i64,
         timeout_ms: i64,
     ) -> Observation {
-        let (start, number, renamed) = self
-            .cache
-            .update(site, visitor, |state| place(state, ts_ms, timeout_ms));
-        let renames = renamed
-            .into_iter()
-            .map(|(from, to)| SessionRename {
-                site: site.to_owned(),
-                visitor: visitor.to_owned(),
-                from: session_id(site, visitor, from),
-                to: session_id(site, visitor, to),
-            })
-            .collect();
-        Observation {
-            session_id: session_id(site, visitor, start),
-            session_start_ms: start,
-            session_number: number,
-            renames,
-        }
+        let expected = self.expected_visitors;
+        let visitors = match self.sites.get_mut(site) {
+            Some(v) => v,
+            None => self.sites.entry(site.to_owned()).or_insert_with(|| {
+                HashMap::with_capacity_and_hasher(expected, FastBuild::default())
+            }),
+        };
+        let state = match visitors.get_mut(visitor) {
+            Some(state) => state,
+            None => visitors.entry(visitor.to_owned()).or_default(),
+        };
+        Observation::new(site, visitor.to_owned(), state.place(ts_ms, timeout_ms))
     }
 
     /// Closes spans that ended before `closed_before_ms` (no event can join them any
     /// more) and forgets visitors with nothing open. Returns the closed sessions.
     pub fn evict_idle(&mut self, closed_before_ms: i64) -> Vec<SessionSummaryLite> {
         let mut out = Vec::new();
-        self.cache.retain(|site, visitor, state| {
-            let n = state
-                .spans
-                .iter()
-                .take_while(|s| s.end_ms < closed_before_ms)
-                .count();
-            for (i, s) in state.spans.drain(..n).enumerate() {
-                out.push(lite(site, visitor, &s, state.closed + 1 + i as u32));
-            }
-            state.closed += n as u32;
-            !state.spans.is_empty()
-        });
+        for (site, visitors) in &mut self.sites {
+            visitors.retain(|visitor, state| {
+                for (s, number) in state.close_before(closed_before_ms) {
+                    out.push(lite(site, visitor, &s, number));
+                }
+                !state.spans.is_empty()
+            });
+        }
+        self.sites.retain(|_, v| !v.is_empty());
         out
+    }
+
+    /// Forgets one visitor's state.
+    pub fn forget(&mut self, site: &str, visitor: &str) {
+        if let Some(v) = self.sites.get_mut(site) {
+            v.remove(visitor);
+            if v.is_empty() {
+                self.sites.remove(site);
+            }
+        }
+    }
+
+    /// Forgets visitors whose state expired before `now_ms`; returns how many.
+    pub fn evict_expired(&mut self, now_ms: i64) -> usize {
+        let before = self.len();
+        for visitors in self.sites.values_mut() {
+            visitors.retain(|_, state| state.expires_ms >= now_ms);
+        }
+        self.sites.retain(|_, v| !v.is_empty());
+        before - self.len()
+    }
+
+    /// The expiry of every visitor tracked (for eviction by capacity).
+    pub fn expiries(&self) -> impl Iterator<Item = i64> + '_ {
+        self.sites
+            .values()
+            .flat_map(|v| v.values().map(|s| s.expires_ms))
     }
 
     /// Every session still tracked, with its final number, ordered by (site, visitor, start).
     pub fn flush(&mut self) -> Vec<SessionSummaryLite> {
         let mut out = Vec::new();
-        self.cache.retain(|site, visitor, state| {
-            for (i, s) in state.spans.iter().enumerate() {
-                out.push(lite(site, visitor, s, state.closed + 1 + i as u32));
+        for (site, visitors) in self.sites.drain() {
+            for (visitor, state) in visitors {
+                for (i, s) in state.spans.iter().enumerate() {
+                    out.push(lite(&site, &visitor, s, state.closed + 1 + i as u32));
+                }
             }
-            false
-        });
+        }
         out.sort_by(|a, b| {
             (&a.site, &a.visitor, a.start_ms).cmp(&(&b.site, &b.visitor, b.start_ms))
         });
         out
+    }
+
+    /// Number of visitors tracked.
+    pub fn len(&self) -> usize {
+        self.sites.values().map(HashMap::len).sum()
+    }
+
+    /// Whether no visitor is tracked.
+    pub fn is_empty(&self) -> bool {
+        self.sites.is_empty()
     }
 }
 
@@ -473,13 +508,25 @@ mod tests {
 
     #[test]
     fn expected_visitors_size_each_sites_map_up_front() {
-        let mut c = MemorySessionCache::with_expected_visitors(10_000);
-        c.update("a.com", "v", |s| s.closed = 1);
-        c.update("b.com", "v", |_| ());
+        let mut c = Sessionizer::with_expected_visitors(10_000);
+        c.observe("a.com", "v", 0, T);
+        c.observe("b.com", "v", 0, T);
         assert!(c.sites.values().all(|m| m.capacity() >= 10_000));
-        assert_eq!(c.get("a.com", "v").map(|s| s.closed), Some(1));
+        assert_eq!(c.get("a.com", "v").map(|s| s.spans.len()), Some(1));
         assert_eq!(c.len(), 2);
-        assert!(MemorySessionCache::new().sites.is_empty());
+        assert!(Sessionizer::new().sites.is_empty());
+    }
+
+    #[test]
+    fn expired_visitors_are_forgotten() {
+        let mut sz = Sessionizer::new();
+        sz.observe("s", "old", 0, T);
+        sz.observe("s", "new", 2 * T, T);
+        assert_eq!(sz.get("s", "old").map(|s| s.expires_ms), Some(T));
+        assert_eq!(sz.evict_expired(T), 0, "expiry is inclusive");
+        assert_eq!(sz.evict_expired(T + 1), 1);
+        assert!(sz.get("s", "old").is_none());
+        assert_eq!(sz.len(), 1);
     }
 
     const T: i64 = 30 * 60 * 1000;
@@ -536,7 +583,7 @@ mod tests {
 
     #[test]
     fn late_event_bridges_two_sessions_and_reports_the_rename() {
-        let mut sz = Sessionizer::new(MemorySessionCache::new());
+        let mut sz = Sessionizer::new();
         let a = sz.observe("s", "v", 0, T);
         let b = sz.observe("s", "v", 2 * T, T);
         assert_ne!(a.session_id, b.session_id);
@@ -553,12 +600,12 @@ mod tests {
         let flushed = sz.flush();
         assert_eq!(flushed.len(), 1);
         assert_eq!(flushed[0].events, 4);
-        assert!(sz.cache().is_empty());
+        assert!(sz.is_empty());
     }
 
     #[test]
     fn eviction_keeps_numbering() {
-        let mut sz = Sessionizer::new(MemorySessionCache::new());
+        let mut sz = Sessionizer::new();
         sz.observe("s", "v", 0, T);
         sz.observe("s", "v", 3 * T, T);
         let closed = sz.evict_idle(2 * T);
@@ -571,7 +618,7 @@ mod tests {
     fn streaming_assignment(
         order: &[(String, i64, usize)],
     ) -> (BTreeMap<usize, u64>, Vec<SessionSummaryLite>) {
-        let mut sz = Sessionizer::new(MemorySessionCache::new());
+        let mut sz = Sessionizer::new();
         let mut assigned: BTreeMap<usize, u64> = BTreeMap::new();
         for (visitor, ts, idx) in order {
             let obs = sz.observe("s", visitor, *ts, T);

@@ -1,11 +1,14 @@
 //! Fixture events and the harness that checks a backend against the reference.
 
 use beacon_core::{
-    run_query, BotInfo, Currency, DeviceType, Event, EventKind, MemoryStore, Money, Query,
-    QueryResult, Site, Store, VisitorType,
+    AppendReport, BotInfo, Currency, DeviceType, EraseScope, Event, EventKind, EventStore, Funnel,
+    FunnelResult, GoalsRequest, GoalsResult, MemoryStore, Money, Query, QueryResult,
+    RealtimeRequest, RealtimeResult, ScanRequest, Site, VisitorType,
 };
 use chrono::{DateTime, NaiveDateTime, Utc};
+use futures_util::TryStreamExt;
 use serde_json::Value;
+use std::sync::OnceLock;
 
 /// A UTC instant from `"2026-03-01T10:00:00"`.
 pub fn at(s: &str) -> DateTime<Utc> {
@@ -14,9 +17,25 @@ pub fn at(s: &str) -> DateTime<Utc> {
         .and_utc()
 }
 
+/// A tag unique to this process: sites are named with it, so that the suite can run
+/// again and again against one persistent database.
+pub fn run_tag() -> &'static str {
+    static TAG: OnceLock<String> = OnceLock::new();
+    TAG.get_or_init(|| {
+        let mut b = [0u8; 4];
+        beacon_core::RandomSource::fill(&beacon_core::OsRandom, &mut b);
+        b.iter().map(|x| format!("{x:02x}")).collect()
+    })
+}
+
+/// A site named after a case, unique to this run: `<name>-<run tag>.conformance.test`.
+pub fn site(name: &str) -> Site {
+    Site::new(format!("{name}-{}.conformance.test", run_tag()))
+}
+
 /// A fixture event under construction.
 #[derive(Debug, Clone)]
-pub struct Ev(Event);
+pub struct Ev(pub Event);
 
 impl Ev {
     fn new(kind: EventKind, visitor: &str, time: &str, path: &str) -> Self {
@@ -65,6 +84,12 @@ impl Ev {
     /// Sets the order id.
     pub fn order(mut self, id: &str) -> Self {
         self.0.commerce.order_id = Some(id.into());
+        self
+    }
+    /// Sets a goal's value.
+    pub fn value(mut self, amount: &str, currency: &str) -> Self {
+        let c = Currency::parse(currency).expect("fixture currency");
+        self.0.commerce.goal_value = Some(Money::parse(amount, c).expect("fixture amount"));
         self
     }
     /// An engagement report for `path`.
@@ -128,40 +153,34 @@ impl Ev {
 
 /// One case's site, loaded into the backend under test and into the reference.
 pub struct Fixture<'a> {
-    store: &'a dyn Store,
+    store: &'a dyn EventStore,
     reference: MemoryStore,
-    /// The site (its domain is unique per case, so cases may share a database).
+    /// The site (unique per case and run, so cases may share a database).
     pub site: Site,
     /// "Now" for relative date ranges.
     pub now: DateTime<Utc>,
 }
 
 /// "Now" of every case unless a case says otherwise.
-const NOW: &str = "2026-03-10T12:00:00";
+pub const NOW: &str = "2026-03-10T12:00:00";
 
 impl<'a> Fixture<'a> {
-    /// Creates `site` in both stores and appends `events` (ids numbered in fixture order).
-    pub async fn new(store: &'a dyn Store, site: Site, events: Vec<Ev>) -> Fixture<'a> {
+    /// Appends `events` of `site` to both stores (ids numbered in fixture order).
+    pub async fn new(store: &'a dyn EventStore, site: Site, events: Vec<Ev>) -> Fixture<'a> {
         let f = Fixture {
             store,
             reference: MemoryStore::new(),
             site,
             now: at(NOW),
         };
-        store
-            .put_site(f.site.clone())
-            .await
-            .expect("backend accepts the site");
-        f.reference
-            .put_site_sync(f.site.clone())
-            .expect("reference accepts the site");
         f.append(events, 0).await;
         f
     }
 
-    /// Appends more events; `first_id` numbers them.
-    pub async fn append(&self, events: Vec<Ev>, first_id: u128) {
-        let events: Vec<Event> = events
+    /// The events of `events` as stored: `first_id + 1`, `first_id + 2`, ... as ids,
+    /// this site's domain, host and URL.
+    pub fn events(&self, events: Vec<Ev>, first_id: u128) -> Vec<Event> {
+        events
             .into_iter()
             .enumerate()
             .map(|(i, Ev(mut e))| {
@@ -171,15 +190,29 @@ impl<'a> Fixture<'a> {
                 e.page.url = format!("https://{}{}", e.site, e.page.path);
                 e
             })
-            .collect();
-        self.store.append(&events).await.expect("backend appends");
-        self.reference
-            .append_sync(&events)
+            .collect()
+    }
+
+    /// Appends more events (ids from `first_id + 1`); returns the backend's report,
+    /// asserted equal to the reference's.
+    pub async fn append(&self, events: Vec<Ev>, first_id: u128) -> AppendReport {
+        let events = self.events(events, first_id);
+        self.append_events(&events).await
+    }
+
+    /// Appends events as they are to both stores; asserts the reports agree.
+    pub async fn append_events(&self, events: &[Event]) -> AppendReport {
+        let got = self.store.append(events).await.expect("backend appends");
+        let want = self
+            .reference
+            .append_sync(events)
             .expect("reference appends");
+        assert_eq!(got, want, "append reports of backend and reference differ");
+        got
     }
 
     /// The backend under test.
-    pub fn store(&self) -> &dyn Store {
+    pub fn store(&self) -> &dyn EventStore {
         self.store
     }
 
@@ -188,15 +221,23 @@ impl<'a> Fixture<'a> {
         &self.reference
     }
 
+    fn with_site(&self, mut v: Value) -> Value {
+        v["site"] = Value::String(self.site.domain.clone());
+        v
+    }
+
     /// Runs `query` (its `site` is filled in) on both stores; asserts they agree.
-    pub async fn query(&self, mut query: Value) -> QueryResult {
-        query["site"] = Value::String(self.site.domain.clone());
+    pub async fn query(&self, query: Value) -> QueryResult {
+        let query = self.with_site(query);
         let q = Query::from_value(&query).unwrap_or_else(|e| panic!("fixture query {query}: {e}"));
-        let got = run_query(self.store, &q, self.now)
+        let got = self
+            .store
+            .query(&self.site, &q, self.now)
             .await
             .unwrap_or_else(|e| panic!("backend query {query}: {e}"));
-        let want = run_query(&self.reference, &q, self.now)
-            .await
+        let want = self
+            .reference
+            .query_sync(&self.site, &q, self.now)
             .expect("reference query");
         assert_eq!(got, want, "backend and reference differ for {query}");
         got
@@ -221,5 +262,105 @@ impl<'a> Fixture<'a> {
             .collect();
         assert_eq!(got, want, "rows of {query}");
         r
+    }
+
+    /// Runs a funnel (its `site` filled in) on both stores; asserts they agree.
+    pub async fn funnel(&self, funnel: Value) -> FunnelResult {
+        let funnel = self.with_site(funnel);
+        let f =
+            Funnel::from_value(&funnel).unwrap_or_else(|e| panic!("fixture funnel {funnel}: {e}"));
+        let got = self
+            .store
+            .funnel(&self.site, &f, self.now)
+            .await
+            .unwrap_or_else(|e| panic!("backend funnel {funnel}: {e}"));
+        let want = self
+            .reference
+            .funnel_sync(&self.site, &f, self.now)
+            .expect("reference funnel");
+        assert_eq!(got, want, "backend and reference differ for {funnel}");
+        got
+    }
+
+    /// Runs a funnel and asserts the visitors at each step.
+    pub async fn expect_funnel(&self, funnel: Value, visitors: &[u64]) -> FunnelResult {
+        let r = self.funnel(funnel.clone()).await;
+        let got: Vec<u64> = r.steps.iter().map(|s| s.visitors).collect();
+        assert_eq!(got, visitors, "visitors per step of {funnel}");
+        r
+    }
+
+    /// Runs a goals request (its `site` filled in) on both stores; asserts they agree.
+    pub async fn goals(&self, goals: Value) -> GoalsResult {
+        let goals = self.with_site(goals);
+        let g = GoalsRequest::from_value(&goals)
+            .unwrap_or_else(|e| panic!("fixture goals {goals}: {e}"));
+        let got = self
+            .store
+            .goals(&self.site, &g, self.now)
+            .await
+            .unwrap_or_else(|e| panic!("backend goals {goals}: {e}"));
+        let want = self
+            .reference
+            .goals_sync(&self.site, &g, self.now)
+            .expect("reference goals");
+        assert_eq!(got, want, "backend and reference differ for {goals}");
+        got
+    }
+
+    /// Realtime for the last `minutes` as of `now` on both stores; asserts they agree.
+    pub async fn realtime(&self, minutes: u32, now: DateTime<Utc>) -> RealtimeResult {
+        let mut r = RealtimeRequest::new(self.site.domain.clone());
+        r.minutes = minutes;
+        let got = self
+            .store
+            .realtime(&self.site, &r, now)
+            .await
+            .unwrap_or_else(|e| panic!("backend realtime: {e}"));
+        let want = self
+            .reference
+            .realtime_sync(&self.site, &r, now)
+            .expect("reference realtime");
+        assert_eq!(got, want, "backend and reference differ for realtime");
+        got
+    }
+
+    /// The backend's scan of `req`, batch by batch.
+    pub async fn scan(&self, req: &ScanRequest) -> Vec<Vec<Event>> {
+        let mut batches = self.store.scan(req).await.expect("backend scans");
+        let mut out = Vec::new();
+        while let Some(b) = batches.try_next().await.expect("backend scan batch") {
+            out.push(b);
+        }
+        out
+    }
+
+    /// The ids of every event `req` gives, sorted.
+    pub async fn scan_ids(&self, req: &ScanRequest) -> Vec<u128> {
+        let mut ids: Vec<u128> = self
+            .scan(req)
+            .await
+            .into_iter()
+            .flatten()
+            .map(|e| e.id.as_u128())
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// Erases on both stores; asserts they removed as many; returns that.
+    pub async fn erase(&self, scope: EraseScope) -> u64 {
+        let got = self
+            .store
+            .erase(&self.site.domain, scope.clone())
+            .await
+            .expect("backend erases");
+        let want = self
+            .reference
+            .erase(&self.site.domain, scope)
+            .await
+            .expect("reference erases");
+        assert_eq!(got, want, "erased counts differ");
+        got
     }
 }

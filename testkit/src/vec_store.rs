@@ -1,18 +1,24 @@
 //! A backend that implements only the required trait methods, over a `Vec`: it runs
-//! the suite through the defaulted `query`, as a new backend would before it pushes
+//! the suite through the traits' defaults, as a new backend would before it pushes
 //! work into its database.
 
 use async_trait::async_trait;
-use beacon_core::{EraseScope, Event, EventStore, Site, SiteStore, StoreError};
-use chrono::{DateTime, Utc};
-use std::collections::BTreeMap;
+use beacon_core::{
+    AppendReport, EraseScope, Event, EventBatches, EventStore, ScanRequest, StoreError,
+};
+use std::collections::HashSet;
 use std::sync::Mutex;
 
-/// Events in a `Vec`, sites in a map; only the required methods.
+/// Events in a `Vec`; only the required methods.
 #[derive(Debug, Default)]
 pub struct VecStore {
-    events: Mutex<Vec<Event>>,
-    sites: Mutex<BTreeMap<String, Site>>,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    events: Vec<Event>,
+    ids: HashSet<(String, uuid::Uuid)>,
 }
 
 impl VecStore {
@@ -20,88 +26,71 @@ impl VecStore {
     pub fn new() -> Self {
         Self::default()
     }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl crate::Backend for VecStore {
+    fn events(&self) -> Option<&dyn EventStore> {
+        Some(self)
+    }
 }
 
 #[async_trait]
 impl EventStore for VecStore {
-    async fn append(&self, events: &[Event]) -> Result<(), StoreError> {
-        let sites = self.sites.lock().expect("sites lock");
-        if let Some(e) = events.iter().find(|e| !sites.contains_key(&e.site)) {
-            return Err(StoreError::UnknownSite(e.site.clone()));
+    async fn append(&self, events: &[Event]) -> Result<AppendReport, StoreError> {
+        let mut inner = self.lock();
+        let mut report = AppendReport::default();
+        for e in events {
+            if !e.id.is_nil() && !inner.ids.insert((e.site.clone(), e.id)) {
+                report.duplicates.push(e.id);
+                continue;
+            }
+            inner.events.push(e.clone());
+            report.stored += 1;
         }
-        self.events
-            .lock()
-            .expect("events lock")
-            .extend_from_slice(events);
-        Ok(())
+        Ok(report)
     }
 
-    async fn scan(
-        &self,
-        site: &str,
-        from: Option<DateTime<Utc>>,
-        to: Option<DateTime<Utc>>,
-    ) -> Result<Vec<Event>, StoreError> {
-        Ok(self
-            .events
-            .lock()
-            .expect("events lock")
-            .iter()
-            .filter(|e| {
-                e.site == site
-                    && from.is_none_or(|f| e.timestamp >= f)
-                    && to.is_none_or(|t| e.timestamp < t)
-            })
-            .cloned()
-            .collect())
+    async fn scan(&self, req: &ScanRequest) -> Result<EventBatches<'_>, StoreError> {
+        // Batch by batch under the lock, from a position in the Vec.
+        let req = req.clone();
+        Ok(Box::pin(futures_util::stream::try_unfold(
+            0usize,
+            move |mut at| {
+                let req = req.clone();
+                async move {
+                    let inner = self.lock();
+                    let mut batch = Vec::new();
+                    while at < inner.events.len() && batch.len() < req.batch_limit() {
+                        if req.matches(&inner.events[at]) {
+                            batch.push(inner.events[at].clone());
+                        }
+                        at += 1;
+                    }
+                    Ok::<_, StoreError>((!batch.is_empty()).then_some((batch, at)))
+                }
+            },
+        )))
     }
 
     async fn erase(&self, site: &str, scope: EraseScope) -> Result<u64, StoreError> {
-        let mut events = self.events.lock().expect("events lock");
+        let mut inner = self.lock();
+        let Inner { events, ids } = &mut *inner;
         let before = events.len();
         events.retain(|e| {
-            e.site != site
-                || match &scope {
-                    EraseScope::All => false,
-                    EraseScope::Visitor(v) => e.identity.visitor_id != *v,
-                }
+            let erase = e.site == site
+                && match &scope {
+                    EraseScope::Visitor(v) => e.identity.visitor_id == *v,
+                    _ => true,
+                };
+            if erase {
+                ids.remove(&(e.site.clone(), e.id));
+            }
+            !erase
         });
         Ok((before - events.len()) as u64)
-    }
-}
-
-#[async_trait]
-impl SiteStore for VecStore {
-    async fn put_site(&self, site: Site) -> Result<(), StoreError> {
-        site.validate()?;
-        self.sites
-            .lock()
-            .expect("sites lock")
-            .insert(site.domain.clone(), site);
-        Ok(())
-    }
-    async fn site(&self, domain: &str) -> Result<Option<Site>, StoreError> {
-        Ok(self.sites.lock().expect("sites lock").get(domain).cloned())
-    }
-    async fn sites(&self) -> Result<Vec<Site>, StoreError> {
-        Ok(self
-            .sites
-            .lock()
-            .expect("sites lock")
-            .values()
-            .cloned()
-            .collect())
-    }
-    async fn remove_site(&self, domain: &str) -> Result<bool, StoreError> {
-        self.events
-            .lock()
-            .expect("events lock")
-            .retain(|e| e.site != domain);
-        Ok(self
-            .sites
-            .lock()
-            .expect("sites lock")
-            .remove(domain)
-            .is_some())
     }
 }

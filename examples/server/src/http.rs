@@ -6,11 +6,15 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use beacon_core::{run_query, Hit, Query, SiteStore, StoreError, ValidationContext};
+use beacon_core::{
+    Analytics, Funnel, GoalsRequest, Hit, Query, QueryError, RealtimeRequest, Site, StoreError,
+    ValidationContext,
+};
 use beacon_enrich::ClientHints;
 use serde_json::{json, Value};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 /// The server's one error type: maps to a status and a JSON body, hides internals.
 #[derive(Debug)]
@@ -21,8 +25,8 @@ pub enum ApiError {
     Unauthorized(String),
     /// 404: unknown site.
     NotFound(String),
-    /// 503: at capacity; the client should retry.
-    Busy,
+    /// 503: at capacity, or the store cannot take it now; retry after the duration.
+    Unavailable(Duration),
     /// 500: something failed inside; logged, not shown.
     Internal(String),
 }
@@ -32,18 +36,30 @@ impl From<Rejection> for ApiError {
         match r {
             Rejection::Invalid(e) => ApiError::BadRequest(e.to_string()),
             Rejection::UnknownSite(s) => ApiError::NotFound(format!("site: unknown site {s:?}")),
+            Rejection::Store(e) => e.into(),
         }
     }
 }
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
+        if let Some(after) = e.retry_after() {
+            tracing::warn!(error = %e, "store unavailable");
+            return ApiError::Unavailable(after);
+        }
         match e {
-            StoreError::Query(beacon_core::QueryError::UnknownSite(s))
-            | StoreError::UnknownSite(s) => ApiError::NotFound(format!("site: unknown site {s:?}")),
-            StoreError::Query(q) => ApiError::BadRequest(q.to_string()),
+            StoreError::Query(QueryError::UnknownSite(s)) | StoreError::UnknownSite(s) => {
+                ApiError::NotFound(format!("site: unknown site {s:?}"))
+            }
+            e if e.is_client_error() => ApiError::BadRequest(e.to_string()),
             other => ApiError::Internal(other.to_string()),
         }
+    }
+}
+
+impl From<QueryError> for ApiError {
+    fn from(e: QueryError) -> Self {
+        StoreError::from(e).into()
     }
 }
 
@@ -53,10 +69,16 @@ impl IntoResponse for ApiError {
             ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, m),
             ApiError::Unauthorized(m) => (StatusCode::UNAUTHORIZED, m),
             ApiError::NotFound(m) => (StatusCode::NOT_FOUND, m),
-            ApiError::Busy => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "busy: retry later".to_owned(),
-            ),
+            ApiError::Unavailable(after) => {
+                let secs = after.as_secs().max(1);
+                let body = json!({ "error": format!("unavailable: retry in {secs} s") });
+                return (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    [(axum::http::header::RETRY_AFTER, secs.to_string())],
+                    Json(body),
+                )
+                    .into_response();
+            }
             ApiError::Internal(m) => {
                 tracing::error!(error = %m, "request failed");
                 (
@@ -73,13 +95,51 @@ struct App {
     pipeline: Arc<Pipeline>,
     committer: crate::commit::Committer,
     trusted_proxies: Vec<IpAddr>,
-    replays: beacon_attribution::ReplayGuard,
+    /// Every site, re-read at most every few seconds (CORS checks each request).
+    sites: RwLock<(Instant, Arc<Vec<Site>>)>,
+}
+
+/// How long a provider's delivery id is remembered: Stripe retries for three days.
+const DELIVERY_RETENTION: chrono::Duration = chrono::Duration::days(7);
+
+/// How long the site list behind CORS is kept.
+const SITES_FRESH_FOR: Duration = Duration::from_secs(5);
+
+impl App {
+    fn analytics(&self) -> Analytics<'_> {
+        Analytics::new(self.pipeline.events.as_ref(), self.pipeline.config.as_ref())
+    }
+
+    async fn sites(&self) -> Arc<Vec<Site>> {
+        {
+            let (at, sites) = &*self.sites.read().unwrap_or_else(|e| e.into_inner());
+            if at.elapsed() < SITES_FRESH_FOR {
+                return Arc::clone(sites);
+            }
+        }
+        match self.pipeline.config.sites().await {
+            Ok(fresh) => {
+                let fresh = Arc::new(fresh);
+                *self.sites.write().unwrap_or_else(|e| e.into_inner()) =
+                    (Instant::now(), Arc::clone(&fresh));
+                fresh
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "listing sites failed");
+                Arc::clone(&self.sites.read().unwrap_or_else(|e| e.into_inner()).1)
+            }
+        }
+    }
 }
 
 impl From<crate::commit::CommitError> for ApiError {
     fn from(e: crate::commit::CommitError) -> Self {
         match e {
-            crate::commit::CommitError::Busy => ApiError::Busy,
+            crate::commit::CommitError::Busy => ApiError::Unavailable(Duration::from_secs(1)),
+            crate::commit::CommitError::Unavailable(m, after) => {
+                tracing::warn!(error = %m, "commit deferred");
+                ApiError::Unavailable(after)
+            }
             crate::commit::CommitError::Failed(m) => ApiError::Internal(m),
         }
     }
@@ -149,21 +209,17 @@ async fn ingest(
     many: bool,
 ) -> Result<Response, ApiError> {
     let hits = hits_of(body, many)?;
-    // Sites created by another process since start are looked up once, then known.
-    let mut checked: Vec<&str> = Vec::new();
-    for site in hits.iter().filter_map(|h| h.site.as_deref()) {
-        if !checked.contains(&site) {
-            app.pipeline.store.site(&site.to_ascii_lowercase()).await?;
-            checked.push(site);
-        }
-    }
     let o = origin(app, peer, headers);
     let ctx = ValidationContext::live(app.pipeline.now());
     let mut sites = std::collections::HashMap::new();
-    let events = hits
-        .into_iter()
-        .map(|h| app.pipeline.prepare(h, &ctx, None, Some(&o), &mut sites))
-        .collect::<Result<Vec<_>, _>>()?;
+    let mut events = Vec::with_capacity(hits.len());
+    for h in hits {
+        events.push(
+            app.pipeline
+                .prepare(h, &ctx, None, Some(&o), &mut sites)
+                .await?,
+        );
+    }
     let n = events.len();
     app.committer.commit(events).await?;
     Ok((StatusCode::ACCEPTED, Json(json!({ "accepted": n }))).into_response())
@@ -187,17 +243,14 @@ async fn events(
     ingest(&app, peer, &headers, &body, true).await
 }
 
+fn utf8(body: &[u8]) -> Result<&str, ApiError> {
+    std::str::from_utf8(body).map_err(|_| ApiError::BadRequest("body: must be UTF-8 JSON".into()))
+}
+
 async fn query(State(app): State<Arc<App>>, body: axum::body::Bytes) -> Result<Response, ApiError> {
-    let text = std::str::from_utf8(&body)
-        .map_err(|_| ApiError::BadRequest("body: must be UTF-8 JSON".into()))?;
-    let q = Query::from_json(text).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let started = std::time::Instant::now();
-    let store = app.pipeline.store.as_ref();
-    let r = if q.attribution.is_some() {
-        beacon_attribution::attribute(store, &q, app.pipeline.now()).await?
-    } else {
-        run_query(store, &q, app.pipeline.now()).await?
-    };
+    let q = Query::from_json(utf8(&body)?)?;
+    let started = Instant::now();
+    let r = app.analytics().query(&q, app.pipeline.now()).await?;
     Ok(Json(r.to_json(started.elapsed().as_millis() as u64)).into_response())
 }
 
@@ -205,27 +258,15 @@ async fn funnel(
     State(app): State<Arc<App>>,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    let text = std::str::from_utf8(&body)
-        .map_err(|_| ApiError::BadRequest("body: must be UTF-8 JSON".into()))?;
-    let f = beacon_attribution::Funnel::from_json(text)
-        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    match beacon_attribution::funnel(app.pipeline.store.as_ref(), &f, app.pipeline.now()).await {
-        Ok(r) => Ok(Json(r.to_json()).into_response()),
-        Err(beacon_attribution::RequestError::Store(e)) => Err(e.into()),
-        Err(e) => Err(ApiError::BadRequest(e.to_string())),
-    }
+    let f = Funnel::from_json(utf8(&body)?)?;
+    let r = app.analytics().funnel(&f, app.pipeline.now()).await?;
+    Ok(Json(r.to_json()).into_response())
 }
 
 async fn goals(State(app): State<Arc<App>>, body: axum::body::Bytes) -> Result<Response, ApiError> {
-    let text = std::str::from_utf8(&body)
-        .map_err(|_| ApiError::BadRequest("body: must be UTF-8 JSON".into()))?;
-    let req = beacon_attribution::GoalsRequest::from_json(text)
-        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    match beacon_attribution::goals(app.pipeline.store.as_ref(), &req, app.pipeline.now()).await {
-        Ok(r) => Ok(Json(r.to_json()).into_response()),
-        Err(beacon_attribution::RequestError::Store(e)) => Err(e.into()),
-        Err(e) => Err(ApiError::BadRequest(e.to_string())),
-    }
+    let req = GoalsRequest::from_json(utf8(&body)?)?;
+    let r = app.analytics().goals(&req, app.pipeline.now()).await?;
+    Ok(Json(r.to_json()).into_response())
 }
 
 /// A payment provider's webhook for a site: verified with the site's secret for that
@@ -244,11 +285,11 @@ async fn webhook(
         ))
     })?;
     let site = site.to_ascii_lowercase();
-    let store = &app.pipeline.store;
-    if store.site(&site).await?.is_none() {
+    let config = &app.pipeline.config;
+    if config.site(&site).await?.is_none() {
         return Err(ApiError::NotFound(format!("site: unknown site {site:?}")));
     }
-    let secret = store
+    let secret = config
         .webhook_secret(&site, provider.as_str())
         .await?
         .ok_or_else(|| {
@@ -273,24 +314,33 @@ async fn webhook(
     let Some(first) = payments.first() else {
         return Ok(Json(json!({ "stored": 0 })).into_response());
     };
-    if let Err(e) = app.replays.check(provider, &first.event_id, now) {
-        tracing::info!(provider = %provider, site = %site, error = %e, "webhook replay ignored");
-        return Ok(Json(json!({ "stored": 0, "duplicate": true })).into_response());
+    // A delivery is remembered per site once what it carried is stored: one that
+    // failed is taken again when the provider retries.
+    let delivery = first.event_id.clone();
+    if let Some(at) = config.delivery(&site, provider.as_str(), &delivery).await? {
+        if now - at <= DELIVERY_RETENTION {
+            tracing::info!(provider = %provider, site = %site, delivery = %delivery, "webhook replay ignored");
+            return Ok(Json(json!({ "stored": 0, "duplicate": true })).into_response());
+        }
     }
     let events: Vec<_> = payments.iter().map(|p| p.to_event(&site, now)).collect();
-    let n = events.len();
-    app.committer.commit(events).await?;
-    tracing::info!(provider = %provider, site = %site, events = n, "webhook stored");
-    Ok(Json(json!({ "stored": n })).into_response())
+    let stored = app.committer.commit(events).await?;
+    config
+        .remember_delivery(&site, provider.as_str(), &delivery, now)
+        .await?;
+    tracing::info!(provider = %provider, site = %site, events = stored, "webhook stored");
+    Ok(Json(json!({ "stored": stored })).into_response())
 }
 
-async fn health(State(app): State<Arc<App>>) -> Json<Value> {
-    let usage = app.pipeline.store.memory().memory_usage();
-    Json(json!({
+async fn health(State(app): State<Arc<App>>) -> Result<Json<Value>, ApiError> {
+    let stats = app.pipeline.events.stats().await?;
+    let visitors = app.pipeline.sessions.visitors().await?;
+    Ok(Json(json!({
         "status": "ok",
-        "events": usage.events,
-        "event_heap_bytes": usage.heap_bytes,
-    }))
+        "events": stats.events,
+        "event_heap_bytes": stats.heap_bytes,
+        "session_visitors": visitors,
+    })))
 }
 
 /// The tracking script (minified; see assets/README.md).
@@ -311,65 +361,21 @@ async fn script() -> Response {
 #[derive(serde::Deserialize)]
 struct RealtimeParams {
     site: String,
+    minutes: Option<u32>,
 }
 
-/// Visitors in the last five minutes, with the pages they are on and where they came from.
+/// Visitors in the last minutes (default 5), with the pages they are on and where
+/// their visits came from.
 async fn realtime(
     State(app): State<Arc<App>>,
     axum::extract::Query(p): axum::extract::Query<RealtimeParams>,
 ) -> Result<Response, ApiError> {
-    use beacon_core::EventStore;
-    let store = &app.pipeline.store;
-    if store.site(&p.site).await?.is_none() {
-        return Err(ApiError::NotFound(format!(
-            "site: unknown site {:?}",
-            p.site
-        )));
+    let mut req = RealtimeRequest::new(p.site.to_ascii_lowercase());
+    if let Some(m) = p.minutes {
+        req.minutes = m;
     }
-    let now = app.pipeline.now();
-    let events = store
-        .scan(&p.site, Some(now - chrono::Duration::minutes(5)), None)
-        .await?;
-    let mut visitors = std::collections::BTreeSet::new();
-    let mut pages: std::collections::BTreeMap<&str, std::collections::BTreeSet<&str>> =
-        Default::default();
-    let mut sources: std::collections::BTreeMap<Option<&str>, std::collections::BTreeSet<&str>> =
-        Default::default();
-    for e in events.iter().filter(|e| !e.is_bot()) {
-        let v = e.identity.visitor_id.as_str();
-        visitors.insert(v);
-        if e.kind == beacon_core::EventKind::Pageview {
-            pages.entry(e.page.path.as_str()).or_default().insert(v);
-        }
-        sources
-            .entry(e.acquisition.source.as_deref())
-            .or_default()
-            .insert(v);
-    }
-    let top = |m: Vec<(Value, usize)>| {
-        let mut m = m;
-        m.sort_by(|a, b| {
-            b.1.cmp(&a.1)
-                .then_with(|| a.0.to_string().cmp(&b.0.to_string()))
-        });
-        m.truncate(10);
-        m
-    };
-    let pages = top(pages
-        .into_iter()
-        .map(|(k, v)| (json!(k), v.len()))
-        .collect());
-    let sources = top(sources
-        .into_iter()
-        .map(|(k, v)| (json!(k), v.len()))
-        .collect());
-    Ok(Json(json!({
-        "site": p.site,
-        "visitors": visitors.len(),
-        "pages": pages.into_iter().map(|(p, n)| json!({"page": p, "visitors": n})).collect::<Vec<_>>(),
-        "sources": sources.into_iter().map(|(s, n)| json!({"source": s, "visitors": n})).collect::<Vec<_>>(),
-    }))
-    .into_response())
+    let r = app.analytics().realtime(&req, app.pipeline.now()).await?;
+    Ok(Json(r.to_json(&req.site)).into_response())
 }
 
 /// CORS for the sites' own pages: the Origin is echoed when its host is a known
@@ -394,7 +400,7 @@ async fn cors(
                 .next()
                 .unwrap_or("")
                 .to_ascii_lowercase();
-            let sites = app.pipeline.store.memory().sites_sync();
+            let sites = app.sites().await;
             sites.iter().any(|s| {
                 host == s.domain
                     || host.ends_with(&format!(".{}", s.domain))
@@ -443,13 +449,14 @@ pub async fn serve(
     trusted_proxies: Vec<IpAddr>,
     queue: usize,
 ) -> std::io::Result<()> {
-    let committer = crate::commit::Committer::start(Arc::clone(&pipeline), queue);
+    let committer = crate::commit::Committer::start(Arc::clone(&pipeline.events), queue);
     let app = Arc::new(App {
         pipeline,
         committer,
         trusted_proxies,
-        replays: beacon_attribution::ReplayGuard::default(),
+        sites: RwLock::new((Instant::now() - SITES_FRESH_FOR, Arc::new(Vec::new()))),
     });
+    let upkeep = tokio::spawn(crate::upkeep(Arc::clone(&app.pipeline)));
     let router = Router::new()
         .route(
             "/api/event",
@@ -490,5 +497,7 @@ pub async fn serve(
         tokio::select! { _ = ctrl_c => {}, _ = term => {} }
         tracing::info!("shutting down");
     })
-    .await
+    .await?;
+    upkeep.abort();
+    Ok(())
 }

@@ -8,21 +8,20 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod commit;
 mod http;
 mod pipeline;
-mod store;
 
 use beacon_core::{
-    run_query, Clock, EraseScope, EventStore, Hit, IngestMode, Query, Site, SiteStore, SystemClock,
-    Tz, ValidationContext,
+    Analytics, Clock, ConfigStore, EraseScope, EventStore, Funnel, GoalsRequest, Hit, IngestMode,
+    PreparedEvents, Query, Site, SystemClock, Tz, ValidationContext,
 };
 use beacon_enrich::{flat_json, Enricher, GeoDatabases, GeoKind};
+use beacon_storage_sqlite::SqliteStore;
 use clap::{Parser, Subcommand, ValueEnum};
-use pipeline::Pipeline;
+use pipeline::{Pipeline, Stores};
 use serde_json::{json, Value};
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use store::EmbeddedStore;
 
 #[derive(Parser)]
 #[command(
@@ -270,6 +269,49 @@ fn read_arg(arg: &str) -> Result<String, Fail> {
     }
 }
 
+/// The embedded store in `dir`, as the traits the pipeline and requests use.
+async fn open(dir: &Path) -> Result<(Arc<SqliteStore>, Stores), Fail> {
+    let store = Arc::new(SqliteStore::open(dir).await?);
+    let stores = Stores {
+        events: Arc::clone(&store) as Arc<dyn EventStore>,
+        config: Arc::clone(&store) as Arc<dyn ConfigStore>,
+    };
+    Ok((store, stores))
+}
+
+/// The live server's housekeeping: idle session state is forgotten every 10 s;
+/// every 10 minutes today's and tomorrow's salts are made ahead, salts before
+/// yesterday are forgotten (a visitor cannot be linked across days), and webhook
+/// delivery ids older than a week are forgotten.
+pub(crate) async fn upkeep(pipeline: Arc<Pipeline>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(10));
+    let mut ticks = 0u64;
+    loop {
+        tick.tick().await;
+        let now = pipeline.now();
+        if let Err(e) = pipeline.sessions.evict_idle(now.timestamp_millis()).await {
+            tracing::warn!(error = %e, "evicting idle sessions failed");
+        }
+        if ticks % 60 == 0 {
+            let today = now.date_naive();
+            let yesterday = today.pred_opt().unwrap_or(today);
+            for day in [today, today.succ_opt().unwrap_or(today)] {
+                if let Err(e) = pipeline.salts.salt_for(day).await {
+                    tracing::warn!(error = %e, %day, "making a salt failed");
+                }
+            }
+            if let Err(e) = pipeline.salts.forget_before(yesterday).await {
+                tracing::warn!(error = %e, "forgetting old salts failed");
+            }
+            let week_ago = now - chrono::Duration::days(7);
+            if let Err(e) = pipeline.config.forget_deliveries_before(week_ago).await {
+                tracing::warn!(error = %e, "forgetting old delivery ids failed");
+            }
+        }
+        ticks += 1;
+    }
+}
+
 async fn run(cli: Cli) -> Result<(), Fail> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     match cli.command {
@@ -284,9 +326,8 @@ async fn run(cli: Cli) -> Result<(), Fail> {
             let enricher = Enricher::builder()
                 .geo(geo(geoip_city.as_deref(), geoip_asn.as_deref())?)
                 .build()?;
-            let store = Arc::new(EmbeddedStore::open(&data_dir).await?);
-            let pipeline =
-                Arc::new(Pipeline::live(Arc::clone(&store), Arc::new(enricher), clock).await?);
+            let (store, stores) = open(&data_dir).await?;
+            let pipeline = Arc::new(Pipeline::live(stores, Arc::new(enricher), clock));
             let addr: std::net::SocketAddr = listen
                 .parse()
                 .map_err(|e| usage(format!("--listen {listen:?}: {e}")))?;
@@ -317,14 +358,15 @@ async fn run(cli: Cli) -> Result<(), Fail> {
             let enricher = Enricher::builder()
                 .geo(geo(geoip_city.as_deref(), geoip_asn.as_deref())?)
                 .build()?;
-            let store = Arc::new(EmbeddedStore::open(&data_dir).await?);
+            let (store, stores) = open(&data_dir).await?;
             if let Some(s) = &site {
-                if store.site(s).await?.is_none() {
-                    store.put_site(Site::new(s.to_ascii_lowercase())).await?;
+                let s = s.to_ascii_lowercase();
+                if store.site(&s).await?.is_none() {
+                    store.put_site(Site::new(s)).await?;
                 }
             }
             let pipeline = Arc::new(Pipeline::import(
-                Arc::clone(&store),
+                stores,
                 Arc::new(enricher),
                 clock,
                 expected_visitors,
@@ -336,23 +378,19 @@ async fn run(cli: Cli) -> Result<(), Fail> {
         }
         Command::Query { data_dir, json } => {
             let query = parsed(Query::from_json(&read_arg(&json)?), "query")?;
-            let store = EmbeddedStore::open(&data_dir).await?;
+            let (store, _) = open(&data_dir).await?;
             let started = std::time::Instant::now();
-            let result = if query.attribution.is_some() {
-                beacon_attribution::attribute(&store, &query, clock.now()).await
-            } else {
-                run_query(&store, &query, clock.now()).await
-            };
+            let result = Analytics::new(&*store, &*store)
+                .query(&query, clock.now())
+                .await;
             answer(result.map(|r| r.to_json(started.elapsed().as_millis() as u64)))
         }
         Command::Funnel { data_dir, json } => {
-            let f = parsed(
-                beacon_attribution::Funnel::from_json(&read_arg(&json)?),
-                "funnel",
-            )?;
-            let store = EmbeddedStore::open(&data_dir).await?;
+            let f = parsed(Funnel::from_json(&read_arg(&json)?), "funnel")?;
+            let (store, _) = open(&data_dir).await?;
             answer(
-                beacon_attribution::funnel(&store, &f, clock.now())
+                Analytics::new(&*store, &*store)
+                    .funnel(&f, clock.now())
                     .await
                     .map(|r| r.to_json()),
             )
@@ -391,7 +429,7 @@ async fn run(cli: Cli) -> Result<(), Fail> {
             Ok(())
         }
         Command::Sites { data_dir, action } => {
-            let store = EmbeddedStore::open(&data_dir).await?;
+            let (store, _) = open(&data_dir).await?;
             match action {
                 SitesAction::Add {
                     name,
@@ -422,28 +460,28 @@ async fn run(cli: Cli) -> Result<(), Fail> {
                     }
                 }
                 SitesAction::Remove { name } => {
+                    let name = name.to_ascii_lowercase();
                     if !store.remove_site(&name).await? {
                         return Err(usage(format!("no site {name:?}")));
                     }
+                    store.erase(&name, EraseScope::All).await?;
                 }
             }
             store.close().await;
             Ok(())
         }
         Command::Goals { data_dir, json } => {
-            let req = parsed(
-                beacon_attribution::GoalsRequest::from_json(&read_arg(&json)?),
-                "goals request",
-            )?;
-            let store = EmbeddedStore::open(&data_dir).await?;
+            let req = parsed(GoalsRequest::from_json(&read_arg(&json)?), "goals request")?;
+            let (store, _) = open(&data_dir).await?;
             answer(
-                beacon_attribution::goals(&store, &req, clock.now())
+                Analytics::new(&*store, &*store)
+                    .goals(&req, clock.now())
                     .await
                     .map(|r| r.to_json()),
             )
         }
         Command::Webhooks { data_dir, action } => {
-            let store = EmbeddedStore::open(&data_dir).await?;
+            let (store, _) = open(&data_dir).await?;
             let provider_of = |p: &str| {
                 beacon_attribution::Provider::parse(p).ok_or_else(|| {
                     usage(format!(
@@ -499,7 +537,8 @@ async fn run(cli: Cli) -> Result<(), Fail> {
             visitor,
             all,
         } => {
-            let store = EmbeddedStore::open(&data_dir).await?;
+            let (store, _) = open(&data_dir).await?;
+            let site = site.to_ascii_lowercase();
             if store.site(&site).await?.is_none() {
                 return Err(usage(format!("--site: unknown site {site:?}")));
             }
@@ -561,7 +600,7 @@ fn csv_hit(headers: &csv::StringRecord, rec: &csv::StringRecord) -> Value {
 
 /// One chunk of prepared lines: its sequence number, the events (encoded for
 /// storage), and the rejected lines' messages.
-type Prepared = (u64, store::EncodedEvents, Vec<String>);
+type Prepared = (u64, PreparedEvents, Vec<String>);
 
 /// A line as read: NDJSON text (parsed by a worker), or a CSV record already parsed.
 enum Raw {
@@ -574,6 +613,7 @@ enum Raw {
 /// committer to keep their order) to the committer.
 fn produce(
     pipeline: &Pipeline,
+    runtime: &tokio::runtime::Handle,
     reader: Box<dyn BufRead + Send>,
     format: Format,
     site: Option<&str>,
@@ -584,7 +624,7 @@ fn produce(
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let (work, jobs) = std::sync::mpsc::sync_channel::<(u64, Vec<(u64, Raw)>)>(threads);
     let jobs = std::sync::Mutex::new(jobs);
-    let prepare = |lines: Vec<(u64, Raw)>| -> Result<(store::EncodedEvents, Vec<String>), Fail> {
+    let prepare = |lines: Vec<(u64, Raw)>| -> Result<(PreparedEvents, Vec<String>), Fail> {
         let (mut events, mut errors) = (Vec::with_capacity(lines.len()), Vec::new());
         let mut sites = std::collections::HashMap::new();
         for (line_no, raw) in lines {
@@ -592,15 +632,22 @@ fn produce(
                 Raw::Json(text) => Hit::from_json(text.as_bytes()),
                 Raw::Parsed(hit) => *hit,
             };
-            match parsed
-                .map_err(pipeline::Rejection::from)
-                .and_then(|h| pipeline.prepare(h, &ctx, site, None, &mut sites))
-            {
+            let prepared = match parsed {
+                Ok(h) => runtime.block_on(pipeline.prepare(h, &ctx, site, None, &mut sites)),
+                Err(e) => Err(e.into()),
+            };
+            match prepared {
                 Ok(e) => events.push(e),
+                // The store failing is no fault of the line: the import stops.
+                Err(pipeline::Rejection::Store(e)) => {
+                    return Err(Fail(1, format!("import failed: {e}")))
+                }
                 Err(e) => errors.push(format!("line {line_no}: {e}")),
             }
         }
-        let encoded = store::EncodedEvents::new(events)
+        let encoded = pipeline
+            .events
+            .prepare(events)
             .map_err(|e| Fail(1, format!("import failed: {e}")))?;
         Ok((encoded, errors))
     };
@@ -685,7 +732,10 @@ async fn import(
     let (tx, mut rx) = tokio::sync::mpsc::channel(threads * 2);
     let producer = {
         let pipeline = Arc::clone(&pipeline);
-        tokio::task::spawn_blocking(move || produce(&pipeline, reader, format, site.as_deref(), tx))
+        let runtime = tokio::runtime::Handle::current();
+        tokio::task::spawn_blocking(move || {
+            produce(&pipeline, &runtime, reader, format, site.as_deref(), tx)
+        })
     };
     // Chunks arrive in any order; they are committed in the order of the input.
     let mut waiting = std::collections::BTreeMap::new();
@@ -699,7 +749,7 @@ async fn import(
                 eprintln!("{e}");
             }
             rejected += errors.len() as u64;
-            imported += pipeline.commit_encoded(events).await? as u64;
+            imported += pipeline.events.append_prepared(events).await?.stored as u64;
             if progress {
                 eprint!("\rimported {imported}, rejected {rejected}");
             }

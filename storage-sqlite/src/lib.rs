@@ -1,85 +1,107 @@
-//! The embedded, durable store: every event is committed to SQLite (WAL mode, one
-//! transaction per group of requests or import chunk) before it is acknowledged, and
-//! lives in the in-memory engine, which answers queries. On open, SQLite is read back
-//! into memory.
+//! # beacon-storage-sqlite
 //!
-//! Events are stored in batches, not one row each: a batch is the events of one site
-//! from one commit (at most [`BATCH`]), as MessagePack compressed with LZ4. A row per
-//! event with its own key and index cost more than everything else in ingest, and
-//! reading 10M rows back through SQLite dominated restart.
+//! [`SqliteStore`]: Beacon's durable embedded store. Every event is committed to
+//! SQLite (WAL mode, one transaction per append) before `append` returns, and is
+//! mirrored in a [`beacon_core::MemoryStore`], which answers every request kind; on
+//! open, SQLite is read back into memory. Configuration (sites, saved goals and
+//! funnels, secrets, webhook delivery ids, salts) lives in one keyed table.
 //!
-//! Data directory layout: `<data-dir>/beacon.sqlite` (with SQLite's `-wal` and `-shm`
+//! ```
+//! use beacon_core::{Analytics, ConfigStore, Event, EventStore, Query, Site};
+//! use beacon_storage_sqlite::SqliteStore;
+//! # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
+//! let dir = tempfile::tempdir().unwrap();
+//! let store = SqliteStore::open(dir.path()).await.unwrap();
+//! store.put_site(Site::new("example.com")).await.unwrap();
+//! let mut e = Event { site: "example.com".into(), id: uuid::Uuid::from_u128(1), ..Event::default() };
+//! e.identity.visitor_id = "v1".into();
+//! e.timestamp = "2026-03-01T10:00:00Z".parse().unwrap();
+//! assert_eq!(store.append(&[e.clone()]).await.unwrap().stored, 1);
+//! assert_eq!(store.append(&[e]).await.unwrap().duplicates.len(), 1, "idempotent by id");
+//!
+//! let q = Query::from_json(r#"{"site":"example.com","date_range":["2026-03-01","2026-03-01"]}"#).unwrap();
+//! let now = "2026-03-02T00:00:00Z".parse().unwrap();
+//! let r = Analytics::new(&store, &store).query(&q, now).await.unwrap();
+//! assert_eq!(r.rows[0].metrics[0].as_f64(), 1.0);
+//! store.close().await;
+//! # });
+//! ```
+//!
+//! Data directory layout: `<dir>/beacon.sqlite` (with SQLite's `-wal` and `-shm`
 //! files beside it). Tables:
-//! - `sites (domain, settings JSON)`;
-//! - `batches (id, site, events, codec, body)`: `body` is an LZ4 block, its
-//!   uncompressed size first as a little-endian u32, of the events one after another
-//!   in the `codec`'s form: `msgpack+lz4` (each event a MessagePack map with the same
-//!   field names as the event's JSON) is written; `ndjson+lz4` (one JSON event per
-//!   line), which earlier versions wrote, is read too. MessagePack measured faster to
-//!   write and to read back than JSON (no escaping, no number formatting).
-//! - `payment_ids (id)`: ids of stored purchases and refunds, which webhooks derive from
-//!   the provider's order, so that one order is stored once;
-//! - `webhook_secrets (site, provider, secret)`;
-//! - `salts (day, salt)`: the daily salts of cookieless visitor ids, yesterday's to
-//!   tomorrow's only.
+//! - `batches (id, site, events, codec, body, min_ts, max_ts)`: the events of one
+//!   site from one commit (at most [`BATCH`]), see [`batches`](crate#batches);
+//!   `min_ts` / `max_ts` (ms) let a scan skip batches outside its range;
+//! - `payments (site, id)`: ids of stored purchases and refunds (derived from the
+//!   provider's order), kept after an erase, so that a redelivered order is not
+//!   stored again (`payment_ids (id)` of earlier versions, when present, is still
+//!   consulted);
+//! - `config (kind, scope, name, value)`: configuration records.
 //!
-//! A store written by an older version (one `events` row per event) is converted to
-//! batches when opened.
+//! # Batches
+//!
+//! A batch's `body` is an LZ4 block, its uncompressed size first as a
+//! little-endian u32, of the events one after another in the `codec`'s form:
+//! `msgpack+lz4` (each event a MessagePack map with the field names of the event's
+//! JSON) is written; `ndjson+lz4` (one JSON event per line) is read too. A row per
+//! event, with its key and index, cost more than everything else in ingest, and
+//! reading 10M rows back dominated restart.
+//!
+//! # Older data directories
+//!
+//! A store written by an earlier version is converted when opened: one `events`
+//! row per event becomes batches; the `sites`, `webhook_secrets` and `salts` tables
+//! become `config` records; batches without `min_ts` / `max_ts` are always read.
+
+mod batches;
+mod config;
+
+pub use batches::BATCH;
 
 use async_trait::async_trait;
+use batches::{
+    decode_batch, encode_batches, erase_visitor, failed, remember_payments, write_batches,
+    StoredBatch, Tx,
+};
 use beacon_core::{
-    EraseScope, Event, EventColumns, EventKind, EventStore, MemoryStore, Query, QueryResult, Site,
-    SiteStore, StoreError,
+    AppendReport, EraseScope, Event, EventBatches, EventStore, Funnel, FunnelResult, GoalsRequest,
+    GoalsResult, MemoryStore, PreparedEvents, Query, QueryResult, RealtimeRequest, RealtimeResult,
+    ScanRequest, Site, StoreError, StoreStats,
 };
 use chrono::{DateTime, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
-use std::sync::{Arc, Mutex};
-
-/// The most events in one stored batch.
-pub const BATCH: usize = 8192;
-
-/// The codec of the batches written.
-const CODEC: &str = "msgpack+lz4";
-
-/// The codec earlier versions wrote: still read.
-const JSON_CODEC: &str = "ndjson+lz4";
+use std::sync::{Arc, Mutex, RwLock};
 
 /// Batches read per query on open.
 const LOAD_PAGE: i64 = 16;
 
-/// Maps any error of `operation` into a store error.
-fn failed<E: std::error::Error + Send + Sync + 'static>(
-    operation: &'static str,
-) -> impl FnOnce(E) -> StoreError {
-    move |e| StoreError::Backend {
-        operation,
-        source: Box::new(e),
-    }
-}
+/// How often the background task moves the write-ahead log into the database.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
 
-/// SQLite for durability, [`MemoryStore`] for queries.
+/// SQLite for durability, [`MemoryStore`] for answers.
 #[derive(Debug)]
-pub struct EmbeddedStore {
+pub struct SqliteStore {
     pool: SqlitePool,
     memory: Arc<MemoryStore>,
+    /// Appends are checked for known ids and written one at a time.
+    commit: tokio::sync::Mutex<()>,
+    /// Sites read from `config`, kept for lookups on every hit.
+    sites: RwLock<BTreeMap<String, Site>>,
     checkpointer: tokio::task::AbortHandle,
 }
 
-impl Drop for EmbeddedStore {
+impl Drop for SqliteStore {
     fn drop(&mut self) {
         self.checkpointer.abort();
     }
 }
 
-/// How often the background task moves the write-ahead log into the database.
-const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
-
 /// Checkpoints the WAL off the commit path until the pool closes. SQLite's automatic
 /// checkpoint runs inside whichever commit crosses the threshold, and every request
-/// waiting on that group commit waited for it too (maxima of 0.5 to 0.9 s under load;
+/// waiting on that commit waited for it too (maxima of 0.5 to 0.9 s under load;
 /// 58 ms without).
 async fn checkpoint_in_background(pool: SqlitePool) {
     loop {
@@ -97,8 +119,26 @@ async fn checkpoint_in_background(pool: SqlitePool) {
     }
 }
 
-impl EmbeddedStore {
-    /// Opens (creating if needed) the store in `dir` and loads it into memory.
+/// The events of `events` that are new: not held by `memory`, not earlier in
+/// `events`; and the ids of the others.
+fn fresh<'e>(memory: &MemoryStore, events: &'e [Event]) -> (Vec<&'e Event>, Vec<uuid::Uuid>) {
+    let mut seen: HashSet<(&str, uuid::Uuid)> = HashSet::new();
+    let (mut new, mut dup) = (Vec::with_capacity(events.len()), Vec::new());
+    for e in events {
+        let known = !e.id.is_nil()
+            && (!seen.insert((e.site.as_str(), e.id)) || memory.holds_sync(&e.site, e.id));
+        if known {
+            dup.push(e.id);
+        } else {
+            new.push(e);
+        }
+    }
+    (new, dup)
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the store in `dir`, converts an older layout, and
+    /// loads every event into memory.
     pub async fn open(dir: &Path) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir).map_err(failed("create data dir"))?;
         let options = SqliteConnectOptions::new()
@@ -122,21 +162,37 @@ impl EmbeddedStore {
             .await
             .map_err(failed("open sqlite"))?;
         for ddl in [
-            "CREATE TABLE IF NOT EXISTS sites (domain TEXT PRIMARY KEY, settings TEXT NOT NULL)",
             "CREATE TABLE IF NOT EXISTS batches (id INTEGER PRIMARY KEY, site TEXT NOT NULL, events INTEGER NOT NULL, codec TEXT NOT NULL, body BLOB NOT NULL)",
             "CREATE INDEX IF NOT EXISTS batches_site ON batches (site)",
-            "CREATE TABLE IF NOT EXISTS payment_ids (id BLOB PRIMARY KEY)",
-            "CREATE TABLE IF NOT EXISTS salts (day TEXT PRIMARY KEY, salt BLOB NOT NULL)",
-            "CREATE TABLE IF NOT EXISTS webhook_secrets (site TEXT NOT NULL, provider TEXT NOT NULL, secret TEXT NOT NULL, PRIMARY KEY (site, provider))",
+            "CREATE TABLE IF NOT EXISTS payments (site TEXT NOT NULL, id BLOB NOT NULL, PRIMARY KEY (site, id)) WITHOUT ROWID",
+            "CREATE TABLE IF NOT EXISTS config (kind TEXT NOT NULL, scope TEXT NOT NULL, name TEXT NOT NULL, value BLOB NOT NULL, PRIMARY KEY (kind, scope, name)) WITHOUT ROWID",
         ] {
             sqlx::query(ddl).execute(&pool).await.map_err(failed("create schema"))?;
+        }
+        let columns: Vec<String> = sqlx::query("SELECT name FROM pragma_table_info('batches')")
+            .fetch_all(&pool)
+            .await
+            .map_err(failed("read schema"))?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        for col in ["min_ts", "max_ts"] {
+            if !columns.iter().any(|c| c == col) {
+                sqlx::query(&format!("ALTER TABLE batches ADD COLUMN {col} INTEGER"))
+                    .execute(&pool)
+                    .await
+                    .map_err(failed("upgrade schema"))?;
+            }
         }
         let checkpointer = tokio::spawn(checkpoint_in_background(pool.clone())).abort_handle();
         let store = Self {
             pool,
             memory: Arc::new(MemoryStore::new()),
+            commit: tokio::sync::Mutex::new(()),
+            sites: RwLock::new(BTreeMap::new()),
             checkpointer,
         };
+        config::convert_legacy_tables(&store.pool).await?;
         store.convert_event_rows().await?;
         store.load().await?;
         Ok(store)
@@ -152,7 +208,11 @@ impl EmbeddedStore {
         if old.is_none() {
             return Ok(());
         }
-        let mut tx = self.pool.begin().await.map_err(failed("begin"))?;
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(failed("begin"))?;
         let mut after = 0i64;
         let mut converted = 0usize;
         loop {
@@ -169,7 +229,10 @@ impl EmbeddedStore {
                 .iter()
                 .map(|r| serde_json::from_str::<Event>(r.get::<&str, _>(1)))
                 .collect::<Result<Vec<Event>, _>>()
-                .map_err(failed("convert events"))?;
+                .map_err(|e| StoreError::Corrupt {
+                    what: "an event row of an older store".into(),
+                    detail: e.to_string(),
+                })?;
             let refs: Vec<&Event> = events.iter().collect();
             let fresh = remember_payments(&mut tx, &refs).await?;
             write_batches(&mut tx, &encode_batches(&fresh)?).await?;
@@ -189,15 +252,6 @@ impl EmbeddedStore {
     }
 
     async fn load(&self) -> Result<(), StoreError> {
-        let sites = sqlx::query("SELECT settings FROM sites")
-            .fetch_all(&self.pool)
-            .await
-            .map_err(failed("load sites"))?;
-        for row in sites {
-            let site: Site =
-                serde_json::from_str(row.get::<&str, _>(0)).map_err(failed("decode site"))?;
-            self.memory.put_site_sync(site)?;
-        }
         let started = std::time::Instant::now();
         let counts = sqlx::query("SELECT site, SUM(events) FROM batches GROUP BY site")
             .fetch_all(&self.pool)
@@ -268,190 +322,177 @@ impl EmbeddedStore {
         Ok(())
     }
 
-    /// The in-memory engine (for realtime and sync queries).
+    /// The in-memory engine that answers (heap figures, synchronous reads).
     pub fn memory(&self) -> &MemoryStore {
         &self.memory
     }
 
-    /// Stores `salt` for `day` unless one is stored already; returns the stored one
-    /// (so two processes agree on a day's salt).
-    pub async fn save_salt(
-        &self,
-        day: chrono::NaiveDate,
-        salt: [u8; 32],
-    ) -> Result<[u8; 32], StoreError> {
-        let key = day.to_string();
-        sqlx::query("INSERT OR IGNORE INTO salts (day, salt) VALUES (?, ?)")
-            .bind(&key)
-            .bind(salt.to_vec())
-            .execute(&self.pool)
-            .await
-            .map_err(failed("save salt"))?;
-        let row = sqlx::query("SELECT salt FROM salts WHERE day = ?")
-            .bind(&key)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(failed("load salt"))?;
-        let stored: Vec<u8> = row.get(0);
-        Ok(stored.try_into().unwrap_or(salt))
-    }
-
-    /// Deletes salts of days before `day` (an old salt, once gone, can never link
-    /// a visitor's days again).
-    pub async fn drop_salts_before(&self, day: chrono::NaiveDate) -> Result<u64, StoreError> {
-        let done = sqlx::query("DELETE FROM salts WHERE day < ?")
-            .bind(day.to_string())
-            .execute(&self.pool)
-            .await
-            .map_err(failed("drop salts"))?;
-        Ok(done.rows_affected())
-    }
-
-    /// Sets the signing secret of a payment provider's webhooks for a site.
-    pub async fn put_webhook_secret(
-        &self,
-        site: &str,
-        provider: &str,
-        secret: &str,
-    ) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO webhook_secrets (site, provider, secret) VALUES (?, ?, ?) ON CONFLICT (site, provider) DO UPDATE SET secret = excluded.secret")
-            .bind(site)
-            .bind(provider)
-            .bind(secret)
-            .execute(&self.pool)
-            .await
-            .map_err(failed("save webhook secret"))?;
-        Ok(())
-    }
-
-    /// The signing secret of `provider`'s webhooks for `site`.
-    pub async fn webhook_secret(
-        &self,
-        site: &str,
-        provider: &str,
-    ) -> Result<Option<String>, StoreError> {
-        let row = sqlx::query("SELECT secret FROM webhook_secrets WHERE site = ? AND provider = ?")
-            .bind(site)
-            .bind(provider)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(failed("load webhook secret"))?;
-        Ok(row.map(|r| r.get::<String, _>(0)))
-    }
-
-    /// (site, provider) pairs with a webhook secret; never the secrets.
-    pub async fn webhook_providers(&self) -> Result<Vec<(String, String)>, StoreError> {
-        let rows =
-            sqlx::query("SELECT site, provider FROM webhook_secrets ORDER BY site, provider")
-                .fetch_all(&self.pool)
-                .await
-                .map_err(failed("list webhook secrets"))?;
-        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
-    }
-
-    /// Removes a webhook secret; whether there was one.
-    pub async fn remove_webhook_secret(
-        &self,
-        site: &str,
-        provider: &str,
-    ) -> Result<bool, StoreError> {
-        let done = sqlx::query("DELETE FROM webhook_secrets WHERE site = ? AND provider = ?")
-            .bind(site)
-            .bind(provider)
-            .execute(&self.pool)
-            .await
-            .map_err(failed("remove webhook secret"))?;
-        Ok(done.rows_affected() > 0)
-    }
-
-    /// Commits events encoded ahead of time; returns how many were stored (a payment
-    /// stored before is left out).
-    pub async fn append_encoded(&self, encoded: EncodedEvents) -> Result<usize, StoreError> {
-        self.store_events(&encoded.events, Some(encoded.batches))
-            .await
-    }
-
-    /// One transaction: payment ids, batches (encoded now unless given), then memory.
+    /// One transaction: payment ids, then batches (`encoded`, when given, holds the
+    /// batches of all of `events`), then memory. Events held already are left out.
     async fn store_events(
         &self,
         events: &[Event],
         encoded: Option<Vec<StoredBatch>>,
-    ) -> Result<usize, StoreError> {
+    ) -> Result<AppendReport, StoreError> {
         if events.is_empty() {
-            return Ok(0);
+            return Ok(AppendReport::default());
         }
-        let mut site: Option<&str> = None;
-        for e in events {
-            if site != Some(e.site.as_str()) && self.memory.site_sync(&e.site).is_none() {
-                return Err(StoreError::UnknownSite(e.site.clone()));
-            }
-            site = Some(&e.site);
+        let _one_at_a_time = self.commit.lock().await;
+        let (new, mut duplicates) = fresh(&self.memory, events);
+        if new.is_empty() {
+            return Ok(AppendReport::new(0, duplicates));
         }
-        let mut tx = self.pool.begin().await.map_err(failed("begin"))?;
-        let all: Vec<&Event> = events.iter().collect();
-        let fresh = remember_payments(&mut tx, &all).await?;
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(failed("begin"))?;
+        let kept = remember_payments(&mut tx, &new).await?;
+        if kept.len() < new.len() {
+            // Payments stored before (by this or another process, or erased since).
+            let kept_ids: HashSet<uuid::Uuid> = kept.iter().map(|e| e.id).collect();
+            duplicates.extend(
+                new.iter()
+                    .filter(|e| batches::is_payment(e) && !kept_ids.contains(&e.id))
+                    .map(|e| e.id),
+            );
+        }
         let batches = match encoded {
-            Some(batches) if fresh.len() == events.len() => batches,
-            _ => encode_batches(&fresh)?,
+            Some(batches) if kept.len() == events.len() => batches,
+            _ => encode_batches(&kept)?,
         };
         write_batches(&mut tx, &batches).await?;
         tx.commit().await.map_err(failed("commit"))?;
-        // Committed: now visible to queries.
-        let stored = fresh.len();
-        if stored == events.len() {
-            self.memory.append_sync(events)?;
+        // Committed: now visible to requests.
+        let stored = if kept.len() == events.len() {
+            self.memory.append_sync(events)?.stored
         } else {
-            let fresh: Vec<Event> = fresh.into_iter().cloned().collect();
-            self.memory.append_sync(&fresh)?;
-        }
-        Ok(stored)
+            let owned: Vec<Event> = kept.into_iter().cloned().collect();
+            self.memory.append_sync(&owned)?.stored
+        };
+        Ok(AppendReport::new(stored, duplicates))
     }
 
     /// Closes the database cleanly (checkpoints the WAL).
     pub async fn close(&self) {
         self.pool.close().await;
     }
+
+    /// The next events of a scan: batches after `after` overlapping the request's
+    /// range, decoded and filtered.
+    async fn scan_page(
+        &self,
+        req: &ScanRequest,
+        after: i64,
+    ) -> Result<Option<(i64, Vec<Event>)>, StoreError> {
+        let from = req.from.map_or(i64::MIN, |t| t.timestamp_millis());
+        let to = req.to.map_or(i64::MAX, |t| t.timestamp_millis());
+        let rows = sqlx::query(
+            "SELECT id, events, codec, body FROM batches WHERE site = ? AND id > ? \
+             AND (max_ts IS NULL OR max_ts >= ?) AND (min_ts IS NULL OR min_ts < ?) \
+             ORDER BY id LIMIT ?",
+        )
+        .bind(&req.site)
+        .bind(after)
+        .bind(from)
+        .bind(to)
+        .bind(LOAD_PAGE)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(failed("scan"))?;
+        let Some(last) = rows.last() else {
+            return Ok(None);
+        };
+        let last: i64 = last.get(0);
+        let mut out = Vec::new();
+        for r in &rows {
+            let count = usize::try_from(r.get::<i64, _>(1)).unwrap_or(0);
+            out.extend(
+                decode_batch(r.get(2), r.get(3), count)?
+                    .into_iter()
+                    .filter(|e| req.matches(e)),
+            );
+        }
+        Ok(Some((last, out)))
+    }
 }
 
 #[async_trait]
-impl EventStore for EmbeddedStore {
-    async fn append(&self, events: &[Event]) -> Result<(), StoreError> {
-        self.store_events(events, None).await.map(|_| ())
+impl EventStore for SqliteStore {
+    async fn append(&self, events: &[Event]) -> Result<AppendReport, StoreError> {
+        self.store_events(events, None).await
     }
 
-    async fn scan(
-        &self,
-        site: &str,
-        from: Option<DateTime<Utc>>,
-        to: Option<DateTime<Utc>>,
-    ) -> Result<Vec<Event>, StoreError> {
-        self.memory.scan(site, from, to).await
-    }
-
-    async fn columns(
-        &self,
-        site: &str,
-        from: Option<DateTime<Utc>>,
-        to: Option<DateTime<Utc>>,
-        include_bots: bool,
-    ) -> Result<EventColumns, StoreError> {
-        self.memory.columns(site, from, to, include_bots).await
+    /// Scans what SQLite holds (every field of every event), batch rows after batch
+    /// rows; the request's range skips batches that cannot hold it.
+    async fn scan(&self, req: &ScanRequest) -> Result<EventBatches<'_>, StoreError> {
+        let req = req.clone();
+        let state = (0i64, std::collections::VecDeque::<Event>::new(), false);
+        Ok(Box::pin(futures_util::stream::try_unfold(
+            state,
+            move |(mut after, mut pending, mut done)| {
+                let req = req.clone();
+                async move {
+                    let limit = req.batch_limit();
+                    while pending.len() < limit && !done {
+                        match self.scan_page(&req, after).await? {
+                            Some((last, events)) => {
+                                after = last;
+                                pending.extend(events);
+                            }
+                            None => done = true,
+                        }
+                    }
+                    if pending.is_empty() {
+                        return Ok(None);
+                    }
+                    let n = pending.len().min(limit);
+                    let batch: Vec<Event> = pending.drain(..n).collect();
+                    Ok(Some((batch, (after, pending, done))))
+                }
+            },
+        )))
     }
 
     async fn erase(&self, site: &str, scope: EraseScope) -> Result<u64, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(failed("begin"))?;
+        let _one_at_a_time = self.commit.lock().await;
+        let mut tx: Tx<'_> = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(failed("begin"))?;
         match &scope {
-            EraseScope::All => {
+            EraseScope::Visitor(v) => erase_visitor(&mut tx, site, v).await?,
+            _ => {
                 sqlx::query("DELETE FROM batches WHERE site = ?")
                     .bind(site)
                     .execute(&mut *tx)
                     .await
                     .map_err(failed("erase"))?;
             }
-            EraseScope::Visitor(v) => erase_visitor(&mut tx, site, v).await?,
         }
         tx.commit().await.map_err(failed("commit"))?;
         self.memory.erase(site, scope).await
+    }
+
+    /// Encodes the batches on the calling thread (an import prepares on every core).
+    fn prepare(&self, events: Vec<Event>) -> Result<PreparedEvents, StoreError> {
+        let refs: Vec<&Event> = events.iter().collect();
+        let batches = encode_batches(&refs)?;
+        Ok(PreparedEvents::with_payload(events, Box::new(batches)))
+    }
+
+    async fn append_prepared(&self, events: PreparedEvents) -> Result<AppendReport, StoreError> {
+        let (events, payload) = events.into_parts();
+        let encoded = payload.and_then(|p| p.downcast::<Vec<StoredBatch>>().ok());
+        self.store_events(&events, encoded.map(|b| *b)).await
+    }
+
+    async fn extent(
+        &self,
+        site: &str,
+    ) -> Result<Option<(DateTime<Utc>, DateTime<Utc>)>, StoreError> {
+        self.memory.extent(site).await
     }
 
     async fn query(
@@ -462,318 +503,45 @@ impl EventStore for EmbeddedStore {
     ) -> Result<QueryResult, StoreError> {
         self.memory.query_sync(site, query, now)
     }
-}
 
-#[async_trait]
-impl SiteStore for EmbeddedStore {
-    async fn put_site(&self, site: Site) -> Result<(), StoreError> {
-        site.validate()?;
-        let settings = serde_json::to_string(&site).map_err(failed("encode site"))?;
-        sqlx::query("INSERT INTO sites (domain, settings) VALUES (?, ?) ON CONFLICT (domain) DO UPDATE SET settings = excluded.settings")
-            .bind(&site.domain)
-            .bind(settings)
-            .execute(&self.pool)
-            .await
-            .map_err(failed("save site"))?;
-        self.memory.put_site_sync(site)
+    async fn funnel(
+        &self,
+        site: &Site,
+        funnel: &Funnel,
+        now: DateTime<Utc>,
+    ) -> Result<FunnelResult, StoreError> {
+        self.memory.funnel_sync(site, funnel, now)
     }
-    async fn site(&self, domain: &str) -> Result<Option<Site>, StoreError> {
-        if let Some(site) = self.memory.site_sync(domain) {
-            return Ok(Some(site));
-        }
-        // Another process (`beacon sites add`) may have created it since we loaded.
-        let row = sqlx::query("SELECT settings FROM sites WHERE domain = ?")
-            .bind(domain)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(failed("load site"))?;
-        match row {
-            None => Ok(None),
-            Some(row) => {
-                let site: Site =
-                    serde_json::from_str(row.get::<&str, _>(0)).map_err(failed("decode site"))?;
-                self.memory.put_site_sync(site.clone())?;
-                Ok(Some(site))
-            }
-        }
+
+    async fn goals(
+        &self,
+        site: &Site,
+        goals: &GoalsRequest,
+        now: DateTime<Utc>,
+    ) -> Result<GoalsResult, StoreError> {
+        self.memory.goals_sync(site, goals, now)
     }
-    async fn sites(&self) -> Result<Vec<Site>, StoreError> {
-        self.memory.sites().await
+
+    async fn realtime(
+        &self,
+        site: &Site,
+        req: &RealtimeRequest,
+        now: DateTime<Utc>,
+    ) -> Result<RealtimeResult, StoreError> {
+        self.memory.realtime_sync(site, req, now)
     }
-    async fn remove_site(&self, domain: &str) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(failed("begin"))?;
-        sqlx::query("DELETE FROM batches WHERE site = ?")
-            .bind(domain)
-            .execute(&mut *tx)
-            .await
-            .map_err(failed("remove site"))?;
-        sqlx::query("DELETE FROM sites WHERE domain = ?")
-            .bind(domain)
-            .execute(&mut *tx)
-            .await
-            .map_err(failed("remove site"))?;
-        sqlx::query("DELETE FROM webhook_secrets WHERE site = ?")
-            .bind(domain)
-            .execute(&mut *tx)
-            .await
-            .map_err(failed("remove site"))?;
-        tx.commit().await.map_err(failed("commit"))?;
-        self.memory.remove_site(domain).await
+
+    async fn stats(&self) -> Result<StoreStats, StoreError> {
+        self.memory.stats().await
     }
-}
-
-type Tx<'c> = sqlx::Transaction<'c, sqlx::Sqlite>;
-
-/// Purchases and refunds: their ids may be derived from a provider's order.
-fn is_payment(e: &Event) -> bool {
-    matches!(e.kind, EventKind::Purchase | EventKind::Refund)
-}
-
-/// Records the ids of purchases and refunds; returns `events` without the payments
-/// stored before (or earlier in `events`): a provider's redelivery, or another
-/// notification of the same order, is one purchase.
-async fn remember_payments<'e>(
-    tx: &mut Tx<'_>,
-    events: &[&'e Event],
-) -> Result<Vec<&'e Event>, StoreError> {
-    let keyed: Vec<&Event> = events.iter().copied().filter(|e| is_payment(e)).collect();
-    if keyed.is_empty() {
-        return Ok(events.to_vec());
-    }
-    let mut new_ids: HashSet<uuid::Uuid> = HashSet::with_capacity(keyed.len());
-    for chunk in keyed.chunks(500) {
-        let mut sql = String::from("INSERT OR IGNORE INTO payment_ids (id) VALUES (?)");
-        sql.push_str(&", (?)".repeat(chunk.len() - 1));
-        sql.push_str(" RETURNING id");
-        let mut q = sqlx::query(&sql);
-        for e in chunk {
-            q = q.bind(e.id.as_bytes().to_vec());
-        }
-        for row in q
-            .fetch_all(&mut **tx)
-            .await
-            .map_err(failed("record payment ids"))?
-        {
-            let id: Vec<u8> = row.get(0);
-            if let Ok(id) = uuid::Uuid::from_slice(&id) {
-                new_ids.insert(id);
-            }
-        }
-    }
-    // A new id is kept once: its first event in `events`.
-    Ok(events
-        .iter()
-        .copied()
-        .filter(|e| !is_payment(e) || new_ids.remove(&e.id))
-        .collect())
-}
-
-/// A batch in its stored form.
-#[derive(Debug)]
-pub struct StoredBatch {
-    site: String,
-    events: usize,
-    body: Vec<u8>,
-}
-
-/// Events with their stored form, encoded on the caller's thread (an import encodes
-/// on every core, so that its commits only write).
-#[derive(Debug, Default)]
-pub struct EncodedEvents {
-    events: Vec<Event>,
-    batches: Vec<StoredBatch>,
-}
-
-impl EncodedEvents {
-    /// Encodes `events` into batches.
-    pub fn new(events: Vec<Event>) -> Result<Self, StoreError> {
-        let refs: Vec<&Event> = events.iter().collect();
-        let batches = encode_batches(&refs)?;
-        Ok(Self { events, batches })
-    }
-}
-
-/// Encodes `events` as batches of one site each, in their order.
-fn encode_batches(events: &[&Event]) -> Result<Vec<StoredBatch>, StoreError> {
-    let mut sites: Vec<&str> = Vec::new();
-    for e in events {
-        if !sites.contains(&e.site.as_str()) {
-            sites.push(&e.site);
-        }
-    }
-    let mut batches = Vec::new();
-    for site in sites {
-        let of_site: Vec<&Event> = events.iter().copied().filter(|e| e.site == site).collect();
-        for batch in of_site.chunks(BATCH) {
-            batches.push(StoredBatch {
-                site: site.to_owned(),
-                events: batch.len(),
-                body: encode_batch(batch)?,
-            });
-        }
-    }
-    Ok(batches)
-}
-
-async fn write_batches(tx: &mut Tx<'_>, batches: &[StoredBatch]) -> Result<(), StoreError> {
-    for b in batches {
-        sqlx::query("INSERT INTO batches (site, events, codec, body) VALUES (?, ?, ?, ?)")
-            .bind(&b.site)
-            .bind(b.events as i64)
-            .bind(CODEC)
-            .bind(&b.body)
-            .execute(&mut **tx)
-            .await
-            .map_err(failed("insert events"))?;
-    }
-    Ok(())
-}
-
-/// Rewrites the site's batches that hold events of `visitor`, without them. A batch
-/// whose text does not contain the visitor's id is not decoded.
-async fn erase_visitor(tx: &mut Tx<'_>, site: &str, visitor: &str) -> Result<(), StoreError> {
-    let finders = visitor_needles(visitor)?;
-    let mut after = 0i64;
-    loop {
-        let rows = sqlx::query(
-            "SELECT id, codec, body FROM batches WHERE site = ? AND id > ? ORDER BY id LIMIT 64",
-        )
-        .bind(site)
-        .bind(after)
-        .fetch_all(&mut **tx)
-        .await
-        .map_err(failed("erase"))?;
-        let Some(last) = rows.last() else { break };
-        after = last.get(0);
-        for row in &rows {
-            let (batch, codec, body): (i64, String, Vec<u8>) = (row.get(0), row.get(1), row.get(2));
-            let bytes = decompress(&codec, &body)?;
-            let finder = if codec == JSON_CODEC {
-                &finders.0
-            } else {
-                &finders.1
-            };
-            if finder.find(&bytes).is_none() {
-                continue;
-            }
-            let events = decode_events(&codec, &bytes, 0)?;
-            let kept: Vec<&Event> = events
-                .iter()
-                .filter(|e| e.identity.visitor_id != visitor)
-                .collect();
-            if kept.len() == events.len() {
-                continue;
-            }
-            let q = if kept.is_empty() {
-                sqlx::query("DELETE FROM batches WHERE id = ?").bind(batch)
-            } else {
-                sqlx::query("UPDATE batches SET events = ?, codec = ?, body = ? WHERE id = ?")
-                    .bind(kept.len() as i64)
-                    .bind(CODEC)
-                    .bind(encode_batch(&kept)?)
-                    .bind(batch)
-            };
-            q.execute(&mut **tx).await.map_err(failed("erase"))?;
-        }
-    }
-    Ok(())
-}
-
-/// What a batch holding events of `visitor` contains, in each codec: the field and
-/// its value as that codec writes them (both write the shortest form, so a batch
-/// without the bytes holds none of the visitor's events).
-fn visitor_needles(
-    visitor: &str,
-) -> Result<
-    (
-        memchr::memmem::Finder<'static>,
-        memchr::memmem::Finder<'static>,
-    ),
-    StoreError,
-> {
-    let id = serde_json::to_string(visitor).map_err(failed("erase"))?;
-    let json = format!("\"visitor_id\":{id}").into_bytes();
-    let mut packed = Vec::new();
-    rmp_serde::encode::write(&mut packed, "visitor_id").map_err(failed("erase"))?;
-    rmp_serde::encode::write(&mut packed, visitor).map_err(failed("erase"))?;
-    Ok((
-        memchr::memmem::Finder::new(&json).into_owned(),
-        memchr::memmem::Finder::new(&packed).into_owned(),
-    ))
-}
-
-thread_local! {
-    /// Each encoding thread's text and compression buffers, kept between batches: a
-    /// fresh multi-megabyte buffer per batch was paid for in page faults and zeroing.
-    static BUFFERS: std::cell::RefCell<(Vec<u8>, Vec<u8>)> = const {
-        std::cell::RefCell::new((Vec::new(), Vec::new()))
-    };
-}
-
-/// The events as MessagePack maps one after another, LZ4-compressed, behind the
-/// uncompressed size (little-endian `u32`, as `lz4_flex::decompress_size_prepended`
-/// reads it).
-fn encode_batch(events: &[&Event]) -> Result<Vec<u8>, StoreError> {
-    BUFFERS.with_borrow_mut(|(text, out)| {
-        text.clear();
-        for e in events {
-            rmp_serde::encode::write_named(&mut *text, e).map_err(failed("encode event"))?;
-        }
-        let size = u32::try_from(text.len()).map_err(failed("encode events"))?;
-        let bound = 4 + lz4_flex::block::get_maximum_output_size(text.len());
-        if out.len() < bound {
-            out.resize(bound, 0);
-        }
-        out[..4].copy_from_slice(&size.to_le_bytes());
-        let n = lz4_flex::block::compress_into(text, &mut out[4..])
-            .map_err(failed("compress events"))?;
-        Ok(out[..4 + n].to_vec())
-    })
-}
-
-fn decompress(codec: &str, body: &[u8]) -> Result<Vec<u8>, StoreError> {
-    if codec != CODEC && codec != JSON_CODEC {
-        return Err(StoreError::Backend {
-            operation: "decode events",
-            source: format!("unknown batch codec {codec:?}").into(),
-        });
-    }
-    lz4_flex::decompress_size_prepended(body).map_err(failed("decode events"))
-}
-
-/// Decodes a batch of (about) `count` events.
-fn decode_batch(codec: &str, body: &[u8], count: usize) -> Result<Vec<Event>, StoreError> {
-    decode_events(codec, &decompress(codec, body)?, count)
-}
-
-/// Decodes a decompressed batch of `codec`.
-fn decode_events(codec: &str, bytes: &[u8], count: usize) -> Result<Vec<Event>, StoreError> {
-    if codec == JSON_CODEC {
-        return decode_lines(bytes, count);
-    }
-    let mut events = Vec::with_capacity(count);
-    let mut de = rmp_serde::Deserializer::new(std::io::Cursor::new(bytes));
-    while de.position() < bytes.len() as u64 {
-        events.push(serde::Deserialize::deserialize(&mut de).map_err(failed("decode event"))?);
-    }
-    Ok(events)
-}
-
-/// Decodes a decompressed batch.
-fn decode_lines(bytes: &[u8], count: usize) -> Result<Vec<Event>, StoreError> {
-    // One UTF-8 check for the batch, not one per string.
-    let text = std::str::from_utf8(bytes).map_err(failed("decode events"))?;
-    let mut events = Vec::with_capacity(count);
-    for line in text.split('\n').filter(|l| !l.is_empty()) {
-        events.push(serde_json::from_str(line).map_err(failed("decode event"))?);
-    }
-    Ok(events)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use beacon_core::{Currency, Money};
+    use batches::{encode_batch, CODEC, JSON_CODEC};
+    use beacon_core::{ConfigStore, Currency, EventKind, Money};
+    use futures_util::TryStreamExt;
 
     fn event(visitor: &str, minute: u32, kind: EventKind) -> Event {
         let mut e = Event {
@@ -792,8 +560,8 @@ mod tests {
         e
     }
 
-    async fn open(dir: &Path) -> EmbeddedStore {
-        let store = EmbeddedStore::open(dir).await.expect("open");
+    async fn open(dir: &Path) -> SqliteStore {
+        let store = SqliteStore::open(dir).await.expect("open");
         store
             .put_site(Site::new("example.com"))
             .await
@@ -801,14 +569,37 @@ mod tests {
         store
     }
 
-    async fn stored(store: &EmbeddedStore) -> Vec<Event> {
-        let mut events = store.scan("example.com", None, None).await.expect("scan");
+    async fn scan(store: &SqliteStore, req: ScanRequest) -> Vec<Event> {
+        let mut batches = store.scan(&req).await.expect("scan");
+        let mut out = Vec::new();
+        while let Some(b) = batches.try_next().await.expect("batch") {
+            out.extend(b);
+        }
+        out
+    }
+
+    /// The events memory holds (the fields its engine keeps).
+    async fn stored(store: &SqliteStore) -> Vec<Event> {
+        let mut events = scan_memory(store).await;
         events.sort_by_key(|e| (e.timestamp, e.identity.visitor_id.clone()));
         events
     }
 
+    async fn scan_memory(store: &SqliteStore) -> Vec<Event> {
+        let mut batches = store
+            .memory()
+            .scan(&ScanRequest::new("example.com"))
+            .await
+            .expect("scan");
+        let mut out = Vec::new();
+        while let Some(b) = batches.try_next().await.expect("batch") {
+            out.extend(b);
+        }
+        out
+    }
+
     /// Every stored event, decoded from SQLite (memory keeps fewer fields).
-    async fn raw(store: &EmbeddedStore) -> Vec<Event> {
+    async fn raw(store: &SqliteStore) -> Vec<Event> {
         let rows = sqlx::query("SELECT events, codec, body FROM batches")
             .fetch_all(&store.pool)
             .await
@@ -824,7 +615,7 @@ mod tests {
         events
     }
 
-    async fn batch_rows(store: &EmbeddedStore) -> i64 {
+    async fn batch_rows(store: &SqliteStore) -> i64 {
         sqlx::query("SELECT COUNT(*) FROM batches")
             .fetch_one(&store.pool)
             .await
@@ -953,8 +744,9 @@ mod tests {
             .append(std::slice::from_ref(&purchase))
             .await
             .expect("redelivery");
-        let encoded = EncodedEvents::new(vec![purchase.clone()]).expect("encode");
-        assert_eq!(store.append_encoded(encoded).await.expect("again"), 0);
+        let prepared = store.prepare(vec![purchase.clone()]).expect("encode");
+        let again = store.append_prepared(prepared).await.expect("again");
+        assert_eq!((again.stored, again.duplicates), (0, vec![purchase.id]));
         store.close().await;
         let store = open(dir.path()).await;
         assert_eq!(raw(&store).await, vec![view, purchase]);
@@ -998,7 +790,7 @@ mod tests {
             }
             pool.close().await;
         }
-        let store = EmbeddedStore::open(dir.path()).await.expect("open");
+        let store = SqliteStore::open(dir.path()).await.expect("open");
         assert_eq!(raw(&store).await, events);
         assert_eq!(stored(&store).await.len(), 2);
         assert_eq!(batch_rows(&store).await, 1);
@@ -1121,5 +913,129 @@ mod tests {
         }
         let json = lz4_flex::compress_prepend_size(&lines);
         assert_eq!(decode_batch(JSON_CODEC, &json, 4).expect("decode"), events);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_event_id_is_stored_once_across_restarts_and_scans_read_every_field() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = open(dir.path()).await;
+        let mut full = full_event();
+        full.site = "example.com".into();
+        assert_eq!(
+            store
+                .append(std::slice::from_ref(&full))
+                .await
+                .expect("append")
+                .stored,
+            1
+        );
+        store.close().await;
+        let store = open(dir.path()).await;
+        let again = store
+            .append(std::slice::from_ref(&full))
+            .await
+            .expect("again");
+        assert_eq!((again.stored, again.duplicates), (0, vec![full.id]));
+        assert_eq!(
+            scan(&store, ScanRequest::new("example.com")).await,
+            [full.clone()]
+        );
+        let before = ScanRequest::new("example.com").between(None, Some(full.timestamp));
+        assert!(
+            scan(&store, before).await.is_empty(),
+            "batches outside the range are skipped"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_erased_payment_redelivered_is_not_stored_again() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = open(dir.path()).await;
+        let mut purchase = event("ann", 5, EventKind::Purchase);
+        purchase.commerce.revenue = Some(Money::parse("19.00", Currency::USD).expect("money"));
+        store
+            .append(std::slice::from_ref(&purchase))
+            .await
+            .expect("append");
+        let n = store
+            .erase("example.com", EraseScope::Visitor("ann".into()))
+            .await
+            .expect("erase");
+        assert_eq!(n, 1);
+        let again = store
+            .append(std::slice::from_ref(&purchase))
+            .await
+            .expect("again");
+        assert_eq!(
+            again.stored, 0,
+            "the order's id is remembered after the erase"
+        );
+        let view = event("ann", 6, EventKind::Pageview);
+        assert_eq!(store.append(&[view]).await.expect("view").stored, 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn configuration_tables_of_older_versions_are_converted() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let options = SqliteConnectOptions::new()
+                .filename(dir.path().join("beacon.sqlite"))
+                .create_if_missing(true);
+            let pool = SqlitePool::connect_with(options).await.expect("sqlite");
+            for ddl in [
+                "CREATE TABLE sites (domain TEXT PRIMARY KEY, settings TEXT NOT NULL)",
+                "CREATE TABLE salts (day TEXT PRIMARY KEY, salt BLOB NOT NULL)",
+                "CREATE TABLE webhook_secrets (site TEXT NOT NULL, provider TEXT NOT NULL, secret TEXT NOT NULL, PRIMARY KEY (site, provider))",
+            ] {
+                sqlx::query(ddl).execute(&pool).await.expect("ddl");
+            }
+            let site = Site::new("old.example").with_session_timeout_secs(600);
+            sqlx::query("INSERT INTO sites VALUES ('old.example', ?)")
+                .bind(serde_json::to_string(&site).expect("site"))
+                .execute(&pool)
+                .await
+                .expect("site");
+            sqlx::query("INSERT INTO salts VALUES ('2026-03-01', ?)")
+                .bind(vec![7u8; 32])
+                .execute(&pool)
+                .await
+                .expect("salt");
+            sqlx::query("INSERT INTO webhook_secrets VALUES ('old.example', 'stripe', 'whsec_x')")
+                .execute(&pool)
+                .await
+                .expect("secret");
+            pool.close().await;
+        }
+        let store = SqliteStore::open(dir.path()).await.expect("open");
+        let site = store
+            .site("old.example")
+            .await
+            .expect("site")
+            .expect("kept");
+        assert_eq!(site.session_timeout_secs, 600);
+        assert_eq!(
+            store
+                .webhook_secret("old.example", "stripe")
+                .await
+                .expect("secret")
+                .as_deref(),
+            Some("whsec_x")
+        );
+        let salt = store
+            .get(&beacon_core::ConfigKey::new(
+                beacon_core::ConfigKind::Salt,
+                "",
+                "2026-03-01",
+            ))
+            .await
+            .expect("salt");
+        assert_eq!(salt, Some(vec![7u8; 32]));
+        let old = sqlx::query(
+            "SELECT 1 FROM sqlite_master WHERE name IN ('sites', 'salts', 'webhook_secrets')",
+        )
+        .fetch_optional(&store.pool)
+        .await
+        .expect("schema");
+        assert!(old.is_none(), "the old tables are dropped");
     }
 }

@@ -1,7 +1,7 @@
 //! Multi-touch attribution models (contract section 4): how one conversion's credit
 //! is shared among the sessions (touches) that led to it.
 
-use beacon_core::AttributionModel;
+use crate::query::AttributionModel;
 
 /// One touch: a session of the converting visitor.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,7 +1,6 @@
 //! The columnar table of one site: dictionary-encoded columns, rows kept ordered by
 //! (visitor, time, id) after a build, and sessions derived as their own columns.
 
-use crate::columns::EventColumns;
 use crate::event::{BotInfo, DeviceType, Event, EventKind, VisitorType};
 use crate::hash::{FastBuild, FastHasher, IdentityBuild};
 use crate::money::Money;
@@ -36,6 +35,11 @@ fn mix(mut h: u64) -> u64 {
     h ^= h >> 33;
     h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
     h ^ (h >> 33)
+}
+
+/// The index hash of an event id (ids are random, or hashes themselves).
+fn hash_id(id: u128) -> u64 {
+    mix((id as u64) ^ ((id >> 64) as u64).rotate_left(29))
 }
 
 /// One hash over a tuple of optional strings (missing and empty differ).
@@ -170,6 +174,7 @@ pub(crate) struct Engaged {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Rich {
     revenue: Option<Money>,
+    goal_value: Option<Money>,
     order_id: Option<Box<str>>,
     /// (name id, value id) in the strings dictionary.
     props: Box<[(u32, u32)]>,
@@ -180,6 +185,7 @@ pub(crate) struct Rich {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Extra<'a> {
     pub(crate) revenue: Option<Money>,
+    pub(crate) goal_value: Option<Money>,
     pub(crate) order_id: Option<&'a str>,
     pub(crate) props: &'a [(u32, u32)],
     pub(crate) time_ms: Option<u64>,
@@ -237,6 +243,8 @@ pub(crate) struct SiteTable {
 
     pub(crate) ts: Vec<i64>,
     pub(crate) id: Vec<u128>,
+    /// Rows by event id (the nil id is not indexed): what makes appends idempotent.
+    by_id: hashbrown::HashTable<u32>,
     pub(crate) visitor: Vec<u32>,
     pub(crate) kind: Vec<EventKind>,
     pub(crate) name: Vec<u32>,
@@ -278,6 +286,9 @@ impl SiteTable {
         self.acq.reserve(additional);
         self.extra.reserve(additional);
         self.visitors.reserve(additional / 4);
+        let ids = &self.id;
+        self.by_id
+            .reserve(additional, |&r| hash_id(ids[r as usize]));
     }
 
     pub(crate) fn set_timeout(&mut self, timeout_ms: i64) {
@@ -308,7 +319,27 @@ impl SiteTable {
         id
     }
 
-    pub(crate) fn push(&mut self, e: &Event) {
+    /// Whether the table holds an event with this id (the nil id never counts).
+    pub(crate) fn holds(&self, id: u128) -> bool {
+        id != 0
+            && self
+                .by_id
+                .find(hash_id(id), |&r| self.id[r as usize] == id)
+                .is_some()
+    }
+
+    /// Adds an event; `false` (and nothing added) when its id is held already.
+    pub(crate) fn push(&mut self, e: &Event) -> bool {
+        let id = e.id.as_u128();
+        if self.holds(id) {
+            return false;
+        }
+        if id != 0 {
+            let row = u32::try_from(self.len()).expect("fewer than 2^32 rows");
+            let ids = &self.id;
+            self.by_id
+                .insert_unique(hash_id(id), row, |&r| hash_id(ids[r as usize]));
+        }
         let a = &e.acquisition;
         let client_id = Self::tuple(
             &mut self.strings,
@@ -353,8 +384,10 @@ impl SiteTable {
                     scroll: e.engagement.scroll_depth.unwrap_or(u8::MAX),
                 }
             });
-        let rich =
-            e.commerce.revenue.is_some() || e.commerce.order_id.is_some() || !e.props.is_empty();
+        let rich = e.commerce.revenue.is_some()
+            || e.commerce.goal_value.is_some()
+            || e.commerce.order_id.is_some()
+            || !e.props.is_empty();
         let extra = if rich {
             let props = e
                 .props
@@ -363,6 +396,7 @@ impl SiteTable {
                 .collect();
             self.rich.push(Rich {
                 revenue: e.commerce.revenue,
+                goal_value: e.commerce.goal_value,
                 order_id: e.commerce.order_id.as_deref().map(Into::into),
                 props,
                 engaged,
@@ -391,6 +425,7 @@ impl SiteTable {
         self.acq.push(acq_id);
         self.extra.push(extra);
         self.built = false;
+        true
     }
 
     #[inline(always)]
@@ -408,6 +443,7 @@ impl SiteTable {
                 let (time_ms, scroll) = x.engaged.map_or((None, None), engaged);
                 Some(Extra {
                     revenue: x.revenue,
+                    goal_value: x.goal_value,
                     order_id: x.order_id.as_deref(),
                     props: &x.props,
                     time_ms,
@@ -418,6 +454,7 @@ impl SiteTable {
                 let (time_ms, scroll) = engaged(self.engaged[i as usize - 1]);
                 Some(Extra {
                     revenue: None,
+                    goal_value: None,
                     order_id: None,
                     props: &[],
                     time_ms,
@@ -442,8 +479,28 @@ impl SiteTable {
         self.client_field(r, client::BOT) != NULL
     }
 
-    fn key(&self, r: usize) -> (u32, i64, u128) {
+    /// The canonical order's key of row `r`.
+    pub(crate) fn key(&self, r: usize) -> (u32, i64, u128) {
         (self.visitor[r], self.ts[r], self.id[r])
+    }
+
+    /// The first row of a built table whose key is not before `key`.
+    pub(crate) fn lower_bound(&self, key: (u32, i64, u128)) -> usize {
+        let (mut lo, mut hi) = (0, self.len());
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            if self.key(mid) < key {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        lo
+    }
+
+    /// Whether rows are ordered and sessions derived with `timeout_ms`.
+    pub(crate) fn is_ready(&self, timeout_ms: i64) -> bool {
+        self.built && self.timeout_ms == timeout_ms
     }
 
     /// Orders new rows into place and derives sessions, if anything changed.
@@ -495,6 +552,8 @@ impl SiteTable {
         self.sessions.shrink_to_fit();
     }
 
+    /// Reorders (or, with fewer rows, keeps a subset of) the rows: row `k` becomes
+    /// old row `perm[k]`. Ids in the index must all be of rows in `perm`.
     fn apply(&mut self, perm: &[u32]) {
         fn permute<T: Copy>(col: &mut Vec<T>, perm: &[u32]) {
             let out: Vec<T> = perm.iter().map(|&p| col[p as usize]).collect();
@@ -509,6 +568,14 @@ impl SiteTable {
         permute(&mut self.client, perm);
         permute(&mut self.acq, perm);
         permute(&mut self.extra, perm);
+        // Rows moved: the id index follows them.
+        let mut moved_to = vec![0u32; perm.iter().map(|&p| p as usize + 1).max().unwrap_or(0)];
+        for (to, &from) in perm.iter().enumerate() {
+            moved_to[from as usize] = to as u32;
+        }
+        for r in self.by_id.iter_mut() {
+            *r = moved_to[*r as usize];
+        }
     }
 
     fn derive_sessions(&mut self) {
@@ -544,14 +611,21 @@ impl SiteTable {
 
     /// Keeps only rows for which `keep` is true; returns how many were removed.
     pub(crate) fn retain_rows(&mut self, keep: impl Fn(&Self, usize) -> bool) -> u64 {
-        let perm: Vec<u32> = (0..self.len())
-            .filter(|&r| keep(self, r))
-            .map(|r| r as u32)
+        let kept: Vec<bool> = (0..self.len()).map(|r| keep(self, r)).collect();
+        let perm: Vec<u32> = (0..self.len() as u32)
+            .filter(|&r| kept[r as usize])
             .collect();
         let removed = (self.len() - perm.len()) as u64;
         if removed > 0 {
             // Removing rows keeps the relative order, so sorted rows stay sorted.
             let sorted_kept = perm.iter().filter(|&&p| (p as usize) < self.sorted).count();
+            // Forget the removed rows' ids first: the index then follows `apply`.
+            for r in (0..self.len() as u32).filter(|&r| !kept[r as usize]) {
+                let id = self.id[r as usize];
+                if let Ok(entry) = self.by_id.find_entry(hash_id(id), |&x| x == r) {
+                    entry.remove();
+                }
+            }
             self.apply(&perm);
             self.sorted = sorted_kept;
             self.built = false;
@@ -560,56 +634,6 @@ impl SiteTable {
     }
 
     /// Rebuilds an event from the columns (the fields this engine keeps).
-    /// Rows with `lo <= ts < hi` as [`EventColumns`] (the table must be built, so rows
-    /// are in canonical order). Visitor numbers are renumbered densely.
-    pub(crate) fn columns(&self, lo: i64, hi: i64, include_bots: bool) -> EventColumns {
-        let dict = |i: &Interner| -> Vec<String> {
-            (0..i.space() as u32)
-                .map(|id| i.get(id).unwrap_or_default().to_owned())
-                .collect()
-        };
-        let mut c = EventColumns {
-            paths: dict(&self.paths),
-            names: dict(&self.names),
-            ..EventColumns::default()
-        };
-        let n = self.len();
-        let whole = lo == i64::MIN && hi == i64::MAX;
-        let bots = self.clients.values.iter().any(|t| t[client::BOT] != NULL);
-        if whole && (include_bots || !bots) {
-            // Every row: the columns are copied as they are.
-            c.ts.extend_from_slice(&self.ts);
-            c.kind.extend_from_slice(&self.kind);
-            c.path.extend_from_slice(&self.path);
-            c.name.extend_from_slice(&self.name);
-            c.visitor.extend_from_slice(&self.visitor);
-        } else {
-            let is_bot: Vec<bool> = self
-                .clients
-                .values
-                .iter()
-                .map(|t| !include_bots && t[client::BOT] != NULL)
-                .collect();
-            c.ts.reserve(n);
-            c.kind.reserve(n);
-            c.path.reserve(n);
-            c.name.reserve(n);
-            c.visitor.reserve(n);
-            for r in 0..n {
-                let t = self.ts[r];
-                if t < lo || t >= hi || is_bot[self.client[r] as usize] {
-                    continue;
-                }
-                c.ts.push(t);
-                c.kind.push(self.kind[r]);
-                c.path.push(self.path[r]);
-                c.name.push(self.name[r]);
-                c.visitor.push(self.visitor[r]);
-            }
-        }
-        c
-    }
-
     pub(crate) fn event(&self, site: &str, r: usize) -> Event {
         let mut e = Event {
             id: uuid::Uuid::from_u128(self.id[r]),
@@ -668,6 +692,7 @@ impl SiteTable {
         e.acquisition.utm.term = tx(a[acq::UTM_TERM]);
         if let Some(x) = self.extra(r) {
             e.commerce.revenue = x.revenue;
+            e.commerce.goal_value = x.goal_value;
             e.commerce.order_id = x.order_id.map(str::to_owned);
             e.engagement.time_ms = x.time_ms;
             e.engagement.scroll_depth = x.scroll;
@@ -703,5 +728,22 @@ impl SiteTable {
             + self.clients.heap_bytes()
             + self.acqs.heap_bytes()
             + (self.client_memo.capacity() + self.acq_memo.capacity()) * 13
+            // 4 bytes and a control byte per bucket, buckets at most 7/8 full.
+            + self.by_id.capacity() * 5 * 8 / 7
+    }
+
+    /// The first and last instants held, ms.
+    pub(crate) fn extent(&self) -> Option<(i64, i64)> {
+        let lo = self.ts.iter().min()?;
+        let hi = self.ts.iter().max()?;
+        Some((*lo, *hi))
+    }
+
+    /// The session's bounds and rows: first instant, last instant.
+    pub(crate) fn span(&self, s: &Sess) -> (i64, i64) {
+        (
+            self.ts[s.first as usize],
+            self.ts[(s.first + s.len - 1) as usize],
+        )
     }
 }

@@ -1,69 +1,18 @@
-//! Revenue and conversion attribution for queries with an `attribution` option.
+//! Revenue and conversion attribution (contract section 4) on a site's table: the
+//! table's derived sessions are the touches, its purchase (or goal) rows in the range
+//! the conversions, and the refund ledger reverses the credit of refunded orders.
 
-use crate::models::shares_into;
-use crate::request::bounds;
-use beacon_core::{
-    sessionize, site_or_unknown, AttributionModel, Currency, Dimension, Event, EventKind, Filter,
-    Metric, MetricValue, Money, Query, QueryError, QueryResult, ResultRow, SessionSummary, Site,
-    Store, StoreError, TimeBucket,
-};
-use chrono::{DateTime, Utc};
+use super::exec::{finish, Compiled, Ctx, Key, Src};
+use super::models::shares_into;
+use super::table::NULL;
+use super::SiteData;
+use crate::error::QueryError;
+use crate::event::{Event, EventKind};
+use crate::money::{Currency, Money};
+use crate::query::{AttributionModel, Dimension, Filter, Metric, Query, ResolvedRange};
+use crate::result::{MetricValue, QueryResult, ResultRow};
+use crate::site::Site;
 use std::collections::HashMap;
-
-/// A session-level dimension's value for a session (its first event and summary).
-pub(crate) fn session_value(dim: &Dimension, first: &Event, s: &SessionSummary) -> Option<String> {
-    use Dimension as D;
-    let a = &first.acquisition;
-    match dim {
-        D::Source => a.source.as_deref().map(str::to_owned),
-        D::Referrer => first.page.referrer.clone(),
-        D::Channel => a.channel.as_deref().map(str::to_owned),
-        D::UtmSource => a.utm.source.as_deref().map(str::to_owned),
-        D::UtmMedium => a.utm.medium.as_deref().map(str::to_owned),
-        D::UtmCampaign => a.utm.campaign.as_deref().map(str::to_owned),
-        D::UtmContent => a.utm.content.as_deref().map(str::to_owned),
-        D::UtmTerm => a.utm.term.as_deref().map(str::to_owned),
-        D::Country => first.location.country.as_deref().map(str::to_owned),
-        D::Region => first.location.region.as_deref().map(str::to_owned),
-        D::City => first.location.city.as_deref().map(str::to_owned),
-        D::Device => first.device.device_type.map(|d| d.as_str().to_owned()),
-        D::Browser => first.device.browser.as_deref().map(str::to_owned),
-        D::Os => first.device.os.as_deref().map(str::to_owned),
-        D::Company => first.network.company.name.as_deref().map(str::to_owned),
-        D::VisitorType => first.network.visitor_type.map(|v| v.as_str().to_owned()),
-        D::EntryPage => Some(first.page.path.clone()),
-        D::ExitPage => s.exit_page.clone(),
-        D::Page | D::Goal | D::Prop(_) | D::Time(_) => None,
-    }
-}
-
-/// A dimension's value for a conversion event: session-level dimensions from its
-/// session, event-level ones (page, goal, props) from the event itself.
-fn conversion_value(
-    dim: &Dimension,
-    e: &Event,
-    first: &Event,
-    s: &SessionSummary,
-) -> Option<String> {
-    match dim {
-        Dimension::Page => Some(e.page.path.clone()),
-        Dimension::Goal => e.name.clone(),
-        Dimension::Prop(k) => e.props.get(k).cloned(),
-        Dimension::Time(_) => None,
-        d => session_value(d, first, s),
-    }
-}
-
-fn filter_holds(f: &Filter, value: &dyn Fn(&Dimension) -> Option<String>) -> bool {
-    match f {
-        Filter::And(fs) => fs.iter().all(|f| filter_holds(f, value)),
-        Filter::Or(fs) => fs.iter().any(|f| filter_holds(f, value)),
-        Filter::Not(f) => !filter_holds(f, value),
-        Filter::Is(d, _) | Filter::IsNot(d, _) | Filter::Contains(d, _) | Filter::Matches(d, _) => {
-            f.leaf_accepts(value(d).as_deref())
-        }
-    }
-}
 
 /// What was refunded of one order (in the currency of its refunds).
 #[derive(Debug, Default)]
@@ -116,206 +65,167 @@ fn to_target(m: Money, target: Currency, rates: &[(Currency, f64)]) -> Option<f6
     Some(m.minor as f64 * rate * scale)
 }
 
-/// Answers an attribution query over `events` of `site` (any order).
+/// The window before `range.start` whose sessions can be touches, ms.
+pub(crate) fn lookback_ms(q: &Query) -> i64 {
+    q.attribution
+        .as_ref()
+        .map_or(0, |a| i64::from(a.window_days) * 86_400_000)
+}
+
+/// Answers an attribution query on prepared data whose sessions are exact from
+/// `range.start - window` to `range.end`.
 ///
 /// Conversions are purchases (or, when the filters mention `goal`, goal and purchase
-/// events passing them) in the date range; other filters are tested on the
-/// conversion with its session's frozen dimensions. A purchase's amount is net of
-/// the refunds that name its order (a fully refunded order is no conversion), and
-/// other currencies are converted with `attribution.rates` or left out.
-pub fn attribute_events(
-    events: &[Event],
+/// events passing them) in the range; other filters are tested on the conversion
+/// with its session's frozen dimensions. A purchase's amount is net of the refunds
+/// that name its order (a fully refunded order is no conversion), and other
+/// currencies are converted with `attribution.rates` or left out. Sessions whose
+/// first event is a bot's are no touches, and bots' purchases no conversions, unless
+/// the query includes bots.
+pub(crate) fn run(
+    d: &SiteData,
     site: &Site,
     q: &Query,
-    now: DateTime<Utc>,
+    range: &ResolvedRange,
 ) -> Result<QueryResult, QueryError> {
     let a = q.attribution.as_ref().ok_or_else(|| {
         QueryError::invalid("attribution", "is required for an attribution query")
     })?;
-    if let Some(i) = q.filters.iter().position(|f| {
-        TIME_BUCKETS
-            .iter()
-            .any(|b| f.mentions(&Dimension::Time(*b)))
-    }) {
-        return Err(QueryError::invalid(
-            format!("filters[{i}]"),
-            "time dimensions cannot be filtered on",
-        ));
-    }
+    let t = &d.table;
     let goal_mode = q.filters.iter().any(|f| f.mentions(&Dimension::Goal));
-    let (from, to, start, end) = bounds(&q.date_range, site, now);
-    let currency = q.currency.unwrap_or(site.currency);
+    let mut c = Ctx::new(t, range.start_ms(), range.end_ms(), q.include_bots);
+    c.currency = q.currency.unwrap_or(site.currency);
+    let filters: Vec<&Filter> = q.filters.iter().collect();
+    let filter = Compiled::all(&filters, &c);
+    let srcs: Vec<Src> = q.dimensions.iter().map(|d| Src::of(d, t)).collect();
 
     let mut refunded: HashMap<&str, Refunded> = HashMap::new();
-    for e in events
+    for e in d
+        .ledger
+        .events
         .iter()
-        .filter(|e| e.site == site.domain && e.kind == EventKind::Refund)
+        .filter(|e| e.kind == EventKind::Refund)
     {
         if let Some(order) = e.commerce.order_id.as_deref() {
             refunded.entry(order).or_default().add(e);
         }
     }
-    let mut evs: Vec<Event> = events
-        .iter()
-        .filter(|e| e.site == site.domain && e.kind.is_activity())
-        .filter(|e| q.include_bots || !e.is_bot())
-        .cloned()
-        .collect();
-    let summaries = sessionize(&mut evs, site.session_timeout_ms());
-    // Canonical order: visitor, time, id (sessionize's order).
-    let mut order: Vec<usize> = (0..evs.len()).collect();
-    order.sort_by(|&x, &y| {
-        (&evs[x].identity.visitor_id, evs[x].timestamp, evs[x].id).cmp(&(
-            &evs[y].identity.visitor_id,
-            evs[y].timestamp,
-            evs[y].id,
-        ))
-    });
-    let mut first_of: HashMap<u64, usize> = HashMap::new();
-    for &i in &order {
-        if let Some(sid) = evs[i].identity.session_id {
-            first_of.entry(sid).or_insert(i);
-        }
-    }
-    let summary_of: HashMap<u64, &SessionSummary> =
-        summaries.iter().map(|s| (s.session_id, s)).collect();
 
+    let window_ms = lookback_ms(q);
+    let (start, end) = (c.start, c.end);
     let mut tp = Touchpoints::new();
-    let mut visitor_index: HashMap<&str, u32> = HashMap::new();
-    for &i in &order {
-        let n = visitor_index.len() as u32;
-        visitor_index
-            .entry(evs[i].identity.visitor_id.as_str())
-            .or_insert(n);
+    let mut key_of: HashMap<Key, u32> = HashMap::new();
+    let mut keys: Vec<Key> = Vec::new();
+    if srcs.is_empty() {
+        // No dimensions: one row, as for any query.
+        key_of.insert([NULL; Query::MAX_DIMENSIONS], 0);
+        keys.push([NULL; Query::MAX_DIMENSIONS]);
     }
-    for s in &summaries {
-        let Some(&fi) = first_of.get(&s.session_id) else {
-            continue;
-        };
-        let first = &evs[fi];
-        let values: Vec<Option<String>> = q
-            .dimensions
-            .iter()
-            .map(|d| session_value(d, first, s))
-            .collect();
-        let has_value = values
-            .first()
-            .is_some_and(|v| v.as_deref().is_some_and(|v| !v.is_empty()));
-        let key = tp.key(values);
-        tp.push_session(
-            visitor_index[s.visitor.as_str()],
-            s.start_ms,
-            key,
-            has_value,
-        );
-    }
-    for &i in &order {
-        let e = &evs[i];
-        if e.timestamp < start || e.timestamp >= end {
+    for s in &t.sessions {
+        let (first_ts, last_ts) = t.span(s);
+        if first_ts >= end || last_ts < start.saturating_sub(window_ms) {
             continue;
         }
-        let is_candidate = match e.kind {
-            EventKind::Purchase => true,
-            EventKind::Goal => goal_mode,
-            _ => false,
-        };
-        if !is_candidate {
+        let first = s.first as usize;
+        let visitor = t.visitor[first];
+        let first_is_bot = !q.include_bots && t.is_bot(first);
+        if !first_is_bot && first_ts >= start.saturating_sub(window_ms) {
+            let mut key = [NULL; Query::MAX_DIMENSIONS];
+            for (i, src) in srcs.iter().enumerate() {
+                key[i] = c.row_value(*src, first, s);
+            }
+            let n = key_of.len() as u32;
+            let k = *key_of.entry(key).or_insert_with(|| {
+                keys.push(key);
+                n
+            });
+            let has_value = srcs.first().is_some_and(|src| c.is_nonempty(*src, key[0]));
+            tp.push_session(visitor, first_ts, k, has_value);
+        }
+        if last_ts < start {
             continue;
         }
-        let Some(sid) = e.identity.session_id else {
-            continue;
-        };
-        let (first, summary) = (&evs[first_of[&sid]], summary_of[&sid]);
-        let value = |d: &Dimension| conversion_value(d, e, first, summary);
-        if !q.filters.iter().all(|f| filter_holds(f, &value)) {
-            continue;
+        for r in s.rows() {
+            let ts = t.ts[r];
+            if ts < start || ts >= end || (!q.include_bots && t.is_bot(r)) {
+                continue;
+            }
+            let kind = t.kind[r];
+            let candidate = match kind {
+                EventKind::Purchase => true,
+                EventKind::Goal => goal_mode,
+                _ => false,
+            };
+            if !candidate || filter.as_ref().is_some_and(|f| !f.eval(&c, r, s)) {
+                continue;
+            }
+            let extra = t.extra(r);
+            let (amount, count) = match kind {
+                EventKind::Purchase => match extra.and_then(|x| x.revenue) {
+                    Some(m) => {
+                        let back = extra
+                            .and_then(|x| x.order_id)
+                            .and_then(|o| refunded.get(o))
+                            .map_or(0, |r| r.of(m));
+                        let net = Money {
+                            minor: m.minor - back,
+                            currency: m.currency,
+                        };
+                        let count = if back >= m.minor && m.minor > 0 {
+                            0.0
+                        } else {
+                            1.0
+                        };
+                        (to_target(net, c.currency, &a.rates).unwrap_or(0.0), count)
+                    }
+                    None => (0.0, 1.0),
+                },
+                _ => (
+                    extra
+                        .and_then(|x| x.goal_value)
+                        .and_then(|m| to_target(m, c.currency, &a.rates))
+                        .unwrap_or(0.0),
+                    1.0,
+                ),
+            };
+            tp.push_conversion(visitor, ts, amount, count);
         }
-        let (amount, count) = match e.kind {
-            EventKind::Purchase => match e.commerce.revenue {
-                Some(m) => {
-                    let back = e
-                        .commerce
-                        .order_id
-                        .as_deref()
-                        .and_then(|o| refunded.get(o))
-                        .map_or(0, |r| r.of(m));
-                    let net = Money {
-                        minor: m.minor - back,
-                        currency: m.currency,
-                    };
-                    let count = if back >= m.minor && m.minor > 0 {
-                        0.0
-                    } else {
-                        1.0
-                    };
-                    (to_target(net, currency, &a.rates).unwrap_or(0.0), count)
-                }
-                None => (0.0, 1.0),
-            },
-            _ => (
-                e.commerce
-                    .goal_value
-                    .and_then(|m| to_target(m, currency, &a.rates))
-                    .unwrap_or(0.0),
-                1.0,
-            ),
-        };
-        tp.push_conversion(
-            visitor_index[e.identity.visitor_id.as_str()],
-            e.timestamp.timestamp_millis(),
-            amount,
-            count,
-        );
     }
+    tp.reserve_keys(keys.len());
     let credits = tp.credit(a.model, a.window_days, a.half_life_days);
-
-    let exp = currency.exponent();
-    let mut rows: Vec<ResultRow> = tp
-        .keys
+    let exp = c.currency.exponent();
+    let rows: Vec<(Key, ResultRow)> = keys
         .into_iter()
         .zip(credits)
-        .map(|(dims, c)| ResultRow {
-            dimensions: dims,
-            metrics: q
-                .metrics
-                .iter()
-                .map(|m| match m {
-                    Metric::Revenue => MetricValue {
-                        units: c.revenue.round() as i64,
-                        scale: exp,
-                    },
-                    _ => MetricValue {
-                        units: (c.conversions * 100.0).round() as i64,
-                        scale: 2,
-                    },
-                })
-                .collect(),
+        .map(|(key, credit)| {
+            let row = ResultRow {
+                dimensions: srcs
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| c.render(*s, key[i]))
+                    .collect(),
+                metrics: q
+                    .metrics
+                    .iter()
+                    .map(|m| match m {
+                        Metric::Revenue => MetricValue {
+                            units: credit.revenue.round() as i64,
+                            scale: exp,
+                        },
+                        _ => MetricValue {
+                            units: (credit.conversions * 100.0).round() as i64,
+                            scale: 2,
+                        },
+                    })
+                    .collect(),
+            };
+            (key, row)
         })
         // As in the main engine, rows whose metrics are all zero are left out.
-        .filter(|r: &ResultRow| r.metrics.iter().any(|m| m.units != 0))
+        .filter(|(_, r)| srcs.is_empty() || r.metrics.iter().any(|m| m.units != 0))
         .collect();
-    rows.sort_by(|x, y| {
-        y.metrics[0]
-            .units
-            .cmp(&x.metrics[0].units)
-            .then_with(|| x.dimensions.cmp(&y.dimensions))
-    });
-    let total_rows = rows.len();
-    Ok(QueryResult {
-        rows: rows.into_iter().skip(q.offset).take(q.limit).collect(),
-        metrics: q.metrics.clone(),
-        total_rows,
-        currency,
-        query: q.to_json(Some((from, to))),
-    })
+    Ok(finish(&c, q, &srcs, rows, range))
 }
-
-const TIME_BUCKETS: [TimeBucket; 4] = [
-    TimeBucket::Hour,
-    TimeBucket::Day,
-    TimeBucket::Week,
-    TimeBucket::Month,
-];
 
 /// Orders `items` by visitor number, then by `within`: a stable LSD radix sort on the
 /// visitor number (digits of at most 11 bits, so each pass scatters into a few
@@ -371,6 +281,9 @@ fn group_by_visitor<T: Copy>(
     }
 }
 
+/// The fixed-point unit credits are summed in.
+const NANO: f64 = 1e9;
+
 /// One key's credit.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Credit {
@@ -399,12 +312,14 @@ struct ConversionTouch {
 
 /// The attribution engine's compact input: sessions (touches) and conversions by
 /// visitor number, with each session's credited dimension values interned as a key.
-/// [`attribute_events`] builds it from events; a backend may build it from its own
-/// columns or SQL and call [`Touchpoints::credit`].
+/// The store engines build it from a table's sessions; a backend may build it from
+/// its own columns or SQL and call [`Touchpoints::credit`].
 #[derive(Debug, Clone, Default)]
 pub struct Touchpoints {
     keys: Vec<Vec<Option<String>>>,
     key_index: HashMap<Vec<Option<String>>, u32>,
+    /// Key numbers in use (those of [`Touchpoints::key`] and of callers numbering their own).
+    key_count: usize,
     sessions: Vec<SessionTouch>,
     conversions: Vec<ConversionTouch>,
 }
@@ -423,10 +338,17 @@ impl Touchpoints {
         let k = self.keys.len() as u32;
         self.keys.push(values.clone());
         self.key_index.insert(values, k);
+        self.key_count = self.key_count.max(self.keys.len());
         k
     }
 
-    /// The interned keys, by number.
+    /// Makes key numbers below `n` valid, for a caller that numbers its own keys
+    /// (credits come back for `0..n`).
+    pub fn reserve_keys(&mut self, n: usize) {
+        self.key_count = self.key_count.max(n);
+    }
+
+    /// The keys interned by [`Touchpoints::key`], by number.
     pub fn keys(&self) -> &[Vec<Option<String>>] {
         &self.keys
     }
@@ -469,8 +391,8 @@ impl Touchpoints {
 
     /// Credits every conversion to the keys of its touches under `model`: the
     /// sessions of the same visitor that started at most `window_days` before it,
-    /// up to it. One [`Credit`] per key number. Sums run in (visitor, time, push)
-    /// order, so the result does not depend on the order sessions were pushed in.
+    /// up to it. One [`Credit`] per key number. Credits are summed exactly (in fixed
+    /// point), so the result does not depend on the order anything was pushed in.
     pub fn credit(
         &mut self,
         model: AttributionModel,
@@ -508,7 +430,11 @@ impl Touchpoints {
             |a, b| (a.start_ms, a.key, a.has_value).cmp(&(b.start_ms, b.key, b.has_value)),
         );
         let window_ms = i64::from(window_days) * 86_400_000;
-        let mut out = vec![Credit::default(); self.keys.len()];
+        // Each credit in fixed point (10^-9 units), summed exactly: the totals do not
+        // depend on the order conversions are met in (visitor numbers follow the
+        // order events arrived in), so every backend and arrival order agrees.
+        let mut sums = vec![(0i128, 0i128); self.key_count];
+        let fixed = |x: f64| (x * NANO).round() as i128;
         let (mut touches, mut shares) = (Vec::new(), Vec::new());
         let sessions = &sessions;
         let (mut run_start, mut run_end) = (0usize, 0usize);
@@ -532,22 +458,16 @@ impl Touchpoints {
                 if share == 0.0 {
                     continue;
                 }
-                let credit = &mut out[s.key as usize];
-                credit.revenue += share * c.amount;
-                credit.conversions += share * c.count;
+                let sum = &mut sums[s.key as usize];
+                sum.0 += fixed(share * c.amount);
+                sum.1 += fixed(share * c.count);
             }
         }
-        out
+        sums.into_iter()
+            .map(|(revenue, conversions)| Credit {
+                revenue: revenue as f64 / NANO,
+                conversions: conversions as f64 / NANO,
+            })
+            .collect()
     }
-}
-
-/// Answers an attribution query on any store (scans the site's events).
-pub async fn attribute(
-    store: &dyn Store,
-    q: &Query,
-    now: DateTime<Utc>,
-) -> Result<QueryResult, StoreError> {
-    let site = site_or_unknown(store, &q.site).await?;
-    let events = store.scan(&q.site, None, None).await?;
-    Ok(attribute_events(&events, &site, q, now)?)
 }

@@ -2,21 +2,21 @@
 //! over a built [`SiteTable`] (sessions outer, their rows inner).
 
 use super::table::{acq, client, Sess, SiteTable, NULL};
+use super::SiteData;
 use crate::error::QueryError;
 use crate::event::EventKind;
 use crate::money::Currency;
-use crate::query::{Dimension, Direction, Filter, Metric, OrderKey, Query};
+use crate::query::{Dimension, Direction, Filter, Metric, OrderKey, Query, ResolvedRange};
 use crate::result::{mean_seconds, percent, ratio, MetricValue, QueryResult, ResultRow};
 use crate::site::Site;
-use crate::time::{day_start, local_date, Buckets};
-use chrono::{Days, NaiveDate};
+use crate::time::Buckets;
 use std::cell::Cell;
 use std::cmp::Ordering;
 use std::collections::HashMap;
 
 /// Where a dimension's or filter's value comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Src {
+pub(super) enum Src {
     Path,
     Entry,
     Exit,
@@ -37,7 +37,7 @@ enum Space {
 }
 
 impl Src {
-    fn of(dim: &Dimension, t: &SiteTable) -> Src {
+    pub(super) fn of(dim: &Dimension, t: &SiteTable) -> Src {
         use Dimension as D;
         match dim {
             D::Page => Src::Path,
@@ -76,20 +76,45 @@ impl Src {
 }
 
 /// What a pass needs besides the table.
-struct Ctx<'a> {
-    t: &'a SiteTable,
-    start: i64,
-    end: i64,
-    include_bots: bool,
+pub(super) struct Ctx<'a> {
+    pub(super) t: &'a SiteTable,
+    pub(super) start: i64,
+    pub(super) end: i64,
+    pub(super) include_bots: bool,
     buckets: Option<Buckets>,
     /// The last bucket found: [lo, hi) in ms and its value id. Rows of a session, and
     /// sessions of a visitor, come in time order, so most lookups hit it.
     last_bucket: Cell<(i64, i64, u32)>,
-    currency: Currency,
+    pub(super) currency: Currency,
 }
 
-impl Ctx<'_> {
-    fn space_size(&self, src: Src) -> usize {
+impl<'a> Ctx<'a> {
+    /// A context over `t` for events in `[start, end)` ms.
+    pub(super) fn new(t: &'a SiteTable, start: i64, end: i64, include_bots: bool) -> Self {
+        Self {
+            t,
+            start,
+            end,
+            include_bots,
+            buckets: None,
+            last_bucket: Cell::new((i64::MAX, i64::MIN, NULL)),
+            currency: Currency::USD,
+        }
+    }
+
+    /// Whether value `id` of `src` is a non-empty string.
+    pub(super) fn is_nonempty(&self, src: Src, id: u32) -> bool {
+        let t = self.t;
+        let s = match src.space() {
+            Space::Paths => t.paths.get(id),
+            Space::Names => t.names.get(id),
+            Space::Strings => t.strings.get(id),
+            Space::Buckets => return id != NULL,
+        };
+        s.is_some_and(|s| !s.is_empty())
+    }
+
+    pub(super) fn space_size(&self, src: Src) -> usize {
         match src.space() {
             Space::Paths => self.t.paths.space(),
             Space::Names => self.t.names.space(),
@@ -98,7 +123,7 @@ impl Ctx<'_> {
         }
     }
 
-    fn render(&self, src: Src, id: u32) -> Option<String> {
+    pub(super) fn render(&self, src: Src, id: u32) -> Option<String> {
         match src.space() {
             Space::Paths => self.t.paths.get(id).map(str::to_owned),
             Space::Names => self.t.names.get(id).map(str::to_owned),
@@ -132,7 +157,7 @@ impl Ctx<'_> {
 
     /// The value of `src` for row `r` of session `s`, as events see it.
     #[inline(always)]
-    fn row_value(&self, src: Src, r: usize, s: &Sess) -> u32 {
+    pub(super) fn row_value(&self, src: Src, r: usize, s: &Sess) -> u32 {
         let t = self.t;
         match src {
             Src::Path => t.path[r],
@@ -170,7 +195,7 @@ impl Ctx<'_> {
 }
 
 /// A filter compiled to lookups of accepted value ids.
-enum Compiled {
+pub(super) enum Compiled {
     Leaf { src: Src, accept: Vec<bool> },
     And(Vec<Compiled>),
     Or(Vec<Compiled>),
@@ -178,6 +203,17 @@ enum Compiled {
 }
 
 impl Compiled {
+    /// All of `filters`, compiled (`None` when there are none).
+    pub(super) fn all(filters: &[&Filter], c: &Ctx<'_>) -> Option<Compiled> {
+        match filters {
+            [] => None,
+            [one] => Some(Compiled::new(one, c)),
+            many => Some(Compiled::And(
+                many.iter().map(|f| Compiled::new(f, c)).collect(),
+            )),
+        }
+    }
+
     fn new(f: &Filter, c: &Ctx<'_>) -> Compiled {
         match f {
             Filter::And(fs) => Compiled::And(fs.iter().map(|f| Compiled::new(f, c)).collect()),
@@ -197,7 +233,7 @@ impl Compiled {
     }
 
     #[inline(always)]
-    fn eval(&self, c: &Ctx<'_>, r: usize, s: &Sess) -> bool {
+    pub(super) fn eval(&self, c: &Ctx<'_>, r: usize, s: &Sess) -> bool {
         match self {
             Compiled::Leaf { src, accept } => accept[c.row_value(*src, r, s) as usize],
             Compiled::And(fs) => fs.iter().all(|f| f.eval(c, r, s)),
@@ -264,7 +300,7 @@ impl Default for Acc {
     }
 }
 
-type Key = [u32; Query::MAX_DIMENSIONS];
+pub(super) type Key = [u32; Query::MAX_DIMENSIONS];
 
 /// Maps dimension value tuples to accumulators: a dense table for one dimension,
 /// a hash map for several.
@@ -567,48 +603,35 @@ fn metric_value(
     }
 }
 
-/// Runs `q` on a built table of `site`, with `today` the site's local date.
+/// Runs `q` (attribution included) on the prepared data of `site` over `range`
+/// (resolved by the caller, the one resolver).
 pub(crate) fn execute(
-    t: &SiteTable,
+    d: &SiteData,
     site: &Site,
     q: &Query,
-    today: NaiveDate,
+    range: &ResolvedRange,
 ) -> Result<QueryResult, QueryError> {
+    q.validate()?;
     if q.attribution.is_some() {
-        return Err(QueryError::Unsupported("attribution".into()));
+        return super::attribute::run(d, site, q, range);
     }
+    let t = &d.table;
     let tz = site.timezone;
-    let bounds = match q.date_range {
-        crate::query::DateRange::All => match (t.ts.iter().min(), t.ts.iter().max()) {
-            (Some(&a), Some(&b)) => Some((to_local(tz, a), to_local(tz, b))),
-            _ => None,
-        },
-        _ => None,
-    };
-    let (from, to) = q.date_range.resolve(today, bounds);
-    let after = to.checked_add_days(Days::new(1)).unwrap_or(to);
+    let (from, to) = (range.from, range.to);
     let time_bucket = q.dimensions.iter().find_map(|d| match d {
         Dimension::Time(b) => Some(*b),
         _ => None,
     });
     let c = Ctx {
         t,
-        start: day_start(tz, from).timestamp_millis(),
-        end: day_start(tz, after).timestamp_millis(),
+        start: range.start_ms(),
+        end: range.end_ms(),
         include_bots: q.include_bots,
         buckets: time_bucket.map(|b| Buckets::new(tz, b, from, to)),
         last_bucket: Cell::new((i64::MAX, i64::MIN, NULL)),
         currency: q.currency.unwrap_or(site.currency),
     };
-    let compile = |filters: &[&Filter]| -> Option<Compiled> {
-        match filters {
-            [] => None,
-            [one] => Some(Compiled::new(one, &c)),
-            many => Some(Compiled::And(
-                many.iter().map(|f| Compiled::new(f, &c)).collect(),
-            )),
-        }
-    };
+    let compile = |filters: &[&Filter]| Compiled::all(filters, &c);
     let all_filters: Vec<&Filter> = q.filters.iter().collect();
     let srcs: Vec<Src> = q.dimensions.iter().map(|d| Src::of(d, t)).collect();
     let mut groups = Groups::new(srcs.clone(), &c);
@@ -678,7 +701,7 @@ pub(crate) fn execute(
         }
     };
 
-    let mut rows: Vec<(Key, ResultRow)> = groups
+    let rows: Vec<(Key, ResultRow)> = groups
         .keys
         .iter()
         .zip(groups.hot.iter().zip(&groups.accs))
@@ -707,6 +730,19 @@ pub(crate) fn execute(
         })
         .collect();
 
+    Ok(finish(&c, q, &srcs, rows, range))
+}
+
+/// Orders result rows (by `order_by`, else time ascending, else the first metric
+/// descending; dimension values ascending, missing last, as the final tie-break),
+/// then applies offset and limit. Every query path (attribution included) ends here.
+pub(super) fn finish(
+    c: &Ctx<'_>,
+    q: &Query,
+    srcs: &[Src],
+    mut rows: Vec<(Key, ResultRow)>,
+    range: &ResolvedRange,
+) -> QueryResult {
     let time_pos = srcs.iter().position(|s| *s == Src::Time);
     let order: Vec<(OrderKey, Direction)> = if !q.order_by.is_empty() {
         q.order_by.clone()
@@ -756,18 +792,11 @@ pub(crate) fn execute(
         .take(q.limit)
         .map(|(_, r)| r)
         .collect();
-    Ok(QueryResult {
+    QueryResult {
         rows,
         metrics: q.metrics.clone(),
         total_rows,
         currency: c.currency,
-        query: q.to_json(Some((from, to))),
-    })
-}
-
-fn to_local(tz: chrono_tz::Tz, ms: i64) -> NaiveDate {
-    local_date(
-        tz,
-        chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default(),
-    )
+        query: q.to_json(Some((range.from, range.to))),
+    }
 }

@@ -1,0 +1,101 @@
+//! Goal conversions on a site's table.
+
+use super::table::{Interner, SiteTable};
+use crate::event::EventKind;
+use crate::money::Money;
+use crate::query::ResolvedRange;
+use crate::requests::{glob, GoalMatch, GoalResult, GoalsRequest, GoalsResult};
+use crate::result::percent;
+
+/// Counts each goal over the events of a built table in `range`: distinct visitors
+/// who completed it, completions, the rate over the range's visitors, and the value.
+pub(crate) fn run(t: &SiteTable, req: &GoalsRequest, range: &ResolvedRange) -> GoalsResult {
+    let n = req.goals.len();
+    // One bit per goal and dictionary entry (goals beyond 64 use further words).
+    let words = n.div_ceil(64).max(1);
+    let dict = |dict: &Interner, want: &dyn Fn(&GoalMatch, &str) -> bool| -> Vec<Vec<u64>> {
+        (0..dict.space() as u32)
+            .map(|id| {
+                let mut m = vec![0u64; words];
+                if let Some(s) = dict.get(id) {
+                    for (g, def) in req.goals.iter().enumerate() {
+                        if want(&def.matcher, s) {
+                            m[g / 64] |= 1 << (g % 64);
+                        }
+                    }
+                }
+                m
+            })
+            .collect()
+    };
+    let page = dict(
+        &t.paths,
+        &|m, p| matches!(m, GoalMatch::Page(g) if glob(g, p)),
+    );
+    let goal = dict(
+        &t.names,
+        &|m, s| matches!(m, GoalMatch::Event(g) | GoalMatch::Attribute(g) if g == s),
+    );
+    let custom = dict(&t.names, &|m, s| matches!(m, GoalMatch::Event(g) if g == s));
+    let empty = vec![0u64; words];
+    let (start, end) = (range.start_ms(), range.end_ms());
+    let (mut conversions, mut completions) = (vec![0u64; n], vec![0u64; n]);
+    let mut visitors = 0u64;
+    let mut seen = vec![0u64; words];
+    let mut current: Option<u32> = None;
+    let count_seen = |seen: &mut Vec<u64>, conversions: &mut Vec<u64>| {
+        for (w, bits) in seen.iter_mut().enumerate() {
+            let mut b = *bits;
+            while b != 0 {
+                conversions[w * 64 + b.trailing_zeros() as usize] += 1;
+                b &= b - 1;
+            }
+            *bits = 0;
+        }
+    };
+    for r in 0..t.len() {
+        let ts = t.ts[r];
+        if ts < start || ts >= end || (!req.include_bots && t.is_bot(r)) {
+            continue;
+        }
+        let v = t.visitor[r];
+        if current != Some(v) {
+            count_seen(&mut seen, &mut conversions);
+            current = Some(v);
+            visitors += 1;
+        }
+        let m = match t.kind[r] {
+            EventKind::Pageview => &page[t.path[r] as usize],
+            EventKind::Goal => &goal[t.name[r] as usize],
+            EventKind::Custom => &custom[t.name[r] as usize],
+            _ => &empty,
+        };
+        for (w, &bits) in m.iter().enumerate() {
+            let mut b = bits;
+            while b != 0 {
+                completions[w * 64 + b.trailing_zeros() as usize] += 1;
+                b &= b - 1;
+            }
+            seen[w] |= bits;
+        }
+    }
+    count_seen(&mut seen, &mut conversions);
+    GoalsResult {
+        visitors,
+        goals: req
+            .goals
+            .iter()
+            .enumerate()
+            .map(|(g, def)| GoalResult {
+                name: def.name.clone(),
+                conversions: conversions[g],
+                completions: completions[g],
+                conversion_rate: percent(conversions[g], visitors),
+                value: def.value.map(|v| Money {
+                    minor: v.minor.saturating_mul(completions[g] as i64),
+                    currency: v.currency,
+                }),
+            })
+            .collect(),
+    }
+}

@@ -1,0 +1,504 @@
+//! [`MemoryStore`]: the in-memory columnar reference engine, and [`MemoryConfig`]:
+//! configuration in memory.
+
+use crate::engine::{self, SiteData};
+use crate::error::StoreError;
+use crate::event::Event;
+use crate::query::{DateRange, Query, ResolvedRange};
+use crate::requests::{
+    Funnel, FunnelResult, GoalsRequest, GoalsResult, RealtimeRequest, RealtimeResult,
+};
+use crate::result::QueryResult;
+use crate::site::Site;
+use crate::store::reference::{realtime_since, same_site};
+use crate::store::{
+    AppendReport, ConfigKey, ConfigKind, ConfigRecord, ConfigStore, EraseScope, EventBatches,
+    EventStore, ScanRequest, StoreStats,
+};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Mutex, RwLock};
+
+/// The in-memory reference engine: answers every request kind of the contract.
+///
+/// Per site, events are held in dictionary-encoded columns; after new appends the
+/// next request orders them by (visitor, time, id) and derives sessions as their own
+/// columns (with the session timeout of the [`Site`] it is asked for), so that
+/// metrics are one sequential pass. Appends are idempotent by event id (an id
+/// index per site). Safe to share across threads.
+///
+/// It keeps the fields its engines use: id, site, kind, name, time, visitor, path
+/// and host, source, referrer, channel, UTM tags, device type, browser, OS, country,
+/// region, city, company, visitor type, bot reason, revenue, goal value, order id,
+/// properties, engaged time and scroll depth. [`EventStore::scan`] gives events
+/// back with those fields. It also holds configuration ([`ConfigStore`]) in a
+/// [`MemoryConfig`], so that one value serves an app that embeds Beacon.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    sites: RwLock<HashMap<String, SiteData>>,
+    config: MemoryConfig,
+}
+
+/// Memory held by a [`MemoryStore`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryUsage {
+    /// Events stored.
+    pub events: usize,
+    /// Heap bytes of columns, dictionaries, sessions and the id index.
+    pub heap_bytes: usize,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, SiteData>> {
+        self.sites.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, SiteData>> {
+        self.sites.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The configuration it holds.
+    pub fn config(&self) -> &MemoryConfig {
+        &self.config
+    }
+
+    /// Creates or replaces a site in its configuration (synchronous form of
+    /// [`ConfigStore::put_site`]).
+    pub fn put_site_sync(&self, site: Site) -> Result<(), StoreError> {
+        self.config.put_site_sync(site)
+    }
+
+    /// One site's settings from its configuration.
+    pub fn site_sync(&self, domain: &str) -> Option<Site> {
+        self.config.site_sync(domain)
+    }
+
+    /// Every site's settings, ordered by domain.
+    pub fn sites_sync(&self) -> Vec<Site> {
+        self.config.sites_sync()
+    }
+
+    /// Makes room for `additional` more events of `site` (a loader that knows how many
+    /// it will append saves the columns' regrowth).
+    pub fn reserve_sync(&self, site: &str, additional: usize) {
+        self.write()
+            .entry(site.to_owned())
+            .or_insert_with(|| SiteData::new(Site::DEFAULT_SESSION_TIMEOUT_SECS as i64 * 1000))
+            .table
+            .reserve(additional);
+    }
+
+    /// Whether an event with id `id` of `site` is held.
+    pub fn holds_sync(&self, site: &str, id: uuid::Uuid) -> bool {
+        self.read().get(site).is_some_and(|d| d.holds(id.as_u128()))
+    }
+
+    /// Appends events (synchronous form of [`EventStore::append`]).
+    pub fn append_sync(&self, events: &[Event]) -> Result<AppendReport, StoreError> {
+        let mut sites = self.write();
+        let mut report = AppendReport::default();
+        // Events come in runs of one site: look each run's table up once.
+        let mut rest = events;
+        while let Some(first) = rest.first() {
+            let n = rest.iter().take_while(|e| e.site == first.site).count();
+            let (run, tail) = rest.split_at(n);
+            rest = tail;
+            let data = match sites.get_mut(&first.site) {
+                Some(d) => d,
+                None => sites.entry(first.site.clone()).or_insert_with(|| {
+                    SiteData::new(i64::from(Site::DEFAULT_SESSION_TIMEOUT_SECS) * 1000)
+                }),
+            };
+            for e in run {
+                if data.push(e) {
+                    report.stored += 1;
+                } else {
+                    report.duplicates.push(e.id);
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// Orders newly appended events and derives sessions now, rather than on the next
+    /// request (with each site's last timeout).
+    pub fn build(&self) {
+        for d in self.write().values_mut() {
+            d.table.build();
+        }
+    }
+
+    /// Runs `f` on the site's data prepared for `site`'s timeout, under a read lock
+    /// (preparing under a write lock first when needed). A site without events is
+    /// answered from empty data.
+    fn with_prepared<T>(&self, site: &Site, f: impl Fn(&SiteData) -> T) -> T {
+        let timeout = site.session_timeout_ms();
+        for _ in 0..4 {
+            {
+                let sites = self.read();
+                match sites.get(&site.domain) {
+                    None => return f(&SiteData::new(timeout)),
+                    Some(d) if d.table.is_ready(timeout) => return f(d),
+                    Some(_) => {}
+                }
+            }
+            if let Some(d) = self.write().get_mut(&site.domain) {
+                d.prepare(timeout);
+            }
+        }
+        // Requests with other timeouts keep rebuilding it: answer under the write lock.
+        let mut sites = self.write();
+        match sites.get_mut(&site.domain) {
+            Some(d) => {
+                d.prepare(timeout);
+                f(d)
+            }
+            None => f(&SiteData::new(timeout)),
+        }
+    }
+
+    fn resolve(&self, site: &Site, range: &DateRange, now: DateTime<Utc>) -> ResolvedRange {
+        let extent = if range.needs_extent() {
+            self.extent_sync(&site.domain)
+        } else {
+            None
+        };
+        range.resolve(site.timezone, now, extent)
+    }
+
+    fn extent_sync(&self, site: &str) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
+        let (lo, hi) = self.read().get(site)?.extent()?;
+        Some((
+            DateTime::from_timestamp_millis(lo)?,
+            DateTime::from_timestamp_millis(hi)?,
+        ))
+    }
+
+    /// Answers a query (synchronous form of [`EventStore::query`]).
+    pub fn query_sync(
+        &self,
+        site: &Site,
+        query: &Query,
+        now: DateTime<Utc>,
+    ) -> Result<QueryResult, StoreError> {
+        query.validate()?;
+        same_site(&query.site, site)?;
+        let range = self.resolve(site, &query.date_range, now);
+        Ok(self.with_prepared(site, |d| engine::execute(d, site, query, &range))?)
+    }
+
+    /// Answers a funnel (synchronous form of [`EventStore::funnel`]).
+    pub fn funnel_sync(
+        &self,
+        site: &Site,
+        funnel: &Funnel,
+        now: DateTime<Utc>,
+    ) -> Result<FunnelResult, StoreError> {
+        funnel.validate()?;
+        same_site(&funnel.site, site)?;
+        let range = self.resolve(site, &funnel.date_range, now);
+        Ok(self.with_prepared(site, |d| engine::funnel(&d.table, funnel, &range)))
+    }
+
+    /// Counts goals (synchronous form of [`EventStore::goals`]).
+    pub fn goals_sync(
+        &self,
+        site: &Site,
+        req: &GoalsRequest,
+        now: DateTime<Utc>,
+    ) -> Result<GoalsResult, StoreError> {
+        req.validate()?;
+        same_site(&req.site, site)?;
+        let range = self.resolve(site, &req.date_range, now);
+        Ok(self.with_prepared(site, |d| engine::goals(&d.table, req, &range)))
+    }
+
+    /// Realtime visitors (synchronous form of [`EventStore::realtime`]).
+    pub fn realtime_sync(
+        &self,
+        site: &Site,
+        req: &RealtimeRequest,
+        now: DateTime<Utc>,
+    ) -> Result<RealtimeResult, StoreError> {
+        req.validate()?;
+        same_site(&req.site, site)?;
+        let since = realtime_since(req, now);
+        Ok(self.with_prepared(site, |d| engine::realtime(&d.table, req, since)))
+    }
+
+    /// Events and heap bytes held.
+    pub fn memory_usage(&self) -> MemoryUsage {
+        let sites = self.read();
+        MemoryUsage {
+            events: sites.values().map(SiteData::len).sum(),
+            heap_bytes: sites.values().map(|d| d.table.heap_bytes()).sum(),
+        }
+    }
+
+    /// The next batch of a scan after `cursor` (a table key, then a ledger index).
+    fn scan_batch(&self, req: &ScanRequest, cursor: &mut ScanCursor) -> Vec<Event> {
+        let limit = req.batch_limit();
+        let mut out = Vec::new();
+        let mut sites = self.write();
+        let Some(d) = sites.get_mut(&req.site) else {
+            cursor.done = true;
+            return out;
+        };
+        if !cursor.table_done {
+            let t = &mut d.table;
+            t.build();
+            // Rows of one key (events without ids may share one) are counted off.
+            let mut r = match cursor.after {
+                None => 0,
+                Some((key, seen)) => t.lower_bound(key) + seen,
+            };
+            while r < t.len() && out.len() < limit {
+                let e = t.event(&req.site, r);
+                let key = t.key(r);
+                cursor.after = Some(match cursor.after {
+                    Some((k, seen)) if k == key => (k, seen + 1),
+                    _ => (key, 1),
+                });
+                if req.matches(&e) {
+                    out.push(e);
+                }
+                r += 1;
+            }
+            if r >= t.len() {
+                cursor.table_done = true;
+            }
+        }
+        while cursor.table_done && cursor.ledger < d.ledger.events.len() && out.len() < limit {
+            let e = &d.ledger.events[cursor.ledger];
+            cursor.ledger += 1;
+            if req.matches(e) {
+                out.push(e.clone());
+            }
+        }
+        if cursor.table_done && cursor.ledger >= d.ledger.events.len() {
+            cursor.done = true;
+        }
+        out
+    }
+}
+
+/// Where a scan of a [`MemoryStore`] stands.
+#[derive(Debug, Default)]
+struct ScanCursor {
+    /// The key of the last row read, and how many rows of that key were read.
+    after: Option<((u32, i64, u128), usize)>,
+    table_done: bool,
+    ledger: usize,
+    done: bool,
+}
+
+#[async_trait]
+impl EventStore for MemoryStore {
+    async fn append(&self, events: &[Event]) -> Result<AppendReport, StoreError> {
+        self.append_sync(events)
+    }
+
+    async fn scan(&self, req: &ScanRequest) -> Result<EventBatches<'_>, StoreError> {
+        let req = req.clone();
+        let state = (ScanCursor::default(), req);
+        Ok(Box::pin(futures_util::stream::try_unfold(
+            state,
+            move |(mut cursor, req)| async move {
+                while !cursor.done {
+                    let batch = self.scan_batch(&req, &mut cursor);
+                    if !batch.is_empty() {
+                        return Ok(Some((batch, (cursor, req))));
+                    }
+                }
+                Ok(None)
+            },
+        )))
+    }
+
+    async fn erase(&self, site: &str, scope: EraseScope) -> Result<u64, StoreError> {
+        let mut sites = self.write();
+        let Some(d) = sites.get_mut(site) else {
+            return Ok(0);
+        };
+        Ok(match scope {
+            EraseScope::All => d.erase(None),
+            EraseScope::Visitor(v) => d.erase(Some(&v)),
+        })
+    }
+
+    async fn extent(
+        &self,
+        site: &str,
+    ) -> Result<Option<(DateTime<Utc>, DateTime<Utc>)>, StoreError> {
+        Ok(self.extent_sync(site))
+    }
+
+    async fn query(
+        &self,
+        site: &Site,
+        query: &Query,
+        now: DateTime<Utc>,
+    ) -> Result<QueryResult, StoreError> {
+        self.query_sync(site, query, now)
+    }
+
+    async fn funnel(
+        &self,
+        site: &Site,
+        funnel: &Funnel,
+        now: DateTime<Utc>,
+    ) -> Result<FunnelResult, StoreError> {
+        self.funnel_sync(site, funnel, now)
+    }
+
+    async fn goals(
+        &self,
+        site: &Site,
+        goals: &GoalsRequest,
+        now: DateTime<Utc>,
+    ) -> Result<GoalsResult, StoreError> {
+        self.goals_sync(site, goals, now)
+    }
+
+    async fn realtime(
+        &self,
+        site: &Site,
+        req: &RealtimeRequest,
+        now: DateTime<Utc>,
+    ) -> Result<RealtimeResult, StoreError> {
+        self.realtime_sync(site, req, now)
+    }
+
+    async fn stats(&self) -> Result<StoreStats, StoreError> {
+        let u = self.memory_usage();
+        Ok(StoreStats::new(
+            Some(u.events as u64),
+            Some(u.heap_bytes as u64),
+        ))
+    }
+}
+
+/// Configuration records in memory: a [`ConfigStore`] for tests, examples and apps
+/// whose configuration lives in code.
+#[derive(Debug, Default)]
+pub struct MemoryConfig {
+    records: Mutex<BTreeMap<ConfigKey, Vec<u8>>>,
+}
+
+impl MemoryConfig {
+    /// An empty configuration.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<ConfigKey, Vec<u8>>> {
+        self.records.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Creates or replaces a site (synchronous form of [`ConfigStore::put_site`]).
+    pub fn put_site_sync(&self, site: Site) -> Result<(), StoreError> {
+        site.validate()?;
+        let value = serde_json::to_vec(&site).map_err(|e| StoreError::backend("encode site", e))?;
+        self.lock()
+            .insert(ConfigKey::new(ConfigKind::Site, "", &site.domain), value);
+        Ok(())
+    }
+
+    /// One site.
+    pub fn site_sync(&self, domain: &str) -> Option<Site> {
+        let records = self.lock();
+        let v = records.get(&ConfigKey::new(ConfigKind::Site, "", domain))?;
+        serde_json::from_slice(v).ok()
+    }
+
+    /// Every site, ordered by domain.
+    pub fn sites_sync(&self) -> Vec<Site> {
+        self.lock()
+            .iter()
+            .filter(|(k, _)| k.kind == ConfigKind::Site)
+            .filter_map(|(_, v)| serde_json::from_slice(v).ok())
+            .collect()
+    }
+}
+
+#[async_trait]
+impl ConfigStore for MemoryConfig {
+    async fn get(&self, key: &ConfigKey) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.lock().get(key).cloned())
+    }
+
+    async fn put(&self, key: &ConfigKey, value: &[u8]) -> Result<(), StoreError> {
+        self.lock().insert(key.clone(), value.to_vec());
+        Ok(())
+    }
+
+    async fn put_if_absent(
+        &self,
+        key: &ConfigKey,
+        value: &[u8],
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let mut records = self.lock();
+        match records.get(key) {
+            Some(v) => Ok(Some(v.clone())),
+            None => {
+                records.insert(key.clone(), value.to_vec());
+                Ok(None)
+            }
+        }
+    }
+
+    async fn delete(&self, key: &ConfigKey) -> Result<bool, StoreError> {
+        Ok(self.lock().remove(key).is_some())
+    }
+
+    async fn list(
+        &self,
+        kind: ConfigKind,
+        scope: Option<&str>,
+    ) -> Result<Vec<ConfigRecord>, StoreError> {
+        Ok(self
+            .lock()
+            .iter()
+            .filter(|(k, _)| k.kind == kind && scope.is_none_or(|s| k.scope == s))
+            .map(|(k, v)| ConfigRecord {
+                scope: k.scope.clone(),
+                name: k.name.clone(),
+                value: v.clone(),
+            })
+            .collect())
+    }
+}
+
+/// The [`MemoryConfig`] inside serves as the store's configuration.
+#[async_trait]
+impl ConfigStore for MemoryStore {
+    async fn get(&self, key: &ConfigKey) -> Result<Option<Vec<u8>>, StoreError> {
+        self.config.get(key).await
+    }
+    async fn put(&self, key: &ConfigKey, value: &[u8]) -> Result<(), StoreError> {
+        self.config.put(key, value).await
+    }
+    async fn put_if_absent(
+        &self,
+        key: &ConfigKey,
+        value: &[u8],
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        self.config.put_if_absent(key, value).await
+    }
+    async fn delete(&self, key: &ConfigKey) -> Result<bool, StoreError> {
+        self.config.delete(key).await
+    }
+    async fn list(
+        &self,
+        kind: ConfigKind,
+        scope: Option<&str>,
+    ) -> Result<Vec<ConfigRecord>, StoreError> {
+        self.config.list(kind, scope).await
+    }
+}

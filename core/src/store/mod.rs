@@ -1,0 +1,337 @@
+//! The storage traits every backend implements, in ripgrep's style: a few required
+//! methods, and defaulted ones that run the reference engines over the required
+//! ones, which a backend overrides to push the work into its database.
+//!
+//! - [`EventStore`]: events. Required: [`EventStore::append`] (idempotent by event
+//!   id), [`EventStore::scan`] (bounded batches), [`EventStore::erase`]. Defaulted:
+//!   `extent`, `query` (attribution included), `funnel`, `goals`, `realtime`,
+//!   `stats`, and the `prepare` / `append_prepared` pair for encoding off the
+//!   commit path.
+//! - [`ConfigStore`]: configuration (sites, saved goals and funnels, secrets,
+//!   webhook delivery ids, salts): five required record methods, typed defaults.
+//! - [`crate::SessionState`] and [`crate::SaltStore`] (in `state`): shared ingest state.
+//!
+//! The conformance suite (`beacon-testkit`) is the contract: every backend runs it
+//! against [`crate::MemoryStore`] on the same fixtures.
+
+mod analytics;
+mod config;
+pub(crate) mod reference;
+
+pub use analytics::Analytics;
+pub use config::{ConfigKey, ConfigKind, ConfigRecord, ConfigStore};
+
+use crate::error::StoreError;
+use crate::event::{Event, EventKind};
+use crate::query::Query;
+use crate::requests::{
+    Funnel, FunnelResult, GoalsRequest, GoalsResult, RealtimeRequest, RealtimeResult,
+};
+use crate::result::QueryResult;
+use crate::site::Site;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use std::any::Any;
+use std::pin::Pin;
+
+/// What to erase.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EraseScope {
+    /// Every event of one visitor (a GDPR request).
+    Visitor(String),
+    /// Every event of the site.
+    All,
+}
+
+/// The bit of [`EventKind::Refund`]: its position in [`EventKind::ALL`].
+const REFUND_BIT: u8 = 1 << 5;
+
+/// A set of [`EventKind`]s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct KindSet(u8);
+
+impl KindSet {
+    /// Every kind.
+    pub const ALL: KindSet = KindSet(u8::MAX);
+    /// Visitor activity: every kind but refunds.
+    pub const ACTIVITY: KindSet = KindSet(!REFUND_BIT);
+    /// Refunds only (the ledger).
+    pub const REFUNDS: KindSet = KindSet(REFUND_BIT);
+
+    fn bit(k: EventKind) -> u8 {
+        1 << EventKind::ALL.iter().position(|x| *x == k).unwrap_or(7)
+    }
+
+    /// The set of `kinds`.
+    ///
+    /// ```
+    /// use beacon_core::{EventKind, KindSet};
+    /// assert!(KindSet::ACTIVITY.contains(EventKind::Pageview));
+    /// assert!(!KindSet::ACTIVITY.contains(EventKind::Refund));
+    /// assert_eq!(KindSet::of(&[EventKind::Refund]), KindSet::REFUNDS);
+    /// ```
+    pub fn of(kinds: &[EventKind]) -> Self {
+        KindSet(kinds.iter().fold(0, |m, k| m | Self::bit(*k)))
+    }
+
+    /// Whether `kind` is in the set.
+    pub fn contains(&self, kind: EventKind) -> bool {
+        self.0 & Self::bit(kind) != 0
+    }
+
+    /// The kinds in the set, in [`EventKind::ALL`]'s order.
+    pub fn kinds(&self) -> impl Iterator<Item = EventKind> + '_ {
+        EventKind::ALL.into_iter().filter(|k| self.contains(*k))
+    }
+}
+
+/// What [`EventStore::scan`] reads: one site's events with `from <= timestamp < to`
+/// (unbounded where `None`), of some kinds, with or without bots, in batches of at
+/// most `batch_size` events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ScanRequest {
+    /// The site's domain.
+    pub site: String,
+    /// First instant (inclusive).
+    pub from: Option<DateTime<Utc>>,
+    /// End (exclusive).
+    pub to: Option<DateTime<Utc>>,
+    /// Whether events classified as bots are included (default: yes, a scan reads
+    /// what is stored).
+    pub include_bots: bool,
+    /// Which kinds (default: all).
+    pub kinds: KindSet,
+    /// The most events in one batch (default [`ScanRequest::DEFAULT_BATCH`]).
+    pub batch_size: usize,
+}
+
+impl ScanRequest {
+    /// The default batch size.
+    pub const DEFAULT_BATCH: usize = 8192;
+
+    /// Every event of `site`.
+    pub fn new(site: impl Into<String>) -> Self {
+        Self {
+            site: site.into(),
+            from: None,
+            to: None,
+            include_bots: true,
+            kinds: KindSet::ALL,
+            batch_size: Self::DEFAULT_BATCH,
+        }
+    }
+
+    /// Only events with `from <= timestamp < to`.
+    pub fn between(mut self, from: Option<DateTime<Utc>>, to: Option<DateTime<Utc>>) -> Self {
+        self.from = from;
+        self.to = to;
+        self
+    }
+
+    /// Leaves out events classified as bots.
+    pub fn without_bots(mut self) -> Self {
+        self.include_bots = false;
+        self
+    }
+
+    /// Only events of these kinds.
+    pub fn kinds(mut self, kinds: KindSet) -> Self {
+        self.kinds = kinds;
+        self
+    }
+
+    /// Batches of at most `n` events (at least 1).
+    pub fn batch_size(mut self, n: usize) -> Self {
+        self.batch_size = n.max(1);
+        self
+    }
+
+    /// The batch size to use (never 0).
+    pub fn batch_limit(&self) -> usize {
+        self.batch_size.max(1)
+    }
+
+    /// Whether `e` is one of the events asked for (backends that filter in Rust use it).
+    pub fn matches(&self, e: &Event) -> bool {
+        e.site == self.site
+            && self.from.is_none_or(|f| e.timestamp >= f)
+            && self.to.is_none_or(|t| e.timestamp < t)
+            && (self.include_bots || !e.is_bot())
+            && self.kinds.contains(e.kind)
+    }
+}
+
+/// The events of a scan, in batches of at most the request's `batch_size`, in any
+/// order. Events appended while a scan runs may or may not be seen.
+pub type EventBatches<'a> =
+    Pin<Box<dyn futures_core::Stream<Item = Result<Vec<Event>, StoreError>> + Send + 'a>>;
+
+/// What [`EventStore::append`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct AppendReport {
+    /// Events stored.
+    pub stored: usize,
+    /// Ids of events not stored because an event with that id was stored before
+    /// (or earlier in the same batch).
+    pub duplicates: Vec<uuid::Uuid>,
+}
+
+impl AppendReport {
+    /// A report of `stored` events and the ids refused as duplicates.
+    pub fn new(stored: usize, duplicates: Vec<uuid::Uuid>) -> Self {
+        Self { stored, duplicates }
+    }
+}
+
+/// Events made ready for [`EventStore::append_prepared`] by [`EventStore::prepare`]:
+/// the events and whatever the backend encoded from them ahead of the commit.
+pub struct PreparedEvents {
+    events: Vec<Event>,
+    payload: Option<Box<dyn Any + Send + Sync>>,
+}
+
+impl std::fmt::Debug for PreparedEvents {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PreparedEvents")
+            .field("events", &self.events.len())
+            .field("payload", &self.payload.is_some())
+            .finish()
+    }
+}
+
+impl PreparedEvents {
+    /// Events with nothing encoded.
+    pub fn plain(events: Vec<Event>) -> Self {
+        Self {
+            events,
+            payload: None,
+        }
+    }
+
+    /// Events with the backend's own encoding of them.
+    pub fn with_payload(events: Vec<Event>, payload: Box<dyn Any + Send + Sync>) -> Self {
+        Self {
+            events,
+            payload: Some(payload),
+        }
+    }
+
+    /// The events.
+    pub fn events(&self) -> &[Event] {
+        &self.events
+    }
+
+    /// The events and the payload.
+    pub fn into_parts(self) -> (Vec<Event>, Option<Box<dyn Any + Send + Sync>>) {
+        (self.events, self.payload)
+    }
+}
+
+/// What a store holds, for health checks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StoreStats {
+    /// Events stored (`None` when the backend does not count cheaply).
+    pub events: Option<u64>,
+    /// Heap bytes the store's in-memory part holds, if it has one.
+    pub heap_bytes: Option<u64>,
+}
+
+impl StoreStats {
+    /// Stats of `events` events in `heap_bytes` of memory.
+    pub fn new(events: Option<u64>, heap_bytes: Option<u64>) -> Self {
+        Self { events, heap_bytes }
+    }
+}
+
+/// Writing, reading and erasing events, and answering every request kind.
+///
+/// Site settings (time zone, session timeout, currency) come with each request as
+/// a [`Site`]: an event store does not own configuration (see [`ConfigStore`]).
+#[async_trait]
+pub trait EventStore: Send + Sync {
+    /// Appends events, all or none of them. Idempotent by event id: an event whose
+    /// id is stored already (or came earlier in `events`) is not stored again and
+    /// is reported in [`AppendReport::duplicates`]. Events with the nil id are
+    /// always stored.
+    async fn append(&self, events: &[Event]) -> Result<AppendReport, StoreError>;
+
+    /// The events `req` asks for, in batches of at most `req.batch_size`, in any order.
+    async fn scan(&self, req: &ScanRequest) -> Result<EventBatches<'_>, StoreError>;
+
+    /// Erases events of `site`; returns how many were removed.
+    async fn erase(&self, site: &str, scope: EraseScope) -> Result<u64, StoreError>;
+
+    /// Encodes `events` for [`EventStore::append_prepared`] on the calling thread
+    /// (CPU only: importers call it on every core, so that commits only write). The
+    /// default encodes nothing.
+    fn prepare(&self, events: Vec<Event>) -> Result<PreparedEvents, StoreError> {
+        Ok(PreparedEvents::plain(events))
+    }
+
+    /// Appends prepared events, exactly as [`EventStore::append`] would.
+    async fn append_prepared(&self, events: PreparedEvents) -> Result<AppendReport, StoreError> {
+        self.append(events.events()).await
+    }
+
+    /// The first and last instants of `site`'s stored events (refunds included),
+    /// `None` without events. `"date_range": "all"` resolves with it. The default
+    /// scans every event.
+    async fn extent(
+        &self,
+        site: &str,
+    ) -> Result<Option<(DateTime<Utc>, DateTime<Utc>)>, StoreError> {
+        reference::extent(self, site).await
+    }
+
+    /// Answers a query (attribution included) for `site` as of `now`. The default
+    /// scans the query's range, widened until every session it touches is whole
+    /// (and, for attribution, back by the window), into the reference engine.
+    async fn query(
+        &self,
+        site: &Site,
+        query: &Query,
+        now: DateTime<Utc>,
+    ) -> Result<QueryResult, StoreError> {
+        reference::query(self, site, query, now).await
+    }
+
+    /// Answers a funnel. The default scans the range (widened for a breakdown).
+    async fn funnel(
+        &self,
+        site: &Site,
+        funnel: &Funnel,
+        now: DateTime<Utc>,
+    ) -> Result<FunnelResult, StoreError> {
+        reference::funnel(self, site, funnel, now).await
+    }
+
+    /// Counts goal conversions. The default scans the range.
+    async fn goals(
+        &self,
+        site: &Site,
+        goals: &GoalsRequest,
+        now: DateTime<Utc>,
+    ) -> Result<GoalsResult, StoreError> {
+        reference::goals(self, site, goals, now).await
+    }
+
+    /// Visitors in the last minutes. The default scans back to the start of the
+    /// visits active then.
+    async fn realtime(
+        &self,
+        site: &Site,
+        req: &RealtimeRequest,
+        now: DateTime<Utc>,
+    ) -> Result<RealtimeResult, StoreError> {
+        reference::realtime(self, site, req, now).await
+    }
+
+    /// What the store holds, for health checks. The default knows nothing.
+    async fn stats(&self) -> Result<StoreStats, StoreError> {
+        Ok(StoreStats::default())
+    }
+}

@@ -1,0 +1,344 @@
+//! Stored batches: events of one site from one commit, as MessagePack maps (the
+//! field names of the event's JSON) compressed with LZ4 behind their size; older
+//! stores' JSON-line batches are read too. And the SQL that writes, rewrites and
+//! remembers them.
+
+use beacon_core::{Event, EventKind, StoreError};
+use sqlx::Row;
+use std::collections::HashSet;
+
+/// The most events in one stored batch.
+pub const BATCH: usize = 8192;
+
+/// The codec of the batches written.
+pub(crate) const CODEC: &str = "msgpack+lz4";
+
+/// The codec earlier versions wrote: still read.
+pub(crate) const JSON_CODEC: &str = "ndjson+lz4";
+
+/// Maps an error of `operation` into a store error: a database that is busy
+/// (locked by another process past the busy timeout) or full is unavailable, to be
+/// retried, not failed; anything else is the backend's failure.
+pub(crate) fn failed<E: std::error::Error + Send + Sync + 'static>(
+    operation: &'static str,
+) -> impl FnOnce(E) -> StoreError {
+    move |e| {
+        let transient = (&e as &dyn std::error::Error)
+            .downcast_ref::<sqlx::Error>()
+            .and_then(|e| match e {
+                sqlx::Error::Database(d) => d.code(),
+                _ => None,
+            })
+            .is_some_and(|code| {
+                // SQLITE_BUSY, SQLITE_LOCKED, SQLITE_FULL and their extended codes.
+                let primary = code.parse::<i64>().unwrap_or(0) & 0xff;
+                matches!(primary, 5 | 6 | 13)
+            });
+        if transient {
+            StoreError::unavailable(operation, RETRY_AFTER, e)
+        } else {
+            StoreError::backend(operation, e)
+        }
+    }
+}
+
+/// How long a caller waits before retrying when the database is busy or full.
+pub(crate) const RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// A stored batch that cannot be read.
+fn corrupt(what: impl Into<String>, detail: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt {
+        what: what.into(),
+        detail: detail.to_string(),
+    }
+}
+
+pub(crate) type Tx<'c> = sqlx::Transaction<'c, sqlx::Sqlite>;
+
+/// Purchases and refunds: their ids may be derived from a provider's order.
+pub(crate) fn is_payment(e: &Event) -> bool {
+    matches!(e.kind, EventKind::Purchase | EventKind::Refund)
+}
+
+/// Records the (site, id) of purchases and refunds; returns `events` without the
+/// payments stored before (or earlier in `events`): a provider's redelivery, or
+/// another notification of the same order, is one purchase. Ids recorded by older
+/// versions (`payment_ids`, without the site) still count, when that table exists.
+pub(crate) async fn remember_payments<'e>(
+    tx: &mut Tx<'_>,
+    events: &[&'e Event],
+) -> Result<Vec<&'e Event>, StoreError> {
+    let keyed: Vec<&Event> = events.iter().copied().filter(|e| is_payment(e)).collect();
+    if keyed.is_empty() {
+        return Ok(events.to_vec());
+    }
+    let legacy =
+        sqlx::query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'payment_ids'")
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(failed("record payment ids"))?
+            .is_some();
+    let mut new_keys: HashSet<(&str, uuid::Uuid)> = HashSet::with_capacity(keyed.len());
+    for chunk in keyed.chunks(400) {
+        let mut known: HashSet<uuid::Uuid> = HashSet::new();
+        if legacy {
+            let mut sql = String::from("SELECT id FROM payment_ids WHERE id IN (?");
+            sql.push_str(&", ?".repeat(chunk.len() - 1));
+            sql.push(')');
+            let mut q = sqlx::query(&sql);
+            for e in chunk {
+                q = q.bind(e.id.as_bytes().to_vec());
+            }
+            for row in q
+                .fetch_all(&mut **tx)
+                .await
+                .map_err(failed("record payment ids"))?
+            {
+                if let Ok(id) = uuid::Uuid::from_slice(&row.get::<Vec<u8>, _>(0)) {
+                    known.insert(id);
+                }
+            }
+        }
+        let fresh: Vec<&&Event> = chunk.iter().filter(|e| !known.contains(&e.id)).collect();
+        if fresh.is_empty() {
+            continue;
+        }
+        let mut sql = String::from("INSERT OR IGNORE INTO payments (site, id) VALUES (?, ?)");
+        sql.push_str(&", (?, ?)".repeat(fresh.len() - 1));
+        sql.push_str(" RETURNING site, id");
+        let mut q = sqlx::query(&sql);
+        for e in &fresh {
+            q = q.bind(e.site.as_str()).bind(e.id.as_bytes().to_vec());
+        }
+        let rows = q
+            .fetch_all(&mut **tx)
+            .await
+            .map_err(failed("record payment ids"))?;
+        for row in rows {
+            let (site, id): (String, Vec<u8>) = (row.get(0), row.get(1));
+            if let (Some(e), Ok(id)) = (
+                fresh.iter().find(|e| e.site == site),
+                uuid::Uuid::from_slice(&id),
+            ) {
+                new_keys.insert((e.site.as_str(), id));
+            }
+        }
+    }
+    // A new key is kept once: its first event in `events`.
+    Ok(events
+        .iter()
+        .copied()
+        .filter(|e| !is_payment(e) || new_keys.remove(&(e.site.as_str(), e.id)))
+        .collect())
+}
+
+/// A batch in its stored form.
+#[derive(Debug)]
+pub(crate) struct StoredBatch {
+    site: String,
+    events: usize,
+    min_ts: i64,
+    max_ts: i64,
+    body: Vec<u8>,
+}
+
+/// Encodes `events` as batches of one site each, in their order.
+pub(crate) fn encode_batches(events: &[&Event]) -> Result<Vec<StoredBatch>, StoreError> {
+    let mut sites: Vec<&str> = Vec::new();
+    for e in events {
+        if !sites.contains(&e.site.as_str()) {
+            sites.push(&e.site);
+        }
+    }
+    let mut batches = Vec::new();
+    for site in sites {
+        let of_site: Vec<&Event> = events.iter().copied().filter(|e| e.site == site).collect();
+        for batch in of_site.chunks(BATCH) {
+            let times = batch.iter().map(|e| e.timestamp.timestamp_millis());
+            batches.push(StoredBatch {
+                site: site.to_owned(),
+                events: batch.len(),
+                min_ts: times.clone().min().unwrap_or(0),
+                max_ts: times.max().unwrap_or(0),
+                body: encode_batch(batch)?,
+            });
+        }
+    }
+    Ok(batches)
+}
+
+pub(crate) async fn write_batches(
+    tx: &mut Tx<'_>,
+    batches: &[StoredBatch],
+) -> Result<(), StoreError> {
+    for b in batches {
+        sqlx::query("INSERT INTO batches (site, events, codec, body, min_ts, max_ts) VALUES (?, ?, ?, ?, ?, ?)")
+            .bind(&b.site)
+            .bind(b.events as i64)
+            .bind(CODEC)
+            .bind(&b.body)
+            .bind(b.min_ts)
+            .bind(b.max_ts)
+            .execute(&mut **tx)
+            .await
+            .map_err(failed("insert events"))?;
+    }
+    Ok(())
+}
+
+/// Rewrites the site's batches that hold events of `visitor`, without them. A batch
+/// whose text does not contain the visitor's id is not decoded.
+pub(crate) async fn erase_visitor(
+    tx: &mut Tx<'_>,
+    site: &str,
+    visitor: &str,
+) -> Result<(), StoreError> {
+    let finders = visitor_needles(visitor)?;
+    let mut after = 0i64;
+    loop {
+        let rows = sqlx::query(
+            "SELECT id, codec, body FROM batches WHERE site = ? AND id > ? ORDER BY id LIMIT 64",
+        )
+        .bind(site)
+        .bind(after)
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(failed("erase"))?;
+        let Some(last) = rows.last() else { break };
+        after = last.get(0);
+        for row in &rows {
+            let (batch, codec, body): (i64, String, Vec<u8>) = (row.get(0), row.get(1), row.get(2));
+            let bytes = decompress(&codec, &body)?;
+            let finder = if codec == JSON_CODEC {
+                &finders.0
+            } else {
+                &finders.1
+            };
+            if finder.find(&bytes).is_none() {
+                continue;
+            }
+            let events = decode_events(&codec, &bytes, 0)?;
+            let kept: Vec<&Event> = events
+                .iter()
+                .filter(|e| e.identity.visitor_id != visitor)
+                .collect();
+            if kept.len() == events.len() {
+                continue;
+            }
+            let q = if kept.is_empty() {
+                sqlx::query("DELETE FROM batches WHERE id = ?").bind(batch)
+            } else {
+                let times = kept.iter().map(|e| e.timestamp.timestamp_millis());
+                let (lo, hi) = (times.clone().min(), times.max());
+                sqlx::query("UPDATE batches SET events = ?, codec = ?, body = ?, min_ts = ?, max_ts = ? WHERE id = ?")
+                    .bind(kept.len() as i64)
+                    .bind(CODEC)
+                    .bind(encode_batch(&kept)?)
+                    .bind(lo)
+                    .bind(hi)
+                    .bind(batch)
+            };
+            q.execute(&mut **tx).await.map_err(failed("erase"))?;
+        }
+    }
+    Ok(())
+}
+
+/// What a batch holding events of `visitor` contains, in each codec: the field and
+/// its value as that codec writes them (both write the shortest form, so a batch
+/// without the bytes holds none of the visitor's events).
+fn visitor_needles(
+    visitor: &str,
+) -> Result<
+    (
+        memchr::memmem::Finder<'static>,
+        memchr::memmem::Finder<'static>,
+    ),
+    StoreError,
+> {
+    let id = serde_json::to_string(visitor).map_err(failed("erase"))?;
+    let json = format!("\"visitor_id\":{id}").into_bytes();
+    let mut packed = Vec::new();
+    rmp_serde::encode::write(&mut packed, "visitor_id").map_err(failed("erase"))?;
+    rmp_serde::encode::write(&mut packed, visitor).map_err(failed("erase"))?;
+    Ok((
+        memchr::memmem::Finder::new(&json).into_owned(),
+        memchr::memmem::Finder::new(&packed).into_owned(),
+    ))
+}
+
+thread_local! {
+    /// Each encoding thread's text and compression buffers, kept between batches: a
+    /// fresh multi-megabyte buffer per batch was paid for in page faults and zeroing.
+    static BUFFERS: std::cell::RefCell<(Vec<u8>, Vec<u8>)> = const {
+        std::cell::RefCell::new((Vec::new(), Vec::new()))
+    };
+}
+
+/// The events as MessagePack maps one after another, LZ4-compressed, behind the
+/// uncompressed size (little-endian `u32`, as `lz4_flex::decompress_size_prepended`
+/// reads it).
+pub(crate) fn encode_batch(events: &[&Event]) -> Result<Vec<u8>, StoreError> {
+    BUFFERS.with_borrow_mut(|(text, out)| {
+        text.clear();
+        for e in events {
+            rmp_serde::encode::write_named(&mut *text, e).map_err(failed("encode event"))?;
+        }
+        let size = u32::try_from(text.len()).map_err(failed("encode events"))?;
+        let bound = 4 + lz4_flex::block::get_maximum_output_size(text.len());
+        if out.len() < bound {
+            out.resize(bound, 0);
+        }
+        out[..4].copy_from_slice(&size.to_le_bytes());
+        let n = lz4_flex::block::compress_into(text, &mut out[4..])
+            .map_err(failed("compress events"))?;
+        Ok(out[..4 + n].to_vec())
+    })
+}
+
+pub(crate) fn decompress(codec: &str, body: &[u8]) -> Result<Vec<u8>, StoreError> {
+    if codec != CODEC && codec != JSON_CODEC {
+        return Err(corrupt("a batch", format!("unknown codec {codec:?}")));
+    }
+    lz4_flex::decompress_size_prepended(body).map_err(|e| corrupt("a batch", e))
+}
+
+/// Decodes a batch of (about) `count` events.
+pub(crate) fn decode_batch(
+    codec: &str,
+    body: &[u8],
+    count: usize,
+) -> Result<Vec<Event>, StoreError> {
+    decode_events(codec, &decompress(codec, body)?, count)
+}
+
+/// Decodes a decompressed batch of `codec`.
+pub(crate) fn decode_events(
+    codec: &str,
+    bytes: &[u8],
+    count: usize,
+) -> Result<Vec<Event>, StoreError> {
+    if codec == JSON_CODEC {
+        return decode_lines(bytes, count);
+    }
+    let mut events = Vec::with_capacity(count);
+    let mut de = rmp_serde::Deserializer::new(std::io::Cursor::new(bytes));
+    while de.position() < bytes.len() as u64 {
+        events.push(
+            serde::Deserialize::deserialize(&mut de)
+                .map_err(|e| corrupt("an event of a batch", e))?,
+        );
+    }
+    Ok(events)
+}
+
+/// Decodes a decompressed batch.
+fn decode_lines(bytes: &[u8], count: usize) -> Result<Vec<Event>, StoreError> {
+    // One UTF-8 check for the batch, not one per string.
+    let text = std::str::from_utf8(bytes).map_err(|e| corrupt("a batch of JSON lines", e))?;
+    let mut events = Vec::with_capacity(count);
+    for line in text.split('\n').filter(|l| !l.is_empty()) {
+        events.push(serde_json::from_str(line).map_err(|e| corrupt("an event of a batch", e))?);
+    }
+    Ok(events)
+}
