@@ -317,7 +317,11 @@ impl Enricher {
                         n.company.name.clone_from(&v.company);
                         n.company.domain.clone_from(&v.company_domain);
                     }
-                    if v.is_hosting && self.datacenter_is_bot && !is_bot {
+                    // People on VPNs and anonymisers are people (visitor type
+                    // privacy), though most such exits sit in data centres; other
+                    // data-centre traffic is not, by default.
+                    let anonymiser = v.visitor_type == Some(beacon_core::VisitorType::Privacy);
+                    if v.is_hosting && self.datacenter_is_bot && !is_bot && !anonymiser {
                         event.bot = Some(BotInfo {
                             reason: self.datacenter_reason.clone(),
                         });

@@ -182,6 +182,46 @@ fn bots_and_datacenter_traffic_are_kept_with_a_reason() {
     assert!(kept.bot.is_none() && kept.network.is_hosting);
 }
 
+/// 2.26.157.0/24 is a VPN exit in a data centre (X4BNet lists both): its visitors
+/// are people on a privacy network, not data-centre bots; a crawler there is a bot.
+#[test]
+fn vpn_visitors_are_people_even_in_a_data_centre() {
+    let e = enricher();
+    let site = Site::new("a.com");
+    let hit = |ua: &str| {
+        format!(
+            r#"{{"site":"a.com","type":"pageview","url":"https://a.com/","timestamp":"2026-03-01T11:00:00Z","ip":"2.26.157.7","user_agent":"{ua}"}}"#
+        )
+    };
+    let person = event(&hit(FIREFOX), &site, &e);
+    assert!(person.bot.is_none(), "{:?}", person.bot);
+    let n = &person.network;
+    assert_eq!(
+        (n.visitor_type, n.is_vpn, n.is_hosting),
+        (Some(VisitorType::Privacy), true, true)
+    );
+    assert_eq!(flat_json(&person)["visitor_type"], "privacy");
+    let crawler = event(
+        &hit("Mozilla/5.0 (compatible; bingbot/2.0; +http://www.bing.com/bingbot.htm)"),
+        &site,
+        &e,
+    );
+    assert!(crawler.bot.is_some());
+    assert_eq!(crawler.network.visitor_type, Some(VisitorType::Bot));
+    // A data-centre address on no VPN list stays non-human by default.
+    let dc = event(
+        &format!(
+            r#"{{"site":"a.com","type":"pageview","url":"https://a.com/","timestamp":"2026-03-01T11:00:00Z","ip":"1.12.0.1","user_agent":"{FIREFOX}"}}"#
+        ),
+        &site,
+        &e,
+    );
+    assert_eq!(
+        dc.bot.as_ref().map(|b| b.reason.as_str()),
+        Some("datacenter network")
+    );
+}
+
 #[test]
 fn steps_compose_and_hints_win() {
     let only_url = Enricher::builder()

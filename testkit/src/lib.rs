@@ -16,8 +16,8 @@
 //! The parts have their own macros: [`event_store_suite!`], [`config_store_suite!`],
 //! [`session_state_suite!`] and [`salt_store_suite!`]; [`conformance_suite!`] runs
 //! the event-store and config-store cases. Every macro also takes
-//! `setup = async { .. }, make = async { .. }`: the setup runs once per test
-//! process before any case (create a schema, start from a clean database). Sites
+//! `setup = async { .. }, make = async { .. }`: the setup runs once per suite
+//! module, before its first case (create a schema, start from a clean database). Sites
 //! are named with a tag unique to the run ([`run_tag`]), so the suite may run again
 //! and again against one persistent database.
 //!

@@ -58,6 +58,10 @@ enum Command {
         /// Requests waiting to be committed before new ones are answered 503.
         #[arg(long, default_value_t = 4096)]
         queue: usize,
+        /// Most visitors whose open sessions are kept in memory; past it, those
+        /// soonest to expire are forgotten (every 10 s).
+        #[arg(long, default_value_t = pipeline::MAX_SESSION_VISITORS)]
+        session_visitors: usize,
     },
     /// Imports hits (one per line) through the live pipeline.
     Import {
@@ -322,12 +326,18 @@ async fn run(cli: Cli) -> Result<(), Fail> {
             geoip_city,
             geoip_asn,
             queue,
+            session_visitors,
         } => {
             let enricher = Enricher::builder()
                 .geo(geo(geoip_city.as_deref(), geoip_asn.as_deref())?)
                 .build()?;
             let (store, stores) = open(&data_dir).await?;
-            let pipeline = Arc::new(Pipeline::live(stores, Arc::new(enricher), clock));
+            let pipeline = Arc::new(Pipeline::live(
+                stores,
+                Arc::new(enricher),
+                clock,
+                session_visitors,
+            ));
             let addr: std::net::SocketAddr = listen
                 .parse()
                 .map_err(|e| usage(format!("--listen {listen:?}: {e}")))?;

@@ -67,19 +67,25 @@ impl std::fmt::Debug for Pipeline {
     }
 }
 
-/// Most visitors whose session state the live server keeps (the soonest to expire
-/// are forgotten past it).
-pub const MAX_SESSION_VISITORS: usize = 2_000_000;
+/// Most visitors whose session state the live server keeps by default (the soonest
+/// to expire are forgotten past it): about 150 MB.
+pub const MAX_SESSION_VISITORS: usize = 1_000_000;
 
 impl Pipeline {
     /// A pipeline for live ingest: salts in the config store (made once per day
-    /// whichever process asks first; cached), session state in memory, bounded.
-    pub fn live(stores: Stores, enricher: Arc<Enricher>, clock: Arc<dyn Clock>) -> Self {
+    /// whichever process asks first; cached), session state in memory, bounded to
+    /// `max_visitors`.
+    pub fn live(
+        stores: Stores,
+        enricher: Arc<Enricher>,
+        clock: Arc<dyn Clock>,
+        max_visitors: usize,
+    ) -> Self {
         let salts = Arc::new(CachedSalts::new(Arc::new(ConfigSalts::new(
             Arc::clone(&stores.config),
             Arc::new(OsRandom),
         ))));
-        let sessions = MemorySessionState::new().with_max_visitors(MAX_SESSION_VISITORS);
+        let sessions = MemorySessionState::new().with_max_visitors(max_visitors);
         Self::new(stores, Arc::new(sessions), salts, enricher, clock)
     }
 

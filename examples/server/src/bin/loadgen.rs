@@ -6,6 +6,10 @@
 //!
 //! `loadgen --addr 127.0.0.1:8000 --site load.test --connections 32 --seconds 60 --pid <server pid>`
 //!
+//! `--unique-visitors` makes every hit a new visitor (the server's session state
+//! then grows with every hit until its cap); by default 40 visitors per connection
+//! come back again and again.
+//!
 //! `loadgen --peer 127.0.0.1:8001` serves the peer instead: an axum server that
 //! answers every hit 202 and does nothing else. Loading it the same way, in the same
 //! run, measures what the machine and the load generator allow.
@@ -25,6 +29,7 @@ struct Args {
     seconds: u64,
     pid: Option<u32>,
     peer: Option<String>,
+    unique_visitors: bool,
 }
 
 fn args() -> Args {
@@ -35,9 +40,14 @@ fn args() -> Args {
         seconds: 60,
         pid: None,
         peer: None,
+        unique_visitors: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
+        if k == "--unique-visitors" {
+            a.unique_visitors = true;
+            continue;
+        }
         let v = it.next().unwrap_or_default();
         match k.as_str() {
             "--addr" => a.addr = v,
@@ -52,8 +62,8 @@ fn args() -> Args {
     a
 }
 
-/// Events and event heap bytes the server reports on `/healthz`.
-async fn store_usage(addr: &str) -> Option<(u64, u64)> {
+/// Events, event heap bytes and session-state visitors the server reports on `/healthz`.
+async fn store_usage(addr: &str) -> Option<(u64, u64, u64)> {
     let mut s = TcpStream::connect(addr).await.ok()?;
     s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         .await
@@ -62,7 +72,11 @@ async fn store_usage(addr: &str) -> Option<(u64, u64)> {
     s.read_to_string(&mut text).await.ok()?;
     let (_, body) = text.split_once("\r\n\r\n")?;
     let v: serde_json::Value = serde_json::from_str(body).ok()?;
-    Some((v["events"].as_u64()?, v["event_heap_bytes"].as_u64()?))
+    Some((
+        v["events"].as_u64()?,
+        v["event_heap_bytes"].as_u64()?,
+        v["session_visitors"].as_u64().unwrap_or(0),
+    ))
 }
 
 fn rss_kib(pid: u32) -> Option<u64> {
@@ -83,6 +97,7 @@ async fn client(
     id: usize,
     start: Instant,
     until: Instant,
+    unique: bool,
 ) -> std::io::Result<(Vec<(u32, u32)>, BTreeMap<u16, u64>)> {
     let stream = TcpStream::connect(&addr).await?;
     stream.set_nodelay(true)?;
@@ -94,11 +109,12 @@ async fn client(
     let mut line = String::new();
     while Instant::now() < until {
         i += 1;
+        let visitor = if unique { i } else { i % 40 };
         let body = format!(
             r#"{{"site":"{site}","type":"pageview","url":"https://{site}/p/{}","referrer":"https://www.google.com/","visitor_id":"v{}-{}"}}"#,
             i % 500,
             id,
-            i % 40
+            visitor
         );
         let req = format!(
             "POST /api/event HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: Mozilla/5.0 (X11; Linux x86_64; rv:121.0) Gecko/20100101 Firefox/121.0\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
@@ -182,6 +198,7 @@ async fn run(a: Args) {
             id,
             start,
             until,
+            a.unique_visitors,
         )));
     }
     let mut rss = Vec::new();
@@ -189,8 +206,8 @@ async fn run(a: Args) {
         while Instant::now() < until {
             tokio::time::sleep(Duration::from_secs(5)).await;
             if let Some(k) = rss_kib(pid) {
-                let (events, heap) = store_usage(&a.addr).await.unwrap_or((0, 0));
-                rss.push((start.elapsed().as_secs(), k, events, heap / 1024));
+                let (events, heap, visitors) = store_usage(&a.addr).await.unwrap_or((0, 0, 0));
+                rss.push((start.elapsed().as_secs(), k, events, heap / 1024, visitors));
             }
         }
     }
@@ -250,10 +267,10 @@ async fn run(a: Args) {
         pct(1.0)
     );
     if !rss.is_empty() {
-        println!("server memory every 5 s: second, RSS KiB, events stored, event heap KiB, RSS minus event heap KiB");
-        for (s, k, events, heap) in &rss {
+        println!("server memory every 5 s: second, RSS KiB, events stored, event heap KiB, RSS minus event heap KiB, session visitors");
+        for (s, k, events, heap, visitors) in &rss {
             println!(
-                "  {s:>4} {k:>9} {events:>10} {heap:>9} {:>9}",
+                "  {s:>4} {k:>9} {events:>10} {heap:>9} {:>9} {visitors:>9}",
                 k.saturating_sub(*heap)
             );
         }
