@@ -60,7 +60,7 @@ pub fn attribute_events(
     query: &Query,
     now: DateTime<Utc>,
 ) -> Result<QueryResult, StoreError> {
-    loaded(events, site)?.query_sync(site, query, now)
+    loaded(events, site)?.query_sync(site, query, &now.into())
 }
 
 /// Runs a funnel over `events` of `site`, in any order, as of `now`.
@@ -70,7 +70,7 @@ pub fn run_funnel(
     site: &Site,
     now: DateTime<Utc>,
 ) -> Result<FunnelResult, StoreError> {
-    loaded(events, site)?.funnel_sync(site, funnel, now)
+    loaded(events, site)?.funnel_sync(site, funnel, &now.into())
 }
 
 /// Counts goals over `events` of `site`, in any order, as of `now`.
@@ -80,5 +80,5 @@ pub fn run_goals(
     site: &Site,
     now: DateTime<Utc>,
 ) -> Result<GoalsResult, StoreError> {
-    loaded(events, site)?.goals_sync(site, goals, now)
+    loaded(events, site)?.goals_sync(site, goals, &now.into())
 }

@@ -56,7 +56,11 @@ const REQUEST: &str = r#"{"site": "g.test", "date_range": ["2026-03-01", "2026-0
 async fn check(store: &dyn EventStore) {
     let req = GoalsRequest::from_json(REQUEST).expect("request");
     let r = store
-        .goals(&Site::new("g.test"), &req, at("2026-04-01T00:00:00"))
+        .goals(
+            &Site::new("g.test"),
+            &req,
+            &at("2026-04-01T00:00:00").into(),
+        )
         .await
         .expect("goals");
     assert_eq!(r.visitors, 4);

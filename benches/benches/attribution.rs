@@ -279,7 +279,10 @@ fn funnels(c: &mut Criterion) {
     // Through the storage trait, as the server and CLI call it.
     let events: &dyn EventStore = &store;
     let site = Site::new(SITE);
-    let run = || rt.block_on(events.funnel(&site, &f, now)).expect("funnel");
+    let run = || {
+        rt.block_on(events.funnel(&site, &f, &now.into()))
+            .expect("funnel")
+    };
     let got: Vec<u64> = run().steps.iter().map(|s| s.visitors).collect();
     let want = peer_funnel(&rows, &steps, 7 * DAY, from, to);
     assert_eq!(got, want, "engine and peer agree");

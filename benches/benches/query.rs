@@ -119,7 +119,7 @@ fn queries(c: &mut Criterion) {
         .timestamp_millis();
     // The peer must compute the same answer, or the comparison means nothing.
     let (v, visits, pv, bounces, dur) = naive_main_stats(&events, from, to);
-    let got = store.query_sync(&site, &main, now).expect("query");
+    let got = store.query_sync(&site, &main, &now.into()).expect("query");
     let m: Vec<i64> = got.rows[0].metrics.iter().map(|x| x.units).collect();
     assert_eq!(
         (m[0], m[1], m[2]),
@@ -136,7 +136,7 @@ fn queries(c: &mut Criterion) {
         .expect("runtime");
     let events_store: &dyn EventStore = &store;
     let run = |q: &Query| {
-        rt.block_on(events_store.query(&site, q, now))
+        rt.block_on(events_store.query(&site, q, &now.into()))
             .expect("query")
     };
     let mut g = c.benchmark_group(format!("query_{}M", n / 1_000_000));

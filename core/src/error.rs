@@ -41,6 +41,10 @@ pub enum QueryError {
     /// The store cannot answer this kind of request (yet).
     #[error("{0}: not supported by this store")]
     Unsupported(String),
+    /// The request was stopped before it finished: cancelled, or out of its time
+    /// budget (see [`crate::Cancel`]).
+    #[error("request stopped before it finished (cancelled, or out of its time budget)")]
+    Stopped,
 }
 
 impl QueryError {
@@ -139,9 +143,10 @@ impl StoreError {
     /// Whether the caller is at fault (an invalid request or an unknown site), as
     /// opposed to the store.
     pub fn is_client_error(&self) -> bool {
-        matches!(
-            self,
-            Self::Query(_) | Self::UnknownSite(_) | Self::InvalidSite { .. }
-        )
+        match self {
+            Self::Query(QueryError::Stopped) => false,
+            Self::Query(_) | Self::UnknownSite(_) | Self::InvalidSite { .. } => true,
+            _ => false,
+        }
     }
 }

@@ -51,6 +51,7 @@
 //! how to write a backend is in `docs/backends.md`.
 
 mod clock;
+mod context;
 mod engine;
 mod error;
 mod event;
@@ -73,6 +74,7 @@ mod url;
 pub use clock::{
     new_event_id, Clock, ManualClock, OsRandom, RandomSource, SeededRandom, SystemClock,
 };
+pub use context::{Cancel, Context};
 pub use engine::{shares, Credit, Touch, Touchpoints};
 pub use error::{QueryError, StoreError, ValidationError};
 pub use event::{

@@ -1,6 +1,7 @@
 //! [`MemoryStore`]: the in-memory columnar reference engine, and [`MemoryConfig`]:
 //! configuration in memory.
 
+use crate::context::Context;
 use crate::engine::{self, SiteData};
 use crate::error::StoreError;
 use crate::event::Event;
@@ -185,12 +186,12 @@ impl MemoryStore {
         &self,
         site: &Site,
         query: &Query,
-        now: DateTime<Utc>,
+        cx: &Context,
     ) -> Result<QueryResult, StoreError> {
         query.validate()?;
         same_site(&query.site, site)?;
-        let range = self.resolve(site, &query.date_range, now);
-        Ok(self.with_prepared(site, |d| engine::execute(d, site, query, &range))?)
+        let range = self.resolve(site, &query.date_range, cx.now);
+        Ok(self.with_prepared(site, |d| engine::execute(d, site, query, &range, cx))?)
     }
 
     /// Answers a funnel (synchronous form of [`EventStore::funnel`]).
@@ -198,12 +199,12 @@ impl MemoryStore {
         &self,
         site: &Site,
         funnel: &Funnel,
-        now: DateTime<Utc>,
+        cx: &Context,
     ) -> Result<FunnelResult, StoreError> {
         funnel.validate()?;
         same_site(&funnel.site, site)?;
-        let range = self.resolve(site, &funnel.date_range, now);
-        Ok(self.with_prepared(site, |d| engine::funnel(&d.table, funnel, &range)))
+        let range = self.resolve(site, &funnel.date_range, cx.now);
+        Ok(self.with_prepared(site, |d| engine::funnel(&d.table, funnel, &range, cx))?)
     }
 
     /// Counts goals (synchronous form of [`EventStore::goals`]).
@@ -211,12 +212,12 @@ impl MemoryStore {
         &self,
         site: &Site,
         req: &GoalsRequest,
-        now: DateTime<Utc>,
+        cx: &Context,
     ) -> Result<GoalsResult, StoreError> {
         req.validate()?;
         same_site(&req.site, site)?;
-        let range = self.resolve(site, &req.date_range, now);
-        Ok(self.with_prepared(site, |d| engine::goals(&d.table, req, &range)))
+        let range = self.resolve(site, &req.date_range, cx.now);
+        Ok(self.with_prepared(site, |d| engine::goals(&d.table, req, &range, cx))?)
     }
 
     /// Realtime visitors (synchronous form of [`EventStore::realtime`]).
@@ -224,12 +225,12 @@ impl MemoryStore {
         &self,
         site: &Site,
         req: &RealtimeRequest,
-        now: DateTime<Utc>,
+        cx: &Context,
     ) -> Result<RealtimeResult, StoreError> {
         req.validate()?;
         same_site(&req.site, site)?;
-        let since = realtime_since(req, now);
-        Ok(self.with_prepared(site, |d| engine::realtime(&d.table, req, since)))
+        let since = realtime_since(req, cx.now);
+        Ok(self.with_prepared(site, |d| engine::realtime(&d.table, req, since, cx))?)
     }
 
     /// Events and heap bytes held.
@@ -343,36 +344,36 @@ impl EventStore for MemoryStore {
         &self,
         site: &Site,
         query: &Query,
-        now: DateTime<Utc>,
+        cx: &Context,
     ) -> Result<QueryResult, StoreError> {
-        self.query_sync(site, query, now)
+        self.query_sync(site, query, cx)
     }
 
     async fn funnel(
         &self,
         site: &Site,
         funnel: &Funnel,
-        now: DateTime<Utc>,
+        cx: &Context,
     ) -> Result<FunnelResult, StoreError> {
-        self.funnel_sync(site, funnel, now)
+        self.funnel_sync(site, funnel, cx)
     }
 
     async fn goals(
         &self,
         site: &Site,
         goals: &GoalsRequest,
-        now: DateTime<Utc>,
+        cx: &Context,
     ) -> Result<GoalsResult, StoreError> {
-        self.goals_sync(site, goals, now)
+        self.goals_sync(site, goals, cx)
     }
 
     async fn realtime(
         &self,
         site: &Site,
         req: &RealtimeRequest,
-        now: DateTime<Utc>,
+        cx: &Context,
     ) -> Result<RealtimeResult, StoreError> {
-        self.realtime_sync(site, req, now)
+        self.realtime_sync(site, req, cx)
     }
 
     async fn stats(&self) -> Result<StoreStats, StoreError> {

@@ -230,7 +230,7 @@ proptest! {
             if let Some(d) = dim {
                 q.dimensions = vec![beacon_core::Dimension::parse(d).expect("dimension")];
             }
-            let got = store.query_sync(&site, &q, now).expect("query");
+            let got = store.query_sync(&site, &q, &now.into()).expect("query");
             let got: BTreeMap<Option<String>, Vec<f64>> = got.rows.iter()
                 .map(|r| (r.dimensions.first().cloned().flatten(), r.metrics.iter().map(|m| m.as_f64()).collect()))
                 .collect();

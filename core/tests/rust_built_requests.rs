@@ -238,8 +238,8 @@ proptest! {
     fn any_rust_built_query_is_answered_or_refused_by_name(q in query()) {
         let (memory, scan_only) = stores();
         let site = Site::new("a.com");
-        let direct = memory.query_sync(&site, &q, now());
-        let default = block_on(scan_only.query(&site, &q, now()));
+        let direct = memory.query_sync(&site, &q, &now().into());
+        let default = block_on(scan_only.query(&site, &q, &now().into()));
         match (&direct, &default) {
             (Ok(a), Ok(b)) => prop_assert_eq!(a, b),
             (Err(a), Err(b)) => {
@@ -270,8 +270,8 @@ proptest! {
         f.window_ms = window_ms;
         f.date_range = range;
         f.breakdown = breakdown;
-        let a = memory.funnel_sync(&site, &f, now());
-        let b = block_on(scan_only.funnel(&site, &f, now()));
+        let a = memory.funnel_sync(&site, &f, &now().into());
+        let b = block_on(scan_only.funnel(&site, &f, &now().into()));
         match (&a, &b) {
             (Ok(x), Ok(y)) => prop_assert_eq!(x, y),
             (Err(x), Err(_)) => prop_assert!(named_field(x), "{x}"),
@@ -282,8 +282,8 @@ proptest! {
             match k { 0 => GoalMatch::Page(s.clone()), 1 => GoalMatch::Event(s.clone()), _ => GoalMatch::Attribute(s.clone()) },
         )).collect());
         g.date_range = range;
-        let a = memory.goals_sync(&site, &g, now());
-        let b = block_on(scan_only.goals(&site, &g, now()));
+        let a = memory.goals_sync(&site, &g, &now().into());
+        let b = block_on(scan_only.goals(&site, &g, &now().into()));
         match (&a, &b) {
             (Ok(x), Ok(y)) => prop_assert_eq!(x, y),
             (Err(x), Err(_)) => prop_assert!(named_field(x), "{x}"),
@@ -292,8 +292,8 @@ proptest! {
         let mut r = RealtimeRequest::new("a.com");
         r.minutes = minutes;
         r.limit = limit;
-        let a = memory.realtime_sync(&site, &r, now());
-        let b = block_on(scan_only.realtime(&site, &r, now()));
+        let a = memory.realtime_sync(&site, &r, &now().into());
+        let b = block_on(scan_only.realtime(&site, &r, &now().into()));
         match (&a, &b) {
             (Ok(x), Ok(y)) => prop_assert_eq!(x, y),
             (Err(x), Err(_)) => prop_assert!(named_field(x), "{x}"),

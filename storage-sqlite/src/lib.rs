@@ -20,7 +20,7 @@
 //! assert_eq!(store.append(&[e]).await.unwrap().duplicates.len(), 1, "idempotent by id");
 //!
 //! let q = Query::from_json(r#"{"site":"example.com","date_range":["2026-03-01","2026-03-01"]}"#).unwrap();
-//! let now = "2026-03-02T00:00:00Z".parse().unwrap();
+//! let now: chrono::DateTime<chrono::Utc> = "2026-03-02T00:00:00Z".parse().unwrap();
 //! let r = Analytics::new(&store, &store).query(&q, now).await.unwrap();
 //! assert_eq!(r.rows[0].metrics[0].as_f64(), 1.0);
 //! store.close().await;
@@ -61,12 +61,12 @@ pub use batches::BATCH;
 use async_trait::async_trait;
 use batches::{
     decode_batch, encode_batches, erase_visitor, failed, remember_payments, write_batches,
-    StoredBatch, Tx,
+    StoredBatch,
 };
 use beacon_core::{
-    AppendReport, EraseScope, Event, EventBatches, EventStore, Funnel, FunnelResult, GoalsRequest,
-    GoalsResult, MemoryStore, PreparedEvents, Query, QueryResult, RealtimeRequest, RealtimeResult,
-    ScanRequest, Site, StoreError, StoreStats,
+    AppendReport, Context, EraseScope, Event, EventBatches, EventStore, Funnel, FunnelResult,
+    GoalsRequest, GoalsResult, MemoryStore, PreparedEvents, Query, QueryResult, RealtimeRequest,
+    RealtimeResult, ScanRequest, Site, StoreError, StoreStats,
 };
 use chrono::{DateTime, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -139,10 +139,23 @@ fn fresh<'e>(memory: &MemoryStore, events: &'e [Event]) -> (Vec<&'e Event>, Vec<
 impl SqliteStore {
     /// Opens (creating if needed) the store in `dir`, converts an older layout, and
     /// loads every event into memory.
+    ///
+    /// A `beacon.sqlite` that exists but is empty (0 bytes) is refused: it holds no
+    /// sites or events, and starting on it would look like a store that lost them.
     pub async fn open(dir: &Path) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir).map_err(failed("create data dir"))?;
+        let file = dir.join("beacon.sqlite");
+        if std::fs::metadata(&file).is_ok_and(|m| m.len() == 0) {
+            return Err(StoreError::Corrupt {
+                what: file.display().to_string(),
+                detail: "is empty (0 bytes), so it holds no sites and no events; refusing to \
+                         open it as a store. Restore it from a backup, or remove it to start \
+                         an empty store"
+                    .into(),
+            });
+        }
         let options = SqliteConnectOptions::new()
-            .filename(dir.join("beacon.sqlite"))
+            .filename(&file)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             // WAL with NORMAL survives a killed process (not a power cut) and keeps commits fast.
@@ -342,12 +355,39 @@ impl SqliteStore {
         if new.is_empty() {
             return Ok(AppendReport::new(0, duplicates));
         }
-        let mut tx = self
-            .pool
-            .begin_with("BEGIN IMMEDIATE")
+        let mut conn = self.pool.acquire().await.map_err(failed("connect"))?;
+        let written = Self::write_events(&mut conn, &new, events.len(), encoded).await;
+        if written.is_err() {
+            // Whatever state the failed transaction left the connection in (SQLite
+            // rolls some back by itself), it is never used again.
+            conn.close_on_drop();
+        }
+        let (kept, payment_dups) = written?;
+        duplicates.extend(payment_dups);
+        // Committed: now visible to requests.
+        let stored = if kept.len() == events.len() {
+            self.memory.append_sync(events)?.stored
+        } else {
+            let owned: Vec<Event> = kept.into_iter().cloned().collect();
+            self.memory.append_sync(&owned)?.stored
+        };
+        Ok(AppendReport::new(stored, duplicates))
+    }
+
+    /// One write transaction on `conn`: payment ids, then batches (`encoded`, when
+    /// given, holds the batches of all `total` events, which `new` then is). Returns
+    /// the events kept and the ids of payments stored before.
+    async fn write_events<'e>(
+        conn: &mut sqlx::SqliteConnection,
+        new: &[&'e Event],
+        total: usize,
+        encoded: Option<Vec<StoredBatch>>,
+    ) -> Result<(Vec<&'e Event>, Vec<uuid::Uuid>), StoreError> {
+        let mut tx = sqlx::Connection::begin_with(conn, "BEGIN IMMEDIATE")
             .await
             .map_err(failed("begin"))?;
-        let kept = remember_payments(&mut tx, &new).await?;
+        let kept = remember_payments(&mut tx, new).await?;
+        let mut duplicates = Vec::new();
         if kept.len() < new.len() {
             // Payments stored before (by this or another process, or erased since).
             let kept_ids: HashSet<uuid::Uuid> = kept.iter().map(|e| e.id).collect();
@@ -358,19 +398,12 @@ impl SqliteStore {
             );
         }
         let batches = match encoded {
-            Some(batches) if kept.len() == events.len() => batches,
+            Some(batches) if kept.len() == total => batches,
             _ => encode_batches(&kept)?,
         };
         write_batches(&mut tx, &batches).await?;
         tx.commit().await.map_err(failed("commit"))?;
-        // Committed: now visible to requests.
-        let stored = if kept.len() == events.len() {
-            self.memory.append_sync(events)?.stored
-        } else {
-            let owned: Vec<Event> = kept.into_iter().cloned().collect();
-            self.memory.append_sync(&owned)?.stored
-        };
-        Ok(AppendReport::new(stored, duplicates))
+        Ok((kept, duplicates))
     }
 
     /// Closes the database cleanly (checkpoints the WAL).
@@ -456,22 +489,28 @@ impl EventStore for SqliteStore {
 
     async fn erase(&self, site: &str, scope: EraseScope) -> Result<u64, StoreError> {
         let _one_at_a_time = self.commit.lock().await;
-        let mut tx: Tx<'_> = self
-            .pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(failed("begin"))?;
-        match &scope {
-            EraseScope::Visitor(v) => erase_visitor(&mut tx, site, v).await?,
-            _ => {
-                sqlx::query("DELETE FROM batches WHERE site = ?")
-                    .bind(site)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(failed("erase"))?;
+        let mut conn = self.pool.acquire().await.map_err(failed("connect"))?;
+        let erased = async {
+            let mut tx = sqlx::Connection::begin_with(&mut *conn, "BEGIN IMMEDIATE")
+                .await
+                .map_err(failed("begin"))?;
+            match &scope {
+                EraseScope::Visitor(v) => erase_visitor(&mut tx, site, v).await?,
+                _ => {
+                    sqlx::query("DELETE FROM batches WHERE site = ?")
+                        .bind(site)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(failed("erase"))?;
+                }
             }
+            tx.commit().await.map_err(failed("commit"))
         }
-        tx.commit().await.map_err(failed("commit"))?;
+        .await;
+        if erased.is_err() {
+            conn.close_on_drop();
+        }
+        erased?;
         self.memory.erase(site, scope).await
     }
 
@@ -499,36 +538,36 @@ impl EventStore for SqliteStore {
         &self,
         site: &Site,
         query: &Query,
-        now: DateTime<Utc>,
+        cx: &Context,
     ) -> Result<QueryResult, StoreError> {
-        self.memory.query_sync(site, query, now)
+        self.memory.query_sync(site, query, cx)
     }
 
     async fn funnel(
         &self,
         site: &Site,
         funnel: &Funnel,
-        now: DateTime<Utc>,
+        cx: &Context,
     ) -> Result<FunnelResult, StoreError> {
-        self.memory.funnel_sync(site, funnel, now)
+        self.memory.funnel_sync(site, funnel, cx)
     }
 
     async fn goals(
         &self,
         site: &Site,
         goals: &GoalsRequest,
-        now: DateTime<Utc>,
+        cx: &Context,
     ) -> Result<GoalsResult, StoreError> {
-        self.memory.goals_sync(site, goals, now)
+        self.memory.goals_sync(site, goals, cx)
     }
 
     async fn realtime(
         &self,
         site: &Site,
         req: &RealtimeRequest,
-        now: DateTime<Utc>,
+        cx: &Context,
     ) -> Result<RealtimeResult, StoreError> {
-        self.memory.realtime_sync(site, req, now)
+        self.memory.realtime_sync(site, req, cx)
     }
 
     async fn stats(&self) -> Result<StoreStats, StoreError> {
@@ -944,6 +983,22 @@ mod tests {
         assert!(
             scan(&store, before).await.is_empty(),
             "batches outside the range are skipped"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_empty_database_file_is_refused_not_taken_for_an_empty_store() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("beacon.sqlite"), b"").expect("empty file");
+        let e = SqliteStore::open(dir.path()).await.expect_err("refused");
+        assert!(matches!(e, StoreError::Corrupt { .. }), "{e}");
+        assert!(e.to_string().contains("0 bytes"), "{e}");
+        assert_eq!(
+            std::fs::metadata(dir.path().join("beacon.sqlite"))
+                .expect("kept")
+                .len(),
+            0,
+            "the file is left as it was"
         );
     }
 

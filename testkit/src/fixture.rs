@@ -1,8 +1,8 @@
 //! Fixture events and the harness that checks a backend against the reference.
 
 use beacon_core::{
-    AppendReport, BotInfo, Currency, DeviceType, EraseScope, Event, EventKind, EventStore, Funnel,
-    FunnelResult, GoalsRequest, GoalsResult, MemoryStore, Money, Query, QueryResult,
+    AppendReport, BotInfo, Context, Currency, DeviceType, EraseScope, Event, EventKind, EventStore,
+    Funnel, FunnelResult, GoalsRequest, GoalsResult, MemoryStore, Money, Query, QueryResult,
     RealtimeRequest, RealtimeResult, ScanRequest, Site, VisitorType,
 };
 use chrono::{DateTime, NaiveDateTime, Utc};
@@ -221,6 +221,11 @@ impl<'a> Fixture<'a> {
         &self.reference
     }
 
+    /// The case's request context: its "now", not cancelled.
+    pub fn cx(&self) -> Context {
+        Context::at(self.now)
+    }
+
     fn with_site(&self, mut v: Value) -> Value {
         v["site"] = Value::String(self.site.domain.clone());
         v
@@ -232,12 +237,12 @@ impl<'a> Fixture<'a> {
         let q = Query::from_value(&query).unwrap_or_else(|e| panic!("fixture query {query}: {e}"));
         let got = self
             .store
-            .query(&self.site, &q, self.now)
+            .query(&self.site, &q, &self.cx())
             .await
             .unwrap_or_else(|e| panic!("backend query {query}: {e}"));
         let want = self
             .reference
-            .query_sync(&self.site, &q, self.now)
+            .query_sync(&self.site, &q, &self.cx())
             .expect("reference query");
         assert_eq!(got, want, "backend and reference differ for {query}");
         got
@@ -271,12 +276,12 @@ impl<'a> Fixture<'a> {
             Funnel::from_value(&funnel).unwrap_or_else(|e| panic!("fixture funnel {funnel}: {e}"));
         let got = self
             .store
-            .funnel(&self.site, &f, self.now)
+            .funnel(&self.site, &f, &self.cx())
             .await
             .unwrap_or_else(|e| panic!("backend funnel {funnel}: {e}"));
         let want = self
             .reference
-            .funnel_sync(&self.site, &f, self.now)
+            .funnel_sync(&self.site, &f, &self.cx())
             .expect("reference funnel");
         assert_eq!(got, want, "backend and reference differ for {funnel}");
         got
@@ -297,12 +302,12 @@ impl<'a> Fixture<'a> {
             .unwrap_or_else(|e| panic!("fixture goals {goals}: {e}"));
         let got = self
             .store
-            .goals(&self.site, &g, self.now)
+            .goals(&self.site, &g, &self.cx())
             .await
             .unwrap_or_else(|e| panic!("backend goals {goals}: {e}"));
         let want = self
             .reference
-            .goals_sync(&self.site, &g, self.now)
+            .goals_sync(&self.site, &g, &self.cx())
             .expect("reference goals");
         assert_eq!(got, want, "backend and reference differ for {goals}");
         got
@@ -314,12 +319,12 @@ impl<'a> Fixture<'a> {
         r.minutes = minutes;
         let got = self
             .store
-            .realtime(&self.site, &r, now)
+            .realtime(&self.site, &r, &Context::at(now))
             .await
             .unwrap_or_else(|e| panic!("backend realtime: {e}"));
         let want = self
             .reference
-            .realtime_sync(&self.site, &r, now)
+            .realtime_sync(&self.site, &r, &Context::at(now))
             .expect("reference realtime");
         assert_eq!(got, want, "backend and reference differ for realtime");
         got

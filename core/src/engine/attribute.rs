@@ -2,10 +2,11 @@
 //! table's derived sessions are the touches, its purchase (or goal) rows in the range
 //! the conversions, and the refund ledger reverses the credit of refunded orders.
 
-use super::exec::{finish, Compiled, Ctx, Key, Src};
+use super::exec::{finish, Compiled, Ctx, Key, Src, CHECK_EVERY};
 use super::models::shares_into;
 use super::table::NULL;
 use super::SiteData;
+use crate::context::Context;
 use crate::error::QueryError;
 use crate::event::{Event, EventKind};
 use crate::money::{Currency, Money};
@@ -87,16 +88,17 @@ pub(crate) fn run(
     site: &Site,
     q: &Query,
     range: &ResolvedRange,
+    cx: &Context,
 ) -> Result<QueryResult, QueryError> {
     let a = q.attribution.as_ref().ok_or_else(|| {
         QueryError::invalid("attribution", "is required for an attribution query")
     })?;
     let t = &d.table;
     let goal_mode = q.filters.iter().any(|f| f.mentions(&Dimension::Goal));
-    let mut c = Ctx::new(t, range.start_ms(), range.end_ms(), q.include_bots);
+    let mut c = Ctx::new(t, range.start_ms(), range.end_ms(), q.include_bots, cx);
     c.currency = q.currency.unwrap_or(site.currency);
     let filters: Vec<&Filter> = q.filters.iter().collect();
-    let filter = Compiled::all(&filters, &c);
+    let filter = Compiled::all(&filters, &c)?;
     let srcs: Vec<Src> = q.dimensions.iter().map(|d| Src::of(d, t)).collect();
 
     let mut refunded: HashMap<&str, Refunded> = HashMap::new();
@@ -121,7 +123,10 @@ pub(crate) fn run(
         key_of.insert([NULL; Query::MAX_DIMENSIONS], 0);
         keys.push([NULL; Query::MAX_DIMENSIONS]);
     }
-    for s in &t.sessions {
+    for (si, s) in t.sessions.iter().enumerate() {
+        if si % CHECK_EVERY == 0 {
+            c.check()?;
+        }
         let (first_ts, last_ts) = t.span(s);
         if first_ts >= end || last_ts < start.saturating_sub(window_ms) {
             continue;
@@ -192,6 +197,7 @@ pub(crate) fn run(
         }
     }
     tp.reserve_keys(keys.len());
+    c.check()?;
     let credits = tp.credit(a.model, a.window_days, a.half_life_days);
     let exp = c.currency.exponent();
     let rows: Vec<(Key, ResultRow)> = keys
@@ -281,8 +287,10 @@ fn group_by_visitor<T: Copy>(
     }
 }
 
-/// The fixed-point unit credits are summed in.
-const NANO: f64 = 1e9;
+/// Credits are summed in units of 2^-40 (about 10^-12): scaling by a power of two
+/// is exact in floating point, so only the rounding to the unit is lost, at most
+/// half a unit per credit.
+const FIXED: f64 = (1u64 << 40) as f64;
 
 /// One key's credit.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -430,11 +438,11 @@ impl Touchpoints {
             |a, b| (a.start_ms, a.key, a.has_value).cmp(&(b.start_ms, b.key, b.has_value)),
         );
         let window_ms = i64::from(window_days) * 86_400_000;
-        // Each credit in fixed point (10^-9 units), summed exactly: the totals do not
+        // Each credit in fixed point (2^-40 units), summed exactly: the totals do not
         // depend on the order conversions are met in (visitor numbers follow the
         // order events arrived in), so every backend and arrival order agrees.
         let mut sums = vec![(0i128, 0i128); self.key_count];
-        let fixed = |x: f64| (x * NANO).round() as i128;
+        let fixed = |x: f64| (x * FIXED).round() as i128;
         let (mut touches, mut shares) = (Vec::new(), Vec::new());
         let sessions = &sessions;
         let (mut run_start, mut run_end) = (0usize, 0usize);
@@ -465,8 +473,8 @@ impl Touchpoints {
         }
         sums.into_iter()
             .map(|(revenue, conversions)| Credit {
-                revenue: revenue as f64 / NANO,
-                conversions: conversions as f64 / NANO,
+                revenue: revenue as f64 / FIXED,
+                conversions: conversions as f64 / FIXED,
             })
             .collect()
     }

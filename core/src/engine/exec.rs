@@ -3,6 +3,7 @@
 
 use super::table::{acq, client, Sess, SiteTable, NULL};
 use super::SiteData;
+use crate::context::Context;
 use crate::error::QueryError;
 use crate::event::EventKind;
 use crate::money::Currency;
@@ -86,11 +87,22 @@ pub(super) struct Ctx<'a> {
     /// sessions of a visitor, come in time order, so most lookups hit it.
     last_bucket: Cell<(i64, i64, u32)>,
     pub(super) currency: Currency,
+    cx: &'a Context,
 }
 
+/// How many items (sessions, rows, dictionary entries) an engine goes through
+/// between checks of its request's cancel flag.
+pub(super) const CHECK_EVERY: usize = 4096;
+
 impl<'a> Ctx<'a> {
-    /// A context over `t` for events in `[start, end)` ms.
-    pub(super) fn new(t: &'a SiteTable, start: i64, end: i64, include_bots: bool) -> Self {
+    /// A context over `t` for events in `[start, end)` ms, for the request `cx`.
+    pub(super) fn new(
+        t: &'a SiteTable,
+        start: i64,
+        end: i64,
+        include_bots: bool,
+        cx: &'a Context,
+    ) -> Self {
         Self {
             t,
             start,
@@ -99,7 +111,13 @@ impl<'a> Ctx<'a> {
             buckets: None,
             last_bucket: Cell::new((i64::MAX, i64::MIN, NULL)),
             currency: Currency::USD,
+            cx,
         }
+    }
+
+    /// [`QueryError::Stopped`] once the request is cancelled.
+    pub(super) fn check(&self) -> Result<(), QueryError> {
+        self.cx.check()
     }
 
     /// Whether value `id` of `src` is a non-empty string.
@@ -204,32 +222,43 @@ pub(super) enum Compiled {
 
 impl Compiled {
     /// All of `filters`, compiled (`None` when there are none).
-    pub(super) fn all(filters: &[&Filter], c: &Ctx<'_>) -> Option<Compiled> {
-        match filters {
+    pub(super) fn all(filters: &[&Filter], c: &Ctx<'_>) -> Result<Option<Compiled>, QueryError> {
+        Ok(match filters {
             [] => None,
-            [one] => Some(Compiled::new(one, c)),
+            [one] => Some(Compiled::new(one, c)?),
             many => Some(Compiled::And(
-                many.iter().map(|f| Compiled::new(f, c)).collect(),
+                many.iter()
+                    .map(|f| Compiled::new(f, c))
+                    .collect::<Result<_, _>>()?,
             )),
-        }
+        })
     }
 
-    fn new(f: &Filter, c: &Ctx<'_>) -> Compiled {
-        match f {
-            Filter::And(fs) => Compiled::And(fs.iter().map(|f| Compiled::new(f, c)).collect()),
-            Filter::Or(fs) => Compiled::Or(fs.iter().map(|f| Compiled::new(f, c)).collect()),
-            Filter::Not(f) => Compiled::Not(Box::new(Compiled::new(f, c))),
+    fn new(f: &Filter, c: &Ctx<'_>) -> Result<Compiled, QueryError> {
+        let many = |fs: &[Filter]| {
+            fs.iter()
+                .map(|f| Compiled::new(f, c))
+                .collect::<Result<Vec<_>, _>>()
+        };
+        Ok(match f {
+            Filter::And(fs) => Compiled::And(many(fs)?),
+            Filter::Or(fs) => Compiled::Or(many(fs)?),
+            Filter::Not(f) => Compiled::Not(Box::new(Compiled::new(f, c)?)),
             Filter::Is(d, _)
             | Filter::IsNot(d, _)
             | Filter::Contains(d, _)
             | Filter::Matches(d, _) => {
                 let src = Src::of(d, c.t);
-                let accept = (0..c.space_size(src) as u32)
-                    .map(|id| f.leaf_accepts(c.render(src, id).as_deref()))
-                    .collect();
+                let mut accept = Vec::with_capacity(c.space_size(src));
+                for id in 0..c.space_size(src) as u32 {
+                    if id as usize % CHECK_EVERY == 0 {
+                        c.check()?;
+                    }
+                    accept.push(f.leaf_accepts(c.render(src, id).as_deref()));
+                }
                 Compiled::Leaf { src, accept }
             }
-        }
+        })
     }
 
     #[inline(always)]
@@ -416,7 +445,12 @@ impl Needs {
 }
 
 /// One pass over the table, filling `groups`.
-fn pass(c: &Ctx<'_>, filter: Option<&Compiled>, groups: &mut Groups, needs: Needs) {
+fn pass(
+    c: &Ctx<'_>,
+    filter: Option<&Compiled>,
+    groups: &mut Groups,
+    needs: Needs,
+) -> Result<(), QueryError> {
     let t = c.t;
     let visit_dims_vary = groups
         .dims
@@ -433,6 +467,9 @@ fn pass(c: &Ctx<'_>, filter: Option<&Compiled>, groups: &mut Groups, needs: Need
     let mut engaged: Vec<(u32, u64)> = Vec::new();
     let mut scroll: Vec<(u32, u32, u8)> = Vec::new();
     for (si, s) in t.sessions.iter().enumerate() {
+        if si % CHECK_EVERY == 0 {
+            c.check()?;
+        }
         let rows = s.rows();
         let start_ts = t.ts[rows.start];
         let end_ts = t.ts[rows.end - 1];
@@ -559,6 +596,7 @@ fn pass(c: &Ctx<'_>, filter: Option<&Compiled>, groups: &mut Groups, needs: Need
             acc.scroll_pairs += 1;
         }
     }
+    Ok(())
 }
 
 /// Engaged milliseconds per path within one session.
@@ -610,10 +648,11 @@ pub(crate) fn execute(
     site: &Site,
     q: &Query,
     range: &ResolvedRange,
+    cx: &Context,
 ) -> Result<QueryResult, QueryError> {
     q.validate()?;
     if q.attribution.is_some() {
-        return super::attribute::run(d, site, q, range);
+        return super::attribute::run(d, site, q, range, cx);
     }
     let t = &d.table;
     let tz = site.timezone;
@@ -630,6 +669,7 @@ pub(crate) fn execute(
         buckets: time_bucket.map(|b| Buckets::new(tz, b, from, to)),
         last_bucket: Cell::new((i64::MAX, i64::MIN, NULL)),
         currency: q.currency.unwrap_or(site.currency),
+        cx,
     };
     let compile = |filters: &[&Filter]| Compiled::all(filters, &c);
     let all_filters: Vec<&Filter> = q.filters.iter().collect();
@@ -640,10 +680,10 @@ pub(crate) fn execute(
     }
     pass(
         &c,
-        compile(&all_filters).as_ref(),
+        compile(&all_filters)?.as_ref(),
         &mut groups,
         Needs::of(&q.metrics),
-    );
+    )?;
 
     // A single time dimension lists every bucket, with zeros where nothing happened.
     if let (Some(b), [Src::Time]) = (&c.buckets, srcs.as_slice()) {
@@ -659,23 +699,24 @@ pub(crate) fn execute(
     let goal_pos = q.dimensions.iter().position(|d| *d == Dimension::Goal);
     let goal_filtered = q.filters.iter().any(|f| f.mentions(&Dimension::Goal));
     let denominators: Option<(Groups, Option<usize>)> =
-        (q.metrics.contains(&Metric::ConversionRate) && (goal_filtered || goal_pos.is_some()))
-            .then(|| {
-                let kept: Vec<&Filter> = q
-                    .filters
-                    .iter()
-                    .filter(|f| !f.mentions(&Dimension::Goal))
-                    .collect();
-                let dims: Vec<Src> = srcs
-                    .iter()
-                    .enumerate()
-                    .filter(|(i, _)| Some(*i) != goal_pos)
-                    .map(|(_, s)| *s)
-                    .collect();
-                let mut g = Groups::new(dims, &c);
-                pass(&c, compile(&kept).as_ref(), &mut g, Needs::default());
-                (g, goal_pos)
-            });
+        if q.metrics.contains(&Metric::ConversionRate) && (goal_filtered || goal_pos.is_some()) {
+            let kept: Vec<&Filter> = q
+                .filters
+                .iter()
+                .filter(|f| !f.mentions(&Dimension::Goal))
+                .collect();
+            let dims: Vec<Src> = srcs
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| Some(*i) != goal_pos)
+                .map(|(_, s)| *s)
+                .collect();
+            let mut g = Groups::new(dims, &c);
+            pass(&c, compile(&kept)?.as_ref(), &mut g, Needs::default())?;
+            Some((g, goal_pos))
+        } else {
+            None
+        };
     let denominator = |key: &Key, hot: &Hot| -> u64 {
         match &denominators {
             None => hot.visitors,

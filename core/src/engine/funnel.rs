@@ -1,7 +1,9 @@
 //! Funnels (contract section 5) on a site's table.
 
-use super::exec::{Ctx, Src};
+use super::exec::{Ctx, Src, CHECK_EVERY};
 use super::table::{Interner, SiteTable};
+use crate::context::Context;
+use crate::error::QueryError;
 use crate::event::EventKind;
 use crate::query::ResolvedRange;
 use crate::requests::{glob, Funnel, FunnelResult, StepMatch, StepResult};
@@ -48,10 +50,16 @@ struct Masks {
 }
 
 impl Masks {
-    fn new(f: &Funnel, t: &SiteTable) -> Self {
-        let dict = |dict: &Interner, want: &dyn Fn(&StepMatch, &str) -> bool| -> Vec<u32> {
-            (0..dict.space() as u32)
-                .map(|id| match dict.get(id) {
+    fn new(f: &Funnel, t: &SiteTable, c: &Ctx<'_>) -> Result<Self, QueryError> {
+        let dict = |dict: &Interner,
+                    want: &dyn Fn(&StepMatch, &str) -> bool|
+         -> Result<Vec<u32>, QueryError> {
+            let mut out = Vec::with_capacity(dict.space());
+            for id in 0..dict.space() as u32 {
+                if id as usize % CHECK_EVERY == 0 {
+                    c.check()?;
+                }
+                out.push(match dict.get(id) {
                     None => 0,
                     Some(s) => f
                         .steps
@@ -59,23 +67,24 @@ impl Masks {
                         .enumerate()
                         .filter(|(_, st)| want(st, s))
                         .fold(0u32, |m, (i, _)| m | 1 << i),
-                })
-                .collect()
+                });
+            }
+            Ok(out)
         };
-        Self {
+        Ok(Self {
             page: dict(
                 &t.paths,
                 &|st, p| matches!(st, StepMatch::Page(g) if glob(g, p)),
-            ),
+            )?,
             goal: dict(
                 &t.names,
                 &|st, n| matches!(st, StepMatch::Goal(g) if g == n),
-            ),
+            )?,
             event: dict(
                 &t.names,
                 &|st, n| matches!(st, StepMatch::Event(g) if g == n),
-            ),
-        }
+            )?,
+        })
     }
 
     fn of(&self, t: &SiteTable, r: usize) -> u32 {
@@ -109,9 +118,14 @@ fn step_results(f: &Funnel, counts: &[u64]) -> Vec<StepResult> {
 /// Runs `f` over the events of a built table in `range`; with a breakdown, each
 /// visitor counts under the value of the session where their best path begins
 /// (sessions must be exact for the range).
-pub(crate) fn run(t: &SiteTable, f: &Funnel, range: &ResolvedRange) -> FunnelResult {
-    let c = Ctx::new(t, range.start_ms(), range.end_ms(), f.include_bots);
-    let masks = Masks::new(f, t);
+pub(crate) fn run(
+    t: &SiteTable,
+    f: &Funnel,
+    range: &ResolvedRange,
+    cx: &Context,
+) -> Result<FunnelResult, QueryError> {
+    let c = Ctx::new(t, range.start_ms(), range.end_ms(), f.include_bots, cx);
+    let masks = Masks::new(f, t, &c)?;
     let group = f.breakdown.as_ref().map(|d| Src::of(d, t));
     let n = f.steps.len();
     let mut counts = vec![0u64; n];
@@ -135,7 +149,10 @@ pub(crate) fn run(t: &SiteTable, f: &Funnel, range: &ResolvedRange) -> FunnelRes
         groups.clear();
     };
     let mut visitor = None;
-    for s in &t.sessions {
+    for (si, s) in t.sessions.iter().enumerate() {
+        if si % CHECK_EVERY == 0 {
+            c.check()?;
+        }
         let (first_ts, last_ts) = t.span(s);
         if last_ts < c.start || first_ts >= c.end {
             continue;
@@ -171,8 +188,8 @@ pub(crate) fn run(t: &SiteTable, f: &Funnel, range: &ResolvedRange) -> FunnelRes
         });
         rows
     });
-    FunnelResult {
+    Ok(FunnelResult {
         steps: step_results(f, &counts),
         breakdown,
-    }
+    })
 }

@@ -1,6 +1,8 @@
 //! Goal conversions on a site's table.
 
 use super::table::{Interner, SiteTable};
+use crate::context::Context;
+use crate::error::QueryError;
 use crate::event::EventKind;
 use crate::money::Money;
 use crate::query::ResolvedRange;
@@ -9,34 +11,45 @@ use crate::result::percent;
 
 /// Counts each goal over the events of a built table in `range`: distinct visitors
 /// who completed it, completions, the rate over the range's visitors, and the value.
-pub(crate) fn run(t: &SiteTable, req: &GoalsRequest, range: &ResolvedRange) -> GoalsResult {
+pub(crate) fn run(
+    t: &SiteTable,
+    req: &GoalsRequest,
+    range: &ResolvedRange,
+    cx: &Context,
+) -> Result<GoalsResult, QueryError> {
+    const CHECK_EVERY: usize = 1 << 16;
     let n = req.goals.len();
     // One bit per goal and dictionary entry (goals beyond 64 use further words).
     let words = n.div_ceil(64).max(1);
-    let dict = |dict: &Interner, want: &dyn Fn(&GoalMatch, &str) -> bool| -> Vec<Vec<u64>> {
-        (0..dict.space() as u32)
-            .map(|id| {
-                let mut m = vec![0u64; words];
-                if let Some(s) = dict.get(id) {
-                    for (g, def) in req.goals.iter().enumerate() {
-                        if want(&def.matcher, s) {
-                            m[g / 64] |= 1 << (g % 64);
-                        }
+    let dict = |dict: &Interner,
+                want: &dyn Fn(&GoalMatch, &str) -> bool|
+     -> Result<Vec<Vec<u64>>, QueryError> {
+        let mut out = Vec::with_capacity(dict.space());
+        for id in 0..dict.space() as u32 {
+            if id as usize % 4096 == 0 {
+                cx.check()?;
+            }
+            let mut m = vec![0u64; words];
+            if let Some(s) = dict.get(id) {
+                for (g, def) in req.goals.iter().enumerate() {
+                    if want(&def.matcher, s) {
+                        m[g / 64] |= 1 << (g % 64);
                     }
                 }
-                m
-            })
-            .collect()
+            }
+            out.push(m);
+        }
+        Ok(out)
     };
     let page = dict(
         &t.paths,
         &|m, p| matches!(m, GoalMatch::Page(g) if glob(g, p)),
-    );
+    )?;
     let goal = dict(
         &t.names,
         &|m, s| matches!(m, GoalMatch::Event(g) | GoalMatch::Attribute(g) if g == s),
-    );
-    let custom = dict(&t.names, &|m, s| matches!(m, GoalMatch::Event(g) if g == s));
+    )?;
+    let custom = dict(&t.names, &|m, s| matches!(m, GoalMatch::Event(g) if g == s))?;
     let empty = vec![0u64; words];
     let (start, end) = (range.start_ms(), range.end_ms());
     let (mut conversions, mut completions) = (vec![0u64; n], vec![0u64; n]);
@@ -54,6 +67,9 @@ pub(crate) fn run(t: &SiteTable, req: &GoalsRequest, range: &ResolvedRange) -> G
         }
     };
     for r in 0..t.len() {
+        if r % CHECK_EVERY == 0 {
+            cx.check()?;
+        }
         let ts = t.ts[r];
         if ts < start || ts >= end || (!req.include_bots && t.is_bot(r)) {
             continue;
@@ -80,7 +96,7 @@ pub(crate) fn run(t: &SiteTable, req: &GoalsRequest, range: &ResolvedRange) -> G
         }
     }
     count_seen(&mut seen, &mut conversions);
-    GoalsResult {
+    Ok(GoalsResult {
         visitors,
         goals: req
             .goals
@@ -97,5 +113,5 @@ pub(crate) fn run(t: &SiteTable, req: &GoalsRequest, range: &ResolvedRange) -> G
                 }),
             })
             .collect(),
-    }
+    })
 }

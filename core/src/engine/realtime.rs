@@ -1,7 +1,9 @@
 //! Realtime visitors on a site's table.
 
-use super::exec::{Ctx, Src};
+use super::exec::{Ctx, Src, CHECK_EVERY};
 use super::table::{SiteTable, NULL};
+use crate::context::Context;
+use crate::error::QueryError;
 use crate::event::EventKind;
 use crate::query::Dimension;
 use crate::requests::{RealtimeRequest, RealtimeResult};
@@ -46,12 +48,20 @@ impl PerValue {
 
 /// Visitors with an event at or after `since_ms`, the pages they viewed since, and
 /// the sources of their visits (sessions must be exact back to the visits' starts).
-pub(crate) fn run(t: &SiteTable, req: &RealtimeRequest, since_ms: i64) -> RealtimeResult {
-    let c = Ctx::new(t, since_ms, i64::MAX, req.include_bots);
+pub(crate) fn run(
+    t: &SiteTable,
+    req: &RealtimeRequest,
+    since_ms: i64,
+    cx: &Context,
+) -> Result<RealtimeResult, QueryError> {
+    let c = Ctx::new(t, since_ms, i64::MAX, req.include_bots, cx);
     let source = Src::of(&Dimension::Source, t);
     let (mut visitors, mut last) = (0u64, None);
     let (mut pages, mut sources) = (PerValue::default(), PerValue::default());
-    for s in &t.sessions {
+    for (si, s) in t.sessions.iter().enumerate() {
+        if si % CHECK_EVERY == 0 {
+            c.check()?;
+        }
         if t.span(s).1 < since_ms {
             continue;
         }
@@ -70,7 +80,7 @@ pub(crate) fn run(t: &SiteTable, req: &RealtimeRequest, since_ms: i64) -> Realti
             sources.add(c.row_value(source, r, s), v);
         }
     }
-    RealtimeResult {
+    Ok(RealtimeResult {
         visitors,
         pages: pages
             .top(req.limit, |id| t.paths.get(id).map(str::to_owned))
@@ -80,5 +90,5 @@ pub(crate) fn run(t: &SiteTable, req: &RealtimeRequest, since_ms: i64) -> Realti
         sources: sources.top(req.limit, |id| {
             (id != NULL).then(|| c.render(source, id)).flatten()
         }),
-    }
+    })
 }

@@ -36,26 +36,28 @@ impl StepMatch {
 }
 
 /// `*` matches any run of characters (including none); everything else is literal.
+///
+/// Linear in the text: the pattern's literal pieces between stars are found left to
+/// right, each at its earliest place after the previous one (earliest is always
+/// right for stars alone), the first anchored at the start and the last at the end.
 pub fn glob(pattern: &str, text: &str) -> bool {
-    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
-    let (mut pi, mut ti, mut star, mut mark) = (0usize, 0usize, None::<usize>, 0usize);
-    while ti < t.len() {
-        if pi < p.len() && p[pi] != '*' && p[pi] == t[ti] {
-            pi += 1;
-            ti += 1;
-        } else if pi < p.len() && p[pi] == '*' {
-            star = Some(pi);
-            mark = ti;
-            pi += 1;
-        } else if let Some(s) = star {
-            pi = s + 1;
-            mark += 1;
-            ti = mark;
-        } else {
-            return false;
+    let mut pieces = pattern.split('*');
+    let first = pieces.next().unwrap_or_default();
+    let Some(mut rest) = text.strip_prefix(first) else {
+        return false;
+    };
+    let middle: Vec<&str> = pieces.collect();
+    let Some((last, between)) = middle.split_last() else {
+        // No star: the whole text is the literal.
+        return rest.is_empty();
+    };
+    for piece in between.iter().filter(|p| !p.is_empty()) {
+        match rest.find(piece) {
+            Some(at) => rest = &rest[at + piece.len()..],
+            None => return false,
         }
     }
-    p[pi..].iter().all(|c| *c == '*')
+    rest.len() >= last.len() && rest.ends_with(last)
 }
 
 /// A funnel, typed, with defaults filled in.
@@ -392,6 +394,26 @@ mod tests {
         assert!(glob("/p/*/buy", "/p/42/buy"));
         assert!(!glob("/p/*/buy", "/p/42/sell"));
         assert!(glob("*.pdf", "/files/x.pdf"));
+        assert!(glob("a*b*c", "abc") && glob("a*b*c", "aXbYbZc") && !glob("a*b*c", "acb"));
+        assert!(glob("**", "x") && glob("a**", "a") && !glob("ab", "abc"));
+        assert!(glob("*aa", "aaa") && !glob("a*a", "a") && glob("a*a", "aa"));
+    }
+
+    /// The linear matcher agrees with a plain backtracking reading of `*`.
+    fn backtracking(p: &[char], t: &[char]) -> bool {
+        match p.split_first() {
+            None => t.is_empty(),
+            Some(('*', rest)) => (0..=t.len()).any(|i| backtracking(rest, &t[i..])),
+            Some((c, rest)) => t.first() == Some(c) && backtracking(rest, &t[1..]),
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn glob_equals_the_definition(p in "[ab*/]{0,8}", t in "[ab/]{0,12}") {
+            let (pc, tc): (Vec<char>, Vec<char>) = (p.chars().collect(), t.chars().collect());
+            proptest::prop_assert_eq!(glob(&p, &t), backtracking(&pc, &tc));
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! [`Analytics`]: the front door for reads, over an event store and a config store.
 
 use super::{ConfigStore, EventStore};
+use crate::context::Context;
 use crate::error::{QueryError, StoreError};
 use crate::query::Query;
 use crate::requests::{
@@ -8,7 +9,6 @@ use crate::requests::{
 };
 use crate::result::QueryResult;
 use crate::site::Site;
-use chrono::{DateTime, Utc};
 
 /// Answers requests that name their site: validates the request, looks the site up
 /// in the config store (an unknown site is [`QueryError::UnknownSite`]) and runs the
@@ -40,39 +40,51 @@ impl<'a> Analytics<'a> {
             .ok_or_else(|| QueryError::UnknownSite(domain.to_owned()).into())
     }
 
-    /// Answers a query (attribution included) as of `now`.
-    pub async fn query(&self, q: &Query, now: DateTime<Utc>) -> Result<QueryResult, StoreError> {
+    /// Answers a query (attribution included); `cx` is a [`Context`] or just "now".
+    pub async fn query(
+        &self,
+        q: &Query,
+        cx: impl Into<Context>,
+    ) -> Result<QueryResult, StoreError> {
+        let cx: Context = cx.into();
         q.validate()?;
         let site = self.site(&q.site).await?;
-        self.events.query(&site, q, now).await
+        self.events.query(&site, q, &cx).await
     }
 
-    /// Answers a funnel as of `now`.
-    pub async fn funnel(&self, f: &Funnel, now: DateTime<Utc>) -> Result<FunnelResult, StoreError> {
+    /// Answers a funnel.
+    pub async fn funnel(
+        &self,
+        f: &Funnel,
+        cx: impl Into<Context>,
+    ) -> Result<FunnelResult, StoreError> {
+        let cx: Context = cx.into();
         f.validate()?;
         let site = self.site(&f.site).await?;
-        self.events.funnel(&site, f, now).await
+        self.events.funnel(&site, f, &cx).await
     }
 
-    /// Counts goal conversions as of `now`.
+    /// Counts goal conversions.
     pub async fn goals(
         &self,
         req: &GoalsRequest,
-        now: DateTime<Utc>,
+        cx: impl Into<Context>,
     ) -> Result<GoalsResult, StoreError> {
+        let cx: Context = cx.into();
         req.validate()?;
         let site = self.site(&req.site).await?;
-        self.events.goals(&site, req, now).await
+        self.events.goals(&site, req, &cx).await
     }
 
-    /// Visitors in the last minutes as of `now`.
+    /// Visitors in the last minutes.
     pub async fn realtime(
         &self,
         req: &RealtimeRequest,
-        now: DateTime<Utc>,
+        cx: impl Into<Context>,
     ) -> Result<RealtimeResult, StoreError> {
+        let cx: Context = cx.into();
         req.validate()?;
         let site = self.site(&req.site).await?;
-        self.events.realtime(&site, req, now).await
+        self.events.realtime(&site, req, &cx).await
     }
 }

@@ -21,6 +21,7 @@ pub(crate) mod reference;
 pub use analytics::Analytics;
 pub use config::{ConfigKey, ConfigKind, ConfigRecord, ConfigStore};
 
+use crate::context::Context;
 use crate::error::StoreError;
 use crate::event::{Event, EventKind};
 use crate::query::Query;
@@ -287,16 +288,17 @@ pub trait EventStore: Send + Sync {
         reference::extent(self, site).await
     }
 
-    /// Answers a query (attribution included) for `site` as of `now`. The default
+    /// Answers a query (attribution included) for `site` as of `cx.now`, stopping
+    /// with [`crate::QueryError::Stopped`] once `cx` is cancelled. The default
     /// scans the query's range, widened until every session it touches is whole
     /// (and, for attribution, back by the window), into the reference engine.
     async fn query(
         &self,
         site: &Site,
         query: &Query,
-        now: DateTime<Utc>,
+        cx: &Context,
     ) -> Result<QueryResult, StoreError> {
-        reference::query(self, site, query, now).await
+        reference::query(self, site, query, cx).await
     }
 
     /// Answers a funnel. The default scans the range (widened for a breakdown).
@@ -304,9 +306,9 @@ pub trait EventStore: Send + Sync {
         &self,
         site: &Site,
         funnel: &Funnel,
-        now: DateTime<Utc>,
+        cx: &Context,
     ) -> Result<FunnelResult, StoreError> {
-        reference::funnel(self, site, funnel, now).await
+        reference::funnel(self, site, funnel, cx).await
     }
 
     /// Counts goal conversions. The default scans the range.
@@ -314,9 +316,9 @@ pub trait EventStore: Send + Sync {
         &self,
         site: &Site,
         goals: &GoalsRequest,
-        now: DateTime<Utc>,
+        cx: &Context,
     ) -> Result<GoalsResult, StoreError> {
-        reference::goals(self, site, goals, now).await
+        reference::goals(self, site, goals, cx).await
     }
 
     /// Visitors in the last minutes. The default scans back to the start of the
@@ -325,9 +327,9 @@ pub trait EventStore: Send + Sync {
         &self,
         site: &Site,
         req: &RealtimeRequest,
-        now: DateTime<Utc>,
+        cx: &Context,
     ) -> Result<RealtimeResult, StoreError> {
-        reference::realtime(self, site, req, now).await
+        reference::realtime(self, site, req, cx).await
     }
 
     /// What the store holds, for health checks. The default knows nothing.

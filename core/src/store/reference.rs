@@ -4,6 +4,7 @@
 //! date-range resolution.
 
 use super::{EventStore, KindSet, ScanRequest};
+use crate::context::Context;
 use crate::engine::{self, SiteData};
 use crate::error::{QueryError, StoreError};
 use crate::query::{DateRange, Query, ResolvedRange};
@@ -19,14 +20,16 @@ fn instant(ms: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms).unwrap_or_default()
 }
 
-/// Streams the events of `req` into `data`.
+/// Streams the events of `req` into `data`, stopping when `cx` is cancelled.
 async fn collect<S: EventStore + ?Sized>(
     store: &S,
     req: &ScanRequest,
     data: &mut SiteData,
+    cx: &Context,
 ) -> Result<(), StoreError> {
     let mut batches = store.scan(req).await?;
     while let Some(batch) = batches.try_next().await? {
+        cx.check()?;
         for e in &batch {
             data.push(e);
         }
@@ -108,6 +111,7 @@ pub(crate) async fn load<S: EventStore + ?Sized>(
     store: &S,
     site: &Site,
     w: Window,
+    cx: &Context,
 ) -> Result<SiteData, StoreError> {
     let timeout = site.session_timeout_ms();
     let mut data = SiteData::new(timeout);
@@ -118,7 +122,7 @@ pub(crate) async fn load<S: EventStore + ?Sized>(
             .kinds(KindSet::ACTIVITY)
     };
     if !w.whole_sessions {
-        collect(store, &scan(w.lo, w.hi), &mut data).await?;
+        collect(store, &scan(w.lo, w.hi), &mut data, cx).await?;
         data.prepare(timeout);
         return Ok(data);
     }
@@ -134,7 +138,7 @@ pub(crate) async fn load<S: EventStore + ?Sized>(
         w.hi.saturating_add(timeout).min(last.saturating_add(1))
     };
     if a < b {
-        collect(store, &scan(a, b), &mut data).await?;
+        collect(store, &scan(a, b), &mut data, cx).await?;
     }
     let mut margin = timeout.max(3_600_000);
     loop {
@@ -156,12 +160,12 @@ pub(crate) async fn load<S: EventStore + ?Sized>(
         }
         if left {
             let a2 = a.saturating_sub(margin).max(first);
-            collect(store, &scan(a2, a), &mut data).await?;
+            collect(store, &scan(a2, a), &mut data, cx).await?;
             a = a2;
         }
         if right {
             let b2 = b.saturating_add(margin).min(last.saturating_add(1));
-            collect(store, &scan(b, b2), &mut data).await?;
+            collect(store, &scan(b, b2), &mut data, cx).await?;
             b = b2;
         }
         margin = margin.saturating_mul(2);
@@ -173,11 +177,11 @@ pub(crate) async fn query<S: EventStore + ?Sized>(
     store: &S,
     site: &Site,
     q: &Query,
-    now: DateTime<Utc>,
+    cx: &Context,
 ) -> Result<QueryResult, StoreError> {
     q.validate()?;
     same_site(&q.site, site)?;
-    let range = resolve_range(store, site, &q.date_range, now).await?;
+    let range = resolve_range(store, site, &q.date_range, cx.now).await?;
     let lookback = engine::lookback_ms(q);
     let mut data = load(
         store,
@@ -187,14 +191,15 @@ pub(crate) async fn query<S: EventStore + ?Sized>(
             hi: range.end_ms(),
             whole_sessions: true,
         },
+        cx,
     )
     .await?;
     if q.attribution.is_some() {
         // Refunds reverse their order's credit whenever they were made.
         let refunds = ScanRequest::new(site.domain.clone()).kinds(KindSet::REFUNDS);
-        collect(store, &refunds, &mut data).await?;
+        collect(store, &refunds, &mut data, cx).await?;
     }
-    Ok(engine::execute(&data, site, q, &range)?)
+    Ok(engine::execute(&data, site, q, &range, cx)?)
 }
 
 /// The default [`EventStore::funnel`].
@@ -202,11 +207,11 @@ pub(crate) async fn funnel<S: EventStore + ?Sized>(
     store: &S,
     site: &Site,
     f: &Funnel,
-    now: DateTime<Utc>,
+    cx: &Context,
 ) -> Result<FunnelResult, StoreError> {
     f.validate()?;
     same_site(&f.site, site)?;
-    let range = resolve_range(store, site, &f.date_range, now).await?;
+    let range = resolve_range(store, site, &f.date_range, cx.now).await?;
     let data = load(
         store,
         site,
@@ -215,9 +220,10 @@ pub(crate) async fn funnel<S: EventStore + ?Sized>(
             hi: range.end_ms(),
             whole_sessions: f.breakdown.is_some(),
         },
+        cx,
     )
     .await?;
-    Ok(engine::funnel(&data.table, f, &range))
+    Ok(engine::funnel(&data.table, f, &range, cx)?)
 }
 
 /// The default [`EventStore::goals`].
@@ -225,11 +231,11 @@ pub(crate) async fn goals<S: EventStore + ?Sized>(
     store: &S,
     site: &Site,
     req: &GoalsRequest,
-    now: DateTime<Utc>,
+    cx: &Context,
 ) -> Result<GoalsResult, StoreError> {
     req.validate()?;
     same_site(&req.site, site)?;
-    let range = resolve_range(store, site, &req.date_range, now).await?;
+    let range = resolve_range(store, site, &req.date_range, cx.now).await?;
     let data = load(
         store,
         site,
@@ -238,9 +244,10 @@ pub(crate) async fn goals<S: EventStore + ?Sized>(
             hi: range.end_ms(),
             whole_sessions: false,
         },
+        cx,
     )
     .await?;
-    Ok(engine::goals(&data.table, req, &range))
+    Ok(engine::goals(&data.table, req, &range, cx)?)
 }
 
 /// The start of a realtime request's window, ms.
@@ -253,11 +260,11 @@ pub(crate) async fn realtime<S: EventStore + ?Sized>(
     store: &S,
     site: &Site,
     req: &RealtimeRequest,
-    now: DateTime<Utc>,
+    cx: &Context,
 ) -> Result<RealtimeResult, StoreError> {
     req.validate()?;
     same_site(&req.site, site)?;
-    let since = realtime_since(req, now);
+    let since = realtime_since(req, cx.now);
     let data = load(
         store,
         site,
@@ -266,7 +273,8 @@ pub(crate) async fn realtime<S: EventStore + ?Sized>(
             hi: i64::MAX,
             whole_sessions: true,
         },
+        cx,
     )
     .await?;
-    Ok(engine::realtime(&data.table, req, since))
+    Ok(engine::realtime(&data.table, req, since, cx)?)
 }

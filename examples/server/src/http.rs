@@ -7,8 +7,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use beacon_core::{
-    Analytics, Funnel, GoalsRequest, Hit, Query, QueryError, RealtimeRequest, Site, StoreError,
-    ValidationContext,
+    Analytics, Cancel, Context, Funnel, GoalsRequest, Hit, Query, QueryError, RealtimeRequest,
+    Site, StoreError, ValidationContext,
 };
 use beacon_enrich::ClientHints;
 use serde_json::{json, Value};
@@ -27,6 +27,8 @@ pub enum ApiError {
     NotFound(String),
     /// 503: at capacity, or the store cannot take it now; retry after the duration.
     Unavailable(Duration),
+    /// 503: stopped after its time budget (no retry will make it cheaper).
+    Stopped(String),
     /// 500: something failed inside; logged, not shown.
     Internal(String),
 }
@@ -51,6 +53,7 @@ impl From<StoreError> for ApiError {
             StoreError::Query(QueryError::UnknownSite(s)) | StoreError::UnknownSite(s) => {
                 ApiError::NotFound(format!("site: unknown site {s:?}"))
             }
+            StoreError::Query(QueryError::Stopped) => ApiError::Stopped(e.to_string()),
             e if e.is_client_error() => ApiError::BadRequest(e.to_string()),
             other => ApiError::Internal(other.to_string()),
         }
@@ -79,6 +82,7 @@ impl IntoResponse for ApiError {
                 )
                     .into_response();
             }
+            ApiError::Stopped(m) => (StatusCode::SERVICE_UNAVAILABLE, m),
             ApiError::Internal(m) => {
                 tracing::error!(error = %m, "request failed");
                 (
@@ -95,6 +99,7 @@ struct App {
     pipeline: Arc<Pipeline>,
     committer: crate::commit::Committer,
     trusted_proxies: Vec<IpAddr>,
+    compute: Compute,
     /// Every site, re-read at most every few seconds (CORS checks each request).
     sites: RwLock<(Instant, Arc<Vec<Site>>)>,
 }
@@ -145,6 +150,31 @@ impl From<crate::commit::CommitError> for ApiError {
     }
 }
 
+/// The client's address: the peer's, unless the peer is a trusted proxy; then the
+/// rightmost `X-Forwarded-For` address that is not a trusted proxy (what a client
+/// writes into the header itself is to the left of what its proxies append). If
+/// every address is trusted, the leftmost; an entry that is not an address ends
+/// the walk at the hop before it.
+fn client_address<'h>(
+    peer: IpAddr,
+    forwarded_for: impl DoubleEndedIterator<Item = &'h str>,
+    trusted: &[IpAddr],
+) -> IpAddr {
+    if !trusted.contains(&peer) {
+        return peer;
+    }
+    let mut client = peer;
+    let entries: Vec<&str> = forwarded_for.flat_map(|v| v.split(',')).collect();
+    for entry in entries.iter().rev() {
+        match entry.trim().parse::<IpAddr>() {
+            Ok(ip) if trusted.contains(&ip) => client = ip,
+            Ok(ip) => return ip,
+            Err(_) => break,
+        }
+    }
+    client
+}
+
 fn origin(app: &App, peer: SocketAddr, headers: &HeaderMap) -> Origin {
     let header = |name: &str| {
         headers
@@ -152,12 +182,16 @@ fn origin(app: &App, peer: SocketAddr, headers: &HeaderMap) -> Origin {
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned)
     };
-    let forwarded = (app.trusted_proxies.contains(&peer.ip()))
-        .then(|| header("x-forwarded-for"))
-        .flatten()
-        .and_then(|v| v.split(',').next().and_then(|ip| ip.trim().parse().ok()));
+    let forwarded_for = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok());
     Origin {
-        ip: Some(forwarded.unwrap_or(peer.ip())),
+        ip: Some(client_address(
+            peer.ip(),
+            forwarded_for,
+            &app.trusted_proxies,
+        )),
         user_agent: header("user-agent"),
         hints: ClientHints {
             ua: header("sec-ch-ua"),
@@ -213,12 +247,25 @@ async fn ingest(
     let ctx = ValidationContext::live(app.pipeline.now());
     let mut sites = std::collections::HashMap::new();
     let mut events = Vec::with_capacity(hits.len());
-    for h in hits {
-        events.push(
-            app.pipeline
-                .prepare(h, &ctx, None, Some(&o), &mut sites)
-                .await?,
-        );
+    for (i, h) in hits.into_iter().enumerate() {
+        let id = crate::pipeline::EventId::Random;
+        match app
+            .pipeline
+            .prepare(h, &ctx, None, Some(&o), id, &mut sites)
+            .await
+        {
+            Ok(e) => events.push(e),
+            // In a batch, the error names the hit: `[1].url: ...`.
+            Err(Rejection::Invalid(e)) if many => {
+                return Err(ApiError::BadRequest(format!("[{i}].{e}")))
+            }
+            Err(Rejection::UnknownSite(s)) if many => {
+                return Err(ApiError::NotFound(format!(
+                    "[{i}].site: unknown site {s:?}"
+                )))
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
     let n = events.len();
     app.committer.commit(events).await?;
@@ -247,10 +294,82 @@ fn utf8(body: &[u8]) -> Result<&str, ApiError> {
     std::str::from_utf8(body).map_err(|_| ApiError::BadRequest("body: must be UTF-8 JSON".into()))
 }
 
+/// Where requests that read (queries, funnels, goals, realtime) run: on the
+/// blocking pool, never on the async workers that serve ingest and health checks;
+/// at most `slots` at a time; each within `budget`, waiting for a slot included;
+/// stopped (through its [`Cancel`] flag) when the budget is spent, the client goes
+/// away, or the server shuts down.
+struct Compute {
+    slots: Arc<tokio::sync::Semaphore>,
+    budget: Duration,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+}
+
+/// Sets a request's cancel flag when dropped: a handler dropped because its client
+/// went away stops its work too.
+struct CancelOnDrop(Cancel);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
+}
+
+impl App {
+    /// Runs a read on the compute pool (see [`Compute`]).
+    async fn read<T, F, Fut>(self: &Arc<Self>, work: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(Arc<App>, Context) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<T, StoreError>>,
+    {
+        let cancel = Cancel::new();
+        let _stop_when_dropped = CancelOnDrop(cancel.clone());
+        let cx = Context::at(self.pipeline.now()).with_cancel(cancel.clone());
+        let budget = self.compute.budget;
+        let slots = Arc::clone(&self.compute.slots);
+        let app = Arc::clone(self);
+        let runtime = tokio::runtime::Handle::current();
+        let run = async move {
+            let permit = slots
+                .acquire_owned()
+                .await
+                .map_err(|_| ApiError::Unavailable(Duration::from_secs(1)))?;
+            tokio::task::spawn_blocking(move || {
+                let _permit = permit;
+                runtime.block_on(work(app, cx))
+            })
+            .await
+            .map_err(|e| ApiError::Internal(format!("a read failed: {e}")))?
+            .map_err(ApiError::from)
+        };
+        let mut shutdown = self.compute.shutdown.clone();
+        tokio::select! {
+            done = tokio::time::timeout(budget, run) => match done {
+                Ok(result) => result,
+                Err(_) => {
+                    cancel.cancel();
+                    tracing::warn!(budget_ms = budget.as_millis() as u64, "read stopped at its budget");
+                    Err(ApiError::Stopped(format!(
+                        "request stopped: it needed more than its {} s budget",
+                        budget.as_secs_f64()
+                    )))
+                }
+            },
+            _ = shutdown.wait_for(|down| *down) => {
+                cancel.cancel();
+                Err(ApiError::Stopped("request stopped: the server is shutting down".into()))
+            }
+        }
+    }
+}
+
 async fn query(State(app): State<Arc<App>>, body: axum::body::Bytes) -> Result<Response, ApiError> {
     let q = Query::from_json(utf8(&body)?)?;
     let started = Instant::now();
-    let r = app.analytics().query(&q, app.pipeline.now()).await?;
+    let r = app
+        .read(move |app, cx| async move { app.analytics().query(&q, cx).await })
+        .await?;
     Ok(Json(r.to_json(started.elapsed().as_millis() as u64)).into_response())
 }
 
@@ -259,13 +378,17 @@ async fn funnel(
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     let f = Funnel::from_json(utf8(&body)?)?;
-    let r = app.analytics().funnel(&f, app.pipeline.now()).await?;
+    let r = app
+        .read(move |app, cx| async move { app.analytics().funnel(&f, cx).await })
+        .await?;
     Ok(Json(r.to_json()).into_response())
 }
 
 async fn goals(State(app): State<Arc<App>>, body: axum::body::Bytes) -> Result<Response, ApiError> {
     let req = GoalsRequest::from_json(utf8(&body)?)?;
-    let r = app.analytics().goals(&req, app.pipeline.now()).await?;
+    let r = app
+        .read(move |app, cx| async move { app.analytics().goals(&req, cx).await })
+        .await?;
     Ok(Json(r.to_json()).into_response())
 }
 
@@ -374,8 +497,40 @@ async fn realtime(
     if let Some(m) = p.minutes {
         req.minutes = m;
     }
-    let r = app.analytics().realtime(&req, app.pipeline.now()).await?;
-    Ok(Json(r.to_json(&req.site)).into_response())
+    let site = req.site.clone();
+    let r = app
+        .read(move |app, cx| async move { app.analytics().realtime(&req, cx).await })
+        .await?;
+    Ok(Json(r.to_json(&site)).into_response())
+}
+
+/// Every error is the JSON error: responses made outside the handlers (a body over
+/// the limit, an unknown route or method) come as text, and are rewritten here.
+async fn json_errors(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let resp = next.run(req).await;
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, 4096)
+        .await
+        .ok()
+        .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
+        .filter(|t| !t.is_empty())
+        .unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_owned());
+    let mut out = (status, Json(json!({ "error": text }))).into_response();
+    for (name, value) in &parts.headers {
+        if name != axum::http::header::CONTENT_TYPE && name != axum::http::header::CONTENT_LENGTH {
+            out.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    out
 }
 
 /// CORS for the sites' own pages: the Origin is echoed when its host is a known
@@ -442,20 +597,37 @@ async fn cors(
     resp
 }
 
+/// How the server runs.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Where to listen.
+    pub addr: SocketAddr,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<IpAddr>,
+    /// Requests waiting to be committed before new ones are answered 503.
+    pub queue: usize,
+    /// How long a read (query, funnel, goals, realtime) may take.
+    pub read_budget: Duration,
+    /// Reads running at once.
+    pub read_slots: usize,
+}
+
 /// Serves until Ctrl-C or SIGTERM; whatever was acknowledged is already committed.
-pub async fn serve(
-    pipeline: Arc<Pipeline>,
-    addr: SocketAddr,
-    trusted_proxies: Vec<IpAddr>,
-    queue: usize,
-) -> std::io::Result<()> {
-    let committer = crate::commit::Committer::start(Arc::clone(&pipeline.events), queue);
+pub async fn serve(pipeline: Arc<Pipeline>, options: Options) -> std::io::Result<()> {
+    let committer = crate::commit::Committer::start(Arc::clone(&pipeline.events), options.queue);
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
     let app = Arc::new(App {
         pipeline,
         committer,
-        trusted_proxies,
+        trusted_proxies: options.trusted_proxies,
+        compute: Compute {
+            slots: Arc::new(tokio::sync::Semaphore::new(options.read_slots.max(1))),
+            budget: options.read_budget,
+            shutdown,
+        },
         sites: RwLock::new((Instant::now() - SITES_FRESH_FOR, Arc::new(Vec::new()))),
     });
+    let addr = options.addr;
     let upkeep = tokio::spawn(crate::upkeep(Arc::clone(&app.pipeline)));
     let router = Router::new()
         .route(
@@ -473,8 +645,9 @@ pub async fn serve(
         .route("/api/v1/realtime", get(realtime))
         .route("/script.js", get(script))
         .route("/healthz", get(health))
-        .layer(axum::middleware::from_fn_with_state(Arc::clone(&app), cors))
         .layer(DefaultBodyLimit::max(256 * 1024))
+        .layer(axum::middleware::from_fn_with_state(Arc::clone(&app), cors))
+        .layer(axum::middleware::from_fn(json_errors))
         .with_state(app);
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(address = %listener.local_addr()?, "listening");
@@ -482,7 +655,7 @@ pub async fn serve(
         listener,
         router.into_make_service_with_connect_info::<SocketAddr>(),
     )
-    .with_graceful_shutdown(async {
+    .with_graceful_shutdown(async move {
         let ctrl_c = tokio::signal::ctrl_c();
         #[cfg(unix)]
         let term = async {
@@ -496,8 +669,47 @@ pub async fn serve(
         let term = std::future::pending::<()>();
         tokio::select! { _ = ctrl_c => {}, _ = term => {} }
         tracing::info!("shutting down");
+        // Reads in flight stop now; ingest in flight finishes its commit.
+        let _ = stop.send(true);
     })
     .await?;
     upkeep.abort();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::client_address;
+    use std::net::IpAddr;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("address")
+    }
+
+    #[test]
+    fn the_client_is_the_rightmost_untrusted_forwarded_address() {
+        let trusted = [ip("10.0.0.1"), ip("10.0.0.2")];
+        let from = |peer: &str, xff: &[&'static str]| {
+            client_address(ip(peer), xff.iter().copied(), &trusted)
+        };
+        // An untrusted peer's header is ignored.
+        assert_eq!(from("203.0.113.9", &["1.2.3.4"]), ip("203.0.113.9"));
+        // A client that writes its own entry cannot choose its address.
+        assert_eq!(
+            from("10.0.0.1", &["6.6.6.6, 198.51.100.7"]),
+            ip("198.51.100.7")
+        );
+        // Through two trusted proxies, across two headers.
+        assert_eq!(
+            from("10.0.0.1", &["6.6.6.6, 198.51.100.7", "10.0.0.2"]),
+            ip("198.51.100.7")
+        );
+        // Only trusted hops: the leftmost; garbage ends the walk at the hop before it.
+        assert_eq!(from("10.0.0.1", &["10.0.0.2"]), ip("10.0.0.2"));
+        assert_eq!(
+            from("10.0.0.1", &["1.2.3.4, junk, 10.0.0.2"]),
+            ip("10.0.0.2")
+        );
+        assert_eq!(from("10.0.0.1", &[]), ip("10.0.0.1"));
+    }
 }

@@ -62,6 +62,13 @@ enum Command {
         /// soonest to expire are forgotten (every 10 s).
         #[arg(long, default_value_t = pipeline::MAX_SESSION_VISITORS)]
         session_visitors: usize,
+        /// Seconds a read (query, funnel, goals, realtime) may take before it is
+        /// stopped and answered 503.
+        #[arg(long, default_value_t = 10.0)]
+        read_budget: f64,
+        /// Reads running at once (default: one per core).
+        #[arg(long)]
+        read_slots: Option<usize>,
     },
     /// Imports hits (one per line) through the live pipeline.
     Import {
@@ -273,9 +280,25 @@ fn read_arg(arg: &str) -> Result<String, Fail> {
     }
 }
 
+/// The embedded store in `dir`, which must exist already (commands that only read
+/// or change what is there never create one): exit code 2 otherwise.
+async fn open_existing(dir: &Path) -> Result<(Arc<SqliteStore>, Stores), Fail> {
+    if !dir.join("beacon.sqlite").is_file() {
+        return Err(usage(format!(
+            "--data-dir: no store at {} (`beacon sites add` or `beacon import` make one)",
+            dir.display()
+        )));
+    }
+    open(dir).await
+}
+
 /// The embedded store in `dir`, as the traits the pipeline and requests use.
 async fn open(dir: &Path) -> Result<(Arc<SqliteStore>, Stores), Fail> {
-    let store = Arc::new(SqliteStore::open(dir).await?);
+    // A store that cannot be read is an unusable argument (exit 2), not a failure.
+    let store = Arc::new(SqliteStore::open(dir).await.map_err(|e| match e {
+        beacon_core::StoreError::Corrupt { .. } => usage(e.to_string()),
+        e => Fail(1, e.to_string()),
+    })?);
     let stores = Stores {
         events: Arc::clone(&store) as Arc<dyn EventStore>,
         config: Arc::clone(&store) as Arc<dyn ConfigStore>,
@@ -327,6 +350,8 @@ async fn run(cli: Cli) -> Result<(), Fail> {
             geoip_asn,
             queue,
             session_visitors,
+            read_budget,
+            read_slots,
         } => {
             let enricher = Enricher::builder()
                 .geo(geo(geoip_city.as_deref(), geoip_asn.as_deref())?)
@@ -341,7 +366,18 @@ async fn run(cli: Cli) -> Result<(), Fail> {
             let addr: std::net::SocketAddr = listen
                 .parse()
                 .map_err(|e| usage(format!("--listen {listen:?}: {e}")))?;
-            http::serve(pipeline, addr, trusted_proxies, queue.max(1)).await?;
+            if !(read_budget.is_finite() && read_budget > 0.0) {
+                return Err(usage("--read-budget: must be a positive number of seconds"));
+            }
+            let options = http::Options {
+                addr,
+                trusted_proxies,
+                queue: queue.max(1),
+                read_budget: std::time::Duration::from_secs_f64(read_budget.min(3600.0)),
+                read_slots: read_slots
+                    .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
+            };
+            http::serve(pipeline, options).await?;
             store.close().await;
             Ok(())
         }
@@ -388,7 +424,7 @@ async fn run(cli: Cli) -> Result<(), Fail> {
         }
         Command::Query { data_dir, json } => {
             let query = parsed(Query::from_json(&read_arg(&json)?), "query")?;
-            let (store, _) = open(&data_dir).await?;
+            let (store, _) = open_existing(&data_dir).await?;
             let started = std::time::Instant::now();
             let result = Analytics::new(&*store, &*store)
                 .query(&query, clock.now())
@@ -397,7 +433,7 @@ async fn run(cli: Cli) -> Result<(), Fail> {
         }
         Command::Funnel { data_dir, json } => {
             let f = parsed(Funnel::from_json(&read_arg(&json)?), "funnel")?;
-            let (store, _) = open(&data_dir).await?;
+            let (store, _) = open_existing(&data_dir).await?;
             answer(
                 Analytics::new(&*store, &*store)
                     .funnel(&f, clock.now())
@@ -439,7 +475,11 @@ async fn run(cli: Cli) -> Result<(), Fail> {
             Ok(())
         }
         Command::Sites { data_dir, action } => {
-            let (store, _) = open(&data_dir).await?;
+            // Adding a site makes a store; listing and removing read one.
+            let (store, _) = match action {
+                SitesAction::Add { .. } => open(&data_dir).await?,
+                _ => open_existing(&data_dir).await?,
+            };
             match action {
                 SitesAction::Add {
                     name,
@@ -482,7 +522,7 @@ async fn run(cli: Cli) -> Result<(), Fail> {
         }
         Command::Goals { data_dir, json } => {
             let req = parsed(GoalsRequest::from_json(&read_arg(&json)?), "goals request")?;
-            let (store, _) = open(&data_dir).await?;
+            let (store, _) = open_existing(&data_dir).await?;
             answer(
                 Analytics::new(&*store, &*store)
                     .goals(&req, clock.now())
@@ -491,7 +531,7 @@ async fn run(cli: Cli) -> Result<(), Fail> {
             )
         }
         Command::Webhooks { data_dir, action } => {
-            let (store, _) = open(&data_dir).await?;
+            let (store, _) = open_existing(&data_dir).await?;
             let provider_of = |p: &str| {
                 beacon_attribution::Provider::parse(p).ok_or_else(|| {
                     usage(format!(
@@ -547,7 +587,7 @@ async fn run(cli: Cli) -> Result<(), Fail> {
             visitor,
             all,
         } => {
-            let (store, _) = open(&data_dir).await?;
+            let (store, _) = open_existing(&data_dir).await?;
             let site = site.to_ascii_lowercase();
             if store.site(&site).await?.is_none() {
                 return Err(usage(format!("--site: unknown site {site:?}")));
@@ -612,10 +652,30 @@ fn csv_hit(headers: &csv::StringRecord, rec: &csv::StringRecord) -> Value {
 /// storage), and the rejected lines' messages.
 type Prepared = (u64, PreparedEvents, Vec<String>);
 
-/// A line as read: NDJSON text (parsed by a worker), or a CSV record already parsed.
+/// A line as read: NDJSON bytes (checked and parsed by a worker), or a CSV record
+/// already parsed; with the bytes its event id is derived from.
 enum Raw {
-    Json(String),
-    Parsed(Box<Result<Hit, beacon_core::ValidationError>>),
+    Json(Vec<u8>),
+    Parsed(Box<Result<Hit, beacon_core::ValidationError>>, Vec<u8>),
+}
+
+impl Raw {
+    /// The line's hit, or why it is not one.
+    fn hit(self) -> (Result<Hit, beacon_core::ValidationError>, Vec<u8>) {
+        match self {
+            Raw::Json(bytes) => {
+                let hit = match std::str::from_utf8(&bytes) {
+                    Ok(text) => Hit::from_json(text.as_bytes()),
+                    Err(e) => Err(beacon_core::ValidationError::new(
+                        "hit",
+                        format!("is not valid UTF-8 (at byte {})", e.valid_up_to()),
+                    )),
+                };
+                (hit, bytes)
+            }
+            Raw::Parsed(hit, bytes) => (*hit, bytes),
+        }
+    }
 }
 
 /// Reads lines into chunks on this thread; a worker per core parses, validates,
@@ -638,12 +698,10 @@ fn produce(
         let (mut events, mut errors) = (Vec::with_capacity(lines.len()), Vec::new());
         let mut sites = std::collections::HashMap::new();
         for (line_no, raw) in lines {
-            let parsed = match raw {
-                Raw::Json(text) => Hit::from_json(text.as_bytes()),
-                Raw::Parsed(hit) => *hit,
-            };
+            let (parsed, bytes) = raw.hit();
+            let id = pipeline::EventId::Line(line_no, &bytes);
             let prepared = match parsed {
-                Ok(h) => runtime.block_on(pipeline.prepare(h, &ctx, site, None, &mut sites)),
+                Ok(h) => runtime.block_on(pipeline.prepare(h, &ctx, site, None, id, &mut sites)),
                 Err(e) => Err(e.into()),
             };
             match prepared {
@@ -682,16 +740,27 @@ fn produce(
         let mut chunk = Vec::with_capacity(CHUNK);
         match format {
             Format::Ndjson => {
-                for (i, line) in reader.lines().enumerate() {
-                    let line_no = i as u64 + 1;
-                    let line = match line {
-                        Ok(l) => l,
+                // Bytes, not text: a line that is not UTF-8 is a rejected line.
+                let mut reader = reader;
+                let mut line_no = 0u64;
+                loop {
+                    let mut line = Vec::new();
+                    match reader.read_until(b'\n', &mut line) {
+                        Ok(0) => break,
+                        Ok(_) => {}
                         Err(e) => {
-                            let _ = tx.blocking_send(Err(usage(format!("line {line_no}: {e}"))));
+                            let _ = tx.blocking_send(Err(Fail(
+                                1,
+                                format!("reading line {}: {e}", line_no + 1),
+                            )));
                             return;
                         }
-                    };
-                    if line.trim().is_empty() {
+                    }
+                    line_no += 1;
+                    while line.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+                        line.pop();
+                    }
+                    if line.iter().all(u8::is_ascii_whitespace) {
                         continue;
                     }
                     chunk.push((line_no, Raw::Json(line)));
@@ -709,11 +778,34 @@ fn produce(
                         return;
                     }
                 };
-                for (i, rec) in r.records().enumerate() {
-                    let parsed = rec
-                        .map_err(|e| beacon_core::ValidationError::new("hit", e.to_string()))
-                        .and_then(|rec| Hit::from_value(&csv_hit(&headers, &rec)));
-                    chunk.push((i as u64 + 2, Raw::Parsed(Box::new(parsed))));
+                let mut last_line = 1u64;
+                for rec in r.byte_records() {
+                    // The line the record starts on (a quoted field may span lines).
+                    let line_no = match &rec {
+                        Ok(rec) => rec.position().map(|p| p.line()),
+                        Err(e) => e.position().map(|p| p.line()),
+                    }
+                    .unwrap_or(last_line + 1);
+                    last_line = line_no;
+                    let (parsed, bytes) = match rec {
+                        Ok(rec) => {
+                            let bytes = rec.as_slice().to_vec();
+                            let hit = csv::StringRecord::from_byte_record(rec)
+                                .map_err(|e| {
+                                    beacon_core::ValidationError::new(
+                                        "hit",
+                                        format!("is not valid UTF-8 ({e})"),
+                                    )
+                                })
+                                .and_then(|rec| Hit::from_value(&csv_hit(&headers, &rec)));
+                            (hit, bytes)
+                        }
+                        Err(e) => (
+                            Err(beacon_core::ValidationError::new("hit", e.to_string())),
+                            Vec::new(),
+                        ),
+                    };
+                    chunk.push((line_no, Raw::Parsed(Box::new(parsed), bytes)));
                     if chunk.len() >= CHUNK && !send(std::mem::take(&mut chunk)) {
                         return;
                     }

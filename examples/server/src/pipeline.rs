@@ -37,6 +37,38 @@ pub struct Origin {
     pub hints: ClientHints,
 }
 
+/// Where a hit's event id comes from.
+#[derive(Debug, Clone, Copy)]
+pub enum EventId<'a> {
+    /// The OS random source (live hits).
+    Random,
+    /// The line it came from: a line's number and bytes give the same id on every
+    /// run, so importing a file again stores none of it twice.
+    Line(u64, &'a [u8]),
+}
+
+impl EventId<'_> {
+    /// The id of an event at `at`: a UUIDv7 whose time part is `at` and whose other
+    /// bits are random, or a hash of the line.
+    fn make(&self, at: chrono::DateTime<chrono::Utc>) -> uuid::Uuid {
+        match self {
+            EventId::Random => new_event_id(at, &OsRandom),
+            EventId::Line(n, bytes) => {
+                use sha2::Digest;
+                let mut h = sha2::Sha256::new();
+                h.update(b"beacon import line");
+                h.update(n.to_le_bytes());
+                h.update(bytes);
+                let digest = h.finalize();
+                let mut rand = [0u8; 10];
+                rand.copy_from_slice(&digest[..10]);
+                let ms = u64::try_from(at.timestamp_millis()).unwrap_or(0);
+                uuid::Builder::from_unix_timestamp_millis(ms, &rand).into_uuid()
+            }
+        }
+    }
+}
+
 /// What the pipeline reads and writes.
 #[derive(Clone)]
 pub struct Stores {
@@ -155,6 +187,7 @@ impl Pipeline {
         ctx: &ValidationContext,
         default_site: Option<&str>,
         origin: Option<&Origin>,
+        id: EventId<'_>,
         sites: &mut HashMap<String, Site>,
     ) -> Result<Event, Rejection> {
         let mut v = hit.validate(ctx, default_site)?;
@@ -164,7 +197,7 @@ impl Pipeline {
         }
         let site = self.site(&v.event.site.clone(), sites).await?;
         let mut event = v.event;
-        event.id = new_event_id(event.timestamp, &OsRandom);
+        event.id = id.make(event.timestamp);
         let req = Request {
             ip: v.ip,
             user_agent: v.user_agent.as_deref(),

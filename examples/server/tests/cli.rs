@@ -84,6 +84,33 @@ fn import_query_restart_and_erase() {
         want,
         "durable across processes"
     );
+    // "all" is the whole history for every request kind, as an explicit range is.
+    for range in [json!("all"), json!(["2026-03-01", "2026-03-01"])] {
+        let f = json!({"site":"example.com","date_range":range,"steps":[{"page":"/"},{"page":"/pricing"}]});
+        let out = run(&["funnel", "--data-dir", dir, &f.to_string()], None);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let v: Value = serde_json::from_slice(&out.stdout).expect("funnel JSON");
+        let visitors: Vec<Value> = v["steps"]
+            .as_array()
+            .expect("steps")
+            .iter()
+            .map(|s| s["visitors"].clone())
+            .collect();
+        assert_eq!(visitors, [json!(2), json!(1)], "funnel over {range}");
+        let g = json!({"site":"example.com","date_range":range,"goals":[{"page":"/pricing"}]});
+        let out = run(&["goals", "--data-dir", dir, &g.to_string()], None);
+        let v: Value = serde_json::from_slice(&out.stdout).expect("goals JSON");
+        assert_eq!(v["goals"][0]["conversions"], json!(1), "goals over {range}");
+        let mut a = q.clone();
+        a["date_range"] = range.clone();
+        a["metrics"] = json!(["revenue"]);
+        a["attribution"] = json!({"model": "first_touch"});
+        assert_eq!(
+            rows(&query(dir, a)),
+            [(json!([null]), json!([49.0]))],
+            "attribution over {range}"
+        );
+    }
 
     let erase = run(
         &[

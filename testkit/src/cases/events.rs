@@ -1428,7 +1428,7 @@ pub(super) async fn erase_reaches_every_request_kind(store: &dyn EventStore) {
 /// Requests built in Rust are held to the JSON rules: each refusal names the field.
 pub(super) async fn invalid_requests_built_in_rust_are_refused(store: &dyn EventStore) {
     let f = Fixture::new(store, site("rust-built"), main_fixture()).await;
-    let (s, d, now) = (&f.site, f.site.domain.clone(), f.now);
+    let (s, d, cx) = (&f.site, f.site.domain.clone(), f.cx());
     let query = |edit: &dyn Fn(&mut Query)| {
         let mut q = Query::new(d.clone());
         edit(&mut q);
@@ -1460,28 +1460,28 @@ pub(super) async fn invalid_requests_built_in_rust_are_refused(store: &dyn Event
         (query(&|q| q.limit = 0), "limit"),
     ];
     for (q, field) in cases {
-        let e = store.query(s, &q, now).await.expect_err("refused");
+        let e = store.query(s, &q, &cx).await.expect_err("refused");
         assert_eq!(field_of(&e), field, "{q:?}");
     }
     let mut funnel = Funnel::new(d.clone(), vec![]);
-    let e = store.funnel(s, &funnel, now).await.expect_err("refused");
+    let e = store.funnel(s, &funnel, &cx).await.expect_err("refused");
     assert_eq!(field_of(&e), "steps");
     funnel.steps = vec![StepMatch::Page("/".into())];
     funnel.window_ms = 0;
-    let e = store.funnel(s, &funnel, now).await.expect_err("refused");
+    let e = store.funnel(s, &funnel, &cx).await.expect_err("refused");
     assert_eq!(field_of(&e), "window");
     let goals = GoalsRequest::new(d.clone(), vec![]);
-    let e = store.goals(s, &goals, now).await.expect_err("refused");
+    let e = store.goals(s, &goals, &cx).await.expect_err("refused");
     assert_eq!(field_of(&e), "goals");
     let goals = GoalsRequest::new(
         d.clone(),
         vec![GoalDefinition::new("", GoalMatch::Page("/".into()))],
     );
-    let e = store.goals(s, &goals, now).await.expect_err("refused");
+    let e = store.goals(s, &goals, &cx).await.expect_err("refused");
     assert_eq!(field_of(&e), "goals[0].name");
     let mut rt = RealtimeRequest::new(d.clone());
     rt.minutes = 0;
-    let e = store.realtime(s, &rt, now).await.expect_err("refused");
+    let e = store.realtime(s, &rt, &cx).await.expect_err("refused");
     assert_eq!(field_of(&e), "minutes");
 }
 
@@ -1489,6 +1489,9 @@ pub(super) async fn invalid_requests_built_in_rust_are_refused(store: &dyn Event
 pub(super) async fn a_request_for_another_site_is_refused(store: &dyn EventStore) {
     let f = Fixture::new(store, site("other-site"), main_fixture()).await;
     let q = Query::new("elsewhere.conformance.test");
-    let e = store.query(&f.site, &q, f.now).await.expect_err("refused");
+    let e = store
+        .query(&f.site, &q, &f.cx())
+        .await
+        .expect_err("refused");
     assert_eq!(field_of(&e), "site");
 }
