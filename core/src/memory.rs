@@ -100,6 +100,27 @@ impl MemoryStore {
         self.read().get(site).is_some_and(|d| d.holds(id.as_u128()))
     }
 
+    /// For each event, whether the store holds an event of its site with its id
+    /// (under one lock for the batch).
+    pub fn holds_each(&self, events: &[&Event]) -> Vec<bool> {
+        let sites = self.read();
+        let mut last: Option<(&str, Option<&SiteData>)> = None;
+        events
+            .iter()
+            .map(|e| {
+                let data = match last {
+                    Some((site, d)) if site == e.site => d,
+                    _ => {
+                        let d = sites.get(&e.site);
+                        last = Some((&e.site, d));
+                        d
+                    }
+                };
+                data.is_some_and(|d| d.holds(e.id.as_u128()))
+            })
+            .collect()
+    }
+
     /// Appends events (synchronous form of [`EventStore::append`]).
     pub fn append_sync(&self, events: &[Event]) -> Result<AppendReport, StoreError> {
         let mut sites = self.write();
@@ -501,5 +522,63 @@ impl ConfigStore for MemoryStore {
         scope: Option<&str>,
     ) -> Result<Vec<ConfigRecord>, StoreError> {
         self.config.list(kind, scope).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::context::Cancel;
+
+    /// A cancelled request stops with `Stopped`, whichever engine runs it.
+    #[test]
+    fn a_cancelled_request_stops() {
+        let store = MemoryStore::new();
+        let events: Vec<Event> = (0..10_000u32)
+            .map(|i| {
+                let mut e = Event {
+                    id: uuid::Uuid::from_u128(u128::from(i) + 1),
+                    site: "a.com".into(),
+                    timestamp: DateTime::from_timestamp_millis(
+                        1_772_352_000_000 + i64::from(i) * 1000,
+                    )
+                    .expect("time"),
+                    ..Event::default()
+                };
+                e.identity.visitor_id = format!("v{}", i % 97);
+                e.page.path = format!("/p/{}", i % 301);
+                e
+            })
+            .collect();
+        store.append_sync(&events).expect("append");
+        let site = Site::new("a.com");
+        let now = DateTime::from_timestamp_millis(1_772_400_000_000).expect("now");
+        let cancel = Cancel::new();
+        let cx = Context::at(now).with_cancel(cancel.clone());
+        let q = Query::from_json(r#"{"site":"a.com","date_range":"all","dimensions":["page"]}"#)
+            .expect("query");
+        assert!(store.query_sync(&site, &q, &cx).is_ok());
+        cancel.cancel();
+        let stopped = |r: Result<(), StoreError>| {
+            assert!(
+                matches!(r, Err(StoreError::Query(crate::QueryError::Stopped))),
+                "{r:?}"
+            )
+        };
+        stopped(store.query_sync(&site, &q, &cx).map(|_| ()));
+        let f =
+            Funnel::from_json(r#"{"site":"a.com","date_range":"all","steps":[{"page":"/p/*"}]}"#)
+                .expect("funnel");
+        stopped(store.funnel_sync(&site, &f, &cx).map(|_| ()));
+        let g = GoalsRequest::from_json(
+            r#"{"site":"a.com","date_range":"all","goals":[{"page":"/p/1"}]}"#,
+        )
+        .expect("goals");
+        stopped(store.goals_sync(&site, &g, &cx).map(|_| ()));
+        stopped(
+            store
+                .realtime_sync(&site, &RealtimeRequest::new("a.com"), &cx)
+                .map(|_| ()),
+        );
     }
 }

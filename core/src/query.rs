@@ -209,8 +209,11 @@ pub struct Pattern {
 impl Pattern {
     /// Compiles `source` (size-limited, so a query cannot exhaust memory).
     pub fn new(source: &str) -> Result<Self, regex::Error> {
+        // 1 MB compiled and 1 MB of lazy-DFA cache each: with at most
+        // `Query::MAX_FILTERS` conditions, a query's patterns hold ~100 MB at most.
         let regex = regex::RegexBuilder::new(source)
             .size_limit(1 << 20)
+            .dfa_size_limit(1 << 20)
             .build()?;
         Ok(Self {
             source: source.to_owned(),
@@ -508,6 +511,13 @@ pub struct Query {
 impl Query {
     /// Most dimensions in one query.
     pub const MAX_DIMENSIONS: usize = 4;
+    /// Most filter conditions (`is`, `is_not`, `contains`, `matches`) in one query,
+    /// nested ones included.
+    pub const MAX_FILTERS: usize = 50;
+    /// Most values in one condition.
+    pub const MAX_FILTER_VALUES: usize = 100;
+    /// Longest value of a condition, and longest regular expression, bytes.
+    pub const MAX_PATTERN_BYTES: usize = 500;
     /// Default `limit`.
     pub const DEFAULT_LIMIT: usize = 10_000;
 
@@ -609,9 +619,10 @@ impl Query {
             let arr = f
                 .as_array()
                 .ok_or_else(|| QueryError::invalid("filters", "must be an array of filters"))?;
+            let mut leaves = 0;
             for (i, x) in arr.iter().enumerate() {
                 q.filters
-                    .push(parse_filter(x, &format!("filters[{i}]"), 0)?);
+                    .push(parse_filter(x, &format!("filters[{i}]"), 0, &mut leaves)?);
             }
         }
         if let Some(o) = obj.get("order_by") {
@@ -730,8 +741,9 @@ impl Query {
                 ));
             }
         }
+        let mut leaves = 0;
         for (i, f) in self.filters.iter().enumerate() {
-            validate_filter(f, &format!("filters[{i}]"), 0)?;
+            validate_filter(f, &format!("filters[{i}]"), 0, &mut leaves)?;
         }
         for (i, (key, _)) in self.order_by.iter().enumerate() {
             let field = format!("order_by[{i}]");
@@ -887,18 +899,80 @@ pub(crate) fn validate_date_range(r: &DateRange) -> Result<(), QueryError> {
 /// Most nesting of `and`, `or` and `not`.
 const MAX_FILTER_DEPTH: usize = 16;
 
-fn validate_filter(f: &Filter, field: &str, depth: usize) -> Result<(), QueryError> {
+fn too_many_filters(field: &str) -> QueryError {
+    QueryError::invalid(
+        field,
+        format!(
+            "a query has at most {} filter conditions",
+            Query::MAX_FILTERS
+        ),
+    )
+}
+
+fn too_many_values(field: &str) -> QueryError {
+    QueryError::invalid(
+        field,
+        format!(
+            "a condition has at most {} values",
+            Query::MAX_FILTER_VALUES
+        ),
+    )
+}
+
+fn pattern_too_long(field: &str) -> QueryError {
+    QueryError::invalid(
+        field,
+        format!(
+            "a value or pattern is at most {} bytes",
+            Query::MAX_PATTERN_BYTES
+        ),
+    )
+}
+
+fn validate_filter(
+    f: &Filter,
+    field: &str,
+    depth: usize,
+    leaves: &mut usize,
+) -> Result<(), QueryError> {
     if depth > MAX_FILTER_DEPTH {
         return Err(QueryError::invalid(field, "filters nest at most 16 deep"));
+    }
+    if matches!(
+        f,
+        Filter::Is(..) | Filter::IsNot(..) | Filter::Contains(..) | Filter::Matches(..)
+    ) {
+        *leaves += 1;
+        if *leaves > Query::MAX_FILTERS {
+            return Err(too_many_filters(field));
+        }
+        let (count, longest) = match f {
+            Filter::Is(_, v) | Filter::IsNot(_, v) => (
+                v.len(),
+                v.iter().flatten().map(String::len).max().unwrap_or(0),
+            ),
+            Filter::Contains(_, v) => (v.len(), v.iter().map(String::len).max().unwrap_or(0)),
+            Filter::Matches(_, v) => (
+                v.len(),
+                v.iter().map(|p| p.as_str().len()).max().unwrap_or(0),
+            ),
+            _ => (0, 0),
+        };
+        if count > Query::MAX_FILTER_VALUES {
+            return Err(too_many_values(&format!("{field}[2]")));
+        }
+        if longest > Query::MAX_PATTERN_BYTES {
+            return Err(pattern_too_long(&format!("{field}[2]")));
+        }
     }
     match f {
         Filter::And(fs) | Filter::Or(fs) => {
             for (i, g) in fs.iter().enumerate() {
-                validate_filter(g, &format!("{field}[1][{i}]"), depth + 1)?;
+                validate_filter(g, &format!("{field}[1][{i}]"), depth + 1, leaves)?;
             }
             Ok(())
         }
-        Filter::Not(g) => validate_filter(g, &format!("{field}[1]"), depth + 1),
+        Filter::Not(g) => validate_filter(g, &format!("{field}[1]"), depth + 1, leaves),
         Filter::Is(d, _) | Filter::IsNot(d, _) | Filter::Contains(d, _) | Filter::Matches(d, _) => {
             match d {
                 Dimension::Time(_) => Err(QueryError::invalid(
@@ -984,7 +1058,12 @@ fn parse_date_range(v: &Value) -> Result<DateRange, QueryError> {
     }
 }
 
-fn parse_filter(v: &Value, field: &str, depth: usize) -> Result<Filter, QueryError> {
+fn parse_filter(
+    v: &Value,
+    field: &str,
+    depth: usize,
+    leaves: &mut usize,
+) -> Result<Filter, QueryError> {
     if depth > MAX_FILTER_DEPTH {
         return Err(QueryError::invalid(field, "filters nest at most 16 deep"));
     }
@@ -1010,7 +1089,7 @@ fn parse_filter(v: &Value, field: &str, depth: usize) -> Result<Filter, QueryErr
             let fs = list
                 .iter()
                 .enumerate()
-                .map(|(i, f)| parse_filter(f, &format!("{field}[1][{i}]"), depth + 1))
+                .map(|(i, f)| parse_filter(f, &format!("{field}[1][{i}]"), depth + 1, leaves))
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(if op == "and" {
                 Filter::And(fs)
@@ -1026,9 +1105,15 @@ fn parse_filter(v: &Value, field: &str, depth: usize) -> Result<Filter, QueryErr
                 inner,
                 &format!("{field}[1]"),
                 depth + 1,
+                leaves,
             )?)))
         }
         "is" | "is_not" | "contains" | "matches" => {
+            // Counted before anything is compiled: a flood of filters costs nothing.
+            *leaves += 1;
+            if *leaves > Query::MAX_FILTERS {
+                return Err(too_many_filters(field));
+            }
             if arr.len() != 3 {
                 return Err(QueryError::invalid(
                     field,
@@ -1050,6 +1135,9 @@ fn parse_filter(v: &Value, field: &str, depth: usize) -> Result<Filter, QueryErr
             let vals = arr[2].as_array().ok_or_else(|| {
                 QueryError::invalid(format!("{field}[2]"), "must be an array of values")
             })?;
+            if vals.len() > Query::MAX_FILTER_VALUES {
+                return Err(too_many_values(&format!("{field}[2]")));
+            }
             let vfield = |i: usize| format!("{field}[2][{i}]");
             match op {
                 "is" | "is_not" => {
@@ -1088,6 +1176,9 @@ fn parse_filter(v: &Value, field: &str, depth: usize) -> Result<Filter, QueryErr
                             let s = x.as_str().ok_or_else(|| {
                                 QueryError::invalid(vfield(i), "must be a string")
                             })?;
+                            if s.len() > Query::MAX_PATTERN_BYTES {
+                                return Err(pattern_too_long(&vfield(i)));
+                            }
                             Pattern::new(s).map_err(|e| {
                                 QueryError::invalid(
                                     vfield(i),
@@ -1252,6 +1343,47 @@ mod tests {
             ),
             "dimensions[0]"
         );
+    }
+
+    #[test]
+    fn floods_of_filters_values_and_patterns_are_refused_before_compiling() {
+        let leaves = |n: usize| {
+            let f: Vec<Value> = (0..n)
+                .map(|_| json!(["matches", "page", ["\\w{20}N"]]))
+                .collect();
+            json!({"site": "a", "filters": f})
+        };
+        if let Err(e) = Query::from_value(&leaves(50)) {
+            panic!("{e}");
+        }
+        let e = Query::from_value(&leaves(800)).unwrap_err().to_string();
+        assert!(
+            e.starts_with("filters[50]: a query has at most 50 filter conditions"),
+            "{e}"
+        );
+        let nested = json!({"site": "a", "filters": [["or", (0..60).map(|_| json!(["is", "page", ["/"]])).collect::<Vec<_>>()]]});
+        assert!(Query::from_value(&nested)
+            .unwrap_err()
+            .to_string()
+            .contains("at most 50"));
+        let values: Vec<String> = (0..101).map(|i| format!("/{i}")).collect();
+        assert_eq!(
+            field(&json!({"site": "a", "filters": [["is", "page", values]]}).to_string()),
+            "filters[0][2]"
+        );
+        let long = "a".repeat(501);
+        assert_eq!(
+            field(&json!({"site": "a", "filters": [["matches", "page", [long]]]}).to_string()),
+            "filters[0][2][0]"
+        );
+        // The same rules hold for a query built in Rust.
+        let mut q = Query::new("a");
+        q.filters = (0..51)
+            .map(|_| Filter::Contains(Dimension::Page, vec!["x".into()]))
+            .collect();
+        assert!(q.validate().is_err());
+        q.filters = vec![Filter::Contains(Dimension::Page, vec!["x".repeat(501)])];
+        assert!(q.validate().is_err());
     }
 
     #[test]

@@ -123,11 +123,19 @@ async fn checkpoint_in_background(pool: SqlitePool) {
 /// `events`; and the ids of the others.
 fn fresh<'e>(memory: &MemoryStore, events: &'e [Event]) -> (Vec<&'e Event>, Vec<uuid::Uuid>) {
     let mut seen: HashSet<(&str, uuid::Uuid)> = HashSet::new();
-    let (mut new, mut dup) = (Vec::with_capacity(events.len()), Vec::new());
+    let mut candidates = Vec::with_capacity(events.len());
+    let mut dup = Vec::new();
     for e in events {
-        let known = !e.id.is_nil()
-            && (!seen.insert((e.site.as_str(), e.id)) || memory.holds_sync(&e.site, e.id));
-        if known {
+        if !e.id.is_nil() && !seen.insert((e.site.as_str(), e.id)) {
+            dup.push(e.id);
+        } else {
+            candidates.push(e);
+        }
+    }
+    let held = memory.holds_each(&candidates);
+    let mut new = Vec::with_capacity(candidates.len());
+    for (e, held) in candidates.into_iter().zip(held) {
+        if held {
             dup.push(e.id);
         } else {
             new.push(e);

@@ -38,12 +38,15 @@ pub enum CommitError {
 #[derive(Debug, Clone)]
 pub struct Committer {
     tx: mpsc::Sender<(Vec<Event>, Reply)>,
+    failing: Arc<std::sync::Mutex<Option<(String, std::time::Instant)>>>,
 }
 
 impl Committer {
     /// Starts the writer over `events` with a queue of `capacity` requests.
     pub fn start(events: Arc<dyn EventStore>, capacity: usize) -> Self {
         let (tx, mut rx) = mpsc::channel::<(Vec<Event>, Reply)>(capacity);
+        let failing = Arc::new(std::sync::Mutex::new(None));
+        let health = Arc::clone(&failing);
         tokio::spawn(async move {
             let mut batch: Vec<Event> = Vec::new();
             let mut replies: Vec<Reply> = Vec::new();
@@ -68,8 +71,24 @@ impl Committer {
                         retry_after: e.retry_after(),
                         message: e.to_string(),
                     });
-                if let Err(e) = &result {
-                    tracing::error!(error = %e.message, events = batch.len(), "group commit failed");
+                {
+                    let mut failing = health.lock().unwrap_or_else(|e| e.into_inner());
+                    match &result {
+                        Err(e) => {
+                            tracing::error!(error = %e.message, events = batch.len(), "group commit failed");
+                            if failing.is_none() {
+                                *failing = Some((e.message.clone(), std::time::Instant::now()));
+                            }
+                        }
+                        Ok(_) => {
+                            if let Some((_, since)) = failing.take() {
+                                tracing::info!(
+                                    failing_s = since.elapsed().as_secs(),
+                                    "commits succeed again"
+                                );
+                            }
+                        }
+                    }
                 }
                 for r in replies.drain(..) {
                     let _ = r.send(result.clone());
@@ -77,7 +96,16 @@ impl Committer {
                 batch.clear();
             }
         });
-        Self { tx }
+        Self { tx, failing }
+    }
+
+    /// Why commits are failing and since when, while they are (until one succeeds).
+    pub fn failing(&self) -> Option<(String, Duration)> {
+        self.failing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|(why, since)| (why.clone(), since.elapsed()))
     }
 
     /// Commits `events`; returns, once they are durable, how many were stored (the

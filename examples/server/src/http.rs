@@ -455,15 +455,24 @@ async fn webhook(
     Ok(Json(json!({ "stored": stored })).into_response())
 }
 
-async fn health(State(app): State<Arc<App>>) -> Result<Json<Value>, ApiError> {
+/// `{"status": "ok", ...}`, or while commits fail, 503 with `"status": "degraded"`
+/// and the reason (cleared by the next commit that succeeds).
+async fn health(State(app): State<Arc<App>>) -> Result<Response, ApiError> {
     let stats = app.pipeline.events.stats().await?;
     let visitors = app.pipeline.sessions.visitors().await?;
-    Ok(Json(json!({
+    let mut body = json!({
         "status": "ok",
         "events": stats.events,
         "event_heap_bytes": stats.heap_bytes,
         "session_visitors": visitors,
-    })))
+    });
+    if let Some((why, since)) = app.committer.failing() {
+        body["status"] = json!("degraded");
+        body["reason"] = json!(format!("commits are failing: {why}"));
+        body["failing_for_s"] = json!(since.as_secs());
+        return Ok((StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response());
+    }
+    Ok(Json(body).into_response())
 }
 
 /// The tracking script (minified; see assets/README.md).
@@ -610,6 +619,10 @@ pub struct Options {
     pub read_budget: Duration,
     /// Reads running at once.
     pub read_slots: usize,
+    /// Connections open at once.
+    pub max_connections: usize,
+    /// How long a client may take to send a request's headers.
+    pub header_read_timeout: Duration,
 }
 
 /// Serves until Ctrl-C or SIGTERM; whatever was acknowledged is already committed.
@@ -619,7 +632,7 @@ pub async fn serve(pipeline: Arc<Pipeline>, options: Options) -> std::io::Result
     let app = Arc::new(App {
         pipeline,
         committer,
-        trusted_proxies: options.trusted_proxies,
+        trusted_proxies: options.trusted_proxies.clone(),
         compute: Compute {
             slots: Arc::new(tokio::sync::Semaphore::new(options.read_slots.max(1))),
             budget: options.read_budget,
@@ -651,30 +664,104 @@ pub async fn serve(pipeline: Arc<Pipeline>, options: Options) -> std::io::Result
         .with_state(app);
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(address = %listener.local_addr()?, "listening");
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
-        let ctrl_c = tokio::signal::ctrl_c();
-        #[cfg(unix)]
-        let term = async {
-            if let Ok(mut s) =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            {
-                s.recv().await;
-            }
-        };
-        #[cfg(not(unix))]
-        let term = std::future::pending::<()>();
-        tokio::select! { _ = ctrl_c => {}, _ = term => {} }
-        tracing::info!("shutting down");
-        // Reads in flight stop now; ingest in flight finishes its commit.
-        let _ = stop.send(true);
-    })
-    .await?;
+    serve_connections(listener, router, &options, stop).await;
     upkeep.abort();
     Ok(())
+}
+
+/// How long open connections are given to finish after a shutdown signal.
+const DRAIN_FOR: Duration = Duration::from_secs(5);
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
+/// Accepts connections until a shutdown signal: each served by hyper with a
+/// header-read timeout, at most `max_connections` at once (past that a new
+/// connection is closed at once). On the signal: no new connections, reads in
+/// flight are stopped (`stop`), requests in flight (ingest waiting on its commit)
+/// get [`DRAIN_FOR`] to finish, then the rest are dropped.
+async fn serve_connections(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    options: &Options,
+    stop: tokio::sync::watch::Sender<bool>,
+) {
+    let max_connections = options.max_connections;
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(options.header_read_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(options.header_read_timeout));
+    let slots = Arc::new(tokio::sync::Semaphore::new(max_connections.max(1)));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let signal = shutdown_signal();
+    tokio::pin!(signal);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors, say: wait a little, never spin.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut signal => break,
+        };
+        let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
+            tracing::warn!(peer = %peer, max_connections, "connection refused: at the connection limit");
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let service = tower::ServiceExt::map_request(
+            router.clone(),
+            move |mut req: axum::http::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(ConnectInfo(peer));
+                req
+            },
+        );
+        let conn = builder
+            .serve_connection(
+                TokioIo::new(stream),
+                hyper_util::service::TowerToHyperService::new(service),
+            )
+            .into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(peer = %peer, error = %e, "connection ended");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    tracing::info!("shutting down");
+    // Reads in flight stop now; ingest in flight finishes its commit.
+    let _ = stop.send(true);
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(DRAIN_FOR) => {
+            tracing::warn!(drain_s = DRAIN_FOR.as_secs(), "connections still open after the drain; closing them");
+        }
+    }
 }
 
 #[cfg(test)]

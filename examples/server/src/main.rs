@@ -69,6 +69,13 @@ enum Command {
         /// Reads running at once (default: one per core).
         #[arg(long)]
         read_slots: Option<usize>,
+        /// Connections open at once; past it, new ones are closed.
+        #[arg(long, default_value_t = 10_000)]
+        max_connections: usize,
+        /// Seconds a client may take to send a request's headers before its
+        /// connection is closed.
+        #[arg(long, default_value_t = 10.0)]
+        header_read_timeout: f64,
     },
     /// Imports hits (one per line) through the live pipeline.
     Import {
@@ -352,6 +359,8 @@ async fn run(cli: Cli) -> Result<(), Fail> {
             session_visitors,
             read_budget,
             read_slots,
+            max_connections,
+            header_read_timeout,
         } => {
             let enricher = Enricher::builder()
                 .geo(geo(geoip_city.as_deref(), geoip_asn.as_deref())?)
@@ -366,16 +375,26 @@ async fn run(cli: Cli) -> Result<(), Fail> {
             let addr: std::net::SocketAddr = listen
                 .parse()
                 .map_err(|e| usage(format!("--listen {listen:?}: {e}")))?;
-            if !(read_budget.is_finite() && read_budget > 0.0) {
-                return Err(usage("--read-budget: must be a positive number of seconds"));
-            }
+            let seconds = |flag: &str, s: f64| {
+                if s.is_finite() && s > 0.0 {
+                    Ok(std::time::Duration::from_secs_f64(s.min(3600.0)))
+                } else {
+                    Err(usage(format!(
+                        "--{flag}: must be a positive number of seconds"
+                    )))
+                }
+            };
+            let read_budget = seconds("read-budget", read_budget)?;
+            let header_read_timeout = seconds("header-read-timeout", header_read_timeout)?;
             let options = http::Options {
                 addr,
                 trusted_proxies,
                 queue: queue.max(1),
-                read_budget: std::time::Duration::from_secs_f64(read_budget.min(3600.0)),
+                read_budget,
                 read_slots: read_slots
                     .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
+                max_connections,
+                header_read_timeout,
             };
             http::serve(pipeline, options).await?;
             store.close().await;

@@ -127,7 +127,8 @@ fn signed_payments_become_revenue_credited_to_their_source() {
     let intent = json!({"id": "evt_intent", "type": "payment_intent.succeeded", "created": paid_at,
         "data": {"object": {"id": "pi_1", "amount": 4900, "amount_received": 4900, "currency": "usd",
         "metadata": {"beacon_visitor_id": "visitor-1"}}}});
-    assert_eq!(stripe(port, &intent).0, 200);
+    // Stored once: the second notification reports nothing stored (issue 14, defect 7).
+    assert_eq!(stripe(port, &intent), (200, json!({"stored": 0})));
     assert_eq!(
         attribution(port),
         vec![(json!(["Google"]), json!([49.0, 1.0]))]
