@@ -289,6 +289,56 @@ impl Hit {
         Self::from_value(&value)
     }
 
+    /// Parses a hit from named text fields, as a CSV import's columns give them:
+    /// names are hit fields, a dot nests (`revenue.amount`, `props.plan`,
+    /// `engagement.time_ms`), `screen` and `viewport` are `1920x1080`, empty values
+    /// are absent.
+    pub fn from_fields<'a>(
+        fields: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<Hit, ValidationError> {
+        let mut obj = Map::new();
+        for (name, text) in fields {
+            if text.is_empty() {
+                continue;
+            }
+            let value = match name {
+                "screen" | "viewport" => match text.split_once('x') {
+                    Some((w, h)) => serde_json::json!([
+                        w.parse::<u64>().unwrap_or(u64::MAX),
+                        h.parse::<u64>().unwrap_or(u64::MAX)
+                    ]),
+                    None => Value::from(text),
+                },
+                "engagement.time_ms" | "engagement.scroll_depth" | "pixel_ratio" => {
+                    text.parse::<f64>().map_or(Value::from(text), Value::from)
+                }
+                _ => Value::from(text),
+            };
+            match name.split_once('.') {
+                Some((outer, inner)) => {
+                    let o = obj
+                        .entry(outer.to_owned())
+                        .or_insert_with(|| Value::Object(Default::default()));
+                    if let Some(m) = o.as_object_mut() {
+                        m.insert(inner.to_owned(), value);
+                    }
+                }
+                None => {
+                    obj.insert(name.to_owned(), value);
+                }
+            }
+        }
+        // Integral engagement figures, as the hit format wants.
+        if let Some(e) = obj.get_mut("engagement").and_then(Value::as_object_mut) {
+            for v in e.values_mut() {
+                if let Some(f) = v.as_f64().filter(|f| f.fract() == 0.0 && *f >= 0.0) {
+                    *v = Value::from(f as u64);
+                }
+            }
+        }
+        Hit::from_value(&Value::Object(obj))
+    }
+
     /// Parses a hit from a JSON value (see [`Hit::from_json`]).
     pub fn from_value(value: &Value) -> Result<Hit, ValidationError> {
         let Value::Object(obj) = value else {

@@ -623,50 +623,6 @@ async fn run(cli: Cli) -> Result<(), Fail> {
     }
 }
 
-/// Turns a CSV record into a hit object: columns are hit fields, dotted names nest
-/// (`revenue.amount`, `props.plan`, `engagement.time_ms`), `screen` is `1920x1080`.
-fn csv_hit(headers: &csv::StringRecord, rec: &csv::StringRecord) -> Value {
-    let mut obj = serde_json::Map::new();
-    for (h, v) in headers.iter().zip(rec.iter()) {
-        if v.is_empty() {
-            continue;
-        }
-        let value = match h {
-            "screen" | "viewport" => match v.split_once('x') {
-                Some((w, hh)) => json!([
-                    w.parse::<u64>().unwrap_or(u64::MAX),
-                    hh.parse::<u64>().unwrap_or(u64::MAX)
-                ]),
-                None => json!(v),
-            },
-            "engagement.time_ms" | "engagement.scroll_depth" | "pixel_ratio" => {
-                v.parse::<f64>().map_or(json!(v), |n| json!(n))
-            }
-            _ => json!(v),
-        };
-        match h.split_once('.') {
-            Some((outer, inner)) => {
-                let o = obj.entry(outer.to_owned()).or_insert_with(|| json!({}));
-                if let Some(m) = o.as_object_mut() {
-                    m.insert(inner.to_owned(), value);
-                }
-            }
-            None => {
-                obj.insert(h.to_owned(), value);
-            }
-        }
-    }
-    // Integral engagement figures, as the hit format wants.
-    if let Some(e) = obj.get_mut("engagement").and_then(Value::as_object_mut) {
-        for v in e.values_mut() {
-            if let Some(f) = v.as_f64().filter(|f| f.fract() == 0.0 && *f >= 0.0) {
-                *v = json!(f as u64);
-            }
-        }
-    }
-    Value::Object(obj)
-}
-
 /// One chunk of prepared lines: its sequence number, the events (encoded for
 /// storage), and the rejected lines' messages.
 type Prepared = (u64, PreparedEvents, Vec<String>);
@@ -816,7 +772,7 @@ fn produce(
                                         format!("is not valid UTF-8 ({e})"),
                                     )
                                 })
-                                .and_then(|rec| Hit::from_value(&csv_hit(&headers, &rec)));
+                                .and_then(|rec| Hit::from_fields(headers.iter().zip(rec.iter())));
                             (hit, bytes)
                         }
                         Err(e) => (

@@ -554,3 +554,37 @@ fn http_errors_are_json_and_half_sent_requests_are_closed() {
     );
     stop(server);
 }
+
+/// Issue 14 (HTTP hardening): past `--max-connections`, a new connection is closed
+/// at once; once one closes, requests are served again.
+#[test]
+fn connections_past_the_limit_are_closed() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let dir = tmp.path().to_str().expect("path");
+    add_site(dir, "conn.test");
+    let port = free_port();
+    let server = serve_with(
+        dir,
+        port,
+        &["--max-connections", "2", "--header-read-timeout", "30"],
+    );
+    let idle: Vec<std::net::TcpStream> = (0..2)
+        .map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect"))
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut third = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    third
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut buf = [0u8; 16];
+    let n = third.read(&mut buf).unwrap_or(0);
+    assert_eq!(n, 0, "the third connection is closed without an answer");
+    drop(idle);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        get(port, "/healthz").0,
+        200,
+        "served again once there is room"
+    );
+    stop(server);
+}

@@ -10,6 +10,11 @@
 //! then grows with every hit until its cap); by default 40 visitors per connection
 //! come back again and again.
 //!
+//! A soak: `--rate 3000` bounds the hits per second (over all connections),
+//! `--queries 4` adds connections that ask queries, funnels, goals and realtime in
+//! a loop; at the end the events the server stores for the site are compared with
+//! the hits it acknowledged.
+//!
 //! `loadgen --peer 127.0.0.1:8001` serves the peer instead: an axum server that
 //! answers every hit 202 and does nothing else. Loading it the same way, in the same
 //! run, measures what the machine and the load generator allow.
@@ -30,6 +35,8 @@ struct Args {
     pid: Option<u32>,
     peer: Option<String>,
     unique_visitors: bool,
+    rate: Option<f64>,
+    queries: usize,
 }
 
 fn args() -> Args {
@@ -41,6 +48,8 @@ fn args() -> Args {
         pid: None,
         peer: None,
         unique_visitors: false,
+        rate: None,
+        queries: 0,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -56,6 +65,8 @@ fn args() -> Args {
             "--seconds" => a.seconds = v.parse().unwrap_or(60).min(600),
             "--pid" => a.pid = v.parse().ok(),
             "--peer" => a.peer = Some(v),
+            "--rate" => a.rate = v.parse().ok().filter(|r: &f64| *r > 0.0),
+            "--queries" => a.queries = v.parse().unwrap_or(0),
             _ => {}
         }
     }
@@ -98,7 +109,8 @@ async fn client(
     start: Instant,
     until: Instant,
     unique: bool,
-) -> std::io::Result<(Vec<(u32, u32)>, BTreeMap<u16, u64>)> {
+    interval: Option<Duration>,
+) -> std::io::Result<(Vec<(u32, u32)>, BTreeMap<u16, u64>, u64)> {
     let stream = TcpStream::connect(&addr).await?;
     stream.set_nodelay(true)?;
     let (r, mut w) = stream.into_split();
@@ -106,8 +118,15 @@ async fn client(
     let mut lat = Vec::new();
     let mut statuses = BTreeMap::new();
     let mut i = 0u64;
+    let mut accepted = 0u64;
     let mut line = String::new();
     while Instant::now() < until {
+        if let Some(every) = interval {
+            let due = start + every * (i as u32);
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                tokio::time::sleep(wait).await;
+            }
+        }
         i += 1;
         let visitor = if unique { i } else { i % 40 };
         let body = format!(
@@ -142,6 +161,12 @@ async fn client(
         }
         let mut buf = vec![0u8; len];
         r.read_exact(&mut buf).await?;
+        if status == 202 {
+            accepted += serde_json::from_slice::<serde_json::Value>(&buf)
+                .ok()
+                .and_then(|v| v["accepted"].as_u64())
+                .unwrap_or(0);
+        }
         let done = Instant::now();
         lat.push((
             (done - t).as_micros() as u32,
@@ -149,7 +174,71 @@ async fn client(
         ));
         *statuses.entry(status).or_default() += 1;
     }
-    Ok((lat, statuses))
+    Ok((lat, statuses, accepted))
+}
+
+/// One request on a fresh connection: the status and the body.
+async fn request(addr: &str, method: &str, path: &str, body: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(addr).await.ok()?;
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).await.ok()?;
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, text.split_once("\r\n\r\n")?.1.to_owned()))
+}
+
+/// Reads in a loop (a query, a funnel, goals, realtime in turn) until `until`:
+/// latencies in µs and status counts.
+async fn reader(addr: String, site: String, until: Instant) -> (Vec<u32>, BTreeMap<u16, u64>) {
+    let reads = [
+        (
+            "POST",
+            "/api/v1/query".to_owned(),
+            format!(
+                r#"{{"site":"{site}","date_range":"day","metrics":["visitors","visits","pageviews","bounce_rate","visit_duration"]}}"#
+            ),
+        ),
+        (
+            "POST",
+            "/api/v1/query".to_owned(),
+            format!(
+                r#"{{"site":"{site}","date_range":"day","metrics":["visitors","pageviews"],"dimensions":["page"],"limit":10}}"#
+            ),
+        ),
+        (
+            "POST",
+            "/api/v1/funnel".to_owned(),
+            format!(
+                r#"{{"site":"{site}","date_range":"day","steps":[{{"page":"/p/1"}},{{"page":"/p/2*"}}]}}"#
+            ),
+        ),
+        (
+            "POST",
+            "/api/v1/goals".to_owned(),
+            format!(r#"{{"site":"{site}","date_range":"day","goals":[{{"page":"/p/3*"}}]}}"#),
+        ),
+        (
+            "GET",
+            format!("/api/v1/realtime?site={site}"),
+            String::new(),
+        ),
+    ];
+    let (mut lat, mut statuses) = (Vec::new(), BTreeMap::new());
+    let mut i = 0;
+    while Instant::now() < until {
+        let (method, path, body) = &reads[i % reads.len()];
+        i += 1;
+        let t = Instant::now();
+        let status = request(&addr, method, path, body).await.map_or(0, |r| r.0);
+        lat.push(t.elapsed().as_micros() as u32);
+        *statuses.entry(status).or_default() += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    (lat, statuses)
 }
 
 fn main() {
@@ -190,6 +279,12 @@ async fn run(a: Args) {
     }
     let start = Instant::now();
     let until = start + Duration::from_secs(a.seconds);
+    let interval = a
+        .rate
+        .map(|r| Duration::from_secs_f64(a.connections as f64 / r));
+    let readers: Vec<_> = (0..a.queries)
+        .map(|_| tokio::spawn(reader(a.addr.clone(), a.site.clone(), until)))
+        .collect();
     let mut tasks = Vec::new();
     for id in 0..a.connections {
         tasks.push(tokio::spawn(client(
@@ -199,6 +294,7 @@ async fn run(a: Args) {
             start,
             until,
             a.unique_visitors,
+            interval,
         )));
     }
     let mut rss = Vec::new();
@@ -213,10 +309,12 @@ async fn run(a: Args) {
     }
     let mut lat: Vec<(u32, u32)> = Vec::new();
     let mut statuses: BTreeMap<u16, u64> = BTreeMap::new();
+    let mut accepted = 0u64;
     for t in tasks {
         match t.await {
-            Ok(Ok((l, s))) => {
+            Ok(Ok((l, s, n))) => {
                 lat.extend(l);
+                accepted += n;
                 for (k, v) in s {
                     *statuses.entry(k).or_default() += v;
                 }
@@ -265,6 +363,41 @@ async fn run(a: Args) {
         pct(0.9),
         pct(0.99),
         pct(1.0)
+    );
+    let (mut read_lat, mut read_statuses) = (Vec::new(), BTreeMap::<u16, u64>::new());
+    for r in readers {
+        if let Ok((l, s)) = r.await {
+            read_lat.extend(l);
+            for (k, v) in s {
+                *read_statuses.entry(k).or_default() += v;
+            }
+        }
+    }
+    if !read_lat.is_empty() {
+        read_lat.sort_unstable();
+        let p = |q: f64| read_lat[((read_lat.len() as f64 - 1.0) * q) as usize] as f64 / 1000.0;
+        println!(
+            "reads: {} with {} connections; statuses {:?}; latency ms p50 {:.1}, p99 {:.1}, max {:.1}",
+            read_lat.len(),
+            a.queries,
+            read_statuses,
+            p(0.5),
+            p(0.99),
+            p(1.0)
+        );
+    }
+    // Every acknowledged hit must be stored: ask for the site's events.
+    let count = format!(
+        r#"{{"site":"{}","date_range":"all","metrics":["events"],"include_bots":true}}"#,
+        a.site
+    );
+    let stored = request(&a.addr, "POST", "/api/v1/query", &count)
+        .await
+        .and_then(|(_, body)| serde_json::from_str::<serde_json::Value>(&body).ok())
+        .and_then(|v| v["results"][0]["metrics"][0].as_u64());
+    println!(
+        "acknowledged {accepted} hits; the site stores {} events",
+        stored.map_or("?".to_owned(), |n| n.to_string())
     );
     if !rss.is_empty() {
         println!("server memory every 5 s: second, RSS KiB, events stored, event heap KiB, RSS minus event heap KiB, session visitors");
