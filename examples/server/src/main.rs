@@ -670,24 +670,28 @@ fn produce(
     let (work, jobs) = std::sync::mpsc::sync_channel::<(u64, Vec<(u64, Raw)>)>(threads);
     let jobs = std::sync::Mutex::new(jobs);
     let prepare = |lines: Vec<(u64, Raw)>| -> Result<(PreparedEvents, Vec<String>), Fail> {
-        let (mut events, mut errors) = (Vec::with_capacity(lines.len()), Vec::new());
-        let mut sites = std::collections::HashMap::new();
-        for (line_no, raw) in lines {
-            let (parsed, bytes) = raw.hit();
-            let id = pipeline::EventId::Line(line_no, &bytes);
-            let prepared = match parsed {
-                Ok(h) => runtime.block_on(pipeline.prepare(h, &ctx, site, None, id, &mut sites)),
-                Err(e) => Err(e.into()),
-            };
-            match prepared {
-                Ok(e) => events.push(e),
-                // The store failing is no fault of the line: the import stops.
-                Err(pipeline::Rejection::Store(e)) => {
-                    return Err(Fail(1, format!("import failed: {e}")))
+        // One trip into the runtime per chunk, not per line.
+        let (events, errors) = runtime.block_on(async {
+            let (mut events, mut errors) = (Vec::with_capacity(lines.len()), Vec::new());
+            let mut sites = std::collections::HashMap::new();
+            for (line_no, raw) in lines {
+                let (parsed, bytes) = raw.hit();
+                let id = pipeline::EventId::Line(line_no, &bytes);
+                let prepared = match parsed {
+                    Ok(h) => pipeline.prepare(h, &ctx, site, None, id, &mut sites).await,
+                    Err(e) => Err(e.into()),
+                };
+                match prepared {
+                    Ok(e) => events.push(e),
+                    // The store failing is no fault of the line: the import stops.
+                    Err(pipeline::Rejection::Store(e)) => {
+                        return Err(Fail(1, format!("import failed: {e}")))
+                    }
+                    Err(e) => errors.push(format!("line {line_no}: {e}")),
                 }
-                Err(e) => errors.push(format!("line {line_no}: {e}")),
             }
-        }
+            Ok((events, errors))
+        })?;
         let encoded = pipeline
             .events
             .prepare(events)
