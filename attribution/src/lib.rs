@@ -34,8 +34,8 @@ pub use beacon_core::{
     GoalsRequest, GoalsResult, StepMatch, StepResult, Touch, Touchpoints,
 };
 pub use webhook::{
-    parse_payments, Headers, Payment, PaymentKind, Provider, ReplayGuard, WebhookError,
-    WebhookVerifier,
+    parse_payments, receive_webhook, Headers, Payment, PaymentKind, Provider, ReceiveError,
+    ReplayGuard, WebhookError, WebhookReceipt, WebhookVerifier,
 };
 
 use beacon_core::{MemoryStore, Query, QueryResult, Site, StoreError};

@@ -58,6 +58,7 @@ mod event;
 mod hash;
 mod hit;
 mod identity;
+mod ingest;
 mod memory;
 mod money;
 mod query;
@@ -83,6 +84,14 @@ pub use event::{
 };
 pub use hit::{Hit, IngestMode, Limits, RawMoney, ValidatedHit, ValidationContext};
 pub use identity::{VisitorCandidates, VisitorIdentifier};
+pub use ingest::{
+    hits_from_json, ClientHints, Enrich, ImportError, ImportFormat, ImportReport, Importer,
+    IngestError, IngestReport, NoEnrichment, Origin, Pipeline, PipelineBuilder, ReadError,
+    ReadPool, RejectedLine, RequestFacts, Shape, Tracker, TrackerReport, TrustedProxies,
+    DELIVERY_RETENTION, MAX_BATCH, MAX_SESSION_VISITORS,
+};
+#[cfg(feature = "tower")]
+pub use ingest::{TrackLayer, TrackService};
 pub use memory::{MemoryConfig, MemoryStore, MemoryUsage};
 pub use money::{format_minor, Currency, Money, MoneyError};
 pub use query::{

@@ -5,9 +5,10 @@ use crate::cache::BoundedCache;
 use crate::geo::GeoDatabases;
 use crate::network::{NetworkClassifier, NetworkVerdict};
 use crate::referrer::{ReferrerClassifier, ReferrerListError};
-use crate::ua::{ClientHints, ClientInfo, UserAgentParser};
+use crate::ua::{ClientInfo, UserAgentParser};
 use crate::url::{query_facts, UrlFacts};
 use beacon_core::{BotInfo, DeviceType, Event, Location, Site, Text, UrlParts, ValidatedHit};
+use beacon_core::{ClientHints, RequestFacts};
 use serde_json::{json, Value};
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -52,19 +53,8 @@ pub enum EnrichError {
     Referrers(#[from] ReferrerListError),
 }
 
-/// The request facts enrichment reads besides the event.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Request<'a> {
-    /// Client address.
-    pub ip: Option<IpAddr>,
-    /// `User-Agent` header.
-    pub user_agent: Option<&'a str>,
-    /// `Sec-CH-UA*` headers.
-    pub client_hints: Option<&'a ClientHints>,
-    /// The hit came from the site's own server (it names the site's visitor id): a
-    /// missing user agent is expected there, not a sign of a bot.
-    pub server_side: bool,
-}
+/// The request facts enrichment reads besides the event (core's [`RequestFacts`]).
+pub type Request<'a> = RequestFacts<'a>;
 
 /// What the user agent alone says, cached per (agent, hints), in the event's own
 /// field types (cloning a [`Text`] only counts a reference).
@@ -422,4 +412,10 @@ pub fn flat_json(e: &Event) -> Value {
         "utm_content": a.utm.content, "utm_term": a.utm.term,
         "gclid": a.click_ids.gclid, "fbclid": a.click_ids.fbclid, "ttclid": a.click_ids.ttclid, "msclkid": a.click_ids.msclkid,
     })
+}
+
+impl beacon_core::Enrich for Enricher {
+    fn enrich(&self, event: &mut Event, request: &RequestFacts<'_>, site: &Site) {
+        Enricher::enrich(self, event, request, site);
+    }
 }

@@ -1,30 +1,8 @@
 //! User agents: browser, OS, device type, brand and model (woothee plus device rules),
 //! with User-Agent Client Hints preferred when the browser sent them.
 
-use beacon_core::DeviceType;
+use beacon_core::{ClientHints, DeviceType};
 use regex::{Regex, RegexSet};
-
-/// User-Agent Client Hints, as sent in `Sec-CH-UA*` request headers.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
-pub struct ClientHints {
-    /// `Sec-CH-UA`: `"Chromium";v="124", "Google Chrome";v="124", "Not-A.Brand";v="99"`.
-    pub ua: Option<String>,
-    /// `Sec-CH-UA-Mobile`: `?1` is true.
-    pub mobile: Option<bool>,
-    /// `Sec-CH-UA-Platform`: `"Windows"`.
-    pub platform: Option<String>,
-    /// `Sec-CH-UA-Platform-Version`: `"15.0.0"`.
-    pub platform_version: Option<String>,
-    /// `Sec-CH-UA-Model`: `"Pixel 7"`.
-    pub model: Option<String>,
-}
-
-impl ClientHints {
-    /// Whether no hint was sent.
-    pub fn is_empty(&self) -> bool {
-        *self == ClientHints::default()
-    }
-}
 
 /// What a user agent says about the client.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -2,9 +2,11 @@
 //! into purchase and refund events.
 
 mod parse;
+mod receive;
 mod verify;
 
 pub use parse::{parse_payments, Payment, PaymentKind};
+pub use receive::{receive_webhook, ReceiveError, WebhookReceipt};
 pub use verify::WebhookVerifier;
 
 use chrono::{DateTime, Utc};

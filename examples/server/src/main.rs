@@ -5,18 +5,17 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-mod commit;
+mod config;
 mod http;
-mod pipeline;
 
 use beacon_core::{
-    Analytics, Clock, ConfigStore, EraseScope, EventStore, Funnel, GoalsRequest, Hit, IngestMode,
-    PreparedEvents, Query, Site, SystemClock, Tz, ValidationContext,
+    Analytics, Clock, ConfigStore, EraseScope, EventStore, Funnel, GoalsRequest, Hit, ImportError,
+    ImportFormat, IngestMode, Pipeline, Query, Site, SystemClock, TrustedProxies, Tz,
+    ValidationContext, MAX_SESSION_VISITORS,
 };
 use beacon_enrich::{flat_json, Enricher, GeoDatabases, GeoKind};
 use beacon_storage_sqlite::SqliteStore;
 use clap::{Parser, Subcommand, ValueEnum};
-use pipeline::{Pipeline, Stores};
 use serde_json::{json, Value};
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -42,44 +41,57 @@ enum Format {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Runs the HTTP server.
+    /// Runs the HTTP server. Every setting comes from its flag, else its `BEACON_*`
+    /// environment variable, else the `--config` file (TOML, the flags' names with
+    /// underscores), else the default.
     Serve {
-        #[arg(long, default_value = "./beacon-data")]
-        data_dir: PathBuf,
-        #[arg(long, default_value = "127.0.0.1:8000")]
-        listen: String,
-        /// Proxies whose X-Forwarded-For is believed.
-        #[arg(long = "trusted-proxy")]
+        /// A TOML file of settings (`listen = "0.0.0.0:8000"`, `queue = 4096`, ...).
+        #[arg(long, env = "BEACON_CONFIG")]
+        config: Option<PathBuf>,
+        /// [default: ./beacon-data]
+        #[arg(long, env = "BEACON_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+        /// [default: 127.0.0.1:8000]
+        #[arg(long, env = "BEACON_LISTEN")]
+        listen: Option<String>,
+        /// Proxies whose X-Forwarded-For is believed (repeat the flag; comma-separated
+        /// in BEACON_TRUSTED_PROXIES).
+        #[arg(
+            long = "trusted-proxy",
+            env = "BEACON_TRUSTED_PROXIES",
+            value_delimiter = ','
+        )]
         trusted_proxies: Vec<std::net::IpAddr>,
-        #[arg(long)]
+        #[arg(long, env = "BEACON_GEOIP_CITY")]
         geoip_city: Option<PathBuf>,
-        #[arg(long)]
+        #[arg(long, env = "BEACON_GEOIP_ASN")]
         geoip_asn: Option<PathBuf>,
-        /// Requests waiting to be committed before new ones are answered 503.
-        #[arg(long, default_value_t = 4096)]
-        queue: usize,
+        /// Requests waiting to be committed before new ones are answered 503
+        /// [default: 4096].
+        #[arg(long, env = "BEACON_QUEUE")]
+        queue: Option<usize>,
         /// Most visitors whose open sessions are kept in memory; past it, those
-        /// soonest to expire are forgotten (every 10 s).
-        #[arg(long, default_value_t = pipeline::MAX_SESSION_VISITORS)]
-        session_visitors: usize,
+        /// soonest to expire are forgotten (every 10 s) [default: 1000000].
+        #[arg(long, env = "BEACON_SESSION_VISITORS")]
+        session_visitors: Option<usize>,
         /// Seconds a read (query, funnel, goals, realtime) may take before it is
-        /// stopped and answered 503.
-        #[arg(long, default_value_t = 10.0)]
-        read_budget: f64,
-        /// Reads running at once (default: one per core).
-        #[arg(long)]
+        /// stopped and answered 503 [default: 10].
+        #[arg(long, env = "BEACON_READ_BUDGET")]
+        read_budget: Option<f64>,
+        /// Reads running at once [default: one per core].
+        #[arg(long, env = "BEACON_READ_SLOTS")]
         read_slots: Option<usize>,
-        /// Connections open at once; past it, new ones are closed.
-        #[arg(long, default_value_t = 10_000)]
-        max_connections: usize,
+        /// Connections open at once; past it, new ones are closed [default: 10000].
+        #[arg(long, env = "BEACON_MAX_CONNECTIONS")]
+        max_connections: Option<usize>,
         /// Seconds a client may take to send a request's headers before its
-        /// connection is closed.
-        #[arg(long, default_value_t = 10.0)]
-        header_read_timeout: f64,
+        /// connection is closed [default: 10].
+        #[arg(long, env = "BEACON_HEADER_READ_TIMEOUT")]
+        header_read_timeout: Option<f64>,
     },
     /// Imports hits (one per line) through the live pipeline.
     Import {
-        #[arg(long, default_value = "./beacon-data")]
+        #[arg(long, default_value = "./beacon-data", env = "BEACON_DATA_DIR")]
         data_dir: PathBuf,
         #[arg(long, value_enum, default_value = "ndjson")]
         format: Format,
@@ -95,28 +107,33 @@ enum Command {
     },
     /// Answers a query (contract section 4); prints the response JSON.
     Query {
-        #[arg(long, default_value = "./beacon-data")]
+        #[arg(long, default_value = "./beacon-data", env = "BEACON_DATA_DIR")]
         data_dir: PathBuf,
         /// The query JSON, or - for standard input.
         json: String,
     },
     /// Answers a funnel (contract section 5); prints the response JSON.
     Funnel {
-        #[arg(long, default_value = "./beacon-data")]
+        #[arg(long, default_value = "./beacon-data", env = "BEACON_DATA_DIR")]
         data_dir: PathBuf,
         /// The funnel JSON, or - for standard input.
         json: String,
     },
     /// Counts goal conversions: `{"site", "date_range", "goals": [{"name", "page"|"event"|"attribute", "value"}]}`.
     Goals {
-        #[arg(long, default_value = "./beacon-data")]
+        #[arg(long, default_value = "./beacon-data", env = "BEACON_DATA_DIR")]
         data_dir: PathBuf,
         /// The goals JSON, or - for standard input.
         json: String,
     },
     /// Manages payment-provider webhook secrets (stripe, lemonsqueezy, polar, shopify).
     Webhooks {
-        #[arg(long, default_value = "./beacon-data", global = true)]
+        #[arg(
+            long,
+            default_value = "./beacon-data",
+            global = true,
+            env = "BEACON_DATA_DIR"
+        )]
         data_dir: PathBuf,
         #[command(subcommand)]
         action: WebhooksAction,
@@ -130,14 +147,19 @@ enum Command {
     },
     /// Manages sites.
     Sites {
-        #[arg(long, default_value = "./beacon-data", global = true)]
+        #[arg(
+            long,
+            default_value = "./beacon-data",
+            global = true,
+            env = "BEACON_DATA_DIR"
+        )]
         data_dir: PathBuf,
         #[command(subcommand)]
         action: SitesAction,
     },
     /// Erases a visitor's events, or all of a site's (GDPR).
     Erase {
-        #[arg(long, default_value = "./beacon-data")]
+        #[arg(long, default_value = "./beacon-data", env = "BEACON_DATA_DIR")]
         data_dir: PathBuf,
         #[arg(long)]
         site: String,
@@ -289,7 +311,7 @@ fn read_arg(arg: &str) -> Result<String, Fail> {
 
 /// The embedded store in `dir`, which must exist already (commands that only read
 /// or change what is there never create one): exit code 2 otherwise.
-async fn open_existing(dir: &Path) -> Result<(Arc<SqliteStore>, Stores), Fail> {
+async fn open_existing(dir: &Path) -> Result<Arc<SqliteStore>, Fail> {
     if !dir.join("beacon.sqlite").is_file() {
         return Err(usage(format!(
             "--data-dir: no store at {} (`beacon sites add` or `beacon import` make one)",
@@ -299,50 +321,25 @@ async fn open_existing(dir: &Path) -> Result<(Arc<SqliteStore>, Stores), Fail> {
     open(dir).await
 }
 
-/// The embedded store in `dir`, as the traits the pipeline and requests use.
-async fn open(dir: &Path) -> Result<(Arc<SqliteStore>, Stores), Fail> {
+/// The embedded store in `dir`.
+async fn open(dir: &Path) -> Result<Arc<SqliteStore>, Fail> {
     // A store that cannot be read is an unusable argument (exit 2), not a failure.
-    let store = Arc::new(SqliteStore::open(dir).await.map_err(|e| match e {
-        beacon_core::StoreError::Corrupt { .. } => usage(e.to_string()),
-        e => Fail(1, e.to_string()),
-    })?);
-    let stores = Stores {
-        events: Arc::clone(&store) as Arc<dyn EventStore>,
-        config: Arc::clone(&store) as Arc<dyn ConfigStore>,
-    };
-    Ok((store, stores))
+    Ok(Arc::new(SqliteStore::open(dir).await.map_err(
+        |e| match e {
+            beacon_core::StoreError::Corrupt { .. } => usage(e.to_string()),
+            e => Fail(1, e.to_string()),
+        },
+    )?))
 }
 
-/// The live server's housekeeping: idle session state is forgotten every 10 s;
-/// every 10 minutes today's and tomorrow's salts are made ahead, salts before
-/// yesterday are forgotten (a visitor cannot be linked across days), and webhook
-/// delivery ids older than a week are forgotten.
-pub(crate) async fn upkeep(pipeline: Arc<Pipeline>) {
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(10));
-    let mut ticks = 0u64;
-    loop {
-        tick.tick().await;
-        let now = pipeline.now();
-        if let Err(e) = pipeline.sessions.evict_idle(now.timestamp_millis()).await {
-            tracing::warn!(error = %e, "evicting idle sessions failed");
-        }
-        if ticks % 60 == 0 {
-            let today = now.date_naive();
-            let yesterday = today.pred_opt().unwrap_or(today);
-            for day in [today, today.succ_opt().unwrap_or(today)] {
-                if let Err(e) = pipeline.salts.salt_for(day).await {
-                    tracing::warn!(error = %e, %day, "making a salt failed");
-                }
-            }
-            if let Err(e) = pipeline.salts.forget_before(yesterday).await {
-                tracing::warn!(error = %e, "forgetting old salts failed");
-            }
-            let week_ago = now - chrono::Duration::days(7);
-            if let Err(e) = pipeline.config.forget_deliveries_before(week_ago).await {
-                tracing::warn!(error = %e, "forgetting old delivery ids failed");
-            }
-        }
-        ticks += 1;
+/// Seconds from a flag: positive, at most an hour.
+fn seconds(flag: &str, s: f64) -> Result<std::time::Duration, Fail> {
+    if s.is_finite() && s > 0.0 {
+        Ok(std::time::Duration::from_secs_f64(s.min(3600.0)))
+    } else {
+        Err(usage(format!(
+            "--{flag}: must be a positive number of seconds"
+        )))
     }
 }
 
@@ -350,6 +347,7 @@ async fn run(cli: Cli) -> Result<(), Fail> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     match cli.command {
         Command::Serve {
+            config,
             data_dir,
             listen,
             trusted_proxies,
@@ -362,40 +360,54 @@ async fn run(cli: Cli) -> Result<(), Fail> {
             max_connections,
             header_read_timeout,
         } => {
+            let file = match &config {
+                Some(path) => config::FileConfig::load(path).map_err(usage)?,
+                None => config::FileConfig::default(),
+            };
+            let data_dir = data_dir
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from("./beacon-data"));
+            let listen = listen
+                .or(file.listen)
+                .unwrap_or_else(|| "127.0.0.1:8000".to_owned());
+            let trusted_proxies = if trusted_proxies.is_empty() {
+                file.trusted_proxies.unwrap_or_default()
+            } else {
+                trusted_proxies
+            };
+            let geoip_city = geoip_city.or(file.geoip_city);
+            let geoip_asn = geoip_asn.or(file.geoip_asn);
             let enricher = Enricher::builder()
                 .geo(geo(geoip_city.as_deref(), geoip_asn.as_deref())?)
                 .build()?;
-            let (store, stores) = open(&data_dir).await?;
-            let pipeline = Arc::new(Pipeline::live(
-                stores,
-                Arc::new(enricher),
-                clock,
-                session_visitors,
-            ));
             let addr: std::net::SocketAddr = listen
                 .parse()
                 .map_err(|e| usage(format!("--listen {listen:?}: {e}")))?;
-            let seconds = |flag: &str, s: f64| {
-                if s.is_finite() && s > 0.0 {
-                    Ok(std::time::Duration::from_secs_f64(s.min(3600.0)))
-                } else {
-                    Err(usage(format!(
-                        "--{flag}: must be a positive number of seconds"
-                    )))
-                }
-            };
-            let read_budget = seconds("read-budget", read_budget)?;
-            let header_read_timeout = seconds("header-read-timeout", header_read_timeout)?;
+            let read_budget = read_budget.or(file.read_budget).unwrap_or(10.0);
+            let header_read_timeout = header_read_timeout
+                .or(file.header_read_timeout)
+                .unwrap_or(10.0);
             let options = http::Options {
                 addr,
-                trusted_proxies,
-                queue: queue.max(1),
-                read_budget,
+                trusted_proxies: TrustedProxies::new(trusted_proxies),
+                read_budget: seconds("read-budget", read_budget)?,
                 read_slots: read_slots
+                    .or(file.read_slots)
                     .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
-                max_connections,
-                header_read_timeout,
+                max_connections: max_connections.or(file.max_connections).unwrap_or(10_000),
+                header_read_timeout: seconds("header-read-timeout", header_read_timeout)?,
             };
+            let store = open(&data_dir).await?;
+            let pipeline = Pipeline::builder(Arc::clone(&store))
+                .enricher(enricher)
+                .clock(clock)
+                .queue(queue.or(file.queue).unwrap_or(4096))
+                .session_visitors(
+                    session_visitors
+                        .or(file.session_visitors)
+                        .unwrap_or(MAX_SESSION_VISITORS),
+                )
+                .build()?;
             http::serve(pipeline, options).await?;
             store.close().await;
             Ok(())
@@ -416,34 +428,51 @@ async fn run(cli: Cli) -> Result<(), Fail> {
                 size = f.metadata().map_or(0, |m| m.len());
                 Box::new(std::io::BufReader::new(f))
             };
-            // At most one visitor per line, and a hit's line is rarely under 256 bytes;
-            // the sessions' map is sized for that up front (growing it step by step
-            // was a twentieth of an import's time), within a bound on what it may cost.
+            // At most one visitor per line, and a hit's line is rarely under 256 bytes.
             let expected_visitors = usize::try_from(size / 256).map_or(0, |n| n.min(2_000_000));
             let enricher = Enricher::builder()
                 .geo(geo(geoip_city.as_deref(), geoip_asn.as_deref())?)
                 .build()?;
-            let (store, stores) = open(&data_dir).await?;
-            if let Some(s) = &site {
-                let s = s.to_ascii_lowercase();
-                if store.site(&s).await?.is_none() {
-                    store.put_site(Site::new(s)).await?;
-                }
+            let store = open(&data_dir).await?;
+            let pipeline = Pipeline::builder(Arc::clone(&store))
+                .enricher(enricher)
+                .clock(clock)
+                .upkeep(false)
+                .build()?;
+            let mut importer = pipeline
+                .importer()
+                .format(match format {
+                    Format::Ndjson => ImportFormat::Ndjson,
+                    Format::Csv => ImportFormat::Csv,
+                })
+                .expected_visitors(expected_visitors)
+                .on_rejected(|r| eprintln!("{r}"));
+            if let Some(s) = site {
+                importer = importer.site(s).create_site(true);
             }
-            let pipeline = Arc::new(Pipeline::import(
-                stores,
-                Arc::new(enricher),
-                clock,
-                expected_visitors,
-            ));
-            let (imported, rejected) = import(pipeline, reader, format, site).await?;
+            let progress = std::io::stderr().is_terminal();
+            if progress {
+                importer = importer
+                    .on_progress(|r| eprint!("\rimported {}, rejected {}", r.imported, r.rejected));
+            }
+            let report = importer.run(reader).await.map_err(|e| match e {
+                ImportError::Header(_) => usage(e.to_string()),
+                e => Fail(1, e.to_string()),
+            })?;
+            if progress {
+                eprint!("\r");
+            }
+            pipeline.shutdown().await;
             store.close().await;
-            out(format_args!("imported {imported}, rejected {rejected}"))?;
+            out(format_args!(
+                "imported {}, rejected {}",
+                report.imported, report.rejected
+            ))?;
             Ok(())
         }
         Command::Query { data_dir, json } => {
             let query = parsed(Query::from_json(&read_arg(&json)?), "query")?;
-            let (store, _) = open_existing(&data_dir).await?;
+            let store = open_existing(&data_dir).await?;
             let started = std::time::Instant::now();
             let result = Analytics::new(&*store, &*store)
                 .query(&query, clock.now())
@@ -452,7 +481,7 @@ async fn run(cli: Cli) -> Result<(), Fail> {
         }
         Command::Funnel { data_dir, json } => {
             let f = parsed(Funnel::from_json(&read_arg(&json)?), "funnel")?;
-            let (store, _) = open_existing(&data_dir).await?;
+            let store = open_existing(&data_dir).await?;
             answer(
                 Analytics::new(&*store, &*store)
                     .funnel(&f, clock.now())
@@ -495,7 +524,7 @@ async fn run(cli: Cli) -> Result<(), Fail> {
         }
         Command::Sites { data_dir, action } => {
             // Adding a site makes a store; listing and removing read one.
-            let (store, _) = match action {
+            let store = match action {
                 SitesAction::Add { .. } => open(&data_dir).await?,
                 _ => open_existing(&data_dir).await?,
             };
@@ -541,7 +570,7 @@ async fn run(cli: Cli) -> Result<(), Fail> {
         }
         Command::Goals { data_dir, json } => {
             let req = parsed(GoalsRequest::from_json(&read_arg(&json)?), "goals request")?;
-            let (store, _) = open_existing(&data_dir).await?;
+            let store = open_existing(&data_dir).await?;
             answer(
                 Analytics::new(&*store, &*store)
                     .goals(&req, clock.now())
@@ -550,7 +579,7 @@ async fn run(cli: Cli) -> Result<(), Fail> {
             )
         }
         Command::Webhooks { data_dir, action } => {
-            let (store, _) = open_existing(&data_dir).await?;
+            let store = open_existing(&data_dir).await?;
             let provider_of = |p: &str| {
                 beacon_attribution::Provider::parse(p).ok_or_else(|| {
                     usage(format!(
@@ -606,7 +635,7 @@ async fn run(cli: Cli) -> Result<(), Fail> {
             visitor,
             all,
         } => {
-            let (store, _) = open_existing(&data_dir).await?;
+            let store = open_existing(&data_dir).await?;
             let site = site.to_ascii_lowercase();
             if store.site(&site).await?.is_none() {
                 return Err(usage(format!("--site: unknown site {site:?}")));
@@ -621,226 +650,4 @@ async fn run(cli: Cli) -> Result<(), Fail> {
             Ok(())
         }
     }
-}
-
-/// One chunk of prepared lines: its sequence number, the events (encoded for
-/// storage), and the rejected lines' messages.
-type Prepared = (u64, PreparedEvents, Vec<String>);
-
-/// A line as read: NDJSON bytes (checked and parsed by a worker), or a CSV record
-/// already parsed; with the bytes its event id is derived from.
-enum Raw {
-    Json(Vec<u8>),
-    Parsed(Box<Result<Hit, beacon_core::ValidationError>>, Vec<u8>),
-}
-
-impl Raw {
-    /// The line's hit, or why it is not one.
-    fn hit(self) -> (Result<Hit, beacon_core::ValidationError>, Vec<u8>) {
-        match self {
-            Raw::Json(bytes) => {
-                let hit = match std::str::from_utf8(&bytes) {
-                    Ok(text) => Hit::from_json(text.as_bytes()),
-                    Err(e) => Err(beacon_core::ValidationError::new(
-                        "hit",
-                        format!("is not valid UTF-8 (at byte {})", e.valid_up_to()),
-                    )),
-                };
-                (hit, bytes)
-            }
-            Raw::Parsed(hit, bytes) => (*hit, bytes),
-        }
-    }
-}
-
-/// Reads lines into chunks on this thread; a worker per core parses, validates,
-/// enriches, identifies and encodes whole chunks, and sends them (numbered, for the
-/// committer to keep their order) to the committer.
-fn produce(
-    pipeline: &Pipeline,
-    runtime: &tokio::runtime::Handle,
-    reader: Box<dyn BufRead + Send>,
-    format: Format,
-    site: Option<&str>,
-    tx: tokio::sync::mpsc::Sender<Result<Prepared, Fail>>,
-) {
-    const CHUNK: usize = 4096;
-    let ctx = ValidationContext::import(pipeline.now());
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let (work, jobs) = std::sync::mpsc::sync_channel::<(u64, Vec<(u64, Raw)>)>(threads);
-    let jobs = std::sync::Mutex::new(jobs);
-    let prepare = |lines: Vec<(u64, Raw)>| -> Result<(PreparedEvents, Vec<String>), Fail> {
-        // One trip into the runtime per chunk, not per line.
-        let (events, errors) = runtime.block_on(async {
-            let (mut events, mut errors) = (Vec::with_capacity(lines.len()), Vec::new());
-            let mut sites = std::collections::HashMap::new();
-            for (line_no, raw) in lines {
-                let (parsed, bytes) = raw.hit();
-                let id = pipeline::EventId::Line(line_no, &bytes);
-                let prepared = match parsed {
-                    Ok(h) => pipeline.prepare(h, &ctx, site, None, id, &mut sites).await,
-                    Err(e) => Err(e.into()),
-                };
-                match prepared {
-                    Ok(e) => events.push(e),
-                    // The store failing is no fault of the line: the import stops.
-                    Err(pipeline::Rejection::Store(e)) => {
-                        return Err(Fail(1, format!("import failed: {e}")))
-                    }
-                    Err(e) => errors.push(format!("line {line_no}: {e}")),
-                }
-            }
-            Ok((events, errors))
-        })?;
-        let encoded = pipeline
-            .events
-            .prepare(events)
-            .map_err(|e| Fail(1, format!("import failed: {e}")))?;
-        Ok((encoded, errors))
-    };
-    std::thread::scope(|s| {
-        for _ in 0..threads {
-            let (jobs, tx, prepare) = (&jobs, &tx, &prepare);
-            s.spawn(move || loop {
-                let job = jobs.lock().unwrap_or_else(|e| e.into_inner()).recv();
-                let Ok((seq, lines)) = job else { break };
-                let done = prepare(lines).map(|(events, errors)| (seq, events, errors));
-                if tx.blocking_send(done).is_err() {
-                    break;
-                }
-            });
-        }
-        let mut seq = 0u64;
-        let mut send = |chunk: Vec<(u64, Raw)>| {
-            let sent = work.send((seq, chunk)).is_ok();
-            seq += 1;
-            sent
-        };
-        let mut chunk = Vec::with_capacity(CHUNK);
-        match format {
-            Format::Ndjson => {
-                // Bytes, not text: a line that is not UTF-8 is a rejected line.
-                let mut reader = reader;
-                let mut line_no = 0u64;
-                loop {
-                    let mut line = Vec::new();
-                    match reader.read_until(b'\n', &mut line) {
-                        Ok(0) => break,
-                        Ok(_) => {}
-                        Err(e) => {
-                            let _ = tx.blocking_send(Err(Fail(
-                                1,
-                                format!("reading line {}: {e}", line_no + 1),
-                            )));
-                            return;
-                        }
-                    }
-                    line_no += 1;
-                    while line.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
-                        line.pop();
-                    }
-                    if line.iter().all(u8::is_ascii_whitespace) {
-                        continue;
-                    }
-                    chunk.push((line_no, Raw::Json(line)));
-                    if chunk.len() >= CHUNK && !send(std::mem::take(&mut chunk)) {
-                        return;
-                    }
-                }
-            }
-            Format::Csv => {
-                let mut r = csv::ReaderBuilder::new().flexible(true).from_reader(reader);
-                let headers = match r.headers() {
-                    Ok(h) => h.clone(),
-                    Err(e) => {
-                        let _ = tx.blocking_send(Err(usage(format!("csv header: {e}"))));
-                        return;
-                    }
-                };
-                let mut last_line = 1u64;
-                for rec in r.byte_records() {
-                    // The line the record starts on (a quoted field may span lines).
-                    let line_no = match &rec {
-                        Ok(rec) => rec.position().map(|p| p.line()),
-                        Err(e) => e.position().map(|p| p.line()),
-                    }
-                    .unwrap_or(last_line + 1);
-                    last_line = line_no;
-                    let (parsed, bytes) = match rec {
-                        Ok(rec) => {
-                            let bytes = rec.as_slice().to_vec();
-                            let hit = csv::StringRecord::from_byte_record(rec)
-                                .map_err(|e| {
-                                    beacon_core::ValidationError::new(
-                                        "hit",
-                                        format!("is not valid UTF-8 ({e})"),
-                                    )
-                                })
-                                .and_then(|rec| Hit::from_fields(headers.iter().zip(rec.iter())));
-                            (hit, bytes)
-                        }
-                        Err(e) => (
-                            Err(beacon_core::ValidationError::new("hit", e.to_string())),
-                            Vec::new(),
-                        ),
-                    };
-                    chunk.push((line_no, Raw::Parsed(Box::new(parsed), bytes)));
-                    if chunk.len() >= CHUNK && !send(std::mem::take(&mut chunk)) {
-                        return;
-                    }
-                }
-            }
-        }
-        if !chunk.is_empty() {
-            send(chunk);
-        }
-        // Dropping the sender (on return) ends the workers once the queue is empty.
-        drop(work);
-    });
-}
-
-/// Imports lines: chunks are prepared on every core while the previous chunk is
-/// committed; every event counted is committed before this returns.
-async fn import(
-    pipeline: Arc<Pipeline>,
-    reader: Box<dyn BufRead + Send>,
-    format: Format,
-    site: Option<String>,
-) -> Result<(u64, u64), Fail> {
-    let progress = std::io::stderr().is_terminal();
-    let (mut imported, mut rejected) = (0u64, 0u64);
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let (tx, mut rx) = tokio::sync::mpsc::channel(threads * 2);
-    let producer = {
-        let pipeline = Arc::clone(&pipeline);
-        let runtime = tokio::runtime::Handle::current();
-        tokio::task::spawn_blocking(move || {
-            produce(&pipeline, &runtime, reader, format, site.as_deref(), tx)
-        })
-    };
-    // Chunks arrive in any order; they are committed in the order of the input.
-    let mut waiting = std::collections::BTreeMap::new();
-    let mut next = 0u64;
-    while let Some(prepared) = rx.recv().await {
-        let (seq, events, errors) = prepared?;
-        waiting.insert(seq, (events, errors));
-        while let Some((events, errors)) = waiting.remove(&next) {
-            next += 1;
-            for e in &errors {
-                eprintln!("{e}");
-            }
-            rejected += errors.len() as u64;
-            imported += pipeline.events.append_prepared(events).await?.stored as u64;
-            if progress {
-                eprint!("\rimported {imported}, rejected {rejected}");
-            }
-        }
-    }
-    producer
-        .await
-        .map_err(|e| Fail(1, format!("import failed: {e}")))?;
-    if progress {
-        eprint!("\r");
-    }
-    Ok((imported, rejected))
 }

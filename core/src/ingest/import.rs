@@ -1,0 +1,413 @@
+//! Imports: lines of hits (NDJSON, or CSV with the `csv` feature) through the same
+//! preparation as live ingest, on every core, committed in the order of the input.
+
+use super::{import_preparer, EventId, IngestError, Pipeline, Preparer};
+use crate::error::{StoreError, ValidationError};
+use crate::hit::{Hit, ValidationContext};
+use crate::site::Site;
+use crate::store::PreparedEvents;
+use std::collections::{BTreeMap, HashMap};
+use std::io::BufRead;
+use std::sync::Arc;
+
+/// The format of an import's lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ImportFormat {
+    /// One JSON hit per line (contract section 2).
+    #[default]
+    Ndjson,
+    /// A header line of hit field names, then one hit per record (feature `csv`).
+    #[cfg(feature = "csv")]
+    Csv,
+}
+
+/// A line that was not imported, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RejectedLine {
+    /// Its number, from 1 (for CSV, the line the record starts on).
+    pub line: u64,
+    /// The rule it broke (`url: is required`).
+    pub reason: String,
+}
+
+impl std::fmt::Display for RejectedLine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "line {}: {}", self.line, self.reason)
+    }
+}
+
+/// What an import did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ImportReport {
+    /// Events newly stored (a line imported before is not stored again).
+    pub imported: u64,
+    /// Lines rejected.
+    pub rejected: u64,
+}
+
+/// Why an import stopped. Everything counted as imported before it stopped is
+/// stored.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ImportError {
+    /// The input could not be read.
+    #[error("reading line {line}: {source}")]
+    Read {
+        /// The line being read.
+        line: u64,
+        /// The reader's error.
+        source: std::io::Error,
+    },
+    /// The CSV header line is unusable.
+    #[error("csv header: {0}")]
+    Header(String),
+    /// The store, configuration or state failed (no fault of the lines).
+    #[error("import failed: {0}")]
+    Store(#[from] StoreError),
+    /// The pipeline failed.
+    #[error("import failed: {0}")]
+    Ingest(#[from] IngestError),
+}
+
+type Callback<T> = Box<dyn FnMut(&T) + Send>;
+
+/// Imports lines of hits; from [`Pipeline::importer`].
+///
+/// Each line goes through the live pipeline's validation (in import mode: the
+/// line's own timestamp, address and agent), enrichment, identification and
+/// sessionization. The run has its own daily salts (the same visitor on the same
+/// day hashes alike however the lines are ordered, and the salts are forgotten
+/// when it ends) and its own session state. Event ids derive from each line, so
+/// importing a file again stores none of it twice.
+pub struct Importer {
+    pipeline: Pipeline,
+    format: ImportFormat,
+    site: Option<String>,
+    create_site: bool,
+    expected_visitors: usize,
+    on_rejected: Option<Callback<RejectedLine>>,
+    on_progress: Option<Callback<ImportReport>>,
+}
+
+impl std::fmt::Debug for Importer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Importer")
+            .field("format", &self.format)
+            .field("site", &self.site)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Lines per chunk: a worker's unit of work, and one append.
+const CHUNK: usize = 4096;
+
+impl Importer {
+    pub(crate) fn new(pipeline: &Pipeline) -> Self {
+        Self {
+            pipeline: pipeline.clone(),
+            format: ImportFormat::Ndjson,
+            site: None,
+            create_site: false,
+            expected_visitors: 0,
+            on_rejected: None,
+            on_progress: None,
+        }
+    }
+
+    /// The lines' format (default NDJSON).
+    pub fn format(mut self, format: ImportFormat) -> Self {
+        self.format = format;
+        self
+    }
+
+    /// The site of lines that name none.
+    pub fn site(mut self, site: impl Into<String>) -> Self {
+        self.site = Some(site.into().to_ascii_lowercase());
+        self
+    }
+
+    /// Creates the [`Importer::site`] (time zone UTC) when it does not exist.
+    pub fn create_site(mut self, create: bool) -> Self {
+        self.create_site = create;
+        self
+    }
+
+    /// Visitors to size the session state for up front (growing it step by step
+    /// costs a twentieth of an import's time); at most one per line.
+    pub fn expected_visitors(mut self, n: usize) -> Self {
+        self.expected_visitors = n;
+        self
+    }
+
+    /// Called with each rejected line, in the order of the input.
+    pub fn on_rejected(mut self, f: impl FnMut(&RejectedLine) + Send + 'static) -> Self {
+        self.on_rejected = Some(Box::new(f));
+        self
+    }
+
+    /// Called after each chunk is committed, with the totals so far.
+    pub fn on_progress(mut self, f: impl FnMut(&ImportReport) + Send + 'static) -> Self {
+        self.on_progress = Some(Box::new(f));
+        self
+    }
+
+    /// Imports the file at `path`, sizing the session state from its length.
+    pub async fn run_file(
+        mut self,
+        path: impl AsRef<std::path::Path>,
+    ) -> Result<ImportReport, ImportError> {
+        let path = path.as_ref();
+        let file =
+            std::fs::File::open(path).map_err(|source| ImportError::Read { line: 0, source })?;
+        if self.expected_visitors == 0 {
+            // A hit's line is rarely under 256 bytes; bounded in what it may cost.
+            let size = file.metadata().map_or(0, |m| m.len());
+            self.expected_visitors = usize::try_from(size / 256).map_or(0, |n| n.min(2_000_000));
+        }
+        self.run(std::io::BufReader::new(file)).await
+    }
+
+    /// Imports every line of `reader`; every event counted is committed before
+    /// this returns.
+    pub async fn run<R: BufRead + Send + 'static>(
+        mut self,
+        reader: R,
+    ) -> Result<ImportReport, ImportError> {
+        if let (Some(site), true) = (&self.site, self.create_site) {
+            let config = self.pipeline.config();
+            if config.site(site).await?.is_none() {
+                config.put_site(Site::new(site.clone())).await?;
+            }
+        }
+        let prep = Arc::new(import_preparer(&self.pipeline, self.expected_visitors));
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let (tx, mut rx) = tokio::sync::mpsc::channel(threads * 2);
+        let producer = {
+            let prep = Arc::clone(&prep);
+            let runtime = self.pipeline.runtime().clone();
+            let (format, site) = (self.format, self.site.clone());
+            tokio::task::spawn_blocking(move || {
+                produce(
+                    &prep,
+                    &runtime,
+                    reader,
+                    format,
+                    site.as_deref(),
+                    threads,
+                    tx,
+                )
+            })
+        };
+        let mut report = ImportReport::default();
+        // Chunks arrive in any order; they are committed in the order of the input.
+        let mut waiting = BTreeMap::new();
+        let mut next = 0u64;
+        let events = Arc::clone(self.pipeline.events());
+        while let Some(prepared) = rx.recv().await {
+            let (seq, chunk, rejected) = prepared?;
+            waiting.insert(seq, (chunk, rejected));
+            while let Some((chunk, rejected)) = waiting.remove(&next) {
+                next += 1;
+                report.rejected += rejected.len() as u64;
+                if let Some(f) = &mut self.on_rejected {
+                    rejected.iter().for_each(&mut *f);
+                }
+                report.imported += events.append_prepared(chunk).await?.stored as u64;
+                if let Some(f) = &mut self.on_progress {
+                    f(&report);
+                }
+            }
+        }
+        producer
+            .await
+            .map_err(|e| ImportError::Store(StoreError::backend("import", e.to_string())))?;
+        Ok(report)
+    }
+}
+
+/// One chunk of prepared lines: its sequence number, the events (encoded for
+/// storage), and the rejected lines.
+type Prepared = (u64, PreparedEvents, Vec<RejectedLine>);
+
+/// A line as read: NDJSON bytes (checked and parsed by a worker), or a record
+/// already parsed; with the bytes its event id is derived from.
+enum Raw {
+    Json(Vec<u8>),
+    #[cfg_attr(not(feature = "csv"), allow(dead_code))]
+    Parsed(Box<Result<Hit, ValidationError>>, Vec<u8>),
+}
+
+impl Raw {
+    /// The line's hit, or why it is not one.
+    fn hit(self) -> (Result<Hit, ValidationError>, Vec<u8>) {
+        match self {
+            Raw::Json(bytes) => {
+                let hit = match std::str::from_utf8(&bytes) {
+                    Ok(text) => Hit::from_json(text.as_bytes()),
+                    Err(e) => Err(ValidationError::new(
+                        "hit",
+                        format!("is not valid UTF-8 (at byte {})", e.valid_up_to()),
+                    )),
+                };
+                (hit, bytes)
+            }
+            Raw::Parsed(hit, bytes) => (*hit, bytes),
+        }
+    }
+}
+
+type Sender = tokio::sync::mpsc::Sender<Result<Prepared, ImportError>>;
+
+/// Reads lines into chunks on this thread; a worker per core parses, validates,
+/// enriches, identifies and encodes whole chunks, and sends them (numbered, for
+/// the committer to keep their order).
+fn produce<R: BufRead>(
+    prep: &Preparer,
+    runtime: &tokio::runtime::Handle,
+    reader: R,
+    format: ImportFormat,
+    site: Option<&str>,
+    threads: usize,
+    tx: Sender,
+) {
+    let ctx = ValidationContext::import(prep.clock.now());
+    let (work, jobs) = std::sync::mpsc::sync_channel::<(u64, Vec<(u64, Raw)>)>(threads);
+    let jobs = std::sync::Mutex::new(jobs);
+    let prepare =
+        |lines: Vec<(u64, Raw)>| -> Result<(PreparedEvents, Vec<RejectedLine>), ImportError> {
+            // One trip into the runtime per chunk, not per line.
+            let (events, rejected) = runtime.block_on(async {
+                let (mut events, mut rejected) = (Vec::with_capacity(lines.len()), Vec::new());
+                let mut sites = HashMap::new();
+                for (line, raw) in lines {
+                    let (parsed, bytes) = raw.hit();
+                    let prepared = match parsed.and_then(|h| h.validate(&ctx, site)) {
+                        Ok(v) => {
+                            prep.prepare(v, None, EventId::Line(line, &bytes), &mut sites)
+                                .await
+                        }
+                        Err(e) => Err(e.into()),
+                    };
+                    match prepared {
+                        Ok(e) => events.push(e),
+                        Err(e) if e.is_client_error() => rejected.push(RejectedLine {
+                            line,
+                            reason: e.to_string(),
+                        }),
+                        // The store failing is no fault of the line: the import stops.
+                        Err(e) => return Err(ImportError::Ingest(e)),
+                    }
+                }
+                Ok((events, rejected))
+            })?;
+            Ok((prep.events.prepare(events)?, rejected))
+        };
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            let (jobs, tx, prepare) = (&jobs, &tx, &prepare);
+            s.spawn(move || loop {
+                let job = jobs.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                let Ok((seq, lines)) = job else { break };
+                let done = prepare(lines).map(|(events, rejected)| (seq, events, rejected));
+                if tx.blocking_send(done).is_err() {
+                    break;
+                }
+            });
+        }
+        let mut seq = 0u64;
+        let mut send = |chunk: Vec<(u64, Raw)>| {
+            let sent = work.send((seq, chunk)).is_ok();
+            seq += 1;
+            sent
+        };
+        let read = match format {
+            ImportFormat::Ndjson => ndjson(reader, &mut send),
+            #[cfg(feature = "csv")]
+            ImportFormat::Csv => csv_records(reader, &mut send),
+        };
+        if let Err(e) = read {
+            let _ = tx.blocking_send(Err(e));
+        }
+        // Dropping the sender ends the workers once the queue is empty.
+        drop(work);
+    });
+}
+
+/// Reads NDJSON lines as bytes (a line that is not UTF-8 is a rejected line).
+fn ndjson<R: BufRead>(
+    mut reader: R,
+    send: &mut dyn FnMut(Vec<(u64, Raw)>) -> bool,
+) -> Result<(), ImportError> {
+    let mut chunk = Vec::with_capacity(CHUNK);
+    let mut line_no = 0u64;
+    loop {
+        let mut line = Vec::new();
+        match reader.read_until(b'\n', &mut line) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(source) => {
+                return Err(ImportError::Read {
+                    line: line_no + 1,
+                    source,
+                })
+            }
+        }
+        line_no += 1;
+        while line.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+            line.pop();
+        }
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        chunk.push((line_no, Raw::Json(line)));
+        if chunk.len() >= CHUNK && !send(std::mem::take(&mut chunk)) {
+            return Ok(());
+        }
+    }
+    if !chunk.is_empty() {
+        send(chunk);
+    }
+    Ok(())
+}
+
+/// Reads CSV records: a header of hit field names, then hits.
+#[cfg(feature = "csv")]
+fn csv_records<R: BufRead>(
+    reader: R,
+    send: &mut dyn FnMut(Vec<(u64, Raw)>) -> bool,
+) -> Result<(), ImportError> {
+    let mut r = csv::ReaderBuilder::new().flexible(true).from_reader(reader);
+    let headers = r
+        .headers()
+        .map_err(|e| ImportError::Header(e.to_string()))?
+        .clone();
+    let mut chunk = Vec::with_capacity(CHUNK);
+    let mut last_line = 1u64;
+    for rec in r.byte_records() {
+        // The line the record starts on (a quoted field may span lines).
+        let line_no = match &rec {
+            Ok(rec) => rec.position().map(|p| p.line()),
+            Err(e) => e.position().map(|p| p.line()),
+        }
+        .unwrap_or(last_line + 1);
+        last_line = line_no;
+        let (parsed, bytes) = match rec {
+            Ok(rec) => {
+                let bytes = rec.as_slice().to_vec();
+                let hit = csv::StringRecord::from_byte_record(rec)
+                    .map_err(|e| ValidationError::new("hit", format!("is not valid UTF-8 ({e})")))
+                    .and_then(|rec| Hit::from_fields(headers.iter().zip(rec.iter())));
+                (hit, bytes)
+            }
+            Err(e) => (Err(ValidationError::new("hit", e.to_string())), Vec::new()),
+        };
+        chunk.push((line_no, Raw::Parsed(Box::new(parsed), bytes)));
+        if chunk.len() >= CHUNK && !send(std::mem::take(&mut chunk)) {
+            return Ok(());
+        }
+    }
+    if !chunk.is_empty() {
+        send(chunk);
+    }
+    Ok(())
+}
