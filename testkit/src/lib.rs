@@ -29,6 +29,7 @@
 mod cases;
 mod fixture;
 pub mod fuzz;
+pub mod http;
 mod vec_store;
 
 pub use cases::{run_case, Part, CONFIG_CASES, EVENT_CASES, SALT_CASES, SESSION_CASES};
