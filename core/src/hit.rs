@@ -542,72 +542,17 @@ impl Hit {
         let user_id = bounded("user_id", self.user_id, lim.max_id_len)?;
         let title = bounded("title", self.title, lim.max_title_len)?;
         let language = bounded("language", self.language, 35)?;
-        let order_id = bounded("order_id", self.order_id, 200)?;
+        let order_id = bounded("order_id", self.order_id, MAX_ORDER_ID)?;
         let name = bounded("goal", self.name, lim.max_name_len)?;
-
-        match kind {
-            EventKind::Goal if name.is_none() => {
-                return err("goal", "is required for a goal event")
-            }
-            EventKind::Custom if name.is_none() => {
-                return err("name", "is required for a custom event")
-            }
-            EventKind::Purchase if self.revenue.is_none() => {
-                return err("revenue", "is required for a purchase event")
-            }
-            EventKind::Refund if order_id.is_none() => {
-                return err("order_id", "is required for a refund event")
-            }
-            EventKind::Engagement
-                if self
-                    .engagement
-                    .as_ref()
-                    .is_none_or(|e| e.time_ms.is_none() && e.scroll_depth.is_none()) =>
-            {
-                return err(
-                    "engagement",
-                    "needs time_ms or scroll_depth for an engagement event",
-                )
-            }
-            _ => {}
-        }
-        let revenue = match self.revenue {
-            None => None,
-            Some(raw) => {
-                let currency = Currency::parse(&raw.currency).ok_or_else(|| {
-                    ValidationError::new(
-                        "revenue.currency",
-                        format!("{:?} is not a known ISO 4217 currency", raw.currency),
-                    )
-                })?;
-                let money = Money::parse(&raw.amount, currency)
-                    .map_err(|e| ValidationError::new("revenue.amount", e.to_string()))?;
-                if money.minor < 0 {
-                    return err("revenue.amount", MoneyError::Negative.to_string());
-                }
-                Some(money)
-            }
-        };
-        if self.props.len() > lim.max_props {
-            return err(
-                "props",
-                format!("must have at most {} properties", lim.max_props),
-            );
-        }
-        for (k, v) in &self.props {
-            if k.is_empty() || k.len() > lim.max_prop_key_len {
-                return err(
-                    "props",
-                    format!("names must be 1 to {} bytes", lim.max_prop_key_len),
-                );
-            }
-            if v.len() > lim.max_prop_value_len {
-                return err(
-                    &format!("props.{k}"),
-                    format!("must be at most {} bytes", lim.max_prop_value_len),
-                );
-            }
-        }
+        check_needs(
+            kind,
+            name.is_some(),
+            self.revenue.is_some(),
+            order_id.is_some(),
+            self.engagement.as_ref(),
+        )?;
+        let revenue = self.revenue.as_ref().map(parse_revenue).transpose()?;
+        check_props(&self.props, lim)?;
 
         let event = Event {
             site,
@@ -655,15 +600,94 @@ impl Hit {
     }
 }
 
+/// Longest order id, bytes.
+pub(crate) const MAX_ORDER_ID: usize = 200;
+
 fn bounded(field: &str, v: Option<String>, max: usize) -> VResult<Option<String>> {
+    check_bounded(field, v.as_deref(), max)?;
+    Ok(v.filter(|s| !s.is_empty()))
+}
+
+/// The length rule of an optional text field (empty counts as absent).
+pub(crate) fn check_bounded(field: &str, v: Option<&str>, max: usize) -> VResult<()> {
     match v {
-        Some(s) if s.is_empty() => Ok(None),
         Some(s) if s.len() > max => err(field, format!("must be at most {max} bytes")),
-        other => Ok(other),
+        _ => Ok(()),
     }
 }
 
-fn validate_url(url: Option<&str>, lim: &Limits) -> VResult<Page> {
+/// What each kind of event needs besides its page.
+pub(crate) fn check_needs(
+    kind: EventKind,
+    has_name: bool,
+    has_revenue: bool,
+    has_order_id: bool,
+    engagement: Option<&Engagement>,
+) -> VResult<()> {
+    match kind {
+        EventKind::Goal if !has_name => err("goal", "is required for a goal event"),
+        EventKind::Custom if !has_name => err("name", "is required for a custom event"),
+        EventKind::Purchase if !has_revenue => err("revenue", "is required for a purchase event"),
+        EventKind::Refund if !has_order_id => err("order_id", "is required for a refund event"),
+        EventKind::Engagement
+            if engagement.is_none_or(|e| e.time_ms.is_none() && e.scroll_depth.is_none()) =>
+        {
+            err(
+                "engagement",
+                "needs time_ms or scroll_depth for an engagement event",
+            )
+        }
+        _ => Ok(()),
+    }
+}
+
+/// A hit's revenue: a known currency and a non-negative amount in it.
+pub(crate) fn parse_revenue(raw: &RawMoney) -> VResult<Money> {
+    let currency = Currency::parse(&raw.currency).ok_or_else(|| {
+        ValidationError::new(
+            "revenue.currency",
+            format!("{:?} is not a known ISO 4217 currency", raw.currency),
+        )
+    })?;
+    let money = Money::parse(&raw.amount, currency)
+        .map_err(|e| ValidationError::new("revenue.amount", e.to_string()))?;
+    if money.minor < 0 {
+        return err("revenue.amount", MoneyError::Negative.to_string());
+    }
+    Ok(money)
+}
+
+/// The rules of custom properties: how many, how long their names and values.
+pub(crate) fn check_props(props: &BTreeMap<String, String>, lim: &Limits) -> VResult<()> {
+    if props.len() > lim.max_props {
+        return err(
+            "props",
+            format!("must have at most {} properties", lim.max_props),
+        );
+    }
+    for (k, v) in props {
+        if k.is_empty() || k.len() > lim.max_prop_key_len {
+            return err(
+                "props",
+                format!("names must be 1 to {} bytes", lim.max_prop_key_len),
+            );
+        }
+        if v.len() > lim.max_prop_value_len {
+            return err(
+                &format!("props.{k}"),
+                format!("must be at most {} bytes", lim.max_prop_value_len),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The rules of a page URL, without keeping anything.
+pub(crate) fn check_url(url: Option<&str>, lim: &Limits) -> VResult<()> {
+    url_parts(url, lim).map(drop)
+}
+
+fn url_parts<'u>(url: Option<&'u str>, lim: &Limits) -> VResult<(&'u str, UrlParts<'u>)> {
     let Some(raw) = url.filter(|u| !u.is_empty()) else {
         return err("url", "is required");
     };
@@ -676,15 +700,25 @@ fn validate_url(url: Option<&str>, lim: &Limits) -> VResult<Page> {
     if !matches!(parsed.scheme.as_ref(), "http" | "https") {
         return err("url", "must be an absolute http(s) URL");
     }
-    let Some(host) = parsed.host else {
+    if parsed.host.is_none() {
         return err("url", "must have a host");
-    };
+    }
+    Ok((raw, parsed))
+}
+
+fn validate_url(url: Option<&str>, lim: &Limits) -> VResult<Page> {
+    let (raw, parsed) = url_parts(url, lim)?;
     Ok(Page {
         url: raw.to_owned(),
-        host: host.into_owned(),
+        host: parsed.host.map(|h| h.into_owned()).unwrap_or_default(),
         path: parsed.path.into_owned(),
         ..Page::default()
     })
+}
+
+/// The rules of a referrer URL, without keeping anything.
+pub(crate) fn check_referrer(referrer: Option<&str>, lim: &Limits) -> VResult<()> {
+    validate_referrer(referrer, lim).map(drop)
 }
 
 fn validate_referrer(

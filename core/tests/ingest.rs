@@ -433,3 +433,123 @@ async fn the_importer_reports_rejected_lines_and_a_rerun_stores_nothing_twice() 
     assert_eq!(stored(store.as_ref()).await, 2);
     pipeline.shutdown().await;
 }
+
+/// One typed tracker call, and the same event as an HTTP hit.
+#[derive(Debug, Clone)]
+enum Call {
+    Pageview(String, Option<String>),
+    Event(String, Vec<(String, String)>),
+    Goal(String),
+    Purchase(String, String, String),
+}
+
+fn text() -> impl proptest::strategy::Strategy<Value = String> {
+    use proptest::prelude::*;
+    prop_oneof![
+        Just(String::new()),
+        "[a-z]{1,12}",
+        (118usize..124).prop_map(|n| "n".repeat(n)),
+        (126usize..131).prop_map(|n| "i".repeat(n)),
+        (198usize..203).prop_map(|n| "o".repeat(n)),
+        (298usize..303).prop_map(|n| "k".repeat(n)),
+        (1998usize..2003).prop_map(|n| "v".repeat(n)),
+    ]
+}
+
+fn url() -> impl proptest::strategy::Strategy<Value = String> {
+    use proptest::prelude::*;
+    prop_oneof![
+        Just("https://example.com/a?utm_source=x".to_owned()),
+        Just("ftp://example.com/".to_owned()),
+        Just("not a url".to_owned()),
+        Just(String::new()),
+        Just("http://".to_owned()),
+        (2040usize..2050).prop_map(|n| format!("https://example.com/{}", "p".repeat(n))),
+    ]
+}
+
+fn call() -> impl proptest::strategy::Strategy<Value = Call> {
+    use proptest::prelude::*;
+    prop_oneof![
+        (url(), proptest::option::of(url())).prop_map(|(u, r)| Call::Pageview(u, r)),
+        (text(), proptest::collection::vec((text(), text()), 0..33))
+            .prop_map(|(n, p)| Call::Event(n, p)),
+        text().prop_map(Call::Goal),
+        (
+            text(),
+            prop_oneof![
+                Just("12.50"),
+                Just("-1"),
+                Just("abc"),
+                Just("0.001"),
+                Just("1e3"),
+                Just("")
+            ],
+            prop_oneof![Just("USD"), Just("JPY"), Just("XYZ"), Just("usd"), Just("")]
+        )
+            .prop_map(|(o, a, c)| Call::Purchase(o, a.into(), c.into())),
+    ]
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(300))]
+
+    /// A typed tracker call fails exactly when HTTP ingest refuses the same event,
+    /// with the same words: the tracker checks on the app's thread by the hit
+    /// rules, and a call it takes is never refused later.
+    #[test]
+    fn typed_calls_and_http_ingest_agree(visitor in text(), user in text(), page in proptest::option::of(url()), c in call()) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let store = store();
+            let pipeline = Pipeline::builder(Arc::clone(&store)).build().unwrap();
+            let tracker = pipeline.tracker(SITE).await.unwrap();
+            let mut who = tracker.visitor(visitor.clone()).identify(user.clone());
+            if let Some(p) = &page {
+                who = who.on_page(p.clone());
+            }
+            let page_url = page.clone().unwrap_or_else(|| "https://example.com/".into());
+            let mut hit = serde_json::json!({"site": SITE, "visitor_id": visitor, "user_id": user, "url": page_url});
+            let tracked = match &c {
+                Call::Pageview(u, r) => {
+                    hit["type"] = "pageview".into();
+                    hit["url"] = u.clone().into();
+                    if let Some(r) = r {
+                        hit["referrer"] = r.clone().into();
+                    }
+                    who.pageview_from(u, r.as_deref())
+                }
+                Call::Event(n, props) => {
+                    hit["type"] = "custom".into();
+                    hit["name"] = n.clone().into();
+                    let map: std::collections::BTreeMap<_, _> = props.iter().cloned().collect();
+                    hit["props"] = serde_json::to_value(&map).unwrap();
+                    who.event(n, map)
+                }
+                Call::Goal(n) => {
+                    hit["type"] = "goal".into();
+                    hit["name"] = n.clone().into();
+                    who.goal(n)
+                }
+                Call::Purchase(o, a, cur) => {
+                    hit["type"] = "purchase".into();
+                    hit["order_id"] = o.clone().into();
+                    hit["revenue"] = serde_json::json!({"amount": a, "currency": cur});
+                    who.purchase(o, a, cur)
+                }
+            };
+            let http = pipeline
+                .ingest_json(hit.to_string().as_bytes(), Shape::One, None)
+                .await
+                .map(drop);
+            assert_eq!(
+                tracked.as_ref().map_err(ToString::to_string),
+                http.as_ref().map_err(ToString::to_string),
+                "{c:?} as {hit}"
+            );
+            let report = tracker.shutdown().await;
+            assert_eq!(report.stored, report.tracked, "{c:?}: {report:?}");
+            pipeline.shutdown().await;
+        });
+    }
+}

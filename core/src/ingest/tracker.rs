@@ -3,8 +3,12 @@
 
 use super::{no_visitor, EventId, IngestError, Origin, Pipeline};
 use crate::clock::Clock;
-use crate::event::Event;
-use crate::hit::{Hit, RawMoney, ValidatedHit, ValidationContext};
+use crate::error::ValidationError;
+use crate::event::{Event, EventKind};
+use crate::hit::{
+    check_bounded, check_needs, check_props, check_referrer, check_url, parse_revenue, Hit, Limits,
+    RawMoney, ValidatedHit, ValidationContext, MAX_ORDER_ID,
+};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -16,6 +20,10 @@ const QUEUE: usize = 65_536;
 
 /// Most events a tracker prepares and commits at once.
 const BATCH: usize = 2048;
+
+/// How long the background task waits for more events once one came: the most a
+/// tracked event waits before it is prepared.
+const LINGER: Duration = Duration::from_millis(10);
 
 /// How long a stopping tracker keeps retrying a store that refuses its events.
 const STOP_DEADLINE: Duration = Duration::from_secs(30);
@@ -54,22 +62,44 @@ impl Counts {
     }
 }
 
-/// Who a tracker's events are from, and where.
+/// Who a tracker's events are from, and where; with what the hit rules say of
+/// them, worked out once.
 #[derive(Debug, Default)]
 struct Who {
     visitor_id: Option<String>,
     user_id: Option<String>,
     origin: Option<Origin>,
     page: Option<String>,
+    /// The first rule of `visitor_id` and `user_id` they break.
+    ids_error: Option<ValidationError>,
+    /// The rules of `page` (a URL), when there is one.
+    page_ok: Option<Result<(), ValidationError>>,
 }
 
+impl Who {
+    /// Whether the cookieless visitor id can be worked out (from the request).
+    fn has_visitor(&self) -> bool {
+        self.visitor_id.as_deref().is_some_and(|v| !v.is_empty())
+            || self
+                .origin
+                .as_ref()
+                .is_some_and(|o| o.ip.is_some() || o.user_agent.is_some())
+    }
+}
+
+/// An event as app code gave it (validated on its thread) and when.
 struct Tracked {
-    valid: ValidatedHit,
+    /// The kind of a typed call (the hit's own `type` is left out, to save an
+    /// allocation on the app's thread).
+    kind: Option<EventKind>,
+    hit: Hit,
     who: Option<Arc<Who>>,
+    at: chrono::DateTime<chrono::Utc>,
 }
 
+#[allow(clippy::large_enum_variant)] // Not boxed: one allocation less per event.
 enum Msg {
-    Hit(Box<Tracked>),
+    Hit(Tracked),
     Flush(oneshot::Sender<()>),
 }
 
@@ -77,6 +107,9 @@ enum Msg {
 pub(crate) struct Core {
     site: String,
     root: String,
+    /// The rules of `root`, as a page URL.
+    root_ok: Result<(), ValidationError>,
+    limits: Limits,
     tx: mpsc::Sender<Msg>,
     clock: Arc<dyn Clock>,
     counts: Arc<Counts>,
@@ -150,9 +183,19 @@ impl Tracker {
         let counts = Arc::new(Counts::default());
         let clock = Arc::clone(pipeline.clock());
         let runtime = pipeline.runtime().clone();
-        let task = runtime.spawn(run(pipeline, rx, stopped, Arc::clone(&counts)));
+        let root = format!("https://{site}/");
+        let task = runtime.spawn(run(
+            pipeline,
+            (site.clone(), root.clone()),
+            rx,
+            stopped,
+            Arc::clone(&counts),
+        ));
+        let limits = Limits::default();
         let core = Arc::new(Core {
-            root: format!("https://{site}/"),
+            root_ok: check_url(Some(&root), &limits),
+            limits,
+            root,
             site,
             tx,
             clock,
@@ -181,10 +224,16 @@ impl Tracker {
                 user_id: w.user_id.clone(),
                 origin: w.origin.clone(),
                 page: w.page.clone(),
+                ..Who::default()
             },
             None => Who::default(),
         };
         change(&mut who);
+        let lim = &self.core.limits;
+        who.ids_error = check_bounded("visitor_id", who.visitor_id.as_deref(), lim.max_id_len)
+            .and_then(|()| check_bounded("user_id", who.user_id.as_deref(), lim.max_id_len))
+            .err();
+        who.page_ok = who.page.as_deref().map(|p| check_url(Some(p), lim));
         Tracker {
             core: Arc::clone(&self.core),
             who: Some(Arc::new(who)),
@@ -218,32 +267,80 @@ impl Tracker {
         self.with(|w| w.page = Some(url))
     }
 
-    fn hit(&self, kind: &str, url: Option<&str>) -> Hit {
+    /// Checks the fields a typed call sets with the hit rules, in the order
+    /// [`Hit::validate`] checks them (so the first broken rule is the one HTTP
+    /// ingest names), and hands the event over.
+    fn typed(&self, kind: EventKind, hit: Hit) -> Result<(), IngestError> {
+        let lim = &self.core.limits;
         let who = self.who.as_deref();
-        let url = url
-            .or_else(|| who.and_then(|w| w.page.as_deref()))
-            .unwrap_or(&self.core.root);
-        Hit {
-            site: Some(self.core.site.clone()),
-            kind: Some(kind.to_owned()),
-            url: Some(url.to_owned()),
-            visitor_id: who.and_then(|w| w.visitor_id.clone()),
-            user_id: who.and_then(|w| w.user_id.clone()),
-            ..Hit::default()
+        match (&hit.url, who.and_then(|w| w.page_ok.as_ref())) {
+            (Some(url), _) => check_url(Some(url), lim)?,
+            (None, Some(page)) => page.clone()?,
+            (None, None) => self.core.root_ok.clone()?,
         }
+        check_referrer(hit.referrer.as_deref(), lim)?;
+        if let Some(e) = who.and_then(|w| w.ids_error.clone()) {
+            return Err(e.into());
+        }
+        check_bounded("order_id", hit.order_id.as_deref(), MAX_ORDER_ID)?;
+        check_bounded("goal", hit.name.as_deref(), lim.max_name_len)?;
+        let present = |v: &Option<String>| v.as_deref().is_some_and(|s| !s.is_empty());
+        check_needs(
+            kind,
+            present(&hit.name),
+            hit.revenue.is_some(),
+            present(&hit.order_id),
+            None,
+        )?;
+        if let Some(r) = &hit.revenue {
+            parse_revenue(r)?;
+        }
+        check_props(&hit.props, lim)?;
+        if !who.is_some_and(Who::has_visitor) {
+            return Err(no_visitor().into());
+        }
+        self.send(Some(kind), hit)
     }
+
+    fn send(&self, kind: Option<EventKind>, hit: Hit) -> Result<(), IngestError> {
+        let tracked = Tracked {
+            kind,
+            hit,
+            who: self.who.clone(),
+            at: self.core.clock.now(),
+        };
+        self.core
+            .tx
+            .try_send(Msg::Hit(tracked))
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => IngestError::Busy,
+                mpsc::error::TrySendError::Closed(_) => IngestError::ShutDown,
+            })?;
+        self.core.counts.tracked.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    // The typed calls leave out the hit's kind, and the tracker's site, page and
+    // visitor: the background task fills them in.
 
     /// Records a page view of `url`.
     pub fn pageview(&self, url: &str) -> Result<(), IngestError> {
-        self.track(self.hit("pageview", Some(url)))
+        let hit = Hit {
+            url: Some(url.to_owned()),
+            ..Hit::default()
+        };
+        self.typed(EventKind::Pageview, hit)
     }
 
     /// Records a page view of `url` reached from `referrer` (the `Referer`
     /// header), as the tower layer does.
     pub fn pageview_from(&self, url: &str, referrer: Option<&str>) -> Result<(), IngestError> {
-        let mut hit = self.hit("pageview", Some(url));
-        hit.referrer = referrer.map(str::to_owned);
-        self.track(hit)
+        let hit = Hit {
+            url: Some(url.to_owned()),
+            referrer: referrer.map(str::to_owned),
+            ..Hit::default()
+        };
+        self.typed(EventKind::Pageview, hit)
     }
 
     /// Records a custom event `name` with properties.
@@ -256,52 +353,53 @@ impl Tracker {
         K: Into<String>,
         V: Into<String>,
     {
-        let mut hit = self.hit("custom", None);
-        hit.name = Some(name.to_owned());
-        hit.props = props
-            .into_iter()
-            .map(|(k, v)| (k.into(), v.into()))
-            .collect::<BTreeMap<_, _>>();
-        self.track(hit)
+        let hit = Hit {
+            name: Some(name.to_owned()),
+            props: props
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect::<BTreeMap<_, _>>(),
+            ..Hit::default()
+        };
+        self.typed(EventKind::Custom, hit)
     }
 
     /// Records the goal `name` (a conversion).
     pub fn goal(&self, name: &str) -> Result<(), IngestError> {
-        let mut hit = self.hit("goal", None);
-        hit.name = Some(name.to_owned());
-        self.track(hit)
+        let hit = Hit {
+            name: Some(name.to_owned()),
+            ..Hit::default()
+        };
+        self.typed(EventKind::Goal, hit)
     }
 
     /// Records a purchase: `order` is its id (a provider's webhook for the same
     /// order is the same purchase), `amount` a decimal string in `currency` (ISO
     /// 4217).
     pub fn purchase(&self, order: &str, amount: &str, currency: &str) -> Result<(), IngestError> {
-        let mut hit = self.hit("purchase", None);
-        hit.order_id = Some(order.to_owned());
-        hit.revenue = Some(RawMoney {
-            amount: amount.to_owned(),
-            currency: currency.to_owned(),
-        });
-        self.track(hit)
+        let hit = Hit {
+            order_id: Some(order.to_owned()),
+            revenue: Some(RawMoney {
+                amount: amount.to_owned(),
+                currency: currency.to_owned(),
+            }),
+            ..Hit::default()
+        };
+        self.typed(EventKind::Purchase, hit)
     }
 
-    /// Records any hit (its site defaults to the tracker's; its visitor, user and
-    /// page to the tracker's). Live rules apply: the time is now.
-    pub fn track(&self, mut hit: Hit) -> Result<(), IngestError> {
-        let who = self.who.as_deref();
-        if hit.site.is_none() {
-            hit.site = Some(self.core.site.clone());
-        }
-        if hit.visitor_id.is_none() {
-            hit.visitor_id = who.and_then(|w| w.visitor_id.clone());
-        }
-        if hit.user_id.is_none() {
-            hit.user_id = who.and_then(|w| w.user_id.clone());
-        }
-        let from_request = who
-            .and_then(|w| w.origin.as_ref())
-            .is_some_and(|o| o.ip.is_some() || o.user_agent.is_some());
-        let valid = hit.validate(&ValidationContext::live(self.core.clock.now()), None)?;
+    /// Records any hit: its site, visitor, user and page default to the tracker's.
+    /// Live rules apply: the time is now.
+    pub fn track(&self, hit: Hit) -> Result<(), IngestError> {
+        let mut full = hit.clone();
+        fill(
+            &mut full,
+            self.who.as_deref(),
+            &self.core.site,
+            &self.core.root,
+        );
+        let valid = full.validate(&ValidationContext::live(self.core.clock.now()), None)?;
+        let from_request = self.who.as_deref().is_some_and(Who::has_visitor);
         if valid.client_visitor_id.is_none()
             && !from_request
             && valid.ip.is_none()
@@ -309,19 +407,7 @@ impl Tracker {
         {
             return Err(no_visitor().into());
         }
-        let tracked = Box::new(Tracked {
-            valid,
-            who: self.who.clone(),
-        });
-        self.core
-            .tx
-            .try_send(Msg::Hit(tracked))
-            .map_err(|e| match e {
-                mpsc::error::TrySendError::Full(_) => IngestError::Busy,
-                mpsc::error::TrySendError::Closed(_) => IngestError::ShutDown,
-            })?;
-        self.core.counts.tracked.fetch_add(1, Ordering::Relaxed);
-        Ok(())
+        self.send(None, hit)
     }
 
     /// Waits until every event tracked before this call is stored (or, while the
@@ -353,13 +439,14 @@ impl Tracker {
 /// refuses; on stop, takes what is queued and ends.
 async fn run(
     pipeline: Pipeline,
+    (site, root): (String, String),
     mut rx: mpsc::Receiver<Msg>,
     mut stop: watch::Receiver<bool>,
     counts: Arc<Counts>,
 ) {
     let mut sites = HashMap::new();
     let mut stopping: Option<Instant> = None;
-    let mut batch: Vec<Box<Tracked>> = Vec::with_capacity(BATCH);
+    let mut batch: Vec<Tracked> = Vec::with_capacity(BATCH);
     let mut flushes: Vec<oneshot::Sender<()>> = Vec::new();
     loop {
         let first = if stopping.is_some() {
@@ -375,6 +462,11 @@ async fn run(
             }
         };
         let Some(first) = first else { break };
+        // Events come one by one: wait a moment for more, so that app threads do not
+        // wake this task (a system call) for each, and batches fill.
+        if matches!(first, Msg::Hit(_)) && rx.len() < BATCH && stopping.is_none() {
+            tokio::time::sleep(LINGER).await;
+        }
         let mut next = Some(first);
         // Take what is waiting, up to a flush marker (answered once all before it
         // is stored).
@@ -393,15 +485,35 @@ async fn run(
         }
         let mut events: Vec<Event> = Vec::with_capacity(batch.len());
         let mut backoff = Duration::from_millis(50);
-        let mut unprepared = std::mem::take(&mut batch);
+        let mut unprepared: Vec<(ValidatedHit, Option<Arc<Who>>)> = Vec::with_capacity(batch.len());
+        for t in batch.drain(..) {
+            let Tracked {
+                kind,
+                mut hit,
+                who,
+                at,
+            } = t;
+            if let Some(kind) = kind {
+                hit.kind = Some(kind.as_str().to_owned());
+            }
+            fill(&mut hit, who.as_deref(), &site, &root);
+            match hit.validate(&ValidationContext::live(at), None) {
+                Ok(v) => unprepared.push((v, who)),
+                Err(e) => {
+                    // The caller's checks passed: the rules and the checks disagree.
+                    tracing::error!(error = %e, "tracked event failed validation");
+                    counts.rejected.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
         // Prepare (retrying what the state refuses), then commit.
         while !unprepared.is_empty() {
             let mut retry = Vec::new();
-            for t in unprepared {
-                let origin = t.who.as_ref().and_then(|w| w.origin.as_ref());
+            for (valid, who) in unprepared {
+                let origin = who.as_ref().and_then(|w| w.origin.as_ref());
                 match pipeline
                     .preparer()
-                    .prepare(t.valid.clone(), origin, EventId::Random, &mut sites)
+                    .prepare(valid.clone(), origin, EventId::Random, &mut sites)
                     .await
                 {
                     Ok(e) => events.push(e),
@@ -411,7 +523,7 @@ async fn run(
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "preparing a tracked event failed; retrying");
-                        retry.push(t);
+                        retry.push((valid, who));
                     }
                 }
             }
@@ -460,6 +572,25 @@ async fn run(
         for done in flushes.drain(..) {
             let _ = done.send(());
         }
+    }
+}
+
+/// Fills what a hit leaves out from the tracker: its site, page, visitor and user.
+fn fill(hit: &mut Hit, who: Option<&Who>, site: &str, root: &str) {
+    if hit.site.is_none() {
+        hit.site = Some(site.to_owned());
+    }
+    if hit.url.is_none() {
+        hit.url = Some(
+            who.and_then(|w| w.page.clone())
+                .unwrap_or_else(|| root.to_owned()),
+        );
+    }
+    if hit.visitor_id.is_none() {
+        hit.visitor_id = who.and_then(|w| w.visitor_id.clone());
+    }
+    if hit.user_id.is_none() {
+        hit.user_id = who.and_then(|w| w.user_id.clone());
     }
 }
 
