@@ -29,9 +29,10 @@
 
 mod webhook;
 
+pub use beacon_core::backend::{glob, shares, Credit, Touch, Touchpoints};
 pub use beacon_core::{
-    glob, shares, Credit, Funnel, FunnelResult, GoalDefinition, GoalMatch, GoalResult,
-    GoalsRequest, GoalsResult, StepMatch, StepResult, Touch, Touchpoints,
+    Funnel, FunnelResult, GoalDefinition, GoalMatch, GoalResult, GoalsRequest, GoalsResult,
+    StepMatch, StepResult,
 };
 pub use webhook::{
     parse_payments, receive_webhook, Headers, Payment, PaymentKind, Provider, ReceiveError,

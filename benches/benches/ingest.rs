@@ -2,7 +2,8 @@
 #![allow(missing_docs)] // criterion's macros generate undocumented functions
 
 use beacon_benches::generate;
-use beacon_core::{MemoryStore, Sessionizer, Site};
+use beacon_core::backend::Sessionizer;
+use beacon_core::{MemoryStore, Site};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use std::hint::black_box;
 

@@ -126,8 +126,11 @@ fn queries(c: &mut Criterion) {
         (v as i64, visits as i64, pv as i64),
         "engine and peer agree"
     );
-    assert_eq!(m[3], beacon_core::percent(bounces, visits).units);
-    assert_eq!(m[4], beacon_core::mean_seconds(dur as u64, visits).units);
+    assert_eq!(m[3], beacon_core::backend::percent(bounces, visits).units);
+    assert_eq!(
+        m[4],
+        beacon_core::backend::mean_seconds(dur as u64, visits).units
+    );
     eprintln!("main stats: visitors {v}, visits {visits}, pageviews {pv} (engine and peer agree)");
 
     // Every query goes through the storage trait, as the server and CLI call it.

@@ -1,54 +1,73 @@
 //! # beacon-core
 //!
-//! Beacon's foundation: the event model, hit validation, visitor identity, sessions,
-//! the request types of the contract, the storage, configuration and state traits,
-//! the reference engines, and [`MemoryStore`], the in-memory store every other
-//! backend is compared against.
+//! Beacon's foundation: the event model and hit validation, the ingest
+//! [`Pipeline`] (validate → enrich → identify → sessionize → store, with group
+//! commit and a bounded queue), the [`Tracker`] handle for app code and, with the
+//! `tower` feature, the [`TrackLayer`](crate#server-side-tracking) for axum and
+//! tower apps; the request types of the contract and [`Analytics`], the storage,
+//! configuration and state traits, the reference engines, and [`MemoryStore`], the
+//! in-memory store every other backend is compared against.
+//!
+//! A hit goes in, is stored, and is counted:
 //!
 //! ```
-//! use beacon_core::{Analytics, EventStore, Hit, MemoryStore, Query, Site, ValidationContext};
-//! use chrono::{TimeZone, Utc};
+//! use beacon_core::{Hit, MemoryStore, Origin, Pipeline, Query, Shape, Site};
+//! use std::sync::Arc;
 //!
-//! # tokio_test_shim::block_on(async {
-//! let store = MemoryStore::new();
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! let store = Arc::new(MemoryStore::new()); // or beacon_storage_sqlite::SqliteStore
 //! store.put_site_sync(Site::new("example.com")).unwrap();
+//! // Salts and event ids from the OS's random source, the system clock, sessions in
+//! // memory; `.enricher(beacon_enrich::Enricher::new()?)` adds devices, GeoIP, channels.
+//! let pipeline = Pipeline::builder(Arc::clone(&store)).build().unwrap();
 //!
-//! let now = Utc.with_ymd_and_hms(2026, 3, 2, 0, 0, 0).unwrap();
-//! let mut events = Vec::new();
-//! for (visitor, time, path) in [("v1", "10:00:00", "/"), ("v1", "10:05:00", "/pricing"), ("v2", "11:00:00", "/")] {
-//!     let hit = Hit::from_json(format!(
-//!         r#"{{"site":"example.com","type":"pageview","url":"https://example.com{path}",
-//!             "timestamp":"2026-03-01T{time}Z","visitor_id":"{visitor}"}}"#
-//!     ).as_bytes()).unwrap();
-//!     let valid = hit.validate(&ValidationContext::import(now), None).unwrap();
-//!     let mut event = valid.event;
-//!     event.id = uuid::Uuid::from_u128(events.len() as u128 + 1);
-//!     event.identity.visitor_id = valid.client_visitor_id.unwrap();
-//!     events.push(event);
-//! }
-//! let report = store.append(&events).await.unwrap();
-//! assert_eq!(report.stored, 3);
+//! // A hit as an HTTP endpoint receives it, from the request's client.
+//! let client = Origin {
+//!     ip: Some("203.0.113.7".parse().unwrap()),
+//!     user_agent: Some("Mozilla/5.0 (X11; Linux x86_64; rv:121.0) Gecko/20100101 Firefox/121.0".into()),
+//!     ..Origin::default()
+//! };
+//! let body = br#"{"site":"example.com","type":"pageview","url":"https://example.com/pricing?utm_source=news"}"#;
+//! let report = pipeline.ingest_json(body, Shape::One, Some(&client)).await.unwrap();
+//! assert_eq!(report.stored, 1); // committed before the call returns
 //!
-//! let query = Query::from_json(r#"{"site":"example.com","date_range":["2026-03-01","2026-03-01"],
-//!     "metrics":["visitors","visits","pageviews","bounce_rate"]}"#).unwrap();
-//! // The store is also the configuration here; `Analytics` looks the site up in it.
-//! let result = Analytics::new(&store, &store).query(&query, now).await.unwrap();
-//! let m: Vec<f64> = result.rows[0].metrics.iter().map(|v| v.as_f64()).collect();
-//! assert_eq!(m, [2.0, 2.0, 3.0, 50.0]);
+//! // Errors name the field and the rule.
+//! let bad = Hit { site: Some("example.com".into()), kind: Some("pageview".into()), ..Hit::default() };
+//! let err = pipeline.ingest(bad, Some(&client)).await.unwrap_err();
+//! assert_eq!(err.to_string(), "url: is required");
+//!
+//! // Events from app code: non-blocking, batched in the background.
+//! let alice = pipeline.tracker("example.com").await.unwrap().visitor("alice");
+//! alice.pageview("https://example.com/").unwrap();
+//! alice.purchase("order-1", "49.00", "USD").unwrap();
+//! alice.flush().await.unwrap();
+//!
+//! let q = Query::from_json(r#"{"site":"example.com","date_range":"day",
+//!     "metrics":["visitors","pageviews","revenue"],"dimensions":["page"]}"#).unwrap();
+//! let result = pipeline.analytics().query(&q, pipeline.now()).await.unwrap();
+//! let rows: Vec<(Option<String>, Vec<f64>)> = result.rows.iter()
+//!     .map(|r| (r.dimensions[0].clone(), r.metrics.iter().map(|m| m.as_f64()).collect()))
+//!     .collect();
+//! assert_eq!(rows, [(Some("/".into()), vec![1.0, 1.0, 49.0]), (Some("/pricing".into()), vec![1.0, 1.0, 0.0])]);
+//! pipeline.shutdown().await; // everything accepted is stored
 //! # });
-//! # mod tokio_test_shim {
-//! #     pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
-//! #         tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
-//! #     }
-//! # }
 //! ```
 //!
-//! The data flow is `Hit` → [`Hit::validate`] → enrichment (`beacon-enrich`) →
-//! [`VisitorIdentifier`] (over a [`SaltStore`]) → [`SessionState`] →
-//! [`EventStore::append`]; requests go [`Query`] / [`Funnel`] / [`GoalsRequest`] /
-//! [`RealtimeRequest`] → [`Analytics`] (the site from a [`ConfigStore`]) → the
-//! [`EventStore`] method → a result. The metric definitions are in `docs/metrics.md`;
-//! how to write a backend is in `docs/backends.md`.
+//! The data flow is `Hit` → [`Hit::validate`] → enrichment ([`Enrich`];
+//! `beacon-enrich` has the full one) → the visitor id (daily salts from a
+//! [`SaltStore`]) → [`SessionState`] → [`EventStore::append`]; requests go
+//! [`Query`] / [`Funnel`] / [`GoalsRequest`] / [`RealtimeRequest`] → [`Analytics`]
+//! (the site from a [`ConfigStore`]) → the [`EventStore`] method → a result. What a
+//! backend implements beyond that, and the helpers it shares, are in [`backend`].
+//! The metric definitions are in `docs/metrics.md`; how to write a backend is in
+//! `docs/backends.md`.
+//!
+//! # Server-side tracking
+//!
+//! With the `tower` feature, `TrackLayer` records a page view for each request an
+//! axum or tower app answers with an HTML page (see `examples/embedded-axum`); the
+//! feature pulls in `http` and `tower`'s traits only, and core has no other HTTP
+//! dependency.
 
 mod clock;
 mod context;
@@ -72,54 +91,72 @@ mod text;
 mod time;
 mod url;
 
-pub use clock::{
-    new_event_id, Clock, ManualClock, OsRandom, RandomSource, SeededRandom, SystemClock,
-};
+pub use clock::{Clock, ManualClock, OsRandom, RandomSource, SeededRandom, SystemClock};
 pub use context::{Cancel, Context};
-pub use engine::{shares, Credit, Touch, Touchpoints};
 pub use error::{QueryError, StoreError, ValidationError};
 pub use event::{
     Acquisition, BotInfo, ClickIds, Commerce, Company, Device, DeviceType, Engagement, Event,
     EventKind, Identity, Location, Network, Page, Utm, VisitorType,
 };
 pub use hit::{Hit, IngestMode, Limits, RawMoney, ValidatedHit, ValidationContext};
-pub use identity::{VisitorCandidates, VisitorIdentifier};
 pub use ingest::{
     hits_from_json, ClientHints, Enrich, ImportError, ImportFormat, ImportReport, Importer,
     IngestError, IngestReport, NoEnrichment, Origin, Pipeline, PipelineBuilder, ReadError,
-    ReadPool, RejectedLine, RequestFacts, Shape, Tracker, TrackerReport, TrustedProxies,
-    DELIVERY_RETENTION, MAX_BATCH, MAX_SESSION_VISITORS,
+    ReadPool, RejectedLine, RequestFacts, Shape, Tracker, TrackerReport, TrustedProxies, MAX_BATCH,
+    MAX_SESSION_VISITORS,
 };
 #[cfg(feature = "tower")]
 pub use ingest::{TrackLayer, TrackService};
-pub use memory::{MemoryConfig, MemoryStore, MemoryUsage};
-pub use money::{format_minor, Currency, Money, MoneyError};
+pub use memory::{MemoryConfig, MemoryStore};
+pub use money::{Currency, Money, MoneyError};
 pub use query::{
     Attribution, AttributionModel, DateRange, Dimension, Direction, Filter, Metric, OrderKey,
     Pattern, Query, ResolvedRange,
 };
 pub use requests::{
-    glob, Funnel, FunnelResult, GoalDefinition, GoalMatch, GoalResult, GoalsRequest, GoalsResult,
+    Funnel, FunnelResult, GoalDefinition, GoalMatch, GoalResult, GoalsRequest, GoalsResult,
     RealtimeRequest, RealtimeResult, SavedFunnel, StepMatch, StepResult,
 };
-pub use result::{mean_seconds, percent, ratio, MetricValue, QueryResult, ResultRow};
-pub use session::{
-    session_id, sessionize, Observation, Placement, SessionRename, SessionSpan, SessionSummary,
-    SessionSummaryLite, Sessionizer, VisitorSessions,
-};
+pub use result::{MetricValue, QueryResult, ResultRow};
 pub use site::Site;
-pub use state::{
-    CachedSalts, ConfigSalts, MemorySaltStore, MemorySessionState, SaltStore, SessionState,
-    VisitorRef,
-};
-pub use store::reference::resolve_range;
-pub use store::{
-    Analytics, AppendReport, ConfigKey, ConfigKind, ConfigRecord, ConfigStore, EraseScope,
-    EventBatches, EventStore, KindSet, PreparedEvents, ScanRequest, StoreStats,
-};
+pub use state::{SaltStore, SessionState};
+pub use store::{Analytics, ConfigStore, EraseScope, EventStore};
 pub use text::Text;
-pub use time::{day_start, local_date, Buckets, TimeBucket};
-pub use url::UrlParts;
+pub use time::TimeBucket;
 
-/// Chrono's time zone type, re-exported for [`Site::timezone`].
+/// For backend authors: the types the storage and state traits' methods take and
+/// give beyond the user-facing ones, the reference engines and session machinery
+/// the traits' defaults run, and the helpers backends share so that every rule has
+/// one home (see `docs/backends.md`). An app that only ingests and queries needs
+/// none of it.
+pub mod backend {
+    pub use crate::clock::new_event_id;
+    pub use crate::engine::{shares, Credit, Touch, Touchpoints};
+    pub use crate::identity::{VisitorCandidates, VisitorIdentifier};
+    pub use crate::ingest::DELIVERY_RETENTION;
+    pub use crate::memory::MemoryUsage;
+    pub use crate::money::format_minor;
+    pub use crate::requests::glob;
+    pub use crate::result::{mean_seconds, percent, ratio};
+    pub use crate::session::{
+        session_id, sessionize, Observation, Placement, SessionRename, SessionSpan, SessionSummary,
+        SessionSummaryLite, Sessionizer, VisitorSessions,
+    };
+    pub use crate::state::{
+        CachedSalts, ConfigSalts, MemorySaltStore, MemorySessionState, VisitorRef,
+    };
+    pub use crate::store::reference::resolve_range;
+    pub use crate::store::{
+        AppendReport, ConfigKey, ConfigKind, ConfigRecord, EventBatches, KindSet, PreparedEvents,
+        ScanRequest, StoreStats,
+    };
+    pub use crate::time::{day_start, local_date, Buckets};
+    pub use crate::url::UrlParts;
+}
+
 pub use chrono_tz::Tz;
+
+/// The README's Rust examples compile (`cargo test --doc -p beacon-core`).
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeExamples;

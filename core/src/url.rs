@@ -13,7 +13,7 @@ use std::borrow::Cow;
 /// the `url` crate.
 ///
 /// ```
-/// use beacon_core::UrlParts;
+/// use beacon_core::backend::UrlParts;
 /// let u = UrlParts::parse("https://Example.com/pricing?utm_source=news#top").unwrap();
 /// assert_eq!((u.scheme.as_ref(), u.host.as_deref(), u.path.as_ref()), ("https", Some("example.com"), "/pricing"));
 /// let pairs: Vec<_> = u.query_pairs().collect();

@@ -218,7 +218,7 @@ proptest! {
             store.append_sync(chunk).expect("append");
         }
         let date = (start() + chrono::Duration::days(i64::from(day))).date_naive();
-        let from = beacon_core::day_start(site.timezone, date).timestamp_millis();
+        let from = beacon_core::backend::day_start(site.timezone, date).timestamp_millis();
         let want = naive(&events, from, from + 86_400_000, dim);
         let now = start() + chrono::Duration::days(10);
         // With conversions (per-row path) and without (sessions may add up in O(1)).

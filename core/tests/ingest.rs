@@ -3,9 +3,10 @@
 //! ingest), and the importer.
 
 use async_trait::async_trait;
+use beacon_core::backend::{AppendReport, EventBatches, ScanRequest};
 use beacon_core::{
-    AppendReport, EraseScope, Event, EventBatches, EventStore, Hit, ImportFormat, IngestError,
-    MemoryStore, Origin, Pipeline, ScanRequest, Shape, Site, StoreError,
+    EraseScope, Event, EventStore, Hit, ImportFormat, IngestError, MemoryStore, Origin, Pipeline,
+    Shape, Site, StoreError,
 };
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -116,7 +117,7 @@ impl EventStore for Gated {
         self.inner.erase(site, scope).await
     }
 
-    async fn stats(&self) -> Result<beacon_core::StoreStats, StoreError> {
+    async fn stats(&self) -> Result<beacon_core::backend::StoreStats, StoreError> {
         self.inner.stats().await
     }
 }

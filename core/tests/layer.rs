@@ -2,10 +2,8 @@
 //! visitor is, and the tracker a handler finds in the request.
 #![cfg(feature = "tower")]
 
-use beacon_core::{
-    EventStore, KindSet, MemoryStore, Pipeline, ScanRequest, Site, TrackLayer, Tracker,
-    TrustedProxies,
-};
+use beacon_core::backend::{KindSet, ScanRequest};
+use beacon_core::{EventStore, MemoryStore, Pipeline, Site, TrackLayer, Tracker, TrustedProxies};
 use futures_util::StreamExt;
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};

@@ -4,11 +4,12 @@
 //! scan-only store), which give the same answers.
 
 use async_trait::async_trait;
+use beacon_core::backend::{AppendReport, EventBatches, ScanRequest};
 use beacon_core::{
-    AppendReport, Attribution, AttributionModel, Currency, DateRange, Dimension, Direction,
-    EraseScope, Event, EventBatches, EventKind, EventStore, Filter, Funnel, GoalDefinition,
-    GoalMatch, GoalsRequest, MemoryStore, Metric, Money, OrderKey, Pattern, Query, QueryError,
-    RealtimeRequest, ScanRequest, Site, StepMatch, StoreError, TimeBucket,
+    Attribution, AttributionModel, Currency, DateRange, Dimension, Direction, EraseScope, Event,
+    EventKind, EventStore, Filter, Funnel, GoalDefinition, GoalMatch, GoalsRequest, MemoryStore,
+    Metric, Money, OrderKey, Pattern, Query, QueryError, RealtimeRequest, Site, StepMatch,
+    StoreError, TimeBucket,
 };
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use proptest::prelude::*;

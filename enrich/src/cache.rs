@@ -133,16 +133,12 @@ impl<K: Hash + Eq + Clone, V> BoundedCache<K, V> {
     }
 
     /// Entries held now.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.shards
             .iter()
             .map(|s| s.lock().map(|s| s.young.len() + s.old.len()).unwrap_or(0))
             .sum()
-    }
-
-    /// Whether nothing is cached.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 

@@ -44,12 +44,11 @@ mod url;
 
 pub use beacon_core::ClientHints;
 pub use bots::{BotDetector, BotListError, BotReason};
-pub use cache::BoundedCache;
 pub use enricher::{flat_json, EnrichError, Enricher, EnricherBuilder, Request, Step};
 pub use geo::{GeoDatabases, GeoError, GeoFacts, GeoKind};
 pub use network::{NetworkClassifier, NetworkVerdict};
 pub use privacy::{hash_email, hash_phone};
 pub use referrer::{Attribution, ReferrerClassifier, ReferrerKind, ReferrerListError};
-pub use ua::{ClientInfo, UserAgentParser, WootheeAnswer};
-pub use uap::{fold_family, UapFamily, UapParser};
+pub use ua::{ClientInfo, UserAgentParser};
+pub use uap::{fold_family, UapParser};
 pub use url::{url_facts, UrlFacts};

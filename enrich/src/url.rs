@@ -1,6 +1,7 @@
 //! URL facts: host, path, UTM parameters and advertising click ids.
 
-use beacon_core::{ClickIds, Text, UrlParts, Utm};
+use beacon_core::backend::UrlParts;
+use beacon_core::{ClickIds, Text, Utm};
 
 /// What a page URL says about the visit.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

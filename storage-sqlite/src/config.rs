@@ -4,7 +4,8 @@
 use crate::batches::failed;
 use crate::SqliteStore;
 use async_trait::async_trait;
-use beacon_core::{ConfigKey, ConfigKind, ConfigRecord, ConfigStore, Site, StoreError};
+use beacon_core::backend::{ConfigKey, ConfigKind, ConfigRecord};
+use beacon_core::{ConfigStore, Site, StoreError};
 use sqlx::{Row, SqlitePool};
 
 /// Moves the tables of older versions (`sites`, `webhook_secrets`, `salts`) into

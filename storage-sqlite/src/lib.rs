@@ -63,10 +63,10 @@ use batches::{
     decode_batch, encode_batches, erase_visitor, failed, remember_payments, write_batches,
     StoredBatch,
 };
+use beacon_core::backend::{AppendReport, EventBatches, PreparedEvents, ScanRequest, StoreStats};
 use beacon_core::{
-    AppendReport, Context, EraseScope, Event, EventBatches, EventStore, Funnel, FunnelResult,
-    GoalsRequest, GoalsResult, MemoryStore, PreparedEvents, Query, QueryResult, RealtimeRequest,
-    RealtimeResult, ScanRequest, Site, StoreError, StoreStats,
+    Context, EraseScope, Event, EventStore, Funnel, FunnelResult, GoalsRequest, GoalsResult,
+    MemoryStore, Query, QueryResult, RealtimeRequest, RealtimeResult, Site, StoreError,
 };
 use chrono::{DateTime, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -1085,8 +1085,8 @@ mod tests {
             Some("whsec_x")
         );
         let salt = store
-            .get(&beacon_core::ConfigKey::new(
-                beacon_core::ConfigKind::Salt,
+            .get(&beacon_core::backend::ConfigKey::new(
+                beacon_core::backend::ConfigKind::Salt,
                 "",
                 "2026-03-01",
             ))

@@ -1,9 +1,10 @@
 //! Fixture events and the harness that checks a backend against the reference.
 
+use beacon_core::backend::{AppendReport, ScanRequest};
 use beacon_core::{
-    AppendReport, BotInfo, Context, Currency, DeviceType, EraseScope, Event, EventKind, EventStore,
-    Funnel, FunnelResult, GoalsRequest, GoalsResult, MemoryStore, Money, Query, QueryResult,
-    RealtimeRequest, RealtimeResult, ScanRequest, Site, VisitorType,
+    BotInfo, Context, Currency, DeviceType, EraseScope, Event, EventKind, EventStore, Funnel,
+    FunnelResult, GoalsRequest, GoalsResult, MemoryStore, Money, Query, QueryResult,
+    RealtimeRequest, RealtimeResult, Site, VisitorType,
 };
 use chrono::{DateTime, NaiveDateTime, Utc};
 use futures_util::TryStreamExt;

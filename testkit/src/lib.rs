@@ -36,10 +36,8 @@ pub use cases::{run_case, Part, CONFIG_CASES, EVENT_CASES, SALT_CASES, SESSION_C
 pub use fixture::{at, run_tag, site, Ev, Fixture, NOW};
 pub use vec_store::VecStore;
 
-use beacon_core::{
-    ConfigStore, EventStore, MemoryConfig, MemorySaltStore, MemorySessionState, MemoryStore,
-    SaltStore, SessionState,
-};
+use beacon_core::backend::{MemorySaltStore, MemorySessionState};
+use beacon_core::{ConfigStore, EventStore, MemoryConfig, MemoryStore, SaltStore, SessionState};
 
 /// A backend under test: the parts of Beacon's storage it serves.
 pub trait Backend: Send + Sync {

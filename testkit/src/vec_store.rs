@@ -3,9 +3,8 @@
 //! work into its database.
 
 use async_trait::async_trait;
-use beacon_core::{
-    AppendReport, EraseScope, Event, EventBatches, EventStore, ScanRequest, StoreError,
-};
+use beacon_core::backend::{AppendReport, EventBatches, ScanRequest};
+use beacon_core::{EraseScope, Event, EventStore, StoreError};
 use std::collections::HashSet;
 use std::sync::Mutex;
 

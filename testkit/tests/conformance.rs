@@ -5,8 +5,8 @@ beacon_testkit::conformance_suite!(memory_store, async { beacon_core::MemoryStor
 beacon_testkit::event_store_suite!(scan_only_store, async { beacon_testkit::VecStore::new() });
 beacon_testkit::config_store_suite!(memory_config, async { beacon_core::MemoryConfig::new() });
 beacon_testkit::session_state_suite!(memory_sessions, async {
-    beacon_core::MemorySessionState::new()
+    beacon_core::backend::MemorySessionState::new()
 });
 beacon_testkit::salt_store_suite!(memory_salts, async {
-    beacon_core::MemorySaltStore::new(std::sync::Arc::new(beacon_core::OsRandom))
+    beacon_core::backend::MemorySaltStore::new(std::sync::Arc::new(beacon_core::OsRandom))
 });

@@ -5,8 +5,8 @@ use super::{parse_payments, Headers, Provider, WebhookError, WebhookVerifier};
 use beacon_core::{IngestError, Pipeline, StoreError};
 
 /// How long a provider's delivery id is remembered: Stripe retries for three days.
-/// (The pipeline's housekeeping forgets ids older than [`beacon_core::DELIVERY_RETENTION`].)
-const RETENTION: chrono::Duration = beacon_core::DELIVERY_RETENTION;
+/// (The pipeline's housekeeping forgets ids older than [`beacon_core::backend::DELIVERY_RETENTION`].)
+const RETENTION: chrono::Duration = beacon_core::backend::DELIVERY_RETENTION;
 
 /// What a webhook delivery did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -13,7 +13,8 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use beacon_core::{ConfigStore, EventStore, IngestError, Pipeline, ScanRequest, Site, Tracker};
+use beacon_core::backend::ScanRequest;
+use beacon_core::{ConfigStore, EventStore, IngestError, Pipeline, Site, Tracker};
 use beacon_storage_sqlite::SqliteStore;
 use futures_util::StreamExt;
 use std::sync::Arc;

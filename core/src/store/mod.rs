@@ -67,7 +67,8 @@ impl KindSet {
     /// The set of `kinds`.
     ///
     /// ```
-    /// use beacon_core::{EventKind, KindSet};
+    /// use beacon_core::backend::KindSet;
+    /// use beacon_core::EventKind;
     /// assert!(KindSet::ACTIVITY.contains(EventKind::Pageview));
     /// assert!(!KindSet::ACTIVITY.contains(EventKind::Refund));
     /// assert_eq!(KindSet::of(&[EventKind::Refund]), KindSet::REFUNDS);

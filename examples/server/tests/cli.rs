@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{free_port, http, run, serve, serve_with, text};
+use common::{beacon, free_port, http, run, serve, serve_with, text};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
@@ -504,7 +504,7 @@ fn a_closed_standard_output_ends_the_command_without_a_panic() {
         vec!["query", "--data-dir", d, &q.to_string()],
         vec!["sites", "list", "--data-dir", d],
     ] {
-        let mut child = common::beacon()
+        let mut child = beacon()
             .args(&args)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
@@ -524,4 +524,93 @@ fn a_closed_standard_output_ends_the_command_without_a_panic() {
             done.status
         );
     }
+}
+
+/// Starts `beacon serve` with `args` and `env`, and says where it listens (its
+/// log names the address), or what it printed when it did not start.
+fn listens_at(args: &[&str], env: &[(&str, &str)]) -> Result<String, String> {
+    let mut cmd = beacon();
+    cmd.arg("serve")
+        .args(args)
+        .stdout(std::process::Stdio::null());
+    cmd.stderr(std::process::Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("beacon starts");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut seen = String::new();
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if line.contains("listening") {
+                let _ = tx.send(Ok(line));
+                return;
+            }
+            seen.push_str(&line);
+            seen.push('\n');
+        }
+        let _ = tx.send(Err(seen));
+    });
+    let got = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the server listens or exits");
+    let _ = child.kill();
+    let status = child.wait().expect("exits");
+    got.map_err(|out| format!("{status}: {out}"))
+}
+
+#[test]
+fn serve_takes_a_flag_over_the_environment_over_the_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let file = dir.path().join("beacon.toml");
+    let (a, b, c) = (free_port(), free_port(), free_port());
+    std::fs::write(
+        &file,
+        format!("listen = \"127.0.0.1:{a}\"\ndata_dir = \"data\"\nread_slots = 1\n"),
+    )
+    .unwrap();
+    let config = file.to_str().unwrap();
+    let at = |port: u16| format!("127.0.0.1:{port}");
+
+    // The file alone: its address, and its data dir (relative to the file).
+    let line = listens_at(&["--config", config], &[]).unwrap();
+    assert!(line.contains(&at(a)), "{line}");
+    assert!(
+        data.join("beacon.sqlite").exists(),
+        "the file's data dir is used"
+    );
+    // The environment over the file.
+    let line = listens_at(&["--config", config], &[("BEACON_LISTEN", &at(b))]).unwrap();
+    assert!(line.contains(&at(b)), "{line}");
+    // A flag over both.
+    let line = listens_at(
+        &["--config", config, "--listen", &at(c)],
+        &[("BEACON_LISTEN", &at(b))],
+    )
+    .unwrap();
+    assert!(line.contains(&at(c)), "{line}");
+
+    // A key the file may not set is named, with its line; exit 2.
+    std::fs::write(&file, "listen = \"127.0.0.1:1\"\nlisten_port = 8000\n").unwrap();
+    let out = run(&["serve", "--config", config], None);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("listen_port") && err.contains("line 2"),
+        "{err}"
+    );
+    // A bad value from the environment is named too.
+    let out = beacon()
+        .args(["serve", "--config", config])
+        .env("BEACON_READ_SLOTS", "many")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("many"), "{}", text(&out.stderr));
 }

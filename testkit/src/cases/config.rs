@@ -2,10 +2,10 @@
 //! read for this run's records only, so the cases can share a persistent database.
 
 use crate::fixture::{at, run_tag, site};
+use beacon_core::backend::{ConfigKey, ConfigKind};
 use beacon_core::{
-    Analytics, ConfigKey, ConfigKind, ConfigStore, Currency, Funnel, GoalDefinition, GoalMatch,
-    GoalsRequest, MemoryStore, Money, Query, QueryError, RealtimeRequest, SavedFunnel, Site,
-    StepMatch, StoreError, Tz,
+    Analytics, ConfigStore, Currency, Funnel, GoalDefinition, GoalMatch, GoalsRequest, MemoryStore,
+    Money, Query, QueryError, RealtimeRequest, SavedFunnel, Site, StepMatch, StoreError, Tz,
 };
 
 fn ours(sites: Vec<Site>) -> Vec<String> {

@@ -3,10 +3,10 @@
 //! on the reference and must agree with it.
 
 use crate::fixture::{at, site, Ev, Fixture};
+use beacon_core::backend::{KindSet, ScanRequest};
 use beacon_core::{
     DeviceType, EraseScope, Event, EventKind, EventStore, Funnel, GoalDefinition, GoalMatch,
-    GoalsRequest, KindSet, Metric, Query, QueryError, RealtimeRequest, ScanRequest, StepMatch,
-    StoreError, Tz,
+    GoalsRequest, Metric, Query, QueryError, RealtimeRequest, StepMatch, StoreError, Tz,
 };
 use serde_json::json;
 

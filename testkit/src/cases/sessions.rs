@@ -2,7 +2,8 @@
 //! expire state in real time); sites are named with the run's tag.
 
 use crate::fixture::site;
-use beacon_core::{session_id, SessionState, VisitorRef};
+use beacon_core::backend::{session_id, VisitorRef};
+use beacon_core::SessionState;
 
 const T: i64 = 30 * 60 * 1000;
 
