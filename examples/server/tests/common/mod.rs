@@ -2,8 +2,7 @@
 //! client and a server process.
 #![allow(dead_code)] // each test crate uses its own subset
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
@@ -37,7 +36,8 @@ pub fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-/// A minimal HTTP/1.1 client: one request per connection.
+/// One request per connection on 127.0.0.1:`port`, as JSON (see
+/// `beacon_testkit::http`): the status and the body.
 pub fn http(
     port: u16,
     method: &str,
@@ -45,27 +45,10 @@ pub fn http(
     headers: &[(&str, &str)],
     body: &str,
 ) -> std::io::Result<(u16, String)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n", body.len());
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    req.push_str(body);
-    s.write_all(req.as_bytes())?;
-    let mut resp = String::new();
-    s.read_to_string(&mut resp)?;
-    let status = resp
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = resp
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    Ok((status, body))
+    let mut all = vec![("Content-Type", "application/json")];
+    all.extend_from_slice(headers);
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    beacon_testkit::http::request(addr, method, path, &all, body).map(|a| (a.status, a.body))
 }
 
 pub fn free_port() -> u16 {
