@@ -554,3 +554,22 @@ proptest::proptest! {
         });
     }
 }
+
+#[tokio::test]
+async fn importing_a_missing_file_names_it() {
+    let pipeline = Pipeline::builder(store()).build().unwrap();
+    let err = pipeline
+        .importer()
+        .run_file("/nonexistent/hits.ndjson")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, beacon_core::ImportError::Open { .. }),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().starts_with("/nonexistent/hits.ndjson: "),
+        "{err}"
+    );
+    pipeline.shutdown().await;
+}

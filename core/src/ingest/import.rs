@@ -50,6 +50,14 @@ pub struct ImportReport {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ImportError {
+    /// The file could not be opened.
+    #[error("{path}: {source}")]
+    Open {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The input could not be read.
     #[error("reading line {line}: {source}")]
     Read {
@@ -157,8 +165,10 @@ impl Importer {
         path: impl AsRef<std::path::Path>,
     ) -> Result<ImportReport, ImportError> {
         let path = path.as_ref();
-        let file =
-            std::fs::File::open(path).map_err(|source| ImportError::Read { line: 0, source })?;
+        let file = std::fs::File::open(path).map_err(|source| ImportError::Open {
+            path: path.to_owned(),
+            source,
+        })?;
         if self.expected_visitors == 0 {
             // A hit's line is rarely under 256 bytes; bounded in what it may cost.
             let size = file.metadata().map_or(0, |m| m.len());
