@@ -69,6 +69,7 @@
 //! feature pulls in `http` and `tower`'s traits only, and core has no other HTTP
 //! dependency.
 
+mod access;
 mod clock;
 mod context;
 mod engine;
@@ -91,6 +92,9 @@ mod text;
 mod time;
 mod url;
 
+pub use access::{
+    authenticate, authorize, AccessError, Agency, ApiToken, IssuedToken, Reach, Scope, OWNER_AGENCY,
+};
 pub use clock::{Clock, ManualClock, OsRandom, RandomSource, SeededRandom, SystemClock};
 pub use context::{Cancel, Context};
 pub use error::{QueryError, StoreError, ValidationError};

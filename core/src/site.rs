@@ -20,6 +20,13 @@ pub struct Site {
     pub currency: Currency,
     /// More hosts that belong to the site (their referrers are internal, not a source).
     pub extra_hosts: Vec<String>,
+    /// The agency that owns the site (default [`crate::OWNER_AGENCY`]).
+    #[serde(default = "owner_agency")]
+    pub agency: String,
+}
+
+fn owner_agency() -> String {
+    crate::access::OWNER_AGENCY.to_owned()
 }
 
 impl Site {
@@ -35,7 +42,14 @@ impl Site {
             store_ip: false,
             currency: Currency::USD,
             extra_hosts: Vec::new(),
+            agency: owner_agency(),
         }
+    }
+
+    /// Sets the owning agency.
+    pub fn with_agency(mut self, agency: impl Into<String>) -> Self {
+        self.agency = agency.into();
+        self
     }
 
     /// Sets the time zone.

@@ -1,6 +1,7 @@
 //! [`ConfigStore`]: everything that is configuration, as keyed records with typed
 //! methods on top.
 
+use crate::access::{Agency, ApiToken};
 use crate::error::{QueryError, StoreError};
 use crate::requests::{GoalDefinition, SavedFunnel};
 use crate::site::Site;
@@ -26,17 +27,23 @@ pub enum ConfigKind {
     Delivery,
     /// A daily salt of cookieless visitor ids (scope empty, name the day).
     Salt,
+    /// An agency (scope empty, name the agency's).
+    Agency,
+    /// An API token (scope empty, name its prefix; never its secret).
+    Token,
 }
 
 impl ConfigKind {
     /// Every kind.
-    pub const ALL: [ConfigKind; 6] = [
+    pub const ALL: [ConfigKind; 8] = [
         ConfigKind::Site,
         ConfigKind::Goal,
         ConfigKind::Funnel,
         ConfigKind::Secret,
         ConfigKind::Delivery,
         ConfigKind::Salt,
+        ConfigKind::Agency,
+        ConfigKind::Token,
     ];
 
     /// The kind's name as backends store it (`"site"`).
@@ -48,6 +55,8 @@ impl ConfigKind {
             ConfigKind::Secret => "secret",
             ConfigKind::Delivery => "delivery",
             ConfigKind::Salt => "salt",
+            ConfigKind::Agency => "agency",
+            ConfigKind::Token => "token",
         }
     }
 
@@ -109,6 +118,15 @@ fn json_value<T>(
     parse(&v).map_err(corrupt)
 }
 
+fn json_record<T: serde::de::DeserializeOwned>(
+    key: &ConfigKey,
+    bytes: &[u8],
+) -> Result<T, StoreError> {
+    json_value(key, bytes, |v| {
+        serde_json::from_value(v.clone()).map_err(|e| e.to_string())
+    })
+}
+
 fn delivery_name(provider: &str, id: &str) -> String {
     format!("{provider}:{id}")
 }
@@ -156,6 +174,81 @@ pub trait ConfigStore: Send + Sync {
             n += u64::from(self.delete(&ConfigKey::new(kind, r.scope, r.name)).await?);
         }
         Ok(n)
+    }
+
+    /// Creates or replaces an agency (its name validated first).
+    async fn put_agency(&self, agency: Agency) -> Result<(), StoreError> {
+        agency.validate()?;
+        let value =
+            serde_json::to_vec(&agency).map_err(|e| StoreError::backend("encode agency", e))?;
+        self.put(
+            &ConfigKey::new(ConfigKind::Agency, "", &agency.name),
+            &value,
+        )
+        .await
+    }
+
+    /// One agency.
+    async fn agency(&self, name: &str) -> Result<Option<Agency>, StoreError> {
+        let key = ConfigKey::new(ConfigKind::Agency, "", name);
+        match self.get(&key).await? {
+            None => Ok(None),
+            Some(bytes) => json_record(&key, &bytes).map(Some),
+        }
+    }
+
+    /// Every agency, ordered by name.
+    async fn agencies(&self) -> Result<Vec<Agency>, StoreError> {
+        let mut out = Vec::new();
+        for r in self.list(ConfigKind::Agency, Some("")).await? {
+            out.push(json_record(
+                &ConfigKey::new(ConfigKind::Agency, "", &r.name),
+                &r.value,
+            )?);
+        }
+        Ok(out)
+    }
+
+    /// Stores a token (never its secret: see [`ApiToken::issue`]).
+    async fn put_token(&self, token: &ApiToken) -> Result<(), StoreError> {
+        let value =
+            serde_json::to_vec(token).map_err(|e| StoreError::backend("encode token", e))?;
+        self.put(
+            &ConfigKey::new(ConfigKind::Token, "", &token.prefix),
+            &value,
+        )
+        .await
+    }
+
+    /// The token with `prefix`.
+    async fn token(&self, prefix: &str) -> Result<Option<ApiToken>, StoreError> {
+        let key = ConfigKey::new(ConfigKind::Token, "", prefix);
+        match self.get(&key).await? {
+            None => Ok(None),
+            Some(bytes) => json_record(&key, &bytes).map(Some),
+        }
+    }
+
+    /// Every token (revoked ones too), ordered by prefix.
+    async fn tokens(&self) -> Result<Vec<ApiToken>, StoreError> {
+        let mut out = Vec::new();
+        for r in self.list(ConfigKind::Token, Some("")).await? {
+            out.push(json_record(
+                &ConfigKey::new(ConfigKind::Token, "", &r.name),
+                &r.value,
+            )?);
+        }
+        Ok(out)
+    }
+
+    /// Revokes the token with `prefix`; whether there was one.
+    async fn revoke_token(&self, prefix: &str) -> Result<bool, StoreError> {
+        let Some(mut token) = self.token(prefix).await? else {
+            return Ok(false);
+        };
+        token.revoked = true;
+        self.put_token(&token).await?;
+        Ok(true)
     }
 
     /// Creates or replaces a site (its settings validated first).

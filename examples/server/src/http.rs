@@ -8,8 +8,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use beacon_attribution::{receive_webhook, Headers, Provider, ReceiveError};
 use beacon_core::{
-    Funnel, GoalsRequest, IngestError, Origin, Pipeline, Query, QueryError, ReadError, ReadPool,
-    RealtimeRequest, Shape, StoreError, TrustedProxies,
+    authenticate, authorize, AccessError, ApiToken, Funnel, GoalsRequest, IngestError, Origin,
+    Pipeline, Query, QueryError, ReadError, ReadPool, RealtimeRequest, Scope, Shape, StoreError,
+    TrustedProxies,
 };
 use serde_json::json;
 use std::net::SocketAddr;
@@ -21,7 +22,7 @@ use std::time::{Duration, Instant};
 pub enum ApiError {
     /// 400: the request broke a rule; the message names the field.
     BadRequest(String),
-    /// 401: a signature did not verify.
+    /// 401: no working credential, or a signature did not verify.
     Unauthorized(String),
     /// 404: unknown site.
     NotFound(String),
@@ -136,6 +137,52 @@ struct App {
 
 type AppState = State<Arc<App>>;
 
+impl From<AccessError> for ApiError {
+    fn from(e: AccessError) -> Self {
+        match e {
+            AccessError::Unauthorized(m) => ApiError::Unauthorized(m.to_owned()),
+            AccessError::NotFound(q) => q.into(),
+            AccessError::Store(s) => s.into(),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+/// The API token a request carries (`Authorization: Bearer ...`): 401 without a
+/// working one.
+struct Credential(ApiToken);
+
+impl axum::extract::FromRequestParts<Arc<App>> for Credential {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        app: &Arc<App>,
+    ) -> Result<Self, Self::Rejection> {
+        let bearer = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .map(str::trim);
+        let token =
+            authenticate(app.pipeline.config().as_ref(), bearer, app.pipeline.now()).await?;
+        Ok(Credential(token))
+    }
+}
+
+impl App {
+    /// Whether `token` may read `site`: a site out of its reach answers as an
+    /// unknown site does (404).
+    async fn may_read(&self, token: &ApiToken, site: &str) -> Result<(), ApiError> {
+        authorize(self.pipeline.config().as_ref(), token, site, Scope::Read).await?;
+        Ok(())
+    }
+}
+
 async fn ingest(
     app: &App,
     peer: SocketAddr,
@@ -174,8 +221,13 @@ fn utf8(body: &[u8]) -> Result<&str, ApiError> {
     std::str::from_utf8(body).map_err(|_| ApiError::BadRequest("body: must be UTF-8 JSON".into()))
 }
 
-async fn query(State(app): AppState, body: axum::body::Bytes) -> Result<Response, ApiError> {
+async fn query(
+    State(app): AppState,
+    Credential(token): Credential,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
     let q = Query::from_json(utf8(&body)?)?;
+    app.may_read(&token, &q.site).await?;
     let started = Instant::now();
     let p = app.pipeline.clone();
     let r = app
@@ -187,8 +239,13 @@ async fn query(State(app): AppState, body: axum::body::Bytes) -> Result<Response
     Ok(Json(r.to_json(started.elapsed().as_millis() as u64)).into_response())
 }
 
-async fn funnel(State(app): AppState, body: axum::body::Bytes) -> Result<Response, ApiError> {
+async fn funnel(
+    State(app): AppState,
+    Credential(token): Credential,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
     let f = Funnel::from_json(utf8(&body)?)?;
+    app.may_read(&token, &f.site).await?;
     let p = app.pipeline.clone();
     let r = app
         .reads
@@ -199,8 +256,13 @@ async fn funnel(State(app): AppState, body: axum::body::Bytes) -> Result<Respons
     Ok(Json(r.to_json()).into_response())
 }
 
-async fn goals(State(app): AppState, body: axum::body::Bytes) -> Result<Response, ApiError> {
+async fn goals(
+    State(app): AppState,
+    Credential(token): Credential,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
     let req = GoalsRequest::from_json(utf8(&body)?)?;
+    app.may_read(&token, &req.site).await?;
     let p = app.pipeline.clone();
     let r = app
         .reads
@@ -221,9 +283,11 @@ struct RealtimeParams {
 /// their visits came from.
 async fn realtime(
     State(app): AppState,
+    Credential(token): Credential,
     axum::extract::Query(params): axum::extract::Query<RealtimeParams>,
 ) -> Result<Response, ApiError> {
     let mut req = RealtimeRequest::new(params.site.to_ascii_lowercase());
+    app.may_read(&token, &req.site).await?;
     if let Some(m) = params.minutes {
         req.minutes = m;
     }

@@ -9,9 +9,9 @@ mod config;
 mod http;
 
 use beacon_core::{
-    Analytics, Clock, ConfigStore, EraseScope, EventStore, Funnel, GoalsRequest, Hit, ImportError,
-    ImportFormat, IngestMode, Pipeline, Query, Site, SystemClock, TrustedProxies, Tz,
-    ValidationContext, MAX_SESSION_VISITORS,
+    Agency, Analytics, ApiToken, Clock, ConfigStore, EraseScope, EventStore, Funnel, GoalsRequest,
+    Hit, ImportError, ImportFormat, IngestMode, OsRandom, Pipeline, Query, Reach, Scope, Site,
+    SystemClock, TrustedProxies, Tz, ValidationContext, MAX_SESSION_VISITORS, OWNER_AGENCY,
 };
 use beacon_enrich::{flat_json, Enricher, GeoDatabases, GeoKind};
 use beacon_storage_sqlite::SqliteStore;
@@ -157,6 +157,30 @@ enum Command {
         #[command(subcommand)]
         action: SitesAction,
     },
+    /// Manages agencies: accounts that own sites.
+    Agencies {
+        #[arg(
+            long,
+            default_value = "./beacon-data",
+            global = true,
+            env = "BEACON_DATA_DIR"
+        )]
+        data_dir: PathBuf,
+        #[command(subcommand)]
+        action: AgenciesAction,
+    },
+    /// Manages API tokens (`Authorization: Bearer` for /api/v1).
+    Tokens {
+        #[arg(
+            long,
+            default_value = "./beacon-data",
+            global = true,
+            env = "BEACON_DATA_DIR"
+        )]
+        data_dir: PathBuf,
+        #[command(subcommand)]
+        action: TokensAction,
+    },
     /// Erases a visitor's events, or all of a site's (GDPR).
     Erase {
         #[arg(long, default_value = "./beacon-data", env = "BEACON_DATA_DIR")]
@@ -183,11 +207,45 @@ enum SitesAction {
         store_ip: bool,
         #[arg(long, default_value = "USD")]
         currency: String,
+        /// The agency that owns it (default: the owner agency).
+        #[arg(long)]
+        agency: Option<String>,
     },
     /// Lists sites as JSON lines.
     List,
     /// Removes a site and its events.
     Remove { name: String },
+}
+
+#[derive(Subcommand)]
+enum AgenciesAction {
+    /// Adds an agency.
+    Add { name: String },
+    /// Lists agencies as JSON lines.
+    List,
+}
+
+#[derive(Subcommand)]
+enum TokensAction {
+    /// Makes a token and prints it once, on standard output.
+    Create {
+        /// Every site of this agency.
+        #[arg(long, conflicts_with = "site", required_unless_present = "site")]
+        agency: Option<String>,
+        /// This site only.
+        #[arg(long)]
+        site: Option<String>,
+        /// `read` (queries) or `write` (also server-side ingest and configuration).
+        #[arg(long)]
+        scope: String,
+        /// Days until it stops working (default: never).
+        #[arg(long)]
+        expires_days: Option<u32>,
+    },
+    /// Lists tokens as JSON lines (prefix, agency, reach, scope, dates; never a secret).
+    List,
+    /// Revokes the token whose secret starts `bk_<PREFIX>`.
+    Revoke { prefix: String },
 }
 
 #[derive(Subcommand)]
@@ -322,6 +380,40 @@ async fn open_existing(dir: &Path) -> Result<Arc<SqliteStore>, Fail> {
 }
 
 /// The embedded store in `dir`.
+/// A store with no token yet (a first run): the owner agency and a token over it,
+/// printed once with how to use it.
+async fn first_run(
+    store: &dyn ConfigStore,
+    now: chrono::DateTime<chrono::Utc>,
+    addr: std::net::SocketAddr,
+) -> Result<(), Fail> {
+    if !store.tokens().await?.is_empty() {
+        return Ok(());
+    }
+    let agency = owner_agency(store, now).await?;
+    let issued = ApiToken::issue(&OsRandom, now, agency, Reach::Agency, Scope::Write, None);
+    store.put_token(&issued.token).await?;
+    let secret = &issued.secret;
+    out(format!(
+        "first run: made the owner agency and an API token for it (shown once; \
+         `beacon tokens create` makes more, `beacon tokens revoke {}` ends this one):\n\n  {secret}\n\n\
+         curl -H 'Authorization: Bearer {secret}' -X POST http://{addr}/api/v1/query \\\n  \
+         -d '{{\"site\":\"example.com\",\"metrics\":[\"visitors\"]}}'\n",
+        issued.token.prefix
+    ))
+}
+
+/// The owner agency, created when missing (a single-user install's sites are its).
+async fn owner_agency(
+    store: &dyn ConfigStore,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<String, Fail> {
+    if store.agency(OWNER_AGENCY).await?.is_none() {
+        store.put_agency(Agency::new(OWNER_AGENCY, now)).await?;
+    }
+    Ok(OWNER_AGENCY.to_owned())
+}
+
 async fn open(dir: &Path) -> Result<Arc<SqliteStore>, Fail> {
     // A store that cannot be read is an unusable argument (exit 2), not a failure.
     Ok(Arc::new(SqliteStore::open(dir).await.map_err(
@@ -398,6 +490,7 @@ async fn run(cli: Cli) -> Result<(), Fail> {
                 header_read_timeout: seconds("header-read-timeout", header_read_timeout)?,
             };
             let store = open(&data_dir).await?;
+            first_run(store.as_ref(), clock.now(), addr).await?;
             let pipeline = Pipeline::builder(Arc::clone(&store))
                 .enricher(enricher)
                 .clock(clock)
@@ -535,7 +628,22 @@ async fn run(cli: Cli) -> Result<(), Fail> {
                     session_timeout_minutes,
                     store_ip,
                     currency,
+                    agency,
                 } => {
+                    let agency = match agency {
+                        None => owner_agency(store.as_ref(), clock.now()).await?,
+                        Some(a) => {
+                            store
+                                .agency(&a)
+                                .await?
+                                .ok_or_else(|| {
+                                    usage(format!(
+                                        "--agency: no agency {a:?} (beacon agencies add)"
+                                    ))
+                                })?
+                                .name
+                        }
+                    };
                     let tz: Tz = timezone.parse().map_err(|_| {
                         usage(format!("--timezone: {timezone:?} is not an IANA time zone"))
                     })?;
@@ -547,6 +655,7 @@ async fn run(cli: Cli) -> Result<(), Fail> {
                         .with_currency(currency);
                     site.session_timeout_secs = session_timeout_minutes.saturating_mul(60);
                     site.store_ip = store_ip;
+                    site.agency = agency;
                     store
                         .put_site(site)
                         .await
@@ -577,6 +686,89 @@ async fn run(cli: Cli) -> Result<(), Fail> {
                     .await
                     .map(|r| r.to_json()),
             )
+        }
+        Command::Agencies { data_dir, action } => {
+            match action {
+                AgenciesAction::Add { name } => {
+                    let store = open(&data_dir).await?;
+                    if store.agency(&name).await?.is_some() {
+                        return Err(usage(format!("agency {name:?} exists")));
+                    }
+                    store
+                        .put_agency(Agency::new(name, clock.now()))
+                        .await
+                        .map_err(|e| usage(e.to_string()))?;
+                    store.close().await;
+                }
+                AgenciesAction::List => {
+                    let store = open_existing(&data_dir).await?;
+                    for a in store.agencies().await? {
+                        out(serde_json::to_string(&a)?)?;
+                    }
+                    store.close().await;
+                }
+            }
+            Ok(())
+        }
+        Command::Tokens { data_dir, action } => {
+            match action {
+                TokensAction::Create {
+                    agency,
+                    site,
+                    scope,
+                    expires_days,
+                } => {
+                    let scope = Scope::parse(&scope)
+                        .ok_or_else(|| usage(format!("--scope: {scope:?} is not read or write")))?;
+                    let store = open(&data_dir).await?;
+                    let (agency, reach) = match (agency, site) {
+                        (Some(a), _) => {
+                            let known = match store.agency(&a).await? {
+                                Some(x) => x.name,
+                                None if a == OWNER_AGENCY => {
+                                    owner_agency(store.as_ref(), clock.now()).await?
+                                }
+                                None => return Err(usage(format!("--agency: no agency {a:?}"))),
+                            };
+                            (known, Reach::Agency)
+                        }
+                        (None, Some(s)) => {
+                            let site = store
+                                .site(&s.to_ascii_lowercase())
+                                .await?
+                                .ok_or_else(|| usage(format!("--site: no site {s:?}")))?;
+                            (site.agency.clone(), Reach::Site(site.domain))
+                        }
+                        (None, None) => return Err(usage("--agency or --site is required")),
+                    };
+                    let now = clock.now();
+                    let expires = expires_days.map(|d| now + chrono::Duration::days(i64::from(d)));
+                    let issued = ApiToken::issue(&OsRandom, now, agency, reach, scope, expires);
+                    store.put_token(&issued.token).await?;
+                    store.close().await;
+                    out(&issued.secret)?;
+                }
+                TokensAction::List => {
+                    let store = open_existing(&data_dir).await?;
+                    for t in store.tokens().await? {
+                        out(json!({
+                            "prefix": t.prefix, "agency": t.agency, "reach": t.reach,
+                            "scope": t.scope, "created": t.created, "expires": t.expires,
+                            "revoked": t.revoked,
+                        }))?;
+                    }
+                    store.close().await;
+                }
+                TokensAction::Revoke { prefix } => {
+                    let store = open_existing(&data_dir).await?;
+                    let prefix = prefix.trim_start_matches("bk_");
+                    if !store.revoke_token(prefix).await? {
+                        return Err(usage(format!("no token {prefix:?}")));
+                    }
+                    store.close().await;
+                }
+            }
+            Ok(())
         }
         Command::Webhooks { data_dir, action } => {
             let store = open_existing(&data_dir).await?;

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{beacon, free_port, http, run, serve, serve_with, text};
+use common::{beacon, free_port, http, make_token, run, serve, serve_with, text};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
@@ -613,4 +613,140 @@ fn serve_takes_a_flag_over_the_environment_over_the_config_file() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("many"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn reads_need_a_token_and_a_site_out_of_reach_is_unknown() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let dir = tmp.path().to_str().expect("path");
+    for args in [
+        &["agencies", "add", "acme"][..],
+        &["sites", "add", "mine.test"],
+        &["sites", "add", "client.test", "--agency", "acme"],
+        &["sites", "add", "other-client.test", "--agency", "acme"],
+    ] {
+        let out = run(&[args, &["--data-dir", dir]].concat(), None);
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+    }
+    let out = run(
+        &[
+            "sites",
+            "add",
+            "x.test",
+            "--agency",
+            "nobody",
+            "--data-dir",
+            dir,
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("nobody"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let acme = make_token(dir, &["--agency", "acme"], "read");
+    let one = make_token(dir, &["--site", "client.test"], "read");
+    let revoked = make_token(dir, &["--agency", "acme"], "read");
+    let prefix = &revoked[3..11];
+    assert!(run(&["tokens", "revoke", prefix, "--data-dir", dir], None)
+        .status
+        .success());
+    let listed = text(&run(&["tokens", "list", "--data-dir", dir], None).stdout);
+    assert!(!listed.contains(&acme[3..]), "a secret is never listed");
+    assert!(listed.contains(&acme[3..11]), "{listed}");
+
+    let port = free_port();
+    let mut server = serve(dir, port);
+    let query = |site: &str| {
+        json!({"site": site, "date_range": "all", "metrics": ["visitors"]}).to_string()
+    };
+    let ask = |token: Option<&str>, path: &str, body: &str| {
+        let auth = token.map(|t| format!("Bearer {t}"));
+        // An empty value: no header at all.
+        let headers = [("Authorization", auth.as_deref().unwrap_or(""))];
+        let method = if body.is_empty() { "GET" } else { "POST" };
+        http(port, method, path, &headers, body).expect("request")
+    };
+    // No credential, a malformed one, a wrong one, a revoked one: 401, as JSON.
+    let wrong = format!("bk_{}", "0".repeat(64));
+    for t in [
+        None,
+        Some("nope"),
+        Some(wrong.as_str()),
+        Some(revoked.as_str()),
+    ] {
+        let (status, body) = ask(t, "/api/v1/query", &query("client.test"));
+        assert_eq!(status, 401, "{t:?}: {body}");
+        let v: Value = serde_json::from_str(&body).expect("json");
+        assert!(
+            v["error"].as_str().unwrap().starts_with("authorization:"),
+            "{body}"
+        );
+    }
+    // The agency's token reads its sites; a site of another agency answers exactly
+    // as a site that does not exist.
+    assert_eq!(
+        ask(Some(&acme), "/api/v1/query", &query("client.test")).0,
+        200
+    );
+    assert_eq!(
+        ask(Some(&acme), "/api/v1/query", &query("other-client.test")).0,
+        200
+    );
+    let forbidden = ask(Some(&acme), "/api/v1/query", &query("mine.test"));
+    let unknown = ask(Some(&acme), "/api/v1/query", &query("nowhere.test"));
+    assert_eq!(forbidden.0, 404);
+    assert_eq!(
+        forbidden.1.replace("mine.test", "X"),
+        unknown.1.replace("nowhere.test", "X"),
+        "the same answer"
+    );
+    // A site token reaches its site only, on every read endpoint.
+    assert_eq!(
+        ask(Some(&one), "/api/v1/query", &query("client.test")).0,
+        200
+    );
+    assert_eq!(
+        ask(Some(&one), "/api/v1/query", &query("other-client.test")).0,
+        404
+    );
+    let funnel =
+        |site: &str| json!({"site": site, "steps": [{"page": "/"}, {"page": "/b"}]}).to_string();
+    assert_eq!(
+        ask(Some(&one), "/api/v1/funnel", &funnel("client.test")).0,
+        200
+    );
+    assert_eq!(
+        ask(Some(&one), "/api/v1/funnel", &funnel("other-client.test")).0,
+        404
+    );
+    let goals = |site: &str| json!({"site": site, "goals": [{"page": "/b"}]}).to_string();
+    assert_eq!(
+        ask(Some(&one), "/api/v1/goals", &goals("client.test")).0,
+        200
+    );
+    assert_eq!(
+        ask(Some(&one), "/api/v1/goals", &goals("other-client.test")).0,
+        404
+    );
+    assert_eq!(
+        ask(Some(&one), "/api/v1/realtime?site=client.test", "").0,
+        200
+    );
+    assert_eq!(
+        ask(Some(&one), "/api/v1/realtime?site=mine.test", "").0,
+        404
+    );
+    assert_eq!(ask(None, "/api/v1/realtime?site=client.test", "").0, 401);
+    // Ingest stays open (browsers send it).
+    let hit = json!({"site":"client.test","type":"pageview","url":"https://client.test/","visitor_id":"v"}).to_string();
+    assert_eq!(
+        http(port, "POST", "/api/event", &[], &hit).expect("post").0,
+        202
+    );
+    server.kill().ok();
+    server.wait().ok();
 }

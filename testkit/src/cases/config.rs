@@ -341,3 +341,72 @@ pub(super) async fn an_unknown_site_is_an_error(c: &dyn ConfigStore) {
             .map(|_| ()),
     );
 }
+
+/// Agencies are created, read and listed by name; a bad name is refused.
+pub(super) async fn agencies_are_stored_and_listed(c: &dyn ConfigStore) {
+    let now = at("2026-03-01T00:00:00");
+    let (a, b) = (
+        beacon_core::Agency::new(format!("agency-a-{}", run_tag()), now),
+        beacon_core::Agency::new(format!("agency-b-{}", run_tag()), now),
+    );
+    c.put_agency(b.clone()).await.expect("put b");
+    c.put_agency(a.clone()).await.expect("put a");
+    assert_eq!(c.agency(&a.name).await.expect("get"), Some(a.clone()));
+    assert_eq!(c.agency("no-such-agency").await.expect("get"), None);
+    let listed: Vec<String> = c
+        .agencies()
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|x| x.name)
+        .filter(|n| n.contains(run_tag()))
+        .collect();
+    assert_eq!(listed, [a.name.clone(), b.name.clone()]);
+    let bad = beacon_core::Agency::new("no spaces", now);
+    assert!(c.put_agency(bad).await.is_err());
+}
+
+/// A token is found by its prefix, matches its secret only, is listed, and is
+/// revoked; the stored record holds a hash, never the secret.
+pub(super) async fn tokens_are_stored_by_prefix_without_their_secret(c: &dyn ConfigStore) {
+    use beacon_core::{ApiToken, Reach, Scope};
+    let now = at("2026-03-01T00:00:00");
+    let agency = format!("tokens-{}", run_tag());
+    let issued = ApiToken::issue(
+        &beacon_core::OsRandom,
+        now,
+        agency.clone(),
+        Reach::Agency,
+        Scope::Read,
+        None,
+    );
+    c.put_token(&issued.token).await.expect("put");
+    let got = c
+        .token(&issued.token.prefix)
+        .await
+        .expect("get")
+        .expect("stored");
+    assert_eq!(got, issued.token);
+    assert!(got.matches(&issued.secret));
+    let raw = c
+        .get(&ConfigKey::new(ConfigKind::Token, "", &issued.token.prefix))
+        .await
+        .expect("raw")
+        .expect("stored");
+    let raw = String::from_utf8_lossy(&raw);
+    assert!(!raw.contains(&issued.secret[3..]), "{raw}");
+    assert!(c
+        .tokens()
+        .await
+        .expect("list")
+        .iter()
+        .any(|t| t.prefix == issued.token.prefix && t.agency == agency));
+    assert!(c.revoke_token(&issued.token.prefix).await.expect("revoke"));
+    let revoked = c
+        .token(&issued.token.prefix)
+        .await
+        .expect("get")
+        .expect("kept");
+    assert!(revoked.revoked && !revoked.is_live(now));
+    assert!(!c.revoke_token("00000000").await.expect("revoke none"));
+}

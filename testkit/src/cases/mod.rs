@@ -110,6 +110,8 @@ macro_rules! __config_cases {
             put_if_absent_keeps_the_first_value,
             records_list_by_kind_and_scope,
             an_unknown_site_is_an_error,
+            agencies_are_stored_and_listed,
+            tokens_are_stored_by_prefix_without_their_secret,
         );
     };
 }

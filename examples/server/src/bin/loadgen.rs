@@ -13,7 +13,8 @@
 //! A soak: `--rate 3000` bounds the hits per second (over all connections),
 //! `--queries 4` adds connections that ask queries, funnels, goals and realtime in
 //! a loop; at the end the events the server stores for the site are compared with
-//! the hits it acknowledged.
+//! the hits it acknowledged. Reads need a token: `--token bk_...` (or
+//! `BEACON_TOKEN`; `beacon tokens create --agency owner --scope read`).
 //!
 //! `loadgen --peer 127.0.0.1:8001` serves the peer instead: an axum server that
 //! answers every hit 202 and does nothing else. Loading it the same way, in the same
@@ -38,6 +39,9 @@ struct Args {
     rate: Option<f64>,
     queries: usize,
 }
+
+/// The `Authorization` header line reads send (from `--token` or `BEACON_TOKEN`).
+static AUTHORIZATION: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
 fn args() -> Args {
     let mut a = Args {
@@ -67,8 +71,14 @@ fn args() -> Args {
             "--peer" => a.peer = Some(v),
             "--rate" => a.rate = v.parse().ok().filter(|r: &f64| *r > 0.0),
             "--queries" => a.queries = v.parse().unwrap_or(0),
+            "--token" => {
+                let _ = AUTHORIZATION.set(format!("Authorization: Bearer {v}\r\n"));
+            }
             _ => {}
         }
+    }
+    if let Ok(t) = std::env::var("BEACON_TOKEN") {
+        let _ = AUTHORIZATION.set(format!("Authorization: Bearer {t}\r\n"));
     }
     a
 }
@@ -180,8 +190,9 @@ async fn client(
 /// One request on a fresh connection: the status and the body.
 async fn request(addr: &str, method: &str, path: &str, body: &str) -> Option<(u16, String)> {
     let mut s = TcpStream::connect(addr).await.ok()?;
+    let auth = AUTHORIZATION.get().map_or("", String::as_str);
     let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
     s.write_all(req.as_bytes()).await.ok()?;

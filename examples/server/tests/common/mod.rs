@@ -36,8 +36,23 @@ pub fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+/// The read token `serve_with` made for the server on each port.
+static TOKENS: std::sync::Mutex<Vec<(u16, String)>> = std::sync::Mutex::new(Vec::new());
+
+/// A new token (`beacon tokens create`) over the data dir's `--agency` or `--site`.
+pub fn make_token(dir: &str, reach: &[&str], scope: &str) -> String {
+    let mut args = vec!["tokens", "create", "--data-dir", dir, "--scope", scope];
+    args.extend_from_slice(reach);
+    let out = run(&args, None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    text(&out.stdout).trim().to_owned()
+}
+
 /// One request per connection on 127.0.0.1:`port`, as JSON (see
-/// `beacon_testkit::http`): the status and the body.
+/// `beacon_testkit::http`): the status and the body. A request under `/api/v1`
+/// (not a payment webhook) without an `Authorization` header gets the owner's read
+/// token that `serve_with` made for the port; the access rules themselves are
+/// tested with explicit headers (an empty `Authorization` sends none).
 pub fn http(
     port: u16,
     method: &str,
@@ -46,7 +61,30 @@ pub fn http(
     body: &str,
 ) -> std::io::Result<(u16, String)> {
     let mut all = vec![("Content-Type", "application/json")];
-    all.extend_from_slice(headers);
+    all.extend(
+        headers
+            .iter()
+            .filter(|(k, v)| !(k.eq_ignore_ascii_case("authorization") && v.is_empty())),
+    );
+    let bearer;
+    let needs = path.starts_with("/api/v1/") && !path.starts_with("/api/v1/webhooks/");
+    if needs
+        && !headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+    {
+        let token = TOKENS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .rev()
+            .find(|(p, _)| *p == port)
+            .map(|(_, t)| t.clone());
+        if let Some(t) = token {
+            bearer = format!("Bearer {t}");
+            all.push(("Authorization", bearer.as_str()));
+        }
+    }
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     beacon_testkit::http::request(addr, method, path, &all, body).map(|a| (a.status, a.body))
 }
@@ -64,6 +102,11 @@ pub fn serve(dir: &str, port: u16) -> Child {
 }
 
 pub fn serve_with(dir: &str, port: u16, extra: &[&str]) -> Child {
+    let token = make_token(dir, &["--agency", "owner"], "read");
+    TOKENS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push((port, token));
     let mut child = beacon()
         .args([
             "serve",
