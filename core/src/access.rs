@@ -53,7 +53,7 @@ impl Agency {
         if ok {
             Ok(())
         } else {
-            Err(StoreError::InvalidSite {
+            Err(StoreError::Invalid {
                 field: "agency".into(),
                 rule: format!("{n:?} must be 1 to 64 letters, digits, '-', '_' or '.'"),
             })
@@ -189,13 +189,17 @@ impl ApiToken {
         !self.revoked && self.expires.is_none_or(|e| now < e)
     }
 
-    /// Whether the token may do `scope` on `site`.
-    pub fn allows(&self, site: &Site, scope: Scope) -> bool {
-        let reached = match &self.reach {
+    /// Whether the token reaches `site` at all (may read it).
+    pub fn reaches(&self, site: &Site) -> bool {
+        match &self.reach {
             Reach::Agency => site.agency == self.agency,
             Reach::Site(s) => *s == site.domain && site.agency == self.agency,
-        };
-        reached && self.scope.covers(scope)
+        }
+    }
+
+    /// Whether the token may do `scope` on `site`.
+    pub fn allows(&self, site: &Site, scope: Scope) -> bool {
+        self.reaches(site) && self.scope.covers(scope)
     }
 }
 
@@ -210,6 +214,10 @@ pub enum AccessError {
     /// either way (404), so that site names cannot be probed.
     #[error(transparent)]
     NotFound(QueryError),
+    /// The token reaches the site but may not do this (403): a read token asked to
+    /// write.
+    #[error("authorization: the token may only read")]
+    Forbidden,
     /// The configuration store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -243,7 +251,8 @@ pub async fn authenticate(
 }
 
 /// The site `domain`, if `token` may do `scope` on it; an unknown site and a site
-/// out of reach are the same [`AccessError::NotFound`].
+/// out of reach are the same [`AccessError::NotFound`]; a site in reach that the
+/// token may only read is [`AccessError::Forbidden`] for a write.
 pub async fn authorize(
     config: &dyn ConfigStore,
     token: &ApiToken,
@@ -252,10 +261,12 @@ pub async fn authorize(
 ) -> Result<Site, AccessError> {
     let not_found = || AccessError::NotFound(QueryError::UnknownSite(domain.to_owned()));
     let site = config.site(domain).await?.ok_or_else(not_found)?;
-    if token.allows(&site, scope) {
-        Ok(site)
-    } else {
+    if !token.reaches(&site) {
         Err(not_found())
+    } else if !token.scope.covers(scope) {
+        Err(AccessError::Forbidden)
+    } else {
+        Ok(site)
     }
 }
 

@@ -75,6 +75,14 @@ pub enum StoreError {
         /// What is wrong with it.
         rule: String,
     },
+    /// A configuration record (an agency, a note) was rejected.
+    #[error("{field}: {rule}")]
+    Invalid {
+        /// The offending field.
+        field: String,
+        /// What is wrong with it.
+        rule: String,
+    },
     /// The backend cannot be reached or is overloaded right now; nothing was
     /// changed, and the same call may succeed after `retry_after`. Servers answer
     /// it with 503 and `Retry-After`.
@@ -145,7 +153,10 @@ impl StoreError {
     pub fn is_client_error(&self) -> bool {
         match self {
             Self::Query(QueryError::Stopped) => false,
-            Self::Query(_) | Self::UnknownSite(_) | Self::InvalidSite { .. } => true,
+            Self::Query(_)
+            | Self::UnknownSite(_)
+            | Self::InvalidSite { .. }
+            | Self::Invalid { .. } => true,
             _ => false,
         }
     }

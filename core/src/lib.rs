@@ -81,6 +81,7 @@ mod identity;
 mod ingest;
 mod memory;
 mod money;
+mod note;
 mod query;
 mod requests;
 mod result;
@@ -113,6 +114,7 @@ pub use ingest::{
 pub use ingest::{TrackLayer, TrackService};
 pub use memory::{MemoryConfig, MemoryStore};
 pub use money::{Currency, Money, MoneyError};
+pub use note::Note;
 pub use query::{
     Attribution, AttributionModel, DateRange, Dimension, Direction, Filter, Metric, OrderKey,
     Pattern, Query, ResolvedRange,

@@ -3,6 +3,7 @@
 
 use crate::access::{Agency, ApiToken};
 use crate::error::{QueryError, StoreError};
+use crate::note::Note;
 use crate::requests::{GoalDefinition, SavedFunnel};
 use crate::site::Site;
 use async_trait::async_trait;
@@ -31,11 +32,13 @@ pub enum ConfigKind {
     Agency,
     /// An API token (scope empty, name its prefix; never its secret).
     Token,
+    /// A timeline note (scope the site, name the note's id).
+    Note,
 }
 
 impl ConfigKind {
     /// Every kind.
-    pub const ALL: [ConfigKind; 8] = [
+    pub const ALL: [ConfigKind; 9] = [
         ConfigKind::Site,
         ConfigKind::Goal,
         ConfigKind::Funnel,
@@ -44,6 +47,7 @@ impl ConfigKind {
         ConfigKind::Salt,
         ConfigKind::Agency,
         ConfigKind::Token,
+        ConfigKind::Note,
     ];
 
     /// The kind's name as backends store it (`"site"`).
@@ -57,6 +61,7 @@ impl ConfigKind {
             ConfigKind::Salt => "salt",
             ConfigKind::Agency => "agency",
             ConfigKind::Token => "token",
+            ConfigKind::Note => "note",
         }
     }
 
@@ -251,6 +256,52 @@ pub trait ConfigStore: Send + Sync {
         Ok(true)
     }
 
+    /// Creates or replaces a note (validated first).
+    async fn put_note(&self, note: &Note) -> Result<(), StoreError> {
+        note.validate()?;
+        let value = serde_json::to_vec(note).map_err(|e| StoreError::backend("encode note", e))?;
+        self.put(
+            &ConfigKey::new(ConfigKind::Note, &note.site, &note.id),
+            &value,
+        )
+        .await
+    }
+
+    /// One note of `site`.
+    async fn note(&self, site: &str, id: &str) -> Result<Option<Note>, StoreError> {
+        let key = ConfigKey::new(ConfigKind::Note, site, id);
+        match self.get(&key).await? {
+            None => Ok(None),
+            Some(bytes) => json_record(&key, &bytes).map(Some),
+        }
+    }
+
+    /// The notes of `site` from `from` to `to` (inclusive; `None` is open), by
+    /// date, then creation.
+    async fn notes(
+        &self,
+        site: &str,
+        from: Option<chrono::NaiveDate>,
+        to: Option<chrono::NaiveDate>,
+    ) -> Result<Vec<Note>, StoreError> {
+        let mut out: Vec<Note> = Vec::new();
+        for r in self.list(ConfigKind::Note, Some(site)).await? {
+            let note: Note =
+                json_record(&ConfigKey::new(ConfigKind::Note, site, &r.name), &r.value)?;
+            if from.is_none_or(|f| note.date >= f) && to.is_none_or(|t| note.date <= t) {
+                out.push(note);
+            }
+        }
+        out.sort_by(|a, b| (a.date, a.created, &a.id).cmp(&(b.date, b.created, &b.id)));
+        Ok(out)
+    }
+
+    /// Removes a note of `site`; whether there was one.
+    async fn remove_note(&self, site: &str, id: &str) -> Result<bool, StoreError> {
+        self.delete(&ConfigKey::new(ConfigKind::Note, site, id))
+            .await
+    }
+
     /// Creates or replaces a site (its settings validated first).
     async fn put_site(&self, site: Site) -> Result<(), StoreError> {
         site.validate()?;
@@ -294,6 +345,7 @@ pub trait ConfigStore: Send + Sync {
             ConfigKind::Funnel,
             ConfigKind::Secret,
             ConfigKind::Delivery,
+            ConfigKind::Note,
         ] {
             self.delete_scope(kind, domain).await?;
         }

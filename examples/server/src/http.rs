@@ -8,9 +8,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use beacon_attribution::{receive_webhook, Headers, Provider, ReceiveError};
 use beacon_core::{
-    authenticate, authorize, AccessError, ApiToken, Funnel, GoalsRequest, IngestError, Origin,
-    Pipeline, Query, QueryError, ReadError, ReadPool, RealtimeRequest, Scope, Shape, StoreError,
-    TrustedProxies,
+    authenticate, authorize, AccessError, ApiToken, Funnel, GoalsRequest, IngestError, Note,
+    Origin, Pipeline, Query, QueryError, ReadError, ReadPool, RealtimeRequest, Scope, Shape, Site,
+    StoreError, TrustedProxies,
 };
 use serde_json::json;
 use std::net::SocketAddr;
@@ -24,6 +24,8 @@ pub enum ApiError {
     BadRequest(String),
     /// 401: no working credential, or a signature did not verify.
     Unauthorized(String),
+    /// 403: the credential may not do this (a read token asked to write).
+    Forbidden(String),
     /// 404: unknown site.
     NotFound(String),
     /// 503: at capacity, or the store cannot take it now; retry after the duration.
@@ -105,6 +107,7 @@ impl IntoResponse for ApiError {
         let (status, message) = match self {
             ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, m),
             ApiError::Unauthorized(m) => (StatusCode::UNAUTHORIZED, m),
+            ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, m),
             ApiError::NotFound(m) => (StatusCode::NOT_FOUND, m),
             ApiError::Unavailable(after) => {
                 let secs = after.as_secs().max(1);
@@ -141,6 +144,7 @@ impl From<AccessError> for ApiError {
     fn from(e: AccessError) -> Self {
         match e {
             AccessError::Unauthorized(m) => ApiError::Unauthorized(m.to_owned()),
+            AccessError::Forbidden => ApiError::Forbidden(e.to_string()),
             AccessError::NotFound(q) => q.into(),
             AccessError::Store(s) => s.into(),
             other => ApiError::Internal(other.to_string()),
@@ -180,6 +184,12 @@ impl App {
     async fn may_read(&self, token: &ApiToken, site: &str) -> Result<(), ApiError> {
         authorize(self.pipeline.config().as_ref(), token, site, Scope::Read).await?;
         Ok(())
+    }
+
+    /// Whether `token` may change `site`'s configuration (404 out of reach, 403 for
+    /// a read token).
+    async fn may_write(&self, token: &ApiToken, site: &str) -> Result<Site, ApiError> {
+        Ok(authorize(self.pipeline.config().as_ref(), token, site, Scope::Write).await?)
     }
 }
 
@@ -228,6 +238,7 @@ async fn query(
 ) -> Result<Response, ApiError> {
     let q = Query::from_json(utf8(&body)?)?;
     app.may_read(&token, &q.site).await?;
+    let site = q.site.clone();
     let started = Instant::now();
     let p = app.pipeline.clone();
     let r = app
@@ -236,7 +247,17 @@ async fn query(
             p.analytics().query(&q, cx).await
         })
         .await?;
-    Ok(Json(r.to_json(started.elapsed().as_millis() as u64)).into_response())
+    let mut body = r.to_json(started.elapsed().as_millis() as u64);
+    // The timeline notes of the range the query resolved to.
+    let day = |i: usize| {
+        body["query"]["date_range"][i]
+            .as_str()
+            .and_then(|d| d.parse::<chrono::NaiveDate>().ok())
+    };
+    let (from, to) = (day(0), day(1));
+    let notes = app.pipeline.config().notes(&site, from, to).await?;
+    body["notes"] = serde_json::to_value(notes).unwrap_or_default();
+    Ok(Json(body).into_response())
 }
 
 async fn funnel(
@@ -300,6 +321,110 @@ async fn realtime(
         })
         .await?;
     Ok(Json(r.to_json(&site)).into_response())
+}
+
+#[derive(serde::Deserialize)]
+struct NotesParams {
+    site: String,
+    from: Option<chrono::NaiveDate>,
+    to: Option<chrono::NaiveDate>,
+}
+
+/// The notes of a site, by date (`from` and `to` bound the days, inclusive).
+async fn list_notes(
+    State(app): AppState,
+    Credential(token): Credential,
+    axum::extract::Query(p): axum::extract::Query<NotesParams>,
+) -> Result<Response, ApiError> {
+    let site = p.site.to_ascii_lowercase();
+    app.may_read(&token, &site).await?;
+    let notes = app.pipeline.config().notes(&site, p.from, p.to).await?;
+    Ok(Json(json!({ "notes": notes })).into_response())
+}
+
+/// A note's fields as a request gives them.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NoteBody {
+    site: String,
+    date: Option<chrono::NaiveDate>,
+    text: Option<String>,
+    tags: Option<Vec<String>>,
+}
+
+fn note_body(body: &[u8]) -> Result<NoteBody, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("body: {e}")))
+}
+
+/// Creates a note (a write token): `{"site", "date", "text", "tags"}`.
+async fn create_note(
+    State(app): AppState,
+    Credential(token): Credential,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let b = note_body(&body)?;
+    let site = app.may_write(&token, &b.site.to_ascii_lowercase()).await?;
+    let now = app.pipeline.now();
+    let note = Note {
+        id: beacon_core::backend::new_event_id(now, &beacon_core::OsRandom).to_string(),
+        site: site.domain,
+        date: b
+            .date
+            .ok_or_else(|| ApiError::BadRequest("date: is required (YYYY-MM-DD)".into()))?,
+        text: b.text.unwrap_or_default(),
+        tags: b.tags.unwrap_or_default(),
+        created: now,
+        updated: now,
+    };
+    app.pipeline.config().put_note(&note).await?;
+    Ok((StatusCode::CREATED, Json(note)).into_response())
+}
+
+/// Changes a note's date, text or tags (a write token).
+async fn update_note(
+    State(app): AppState,
+    Credential(token): Credential,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let b = note_body(&body)?;
+    let site = app.may_write(&token, &b.site.to_ascii_lowercase()).await?;
+    let config = app.pipeline.config();
+    let mut note = config
+        .note(&site.domain, &id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("note: no note {id:?}")))?;
+    if let Some(d) = b.date {
+        note.date = d;
+    }
+    if let Some(t) = b.text {
+        note.text = t;
+    }
+    if let Some(t) = b.tags {
+        note.tags = t;
+    }
+    note.updated = app.pipeline.now();
+    config.put_note(&note).await?;
+    Ok(Json(note).into_response())
+}
+
+#[derive(serde::Deserialize)]
+struct SiteParam {
+    site: String,
+}
+
+/// Removes a note (a write token).
+async fn delete_note(
+    State(app): AppState,
+    Credential(token): Credential,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    axum::extract::Query(p): axum::extract::Query<SiteParam>,
+) -> Result<Response, ApiError> {
+    let site = app.may_write(&token, &p.site.to_ascii_lowercase()).await?;
+    if !app.pipeline.config().remove_note(&site.domain, &id).await? {
+        return Err(ApiError::NotFound(format!("note: no note {id:?}")));
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 /// A payment provider's webhook for a site (`beacon_attribution::receive_webhook`).
@@ -482,6 +607,11 @@ pub async fn serve(pipeline: Pipeline, options: Options) -> std::io::Result<()> 
         .route("/api/v1/goals", post(goals))
         .route("/api/v1/webhooks/{provider}/{site}", post(webhook))
         .route("/api/v1/realtime", get(realtime))
+        .route("/api/v1/notes", get(list_notes).post(create_note))
+        .route(
+            "/api/v1/notes/{id}",
+            axum::routing::put(update_note).delete(delete_note),
+        )
         .route("/script.js", get(script))
         .route("/healthz", get(health))
         .layer(DefaultBodyLimit::max(256 * 1024))

@@ -10,8 +10,8 @@ mod http;
 
 use beacon_core::{
     Agency, Analytics, ApiToken, Clock, ConfigStore, EraseScope, EventStore, Funnel, GoalsRequest,
-    Hit, ImportError, ImportFormat, IngestMode, OsRandom, Pipeline, Query, Reach, Scope, Site,
-    SystemClock, TrustedProxies, Tz, ValidationContext, MAX_SESSION_VISITORS, OWNER_AGENCY,
+    Hit, ImportError, ImportFormat, IngestMode, Note, OsRandom, Pipeline, Query, Reach, Scope,
+    Site, SystemClock, TrustedProxies, Tz, ValidationContext, MAX_SESSION_VISITORS, OWNER_AGENCY,
 };
 use beacon_enrich::{flat_json, Enricher, GeoDatabases, GeoKind};
 use beacon_storage_sqlite::SqliteStore;
@@ -181,6 +181,18 @@ enum Command {
         #[command(subcommand)]
         action: TokensAction,
     },
+    /// Manages timeline notes.
+    Notes {
+        #[arg(
+            long,
+            default_value = "./beacon-data",
+            global = true,
+            env = "BEACON_DATA_DIR"
+        )]
+        data_dir: PathBuf,
+        #[command(subcommand)]
+        action: NotesAction,
+    },
     /// Erases a visitor's events, or all of a site's (GDPR).
     Erase {
         #[arg(long, default_value = "./beacon-data", env = "BEACON_DATA_DIR")]
@@ -215,6 +227,26 @@ enum SitesAction {
     List,
     /// Removes a site and its events.
     Remove { name: String },
+}
+
+#[derive(Subcommand)]
+enum NotesAction {
+    /// Adds a note to a site's timeline; prints it as JSON.
+    Add {
+        site: String,
+        /// The day (YYYY-MM-DD).
+        #[arg(long)]
+        date: chrono::NaiveDate,
+        #[arg(long)]
+        text: String,
+        /// A tag (repeat the flag for more).
+        #[arg(long = "tag")]
+        tags: Vec<String>,
+    },
+    /// Lists a site's notes as JSON lines, by date.
+    List { site: String },
+    /// Removes a note.
+    Remove { site: String, id: String },
 }
 
 #[derive(Subcommand)]
@@ -686,6 +718,50 @@ async fn run(cli: Cli) -> Result<(), Fail> {
                     .await
                     .map(|r| r.to_json()),
             )
+        }
+        Command::Notes { data_dir, action } => {
+            let store = open_existing(&data_dir).await?;
+            let known = |s: &str| s.to_ascii_lowercase();
+            match action {
+                NotesAction::Add {
+                    site,
+                    date,
+                    text,
+                    tags,
+                } => {
+                    let site = store
+                        .site(&known(&site))
+                        .await?
+                        .ok_or_else(|| usage(format!("no site {site:?}")))?;
+                    let now = clock.now();
+                    let note = Note {
+                        id: beacon_core::backend::new_event_id(now, &OsRandom).to_string(),
+                        site: site.domain,
+                        date,
+                        text,
+                        tags,
+                        created: now,
+                        updated: now,
+                    };
+                    store
+                        .put_note(&note)
+                        .await
+                        .map_err(|e| usage(e.to_string()))?;
+                    out(serde_json::to_string(&note)?)?;
+                }
+                NotesAction::List { site } => {
+                    for n in store.notes(&known(&site), None, None).await? {
+                        out(serde_json::to_string(&n)?)?;
+                    }
+                }
+                NotesAction::Remove { site, id } => {
+                    if !store.remove_note(&known(&site), &id).await? {
+                        return Err(usage(format!("no note {id:?} on {site:?}")));
+                    }
+                }
+            }
+            store.close().await;
+            Ok(())
         }
         Command::Agencies { data_dir, action } => {
             match action {

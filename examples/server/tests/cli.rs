@@ -750,3 +750,113 @@ fn reads_need_a_token_and_a_site_out_of_reach_is_unknown() {
     server.kill().ok();
     server.wait().ok();
 }
+
+#[test]
+fn notes_need_a_write_token_and_come_with_query_results() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let dir = tmp.path().to_str().expect("path");
+    for args in [
+        &["agencies", "add", "acme"][..],
+        &["sites", "add", "notes.test"],
+        &["sites", "add", "acme.test", "--agency", "acme"],
+    ] {
+        assert!(run(&[args, &["--data-dir", dir]].concat(), None)
+            .status
+            .success());
+    }
+    let write = make_token(dir, &["--site", "notes.test"], "write");
+    let read = make_token(dir, &["--agency", "owner"], "read");
+    let acme = make_token(dir, &["--agency", "acme"], "write");
+    let port = free_port();
+    let mut server = serve(dir, port);
+    let call = |token: &str, method: &str, path: &str, body: &str| {
+        let auth = format!("Bearer {token}");
+        let (status, body) =
+            http(port, method, path, &[("Authorization", &auth)], body).expect("request");
+        (
+            status,
+            serde_json::from_str::<Value>(&body).unwrap_or(Value::Null),
+        )
+    };
+    let new = |day: &str, text: &str| {
+        json!({"site": "notes.test", "date": day, "text": text, "tags": ["launch"]}).to_string()
+    };
+    // Scopes: a write token writes; a read token reads but may not write (403); a
+    // token of another agency does not see the site (404).
+    let (status, created) = call(
+        &write,
+        "POST",
+        "/api/v1/notes",
+        &new("2026-03-02", "new pricing"),
+    );
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().expect("id").to_owned();
+    let (status, v) = call(&read, "POST", "/api/v1/notes", &new("2026-03-03", "x"));
+    assert_eq!(
+        (status, v["error"].as_str()),
+        (403, Some("authorization: the token may only read"))
+    );
+    let (status, v) = call(&acme, "POST", "/api/v1/notes", &new("2026-03-03", "x"));
+    assert_eq!(status, 404, "{v}");
+    assert_eq!(v["error"], "site: unknown site \"notes.test\"");
+    // Rules name the field.
+    let (status, v) = call(&write, "POST", "/api/v1/notes", &new("2026-03-03", ""));
+    assert_eq!(status, 400);
+    assert!(v["error"].as_str().unwrap().starts_with("text:"), "{v}");
+    let (status, v) = call(
+        &write,
+        "POST",
+        "/api/v1/notes",
+        r#"{"site":"notes.test","text":"no date"}"#,
+    );
+    assert_eq!(status, 400);
+    assert!(v["error"].as_str().unwrap().starts_with("date:"), "{v}");
+    assert_eq!(
+        call(&write, "POST", "/api/v1/notes", &new("2026-04-01", "later")).0,
+        201
+    );
+
+    // Listed for a range, and with a query's results for its range.
+    let (status, v) = call(
+        &read,
+        "GET",
+        "/api/v1/notes?site=notes.test&to=2026-03-31",
+        "",
+    );
+    assert_eq!(status, 200);
+    assert_eq!(v["notes"].as_array().map(Vec::len), Some(1), "{v}");
+    let q = json!({"site": "notes.test", "date_range": ["2026-03-01", "2026-03-31"], "metrics": ["visitors"]});
+    let (status, v) = call(&read, "POST", "/api/v1/query", &q.to_string());
+    assert_eq!(status, 200);
+    let texts: Vec<&str> = v["notes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(texts, ["new pricing"]);
+
+    // Edited and removed by a write token only.
+    let edit = json!({"site": "notes.test", "text": "new pricing page"}).to_string();
+    assert_eq!(
+        call(&read, "PUT", &format!("/api/v1/notes/{id}"), &edit).0,
+        403
+    );
+    let (status, v) = call(&write, "PUT", &format!("/api/v1/notes/{id}"), &edit);
+    assert_eq!(
+        (status, v["text"].as_str()),
+        (200, Some("new pricing page"))
+    );
+    assert_eq!(v["date"], "2026-03-02");
+    let path = format!("/api/v1/notes/{id}?site=notes.test");
+    assert_eq!(call(&read, "DELETE", &path, "").0, 403);
+    assert_eq!(call(&write, "DELETE", &path, "").0, 204);
+    assert_eq!(call(&write, "DELETE", &path, "").0, 404);
+    server.kill().ok();
+    server.wait().ok();
+
+    // The CLI sees the same notes.
+    let listed = text(&run(&["notes", "list", "notes.test", "--data-dir", dir], None).stdout);
+    assert_eq!(listed.lines().count(), 1, "{listed}");
+    assert!(listed.contains("later"));
+}

@@ -1,6 +1,8 @@
-//! Tenant isolation over real HTTP: random tokens ask random reads of random sites,
-//! and no answer ever holds another tenant's data; a site out of a token's reach
-//! answers exactly as a site that does not exist.
+//! Tenant isolation over real HTTP: random tokens ask random reads of random sites
+//! (queries with every kind of dimension, funnels, goals, realtime, notes), and no
+//! answer ever holds another tenant's data (pages, referrers, sources, properties,
+//! notes); a site out of a token's reach answers exactly as a site that does not
+//! exist.
 
 mod common;
 
@@ -59,7 +61,8 @@ fn request(kind: usize, site: &str, dimension: &str) -> (&'static str, String, S
             json!({"site": site, "date_range": "all", "goals": [{"page": "/*"}, {"event": "signup"}]})
                 .to_string(),
         ),
-        _ => ("GET", format!("/api/v1/realtime?site={site}"), String::new()),
+        3 => ("GET", format!("/api/v1/realtime?site={site}"), String::new()),
+        _ => ("GET", format!("/api/v1/notes?site={site}"), String::new()),
     }
 }
 
@@ -138,7 +141,7 @@ fn no_answer_holds_another_tenants_data() {
     let target = (0..=AGENCIES, 0..SITES);
     let mut runner = TestRunner::new(Config::with_cases(160));
     let result = runner.run(
-        &(who, 0usize..4, target, dims),
+        &(who, 0usize..5, target, dims),
         |(who, kind, (ta, ts), dim)| {
             let exists = ta < AGENCIES;
             let name = if exists {

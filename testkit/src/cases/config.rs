@@ -410,3 +410,66 @@ pub(super) async fn tokens_are_stored_by_prefix_without_their_secret(c: &dyn Con
     assert!(revoked.revoked && !revoked.is_live(now));
     assert!(!c.revoke_token("00000000").await.expect("revoke none"));
 }
+
+/// Notes are kept per site, listed by date within a range, replaced by id and
+/// removed, and go with their site; a note without text is refused.
+pub(super) async fn notes_are_kept_per_site_by_date(c: &dyn ConfigStore) {
+    let (a, b) = (site("notes-a"), site("notes-b"));
+    c.put_site(a.clone()).await.expect("site a");
+    c.put_site(b.clone()).await.expect("site b");
+    let now = at("2026-03-01T00:00:00");
+    let note = |site: &Site, id: &str, day: &str, text: &str| beacon_core::Note {
+        id: id.into(),
+        site: site.domain.clone(),
+        date: day.parse().expect("day"),
+        text: text.into(),
+        tags: vec!["launch".into()],
+        created: now,
+        updated: now,
+    };
+    c.put_note(&note(&a, "n2", "2026-03-05", "second"))
+        .await
+        .expect("put");
+    c.put_note(&note(&a, "n1", "2026-03-01", "first"))
+        .await
+        .expect("put");
+    c.put_note(&note(&b, "n3", "2026-03-02", "other site"))
+        .await
+        .expect("put");
+    let texts = |notes: Vec<beacon_core::Note>| -> Vec<String> {
+        notes.into_iter().map(|n| n.text).collect()
+    };
+    assert_eq!(
+        texts(c.notes(&a.domain, None, None).await.expect("list")),
+        ["first", "second"]
+    );
+    let day = |d: &str| Some(d.parse().expect("day"));
+    assert_eq!(
+        texts(
+            c.notes(&a.domain, day("2026-03-02"), day("2026-03-05"))
+                .await
+                .expect("range")
+        ),
+        ["second"]
+    );
+    c.put_note(&note(&a, "n2", "2026-03-05", "second, edited"))
+        .await
+        .expect("replace");
+    assert_eq!(
+        c.note(&a.domain, "n2").await.expect("get").map(|n| n.text),
+        Some("second, edited".into())
+    );
+    assert!(c
+        .put_note(&note(&a, "n4", "2026-03-05", "  "))
+        .await
+        .is_err());
+    assert!(c.remove_note(&a.domain, "n1").await.expect("remove"));
+    assert!(!c.remove_note(&a.domain, "n1").await.expect("again"));
+    assert!(c.remove_site(&b.domain).await.expect("remove site"));
+    assert!(c
+        .notes(&b.domain, None, None)
+        .await
+        .expect("list")
+        .is_empty());
+    c.remove_site(&a.domain).await.expect("clean up");
+}

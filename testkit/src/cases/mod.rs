@@ -112,6 +112,7 @@ macro_rules! __config_cases {
             an_unknown_site_is_an_error,
             agencies_are_stored_and_listed,
             tokens_are_stored_by_prefix_without_their_secret,
+            notes_are_kept_per_site_by_date,
         );
     };
 }
