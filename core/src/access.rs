@@ -218,9 +218,61 @@ pub enum AccessError {
     /// write.
     #[error("authorization: the token may only read")]
     Forbidden,
+    /// A page on another host sent hits for a site (403): only the site's own
+    /// hosts may, or a server-side call with a write token.
+    #[error("{}site: {site:?} takes hits from its own hosts only, not {host:?} (a server-side call may send a write token)", index.map(|i| format!("[{i}].")).unwrap_or_default())]
+    WrongOrigin {
+        /// The hit, in a batch.
+        index: Option<usize>,
+        /// Its site.
+        site: String,
+        /// The host the request came from (its `Origin`, else its `Referer`).
+        host: String,
+    },
     /// The configuration store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// Who may send the hits of a request: with a token, it must be able to write to
+/// every hit's site; without one, a request from a page (`from_host`: the host of
+/// its `Origin`, else its `Referer`) may send hits only for sites that own that host,
+/// and a server-side request (no such header) may send any. Sites that do not exist
+/// are left to the pipeline, which names them.
+pub async fn check_ingest(
+    config: &dyn ConfigStore,
+    sites: &[Option<&str>],
+    token: Option<&ApiToken>,
+    from_host: Option<&str>,
+) -> Result<(), AccessError> {
+    let batch = sites.len() > 1;
+    for (i, name) in sites.iter().enumerate() {
+        let Some(name) = name.map(str::to_ascii_lowercase) else {
+            continue;
+        };
+        let Some(site) = config.site(&name).await? else {
+            continue;
+        };
+        match (token, from_host) {
+            (Some(t), _) => {
+                if !t.reaches(&site) {
+                    return Err(AccessError::NotFound(QueryError::UnknownSite(name)));
+                }
+                if !t.scope.covers(Scope::Write) {
+                    return Err(AccessError::Forbidden);
+                }
+            }
+            (None, Some(host)) if !site.owns_host(host) => {
+                return Err(AccessError::WrongOrigin {
+                    index: batch.then_some(i),
+                    site: name,
+                    host: host.to_owned(),
+                });
+            }
+            (None, _) => {}
+        }
+    }
+    Ok(())
 }
 
 /// The token behind `bearer` (an `Authorization: Bearer` value), if it works at

@@ -94,7 +94,8 @@ mod time;
 mod url;
 
 pub use access::{
-    authenticate, authorize, AccessError, Agency, ApiToken, IssuedToken, Reach, Scope, OWNER_AGENCY,
+    authenticate, authorize, check_ingest, AccessError, Agency, ApiToken, IssuedToken, Reach,
+    Scope, OWNER_AGENCY,
 };
 pub use clock::{Clock, ManualClock, OsRandom, RandomSource, SeededRandom, SystemClock};
 pub use context::{Cancel, Context};
@@ -105,10 +106,10 @@ pub use event::{
 };
 pub use hit::{Hit, IngestMode, Limits, RawMoney, ValidatedHit, ValidationContext};
 pub use ingest::{
-    hits_from_json, ClientHints, Enrich, ImportError, ImportFormat, ImportReport, Importer,
-    IngestError, IngestReport, NoEnrichment, Origin, Pipeline, PipelineBuilder, ReadError,
-    ReadPool, RejectedLine, RequestFacts, Shape, Tracker, TrackerReport, TrustedProxies, MAX_BATCH,
-    MAX_SESSION_VISITORS,
+    hits_from_json, url_host, ClientHints, Enrich, ImportError, ImportFormat, ImportReport,
+    Importer, IngestError, IngestReport, NoEnrichment, Origin, Pipeline, PipelineBuilder,
+    ReadError, ReadPool, RejectedLine, RequestFacts, Shape, Tracker, TrackerReport, TrustedProxies,
+    MAX_BATCH, MAX_SESSION_VISITORS,
 };
 #[cfg(feature = "tower")]
 pub use ingest::{TrackLayer, TrackService};

@@ -70,6 +70,16 @@ impl Site {
         self
     }
 
+    /// Whether `host` (lower case) is the site's: its domain, a subdomain of it, or
+    /// one of its extra hosts. Pages on these hosts may send the site's hits.
+    pub fn owns_host(&self, host: &str) -> bool {
+        host == self.domain
+            || host
+                .strip_suffix(self.domain.as_str())
+                .is_some_and(|rest| rest.ends_with('.'))
+            || self.extra_hosts.iter().any(|h| h == host)
+    }
+
     /// The session timeout in milliseconds.
     pub fn session_timeout_ms(&self) -> i64 {
         i64::from(self.session_timeout_secs) * 1000

@@ -542,25 +542,11 @@ impl Pipeline {
     /// Whether a browser page at `origin` (an `Origin` header) may send hits: its
     /// host is a known site, a subdomain of one, or one of a site's extra hosts.
     pub async fn origin_allowed(&self, origin: &str) -> bool {
-        let host = origin
-            .split("://")
-            .nth(1)
-            .unwrap_or("")
-            .split([':', '/'])
-            .next()
-            .unwrap_or("")
-            .to_ascii_lowercase();
-        if host.is_empty() {
+        let Some(host) = url_host(origin) else {
             return false;
-        }
+        };
         let sites = self.sites().await;
-        sites.iter().any(|s| {
-            host == s.domain
-                || host
-                    .strip_suffix(s.domain.as_str())
-                    .is_some_and(|rest| rest.ends_with('.'))
-                || s.extra_hosts.contains(&host)
-        })
+        sites.iter().any(|s| s.owns_host(&host))
     }
 
     async fn sites(&self) -> Arc<Vec<Site>> {
@@ -647,6 +633,18 @@ impl Pipeline {
     pub(crate) fn runtime(&self) -> &tokio::runtime::Handle {
         &self.shared.runtime
     }
+}
+
+/// The host of an `Origin` or `Referer` value (`https://www.example.com:8443/x` →
+/// `www.example.com`), lower case; `None` when there is none.
+pub fn url_host(url: &str) -> Option<String> {
+    let host = url
+        .split("://")
+        .nth(1)?
+        .split([':', '/', '?', '#'])
+        .next()?
+        .to_ascii_lowercase();
+    (!host.is_empty()).then_some(host)
 }
 
 /// Hits from a request body: one JSON hit, or an array of at most [`MAX_BATCH`];

@@ -21,6 +21,7 @@ pub struct FileConfig {
     pub read_slots: Option<usize>,
     pub max_connections: Option<usize>,
     pub header_read_timeout: Option<f64>,
+    pub any_origin: Option<bool>,
 }
 
 impl FileConfig {

@@ -8,9 +8,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use beacon_attribution::{receive_webhook, Headers, Provider, ReceiveError};
 use beacon_core::{
-    authenticate, authorize, AccessError, ApiToken, Funnel, GoalsRequest, IngestError, Note,
-    Origin, Pipeline, Query, QueryError, ReadError, ReadPool, RealtimeRequest, Scope, Shape, Site,
-    StoreError, TrustedProxies,
+    authenticate, authorize, check_ingest, hits_from_json, url_host, AccessError, ApiToken, Funnel,
+    GoalsRequest, IngestError, Note, Origin, Pipeline, Query, QueryError, ReadError, ReadPool,
+    RealtimeRequest, Scope, Shape, Site, StoreError, TrustedProxies,
 };
 use serde_json::json;
 use std::net::SocketAddr;
@@ -136,6 +136,8 @@ struct App {
     pipeline: Pipeline,
     reads: ReadPool,
     proxies: TrustedProxies,
+    /// Whether pages on any host may send any site's hits (`--any-origin`).
+    any_origin: bool,
 }
 
 type AppState = State<Arc<App>>;
@@ -144,12 +146,26 @@ impl From<AccessError> for ApiError {
     fn from(e: AccessError) -> Self {
         match e {
             AccessError::Unauthorized(m) => ApiError::Unauthorized(m.to_owned()),
-            AccessError::Forbidden => ApiError::Forbidden(e.to_string()),
+            AccessError::Forbidden | AccessError::WrongOrigin { .. } => {
+                ApiError::Forbidden(e.to_string())
+            }
             AccessError::NotFound(q) => q.into(),
             AccessError::Store(s) => s.into(),
             other => ApiError::Internal(other.to_string()),
         }
     }
+}
+
+/// The secret of an `Authorization: Bearer` header.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
 }
 
 /// The API token a request carries (`Authorization: Bearer ...`): 401 without a
@@ -200,8 +216,43 @@ async fn ingest(
     body: &[u8],
     shape: Shape,
 ) -> Result<Response, ApiError> {
+    let hits = hits_from_json(body, shape)?;
+    // Who may send these hits: a write token, a page on the sites' own hosts, or a
+    // server-side call.
+    let token = match bearer(headers) {
+        Some(b) => {
+            Some(authenticate(app.pipeline.config().as_ref(), Some(b), app.pipeline.now()).await?)
+        }
+        None => None,
+    };
+    let from_host = if app.any_origin {
+        None
+    } else {
+        [axum::http::header::ORIGIN, axum::http::header::REFERER]
+            .iter()
+            .find_map(|h| {
+                headers
+                    .get(h)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(url_host)
+            })
+    };
+    let sites: Vec<Option<&str>> = hits.iter().map(|h| h.site.as_deref()).collect();
+    check_ingest(
+        app.pipeline.config().as_ref(),
+        &sites,
+        token.as_ref(),
+        from_host.as_deref(),
+    )
+    .await?;
     let origin = Origin::from_http(peer.ip(), headers, &app.proxies);
-    let report = app.pipeline.ingest_json(body, shape, Some(&origin)).await?;
+    let report = match shape {
+        Shape::Batch => app.pipeline.ingest_batch(hits, Some(&origin)).await?,
+        _ => match hits.into_iter().next() {
+            Some(hit) => app.pipeline.ingest(hit, Some(&origin)).await?,
+            None => return Err(ApiError::BadRequest("body: a hit is required".into())),
+        },
+    };
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({ "accepted": report.accepted })),
@@ -582,6 +633,9 @@ pub struct Options {
     pub max_connections: usize,
     /// How long a client may take to send a request's headers.
     pub header_read_timeout: Duration,
+    /// Whether pages on any host may send any site's hits (no Origin / Referer
+    /// check).
+    pub any_origin: bool,
 }
 
 /// Serves until Ctrl-C or SIGTERM; then drains, and shuts the pipeline down:
@@ -592,6 +646,7 @@ pub async fn serve(pipeline: Pipeline, options: Options) -> std::io::Result<()> 
         pipeline: pipeline.clone(),
         reads: reads.clone(),
         proxies: options.trusted_proxies.clone(),
+        any_origin: options.any_origin,
     });
     let router = Router::new()
         .route(

@@ -88,6 +88,11 @@ enum Command {
         /// connection is closed [default: 10].
         #[arg(long, env = "BEACON_HEADER_READ_TIMEOUT")]
         header_read_timeout: Option<f64>,
+        /// Pages on any host may send any site's hits (by default a page's Origin,
+        /// else its Referer, must be one of the site's hosts; server-side calls
+        /// without either, or with a write token, are always taken).
+        #[arg(long, env = "BEACON_ANY_ORIGIN")]
+        any_origin: bool,
     },
     /// Imports hits (one per line) through the live pipeline.
     Import {
@@ -483,6 +488,7 @@ async fn run(cli: Cli) -> Result<(), Fail> {
             read_slots,
             max_connections,
             header_read_timeout,
+            any_origin,
         } => {
             let file = match &config {
                 Some(path) => config::FileConfig::load(path).map_err(usage)?,
@@ -520,6 +526,7 @@ async fn run(cli: Cli) -> Result<(), Fail> {
                     .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
                 max_connections: max_connections.or(file.max_connections).unwrap_or(10_000),
                 header_read_timeout: seconds("header-read-timeout", header_read_timeout)?,
+                any_origin: any_origin || file.any_origin.unwrap_or(false),
             };
             let store = open(&data_dir).await?;
             first_run(store.as_ref(), clock.now(), addr).await?;

@@ -860,3 +860,108 @@ fn notes_need_a_write_token_and_come_with_query_results() {
     assert_eq!(listed.lines().count(), 1, "{listed}");
     assert!(listed.contains("later"));
 }
+
+#[test]
+fn ingest_takes_a_sites_own_pages_server_side_calls_and_write_tokens() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let dir = tmp.path().to_str().expect("path");
+    for args in [
+        &["agencies", "add", "acme"][..],
+        &["sites", "add", "shop.test"],
+        &["sites", "add", "other.test"],
+        &["sites", "add", "acme.test", "--agency", "acme"],
+    ] {
+        assert!(run(&[args, &["--data-dir", dir]].concat(), None)
+            .status
+            .success());
+    }
+    let write = make_token(dir, &["--site", "shop.test"], "write");
+    let read = make_token(dir, &["--site", "shop.test"], "read");
+    let acme = make_token(dir, &["--agency", "acme"], "write");
+    let port = free_port();
+    let mut server = serve(dir, port);
+    let hit = |site: &str| {
+        json!({"site": site, "type": "pageview", "url": format!("https://{site}/"), "visitor_id": "v"})
+            .to_string()
+    };
+    let send = |headers: &[(&str, &str)], body: &str| {
+        let (status, body) = http(port, "POST", "/api/events", headers, body).expect("post");
+        (
+            status,
+            serde_json::from_str::<Value>(&body).unwrap_or(Value::Null),
+        )
+    };
+    let one = format!("[{}]", hit("shop.test"));
+    let bearer = |t: &str| format!("Bearer {t}");
+    let (w, r, a) = (bearer(&write), bearer(&read), bearer(&acme));
+    // The site's own pages, and server-side calls (no Origin or Referer).
+    for headers in [
+        &[("Origin", "https://shop.test")][..],
+        &[("Origin", "https://www.shop.test:8443")],
+        &[("Referer", "https://shop.test/pricing?x=1")],
+        &[],
+    ] {
+        assert_eq!(send(headers, &one).0, 202, "{headers:?}");
+    }
+    // Another site's page may not send this site's hits.
+    let (status, v) = send(&[("Origin", "https://evil.test")], &one);
+    assert_eq!(status, 403, "{v}");
+    assert_eq!(
+        v["error"],
+        "site: \"shop.test\" takes hits from its own hosts only, not \"evil.test\" (a server-side call may send a write token)"
+    );
+    assert_eq!(send(&[("Referer", "https://evil.test/a")], &one).0, 403);
+    let mixed = format!("[{},{}]", hit("shop.test"), hit("other.test"));
+    let (status, v) = send(&[("Origin", "https://shop.test")], &mixed);
+    assert_eq!(status, 403);
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("[1].site: \"other.test\""),
+        "{v}"
+    );
+    // A write token for the site is taken from anywhere; a read token is not, nor a
+    // token out of reach, nor a bad one.
+    assert_eq!(
+        send(
+            &[("Origin", "https://evil.test"), ("Authorization", &w)],
+            &one
+        )
+        .0,
+        202
+    );
+    assert_eq!(send(&[("Authorization", &r)], &one).0, 403);
+    assert_eq!(send(&[("Authorization", &a)], &one).0, 404);
+    assert_eq!(send(&[("Authorization", "Bearer bk_nope")], &one).0, 401);
+    server.kill().ok();
+    server.wait().ok();
+    // Accepted: four, and the token's one; nothing refused was stored.
+    let stored = query(
+        dir,
+        json!({"site": "shop.test", "date_range": "all", "metrics": ["pageviews"]}),
+    );
+    assert_eq!(stored["results"][0]["metrics"][0], 5, "{stored}");
+    assert_eq!(
+        query(
+            dir,
+            json!({"site": "other.test", "date_range": "all", "metrics": ["pageviews"]})
+        )["results"][0]["metrics"][0],
+        0
+    );
+
+    // --any-origin: pages on any host.
+    let port = free_port();
+    let mut server = serve_with(dir, port, &["--any-origin"]);
+    let (status, body) = http(
+        port,
+        "POST",
+        "/api/events",
+        &[("Origin", "https://evil.test")],
+        &one,
+    )
+    .expect("post");
+    assert_eq!(status, 202, "{body}");
+    server.kill().ok();
+    server.wait().ok();
+}
