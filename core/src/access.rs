@@ -175,13 +175,7 @@ impl ApiToken {
 
     /// Whether `secret` is this token's (compared in constant time).
     pub fn matches(&self, secret: &str) -> bool {
-        let given = sha256_hex(secret);
-        given.len() == self.hash.len()
-            && given
-                .bytes()
-                .zip(self.hash.bytes())
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0
+        constant_eq(&sha256_hex(secret), &self.hash)
     }
 
     /// Whether the token works at `now`: not revoked, not expired.
@@ -201,6 +195,242 @@ impl ApiToken {
     pub fn allows(&self, site: &Site, scope: Scope) -> bool {
         self.reaches(site) && self.scope.covers(scope)
     }
+}
+
+/// What a dashboard user may do in their agency.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Everything: users, sites, tokens, integrations.
+    Admin,
+    /// Sites, goals, funnels, notes.
+    User,
+    /// Reading only.
+    Viewer,
+}
+
+impl Role {
+    /// Parses `admin`, `user` or `viewer`.
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "admin" => Some(Role::Admin),
+            "user" => Some(Role::User),
+            "viewer" => Some(Role::Viewer),
+            _ => None,
+        }
+    }
+
+    /// What the role may do with the agency's sites.
+    pub fn scope(&self) -> Scope {
+        match self {
+            Role::Admin | Role::User => Scope::Write,
+            Role::Viewer => Scope::Read,
+        }
+    }
+}
+
+/// A dashboard user: an e-mail address and a password (kept as an argon2id hash),
+/// in one agency, with a role.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    /// The e-mail address they log in with, lower case.
+    pub email: String,
+    /// Their agency.
+    pub agency: String,
+    /// What they may do.
+    pub role: Role,
+    /// The argon2id hash of the password (PHC string).
+    pub password_hash: String,
+    /// When the user was made.
+    pub created: DateTime<Utc>,
+}
+
+/// The shortest password a user may have.
+pub const MIN_PASSWORD: usize = 10;
+
+/// An argon2id hash (the crate's defaults: 19 MiB, 2 passes) with a salt from
+/// `random`.
+fn hash_password(password: &str, random: &dyn RandomSource) -> Result<String, StoreError> {
+    use argon2::password_hash::{PasswordHasher, SaltString};
+    let mut salt = [0u8; 16];
+    random.fill(&mut salt);
+    let salt =
+        SaltString::encode_b64(&salt).map_err(|e| StoreError::backend("salt", e.to_string()))?;
+    argon2::Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| StoreError::backend("hash password", e.to_string()))
+}
+
+/// A hash that no password matches, verified when an address is unknown so that
+/// a wrong address takes as long as a wrong password.
+const DECOY_HASH: &str =
+    "$argon2id$v=19$m=19456,t=2,p=1$YmVhY29uLWRlY295LXNhbHQ$0rR8wVS2rZ0tPRsA9yW1v0l3ZlC2n3X0k9Jc1h2Qb6c";
+
+fn verify_password(password: &str, hash: &str) -> bool {
+    use argon2::password_hash::{PasswordHash, PasswordVerifier};
+    PasswordHash::new(hash).is_ok_and(|h| {
+        argon2::Argon2::default()
+            .verify_password(password.as_bytes(), &h)
+            .is_ok()
+    })
+}
+
+impl User {
+    /// A user with `password` hashed; the address and password are checked first.
+    pub fn new(
+        email: &str,
+        agency: impl Into<String>,
+        role: Role,
+        password: &str,
+        random: &dyn RandomSource,
+        now: DateTime<Utc>,
+    ) -> Result<User, StoreError> {
+        let email = email.trim().to_ascii_lowercase();
+        let bad = |field: &str, rule: &str| {
+            Err(StoreError::Invalid {
+                field: field.into(),
+                rule: rule.into(),
+            })
+        };
+        let (local, domain) = email.split_once('@').unwrap_or(("", ""));
+        if local.is_empty() || !domain.contains('.') || email.len() > 254 || email.contains(' ') {
+            return bad("email", "must be an e-mail address");
+        }
+        if password.chars().count() < MIN_PASSWORD {
+            return bad("password", "must be at least 10 characters");
+        }
+        Ok(User {
+            email,
+            agency: agency.into(),
+            role,
+            password_hash: hash_password(password, random)?,
+            created: now,
+        })
+    }
+
+    /// Whether `password` is theirs.
+    pub fn check_password(&self, password: &str) -> bool {
+        verify_password(password, &self.password_hash)
+    }
+}
+
+/// The user behind `email` and `password`, or `None` (a wrong address and a wrong
+/// password look alike, and take as long).
+pub async fn login(
+    config: &dyn ConfigStore,
+    email: &str,
+    password: &str,
+) -> Result<Option<User>, StoreError> {
+    let user = config.user(&email.trim().to_ascii_lowercase()).await?;
+    match user {
+        Some(u) if u.check_password(password) => Ok(Some(u)),
+        Some(_) => Ok(None),
+        None => {
+            let _ = verify_password(password, DECOY_HASH);
+            Ok(None)
+        }
+    }
+}
+
+/// How long a login lasts.
+pub const SESSION_DAYS: i64 = 30;
+
+/// What a session's cookie value starts with.
+const SESSION_MARK: &str = "bs_";
+
+/// A login session as stored: never its secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoginSession {
+    /// The first 8 hex digits of its secret.
+    pub prefix: String,
+    /// SHA-256 of the secret, hex.
+    pub hash: String,
+    /// Whose.
+    pub email: String,
+    /// Their agency and role when they logged in.
+    pub agency: String,
+    /// Their role.
+    pub role: Role,
+    /// The token a cookie-authenticated write must echo (`X-CSRF-Token`).
+    pub csrf: String,
+    /// When it was made.
+    pub created: DateTime<Utc>,
+    /// When it ends (30 days on).
+    pub expires: DateTime<Utc>,
+}
+
+/// A new session, with the cookie value to set once.
+#[derive(Debug, Clone)]
+pub struct IssuedSession {
+    /// The cookie's value (`bs_` and 64 hex digits).
+    pub secret: String,
+    /// What is stored.
+    pub session: LoginSession,
+}
+
+fn random_hex(random: &dyn RandomSource) -> String {
+    let mut bytes = [0u8; 32];
+    random.fill(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl LoginSession {
+    /// A session for `user`, from `now` for [`SESSION_DAYS`].
+    pub fn issue(user: &User, random: &dyn RandomSource, now: DateTime<Utc>) -> IssuedSession {
+        let hex = random_hex(random);
+        let secret = format!("{SESSION_MARK}{hex}");
+        let session = LoginSession {
+            prefix: hex[..PREFIX_LEN].to_owned(),
+            hash: sha256_hex(&secret),
+            email: user.email.clone(),
+            agency: user.agency.clone(),
+            role: user.role,
+            csrf: random_hex(random),
+            created: now,
+            expires: now + chrono::Duration::days(SESSION_DAYS),
+        };
+        IssuedSession { secret, session }
+    }
+
+    /// The prefix a cookie value is looked up by, if it has a session's form.
+    pub fn prefix_of(secret: &str) -> Option<&str> {
+        let hex = secret.strip_prefix(SESSION_MARK)?;
+        (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit())).then(|| &hex[..PREFIX_LEN])
+    }
+
+    /// Whether `secret` is this session's and it has not ended at `now`.
+    pub fn accepts(&self, secret: &str, now: DateTime<Utc>) -> bool {
+        constant_eq(&sha256_hex(secret), &self.hash) && now < self.expires
+    }
+
+    /// Whether `given` is the session's CSRF token (compared in constant time).
+    pub fn csrf_matches(&self, given: &str) -> bool {
+        constant_eq(given, &self.csrf)
+    }
+
+    /// What the session may do, as a token would: the user's agency, their role's
+    /// scope.
+    pub fn grant(&self) -> ApiToken {
+        ApiToken {
+            prefix: self.prefix.clone(),
+            hash: String::new(),
+            agency: self.agency.clone(),
+            reach: Reach::Agency,
+            scope: self.role.scope(),
+            created: self.created,
+            expires: Some(self.expires),
+            revoked: false,
+        }
+    }
+}
+
+fn constant_eq(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
 }
 
 /// Why a request may not go on.
@@ -347,6 +577,45 @@ mod tests {
         assert!(!a.token.matches(&b.secret));
         assert_eq!(ApiToken::prefix_of("bk_123"), None);
         assert_eq!(ApiToken::prefix_of(&a.secret[1..]), None);
+    }
+
+    #[test]
+    fn passwords_are_argon2id_and_the_decoy_is_a_real_hash() {
+        let r = SeededRandom::new(3);
+        let u = User::new(
+            " Ann@Example.com ",
+            "acme",
+            Role::Viewer,
+            "correct horse",
+            &r,
+            now(),
+        )
+        .unwrap();
+        assert_eq!(u.email, "ann@example.com");
+        assert!(u.password_hash.starts_with("$argon2id$"));
+        assert!(u.check_password("correct horse"));
+        assert!(!u.check_password("correct horsE"));
+        assert!(argon2::password_hash::PasswordHash::new(DECOY_HASH).is_ok());
+        assert!(!verify_password("anything", DECOY_HASH));
+        let short = User::new("a@b.co", "acme", Role::User, "short", &r, now()).unwrap_err();
+        assert_eq!(
+            short.to_string(),
+            "password: must be at least 10 characters"
+        );
+        let bad = User::new("nope", "acme", Role::User, "long enough!", &r, now()).unwrap_err();
+        assert_eq!(bad.to_string(), "email: must be an e-mail address");
+        let s = LoginSession::issue(&u, &r, now());
+        assert_eq!(
+            LoginSession::prefix_of(&s.secret),
+            Some(s.session.prefix.as_str())
+        );
+        assert!(s.session.accepts(&s.secret, now()));
+        assert!(!s
+            .session
+            .accepts(&s.secret, now() + chrono::Duration::days(SESSION_DAYS)));
+        assert!(s.session.csrf_matches(&s.session.csrf.clone()));
+        assert!(!s.session.csrf_matches("x"));
+        assert_eq!(s.session.grant().scope, Scope::Read);
     }
 
     #[test]

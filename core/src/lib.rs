@@ -94,8 +94,8 @@ mod time;
 mod url;
 
 pub use access::{
-    authenticate, authorize, check_ingest, AccessError, Agency, ApiToken, IssuedToken, Reach,
-    Scope, OWNER_AGENCY,
+    authenticate, authorize, check_ingest, login, AccessError, Agency, ApiToken, IssuedSession,
+    IssuedToken, LoginSession, Reach, Role, Scope, User, MIN_PASSWORD, OWNER_AGENCY, SESSION_DAYS,
 };
 pub use clock::{Clock, ManualClock, OsRandom, RandomSource, SeededRandom, SystemClock};
 pub use context::{Cancel, Context};

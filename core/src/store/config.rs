@@ -1,7 +1,7 @@
 //! [`ConfigStore`]: everything that is configuration, as keyed records with typed
 //! methods on top.
 
-use crate::access::{Agency, ApiToken};
+use crate::access::{Agency, ApiToken, LoginSession, User};
 use crate::error::{QueryError, StoreError};
 use crate::note::Note;
 use crate::requests::{GoalDefinition, SavedFunnel};
@@ -34,11 +34,15 @@ pub enum ConfigKind {
     Token,
     /// A timeline note (scope the site, name the note's id).
     Note,
+    /// A dashboard user (scope empty, name the e-mail address).
+    User,
+    /// A login session (scope empty, name its prefix; never its secret).
+    Session,
 }
 
 impl ConfigKind {
     /// Every kind.
-    pub const ALL: [ConfigKind; 9] = [
+    pub const ALL: [ConfigKind; 11] = [
         ConfigKind::Site,
         ConfigKind::Goal,
         ConfigKind::Funnel,
@@ -48,6 +52,8 @@ impl ConfigKind {
         ConfigKind::Agency,
         ConfigKind::Token,
         ConfigKind::Note,
+        ConfigKind::User,
+        ConfigKind::Session,
     ];
 
     /// The kind's name as backends store it (`"site"`).
@@ -62,6 +68,8 @@ impl ConfigKind {
             ConfigKind::Agency => "agency",
             ConfigKind::Token => "token",
             ConfigKind::Note => "note",
+            ConfigKind::User => "user",
+            ConfigKind::Session => "session",
         }
     }
 
@@ -254,6 +262,73 @@ pub trait ConfigStore: Send + Sync {
         token.revoked = true;
         self.put_token(&token).await?;
         Ok(true)
+    }
+
+    /// Creates or replaces a user.
+    async fn put_user(&self, user: &User) -> Result<(), StoreError> {
+        let value = serde_json::to_vec(user).map_err(|e| StoreError::backend("encode user", e))?;
+        self.put(&ConfigKey::new(ConfigKind::User, "", &user.email), &value)
+            .await
+    }
+
+    /// The user with `email` (lower case).
+    async fn user(&self, email: &str) -> Result<Option<User>, StoreError> {
+        let key = ConfigKey::new(ConfigKind::User, "", email);
+        match self.get(&key).await? {
+            None => Ok(None),
+            Some(bytes) => json_record(&key, &bytes).map(Some),
+        }
+    }
+
+    /// Every user, by address.
+    async fn users(&self) -> Result<Vec<User>, StoreError> {
+        let mut out = Vec::new();
+        for r in self.list(ConfigKind::User, Some("")).await? {
+            out.push(json_record(
+                &ConfigKey::new(ConfigKind::User, "", &r.name),
+                &r.value,
+            )?);
+        }
+        Ok(out)
+    }
+
+    /// Removes a user and ends their sessions; whether there was one.
+    async fn remove_user(&self, email: &str) -> Result<bool, StoreError> {
+        for r in self.list(ConfigKind::Session, Some("")).await? {
+            let key = ConfigKey::new(ConfigKind::Session, "", &r.name);
+            let s: LoginSession = json_record(&key, &r.value)?;
+            if s.email == email {
+                self.delete(&key).await?;
+            }
+        }
+        self.delete(&ConfigKey::new(ConfigKind::User, "", email))
+            .await
+    }
+
+    /// Stores a login session (never its secret).
+    async fn put_session(&self, session: &LoginSession) -> Result<(), StoreError> {
+        let value =
+            serde_json::to_vec(session).map_err(|e| StoreError::backend("encode session", e))?;
+        self.put(
+            &ConfigKey::new(ConfigKind::Session, "", &session.prefix),
+            &value,
+        )
+        .await
+    }
+
+    /// The session with `prefix`.
+    async fn session(&self, prefix: &str) -> Result<Option<LoginSession>, StoreError> {
+        let key = ConfigKey::new(ConfigKind::Session, "", prefix);
+        match self.get(&key).await? {
+            None => Ok(None),
+            Some(bytes) => json_record(&key, &bytes).map(Some),
+        }
+    }
+
+    /// Ends the session with `prefix`; whether there was one.
+    async fn end_session(&self, prefix: &str) -> Result<bool, StoreError> {
+        self.delete(&ConfigKey::new(ConfigKind::Session, "", prefix))
+            .await
     }
 
     /// Creates or replaces a note (validated first).

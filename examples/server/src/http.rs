@@ -8,9 +8,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use beacon_attribution::{receive_webhook, Headers, Provider, ReceiveError};
 use beacon_core::{
-    authenticate, authorize, check_ingest, hits_from_json, url_host, AccessError, ApiToken, Funnel,
-    GoalsRequest, IngestError, Note, Origin, Pipeline, Query, QueryError, ReadError, ReadPool,
-    RealtimeRequest, Scope, Shape, Site, StoreError, TrustedProxies,
+    authenticate, authorize, check_ingest, hits_from_json, login, url_host, AccessError, ApiToken,
+    Funnel, GoalsRequest, IngestError, LoginSession, Note, Origin, Pipeline, Query, QueryError,
+    ReadError, ReadPool, RealtimeRequest, Scope, Shape, Site, StoreError, TrustedProxies,
 };
 use serde_json::json;
 use std::net::SocketAddr;
@@ -168,8 +168,22 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
         .map(str::trim)
 }
 
-/// The API token a request carries (`Authorization: Bearer ...`): 401 without a
-/// working one.
+/// The value of cookie `name` in the request's `Cookie` headers.
+fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers
+        .get_all(axum::http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|c| c.trim().strip_prefix(name)?.strip_prefix('='))
+}
+
+/// The session cookie's name.
+const SESSION_COOKIE: &str = "beacon_session";
+
+/// What a request may do: an API token (`Authorization: Bearer ...`), or a login
+/// session's cookie, whose writes must echo its CSRF token (`X-CSRF-Token`). 401
+/// without a working one, 403 for a cookie write without the CSRF token.
 struct Credential(ApiToken);
 
 impl axum::extract::FromRequestParts<Arc<App>> for Credential {
@@ -179,19 +193,92 @@ impl axum::extract::FromRequestParts<Arc<App>> for Credential {
         parts: &mut axum::http::request::Parts,
         app: &Arc<App>,
     ) -> Result<Self, Self::Rejection> {
-        let bearer = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .map(str::trim);
-        let token =
-            authenticate(app.pipeline.config().as_ref(), bearer, app.pipeline.now()).await?;
+        let config = app.pipeline.config().as_ref();
+        let now = app.pipeline.now();
+        if let (None, Some(secret)) = (
+            bearer(&parts.headers),
+            cookie(&parts.headers, SESSION_COOKIE),
+        ) {
+            let expired =
+                || ApiError::Unauthorized("login: the session has ended; log in again".into());
+            let prefix = LoginSession::prefix_of(secret).ok_or_else(expired)?;
+            let session = config
+                .session(prefix)
+                .await?
+                .filter(|s| s.accepts(secret, now))
+                .ok_or_else(expired)?;
+            let safe = matches!(
+                parts.method,
+                axum::http::Method::GET | axum::http::Method::HEAD
+            );
+            if !safe {
+                let given = parts
+                    .headers
+                    .get("x-csrf-token")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("");
+                if !session.csrf_matches(given) {
+                    return Err(ApiError::Forbidden(
+                        "csrf: a write with a login session needs its X-CSRF-Token header".into(),
+                    ));
+                }
+            }
+            return Ok(Credential(session.grant()));
+        }
+        let token = authenticate(config, bearer(&parts.headers), now).await?;
         Ok(Credential(token))
     }
+}
+
+#[derive(serde::Deserialize)]
+struct LoginBody {
+    email: String,
+    password: String,
+}
+
+/// Logs a user in: the session cookie (HttpOnly, SameSite=Strict, Secure behind
+/// TLS, 30 days) and, in the body, the CSRF token its writes must send.
+async fn login_handler(
+    State(app): AppState,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let b: LoginBody =
+        serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("body: {e}")))?;
+    let config = app.pipeline.config().as_ref();
+    let user = login(config, &b.email, &b.password)
+        .await?
+        .ok_or_else(|| ApiError::Unauthorized("login: wrong e-mail address or password".into()))?;
+    let issued = LoginSession::issue(&user, &beacon_core::OsRandom, app.pipeline.now());
+    config.put_session(&issued.session).await?;
+    let tls = headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("https"));
+    let cookie = format!(
+        "{SESSION_COOKIE}={}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
+        issued.secret,
+        beacon_core::SESSION_DAYS * 86_400,
+        if tls { "; Secure" } else { "" }
+    );
+    let body = json!({
+        "email": user.email, "agency": user.agency, "role": user.role,
+        "csrf": issued.session.csrf, "expires": issued.session.expires,
+    });
+    Ok(([(axum::http::header::SET_COOKIE, cookie)], Json(body)).into_response())
+}
+
+/// Ends the login session of the request's cookie.
+async fn logout_handler(State(app): AppState, headers: HeaderMap) -> Result<Response, ApiError> {
+    if let Some(prefix) = cookie(&headers, SESSION_COOKIE).and_then(LoginSession::prefix_of) {
+        app.pipeline.config().end_session(prefix).await?;
+    }
+    let clear = format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0");
+    Ok((
+        [(axum::http::header::SET_COOKIE, clear)],
+        StatusCode::NO_CONTENT,
+    )
+        .into_response())
 }
 
 impl App {
@@ -662,6 +749,8 @@ pub async fn serve(pipeline: Pipeline, options: Options) -> std::io::Result<()> 
         .route("/api/v1/goals", post(goals))
         .route("/api/v1/webhooks/{provider}/{site}", post(webhook))
         .route("/api/v1/realtime", get(realtime))
+        .route("/api/v1/login", post(login_handler))
+        .route("/api/v1/logout", post(logout_handler))
         .route("/api/v1/notes", get(list_notes).post(create_note))
         .route(
             "/api/v1/notes/{id}",

@@ -10,8 +10,9 @@ mod http;
 
 use beacon_core::{
     Agency, Analytics, ApiToken, Clock, ConfigStore, EraseScope, EventStore, Funnel, GoalsRequest,
-    Hit, ImportError, ImportFormat, IngestMode, Note, OsRandom, Pipeline, Query, Reach, Scope,
-    Site, SystemClock, TrustedProxies, Tz, ValidationContext, MAX_SESSION_VISITORS, OWNER_AGENCY,
+    Hit, ImportError, ImportFormat, IngestMode, Note, OsRandom, Pipeline, Query, Reach, Role,
+    Scope, Site, SystemClock, TrustedProxies, Tz, User, ValidationContext, MAX_SESSION_VISITORS,
+    OWNER_AGENCY,
 };
 use beacon_enrich::{flat_json, Enricher, GeoDatabases, GeoKind};
 use beacon_storage_sqlite::SqliteStore;
@@ -186,6 +187,18 @@ enum Command {
         #[command(subcommand)]
         action: TokensAction,
     },
+    /// Manages dashboard users (log in at POST /api/v1/login).
+    Users {
+        #[arg(
+            long,
+            default_value = "./beacon-data",
+            global = true,
+            env = "BEACON_DATA_DIR"
+        )]
+        data_dir: PathBuf,
+        #[command(subcommand)]
+        action: UsersAction,
+    },
     /// Manages timeline notes.
     Notes {
         #[arg(
@@ -232,6 +245,28 @@ enum SitesAction {
     List,
     /// Removes a site and its events.
     Remove { name: String },
+}
+
+#[derive(Subcommand)]
+enum UsersAction {
+    /// Adds (or replaces) a user.
+    Add {
+        email: String,
+        /// Their agency (default: the owner agency).
+        #[arg(long)]
+        agency: Option<String>,
+        /// `admin`, `user` or `viewer`.
+        #[arg(long, default_value = "admin")]
+        role: String,
+        /// At least 10 characters; read from an environment variable when it starts
+        /// with `env:` (`env:BEACON_PASSWORD`).
+        #[arg(long)]
+        password: String,
+    },
+    /// Lists users as JSON lines (never a password).
+    List,
+    /// Removes a user and ends their sessions.
+    Remove { email: String },
 }
 
 #[derive(Subcommand)]
@@ -725,6 +760,58 @@ async fn run(cli: Cli) -> Result<(), Fail> {
                     .await
                     .map(|r| r.to_json()),
             )
+        }
+        Command::Users { data_dir, action } => {
+            match action {
+                UsersAction::Add {
+                    email,
+                    agency,
+                    role,
+                    password,
+                } => {
+                    let role = Role::parse(&role).ok_or_else(|| {
+                        usage(format!("--role: {role:?} is not admin, user or viewer"))
+                    })?;
+                    let password = match password.strip_prefix("env:") {
+                        Some(var) => std::env::var(var).map_err(|_| {
+                            usage(format!("--password: environment variable {var} is not set"))
+                        })?,
+                        None => password,
+                    };
+                    let store = open(&data_dir).await?;
+                    let agency = match agency {
+                        None => owner_agency(store.as_ref(), clock.now()).await?,
+                        Some(a) => {
+                            store
+                                .agency(&a)
+                                .await?
+                                .ok_or_else(|| usage(format!("--agency: no agency {a:?}")))?
+                                .name
+                        }
+                    };
+                    let user = User::new(&email, agency, role, &password, &OsRandom, clock.now())
+                        .map_err(|e| usage(e.to_string()))?;
+                    store.put_user(&user).await?;
+                    store.close().await;
+                }
+                UsersAction::List => {
+                    let store = open_existing(&data_dir).await?;
+                    for u in store.users().await? {
+                        out(
+                            json!({"email": u.email, "agency": u.agency, "role": u.role, "created": u.created}),
+                        )?;
+                    }
+                    store.close().await;
+                }
+                UsersAction::Remove { email } => {
+                    let store = open_existing(&data_dir).await?;
+                    if !store.remove_user(&email.to_ascii_lowercase()).await? {
+                        return Err(usage(format!("no user {email:?}")));
+                    }
+                    store.close().await;
+                }
+            }
+            Ok(())
         }
         Command::Notes { data_dir, action } => {
             let store = open_existing(&data_dir).await?;

@@ -965,3 +965,219 @@ fn ingest_takes_a_sites_own_pages_server_side_calls_and_write_tokens() {
     server.kill().ok();
     server.wait().ok();
 }
+
+/// A raw HTTP/1.1 exchange returning the status, the `Set-Cookie` values and the
+/// body (the shared client keeps no headers).
+fn exchange(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, Vec<String>, Value) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n", body.len());
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes()).expect("write");
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).expect("read");
+    let (head, rest) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let cookies = head
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix("set-cookie: ")
+                .or_else(|| l.strip_prefix("Set-Cookie: "))
+        })
+        .map(str::to_owned)
+        .collect();
+    (
+        status,
+        cookies,
+        serde_json::from_str(rest).unwrap_or(Value::Null),
+    )
+}
+
+#[test]
+fn users_log_in_and_cookie_writes_need_the_csrf_token() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let dir = tmp.path().to_str().expect("path");
+    for args in [
+        &["sites", "add", "team.test"][..],
+        &[
+            "users",
+            "add",
+            "Admin@Team.test",
+            "--password",
+            "correct horse battery",
+        ],
+        &[
+            "users",
+            "add",
+            "viewer@team.test",
+            "--role",
+            "viewer",
+            "--password",
+            "viewer password",
+        ],
+    ] {
+        let out = run(&[args, &["--data-dir", dir]].concat(), None);
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+    }
+    let out = run(
+        &[
+            "users",
+            "add",
+            "x@team.test",
+            "--password",
+            "short",
+            "--data-dir",
+            dir,
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("password: must be at least 10 characters"));
+    let listed = text(&run(&["users", "list", "--data-dir", dir], None).stdout);
+    assert!(
+        listed.contains("admin@team.test") && !listed.contains("argon2"),
+        "{listed}"
+    );
+
+    let port = free_port();
+    let mut server = serve(dir, port);
+    let log_in = |email: &str, password: &str| {
+        exchange(
+            port,
+            "POST",
+            "/api/v1/login",
+            &[("Authorization", "")],
+            &json!({"email": email, "password": password}).to_string(),
+        )
+    };
+    // A wrong password and an unknown address look alike.
+    let (s1, c1, v1) = log_in("admin@team.test", "wrong password!");
+    let (s2, _, v2) = log_in("nobody@team.test", "wrong password!");
+    assert_eq!((s1, s2), (401, 401));
+    assert_eq!(v1, v2);
+    assert!(c1.is_empty());
+
+    let (status, cookies, v) = log_in("ADMIN@team.test", "correct horse battery");
+    assert_eq!(status, 200, "{v}");
+    let set = cookies
+        .iter()
+        .find(|c| c.starts_with("beacon_session="))
+        .expect("a session cookie");
+    for attr in ["HttpOnly", "SameSite=Strict", "Path=/", "Max-Age=2592000"] {
+        assert!(set.contains(attr), "{attr} in {set}");
+    }
+    assert!(!set.contains("Secure"), "plain HTTP: {set}");
+    let session = set.split(';').next().unwrap().to_owned();
+    let csrf = v["csrf"].as_str().expect("csrf").to_owned();
+    assert_eq!(v["role"], "admin");
+
+    // Reads with the cookie; a write with the cookie needs the CSRF token.
+    let q = json!({"site": "team.test", "date_range": "all", "metrics": ["visitors"]}).to_string();
+    let cookie = [("Cookie", session.as_str()), ("Authorization", "")];
+    assert_eq!(
+        exchange(port, "POST", "/api/v1/query", &cookie, &q).0,
+        403,
+        "a POST is a write to the CSRF rule"
+    );
+    let with_csrf = [
+        ("Cookie", session.as_str()),
+        ("X-CSRF-Token", csrf.as_str()),
+        ("Authorization", ""),
+    ];
+    assert_eq!(
+        exchange(port, "POST", "/api/v1/query", &with_csrf, &q).0,
+        200
+    );
+    assert_eq!(
+        exchange(port, "GET", "/api/v1/notes?site=team.test", &cookie, "").0,
+        200
+    );
+    let note = json!({"site": "team.test", "date": "2026-03-01", "text": "from the dashboard"})
+        .to_string();
+    let (status, _, v) = exchange(port, "POST", "/api/v1/notes", &cookie, &note);
+    assert_eq!(status, 403, "{v}");
+    assert!(v["error"].as_str().unwrap().starts_with("csrf:"), "{v}");
+    let wrong = [
+        ("Cookie", session.as_str()),
+        ("X-CSRF-Token", "0000"),
+        ("Authorization", ""),
+    ];
+    assert_eq!(
+        exchange(port, "POST", "/api/v1/notes", &wrong, &note).0,
+        403
+    );
+    assert_eq!(
+        exchange(port, "POST", "/api/v1/notes", &with_csrf, &note).0,
+        201
+    );
+
+    // A viewer reads but may not write.
+    let (_, cookies, v) = log_in("viewer@team.test", "viewer password");
+    let viewer = cookies[0].split(';').next().unwrap().to_owned();
+    let vcsrf = v["csrf"].as_str().unwrap().to_owned();
+    let as_viewer = [
+        ("Cookie", viewer.as_str()),
+        ("X-CSRF-Token", vcsrf.as_str()),
+        ("Authorization", ""),
+    ];
+    assert_eq!(
+        exchange(port, "POST", "/api/v1/query", &as_viewer, &q).0,
+        200
+    );
+    let (status, _, v) = exchange(port, "POST", "/api/v1/notes", &as_viewer, &note);
+    assert_eq!(
+        (status, v["error"].as_str()),
+        (403, Some("authorization: the token may only read"))
+    );
+
+    // Logging out ends the session; a made-up cookie is no session.
+    assert_eq!(exchange(port, "POST", "/api/v1/logout", &cookie, "").0, 204);
+    assert_eq!(
+        exchange(port, "POST", "/api/v1/query", &with_csrf, &q).0,
+        401
+    );
+    let fake = format!("beacon_session=bs_{}", "1".repeat(64));
+    assert_eq!(
+        exchange(
+            port,
+            "GET",
+            "/api/v1/notes?site=team.test",
+            &[("Cookie", &fake), ("Authorization", "")],
+            ""
+        )
+        .0,
+        401
+    );
+    // Removing a user ends their sessions.
+    server.kill().ok();
+    server.wait().ok();
+    assert!(run(
+        &["users", "remove", "viewer@team.test", "--data-dir", dir],
+        None
+    )
+    .status
+    .success());
+    let port2 = free_port();
+    let mut server = serve(dir, port2);
+    let as_viewer = [("Cookie", viewer.as_str()), ("Authorization", "")];
+    assert_eq!(
+        exchange(port2, "GET", "/api/v1/notes?site=team.test", &as_viewer, "").0,
+        401
+    );
+    server.kill().ok();
+    server.wait().ok();
+}
