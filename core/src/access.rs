@@ -425,6 +425,60 @@ impl LoginSession {
     }
 }
 
+/// A site shared read-only at an unguessable address (`/share/<slug>`), optionally
+/// behind a password.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Share {
+    /// 128 random bits, hex: the address.
+    pub slug: String,
+    /// The site shown.
+    pub site: String,
+    /// The argon2id hash of its password, if it has one.
+    pub password_hash: Option<String>,
+    /// When it was made.
+    pub created: DateTime<Utc>,
+    /// Whether it was revoked (the address then answers 404).
+    pub revoked: bool,
+}
+
+impl Share {
+    /// A new share of `site`, with `password` hashed when given (at least
+    /// [`MIN_PASSWORD`] characters).
+    pub fn new(
+        site: impl Into<String>,
+        password: Option<&str>,
+        random: &dyn RandomSource,
+        now: DateTime<Utc>,
+    ) -> Result<Share, StoreError> {
+        let password_hash = match password {
+            Some(p) if p.chars().count() < MIN_PASSWORD => {
+                return Err(StoreError::Invalid {
+                    field: "password".into(),
+                    rule: "must be at least 10 characters".into(),
+                })
+            }
+            Some(p) => Some(hash_password(p, random)?),
+            None => None,
+        };
+        Ok(Share {
+            slug: random_hex(random)[..32].to_owned(),
+            site: site.into(),
+            password_hash,
+            created: now,
+            revoked: false,
+        })
+    }
+
+    /// Whether `password` opens it (always, when it has none).
+    pub fn opens_with(&self, password: Option<&str>) -> bool {
+        match (&self.password_hash, password) {
+            (None, _) => true,
+            (Some(h), Some(p)) => verify_password(p, h),
+            (Some(_), None) => false,
+        }
+    }
+}
+
 fn constant_eq(a: &str, b: &str) -> bool {
     a.len() == b.len()
         && a.bytes()

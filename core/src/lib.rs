@@ -95,7 +95,8 @@ mod url;
 
 pub use access::{
     authenticate, authorize, check_ingest, login, AccessError, Agency, ApiToken, IssuedSession,
-    IssuedToken, LoginSession, Reach, Role, Scope, User, MIN_PASSWORD, OWNER_AGENCY, SESSION_DAYS,
+    IssuedToken, LoginSession, Reach, Role, Scope, Share, User, MIN_PASSWORD, OWNER_AGENCY,
+    SESSION_DAYS,
 };
 pub use clock::{Clock, ManualClock, OsRandom, RandomSource, SeededRandom, SystemClock};
 pub use context::{Cancel, Context};

@@ -1,7 +1,7 @@
 //! [`ConfigStore`]: everything that is configuration, as keyed records with typed
 //! methods on top.
 
-use crate::access::{Agency, ApiToken, LoginSession, User};
+use crate::access::{Agency, ApiToken, LoginSession, Share, User};
 use crate::error::{QueryError, StoreError};
 use crate::note::Note;
 use crate::requests::{GoalDefinition, SavedFunnel};
@@ -38,11 +38,13 @@ pub enum ConfigKind {
     User,
     /// A login session (scope empty, name its prefix; never its secret).
     Session,
+    /// A public dashboard (scope empty, name its slug).
+    Share,
 }
 
 impl ConfigKind {
     /// Every kind.
-    pub const ALL: [ConfigKind; 11] = [
+    pub const ALL: [ConfigKind; 12] = [
         ConfigKind::Site,
         ConfigKind::Goal,
         ConfigKind::Funnel,
@@ -54,6 +56,7 @@ impl ConfigKind {
         ConfigKind::Note,
         ConfigKind::User,
         ConfigKind::Session,
+        ConfigKind::Share,
     ];
 
     /// The kind's name as backends store it (`"site"`).
@@ -70,6 +73,7 @@ impl ConfigKind {
             ConfigKind::Note => "note",
             ConfigKind::User => "user",
             ConfigKind::Session => "session",
+            ConfigKind::Share => "share",
         }
     }
 
@@ -329,6 +333,35 @@ pub trait ConfigStore: Send + Sync {
     async fn end_session(&self, prefix: &str) -> Result<bool, StoreError> {
         self.delete(&ConfigKey::new(ConfigKind::Session, "", prefix))
             .await
+    }
+
+    /// Creates or replaces a public dashboard.
+    async fn put_share(&self, share: &Share) -> Result<(), StoreError> {
+        let value =
+            serde_json::to_vec(share).map_err(|e| StoreError::backend("encode share", e))?;
+        self.put(&ConfigKey::new(ConfigKind::Share, "", &share.slug), &value)
+            .await
+    }
+
+    /// The public dashboard at `slug`.
+    async fn share(&self, slug: &str) -> Result<Option<Share>, StoreError> {
+        let key = ConfigKey::new(ConfigKind::Share, "", slug);
+        match self.get(&key).await? {
+            None => Ok(None),
+            Some(bytes) => json_record(&key, &bytes).map(Some),
+        }
+    }
+
+    /// Every public dashboard (revoked ones too), by slug.
+    async fn shares(&self) -> Result<Vec<Share>, StoreError> {
+        let mut out = Vec::new();
+        for r in self.list(ConfigKind::Share, Some("")).await? {
+            out.push(json_record(
+                &ConfigKey::new(ConfigKind::Share, "", &r.name),
+                &r.value,
+            )?);
+        }
+        Ok(out)
     }
 
     /// Creates or replaces a note (validated first).

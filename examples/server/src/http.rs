@@ -565,6 +565,164 @@ async fn delete_note(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+/// The share at `slug`, if it is live and `password` opens it: an unknown, revoked
+/// or closed share is the same 404.
+async fn open_share(
+    app: &App,
+    slug: &str,
+    password: Option<&str>,
+) -> Result<Result<beacon_core::Share, ApiError>, ApiError> {
+    let none = || ApiError::NotFound("share: no such dashboard".into());
+    let Some(share) = app
+        .pipeline
+        .config()
+        .share(slug)
+        .await?
+        .filter(|s| !s.revoked)
+    else {
+        return Ok(Err(none()));
+    };
+    if share.opens_with(password) {
+        Ok(Ok(share))
+    } else if password.is_some() {
+        Ok(Err(ApiError::Unauthorized("share: wrong password".into())))
+    } else {
+        Ok(Err(ApiError::Unauthorized(
+            "share: a password is required".into(),
+        )))
+    }
+}
+
+/// The metrics of the dashboard's top row, in order.
+const TOP_ROW: [&str; 6] = [
+    "visitors",
+    "visits",
+    "pageviews",
+    "views_per_visit",
+    "bounce_rate",
+    "visit_duration",
+];
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// A share's page: the site's top row for the last 30 days, each number with
+/// `data-metric` and `data-value` (the query API's raw value); behind a password, a
+/// form that posts it. (The full dashboard is issue 17's.)
+async fn share_page(app: &App, slug: &str, password: Option<&str>) -> Result<Response, ApiError> {
+    let page = |status: StatusCode, body: String| {
+        (
+            status,
+            [
+                (axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8"),
+                (axum::http::header::CACHE_CONTROL, "no-store"),
+            ],
+            format!(
+                "<!doctype html><html lang=en><meta charset=utf-8><meta name=viewport content=\"width=device-width\"><meta name=robots content=noindex><title>Beacon</title><body>{body}</body></html>"
+            ),
+        )
+            .into_response()
+    };
+    let share = match open_share(app, slug, password).await? {
+        Ok(s) => s,
+        Err(ApiError::Unauthorized(why)) => {
+            let form = format!(
+                "<form method=post><p>{}</p><label>Password <input type=password name=password autofocus></label> <button>Open</button></form>",
+                html_escape(&why)
+            );
+            return Ok(page(StatusCode::UNAUTHORIZED, form));
+        }
+        Err(e) => return Err(e),
+    };
+    let q =
+        Query::from_value(&json!({"site": share.site, "date_range": "30d", "metrics": TOP_ROW}))?;
+    let p = app.pipeline.clone();
+    let r = app
+        .reads
+        .run(p.now(), move |cx| async move {
+            p.analytics().query(&q, cx).await
+        })
+        .await?;
+    let body = r.to_json(0);
+    let values = &body["results"][0]["metrics"];
+    let mut row = String::new();
+    for (i, m) in TOP_ROW.iter().enumerate() {
+        let v = values
+            .get(i)
+            .map_or_else(|| "0".to_owned(), |v| v.to_string());
+        row.push_str(&format!(
+            "<div class=metric data-metric=\"{m}\" data-value=\"{}\"><span>{}</span> <b>{}</b></div>",
+            html_escape(&v),
+            m.replace('_', " "),
+            html_escape(&v)
+        ));
+    }
+    Ok(page(
+        StatusCode::OK,
+        format!(
+            "<h1>{} <small>last 30 days</small></h1>{row}",
+            html_escape(&share.site)
+        ),
+    ))
+}
+
+async fn share_get(
+    State(app): AppState,
+    axum::extract::Path(slug): axum::extract::Path<String>,
+) -> Result<Response, ApiError> {
+    share_page(&app, &slug, None).await
+}
+
+#[derive(serde::Deserialize)]
+struct ShareForm {
+    password: String,
+}
+
+async fn share_post(
+    State(app): AppState,
+    axum::extract::Path(slug): axum::extract::Path<String>,
+    axum::extract::Form(form): axum::extract::Form<ShareForm>,
+) -> Result<Response, ApiError> {
+    share_page(&app, &slug, Some(&form.password)).await
+}
+
+/// A query of a share's site (the dashboard's shapes: no attribution); the site is
+/// the share's whatever the body says; a password in `X-Share-Password`.
+async fn share_query(
+    State(app): AppState,
+    axum::extract::Path(slug): axum::extract::Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let password = headers
+        .get("x-share-password")
+        .and_then(|v| v.to_str().ok());
+    let share = open_share(&app, &slug, password).await??;
+    let mut v: serde_json::Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::BadRequest(format!("query: must be a JSON object ({e})")))?;
+    if v.get("attribution").is_some() {
+        return Err(ApiError::BadRequest(
+            "attribution: not available on a shared dashboard".into(),
+        ));
+    }
+    if let Some(obj) = v.as_object_mut() {
+        obj.insert("site".into(), json!(share.site));
+    }
+    let q = Query::from_value(&v)?;
+    let p = app.pipeline.clone();
+    let r = app
+        .reads
+        .run(p.now(), move |cx| async move {
+            p.analytics().query(&q, cx).await
+        })
+        .await?;
+    Ok(Json(r.to_json(0)).into_response())
+}
+
 /// A payment provider's webhook for a site (`beacon_attribution::receive_webhook`).
 async fn webhook(
     State(app): AppState,
@@ -635,7 +793,8 @@ async fn json_errors(req: axum::extract::Request, next: axum::middleware::Next) 
         .headers()
         .get(axum::http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
+        .is_some_and(|v| v.starts_with("application/json") || v.starts_with("text/html"));
+    // JSON, and the pages (a share's password form), are answers of their own.
     if !(status.is_client_error() || status.is_server_error()) || is_json {
         return resp;
     }
@@ -749,6 +908,8 @@ pub async fn serve(pipeline: Pipeline, options: Options) -> std::io::Result<()> 
         .route("/api/v1/goals", post(goals))
         .route("/api/v1/webhooks/{provider}/{site}", post(webhook))
         .route("/api/v1/realtime", get(realtime))
+        .route("/share/{slug}", get(share_get).post(share_post))
+        .route("/share/{slug}/query", post(share_query))
         .route("/api/v1/login", post(login_handler))
         .route("/api/v1/logout", post(logout_handler))
         .route("/api/v1/notes", get(list_notes).post(create_note))

@@ -199,6 +199,25 @@ enum Command {
         #[command(subcommand)]
         action: UsersAction,
     },
+    /// Shares a site read-only at an unguessable address; prints its path
+    /// (`/share/<slug>`).
+    Share {
+        #[arg(long, default_value = "./beacon-data", env = "BEACON_DATA_DIR")]
+        data_dir: PathBuf,
+        /// The site (not with --list or --revoke).
+        #[arg(required_unless_present_any = ["list", "revoke"])]
+        site: Option<String>,
+        /// A password the page asks for (at least 10 characters; `env:NAME` reads it
+        /// from the environment).
+        #[arg(long)]
+        password: Option<String>,
+        /// Lists the shares as JSON lines.
+        #[arg(long, conflicts_with_all = ["site", "revoke", "password"])]
+        list: bool,
+        /// Revokes the share with this slug.
+        #[arg(long, conflicts_with_all = ["site", "password"])]
+        revoke: Option<String>,
+    },
     /// Manages timeline notes.
     Notes {
         #[arg(
@@ -760,6 +779,56 @@ async fn run(cli: Cli) -> Result<(), Fail> {
                     .await
                     .map(|r| r.to_json()),
             )
+        }
+        Command::Share {
+            data_dir,
+            site,
+            password,
+            list,
+            revoke,
+        } => {
+            if list {
+                let store = open_existing(&data_dir).await?;
+                for sh in store.shares().await? {
+                    out(
+                        json!({"path": format!("/share/{}", sh.slug), "site": sh.site,
+                               "password": sh.password_hash.is_some(), "revoked": sh.revoked,
+                               "created": sh.created}),
+                    )?;
+                }
+                store.close().await;
+                return Ok(());
+            }
+            if let Some(slug) = revoke {
+                let store = open_existing(&data_dir).await?;
+                let slug = slug.trim_start_matches("/share/");
+                let mut sh = store
+                    .share(slug)
+                    .await?
+                    .ok_or_else(|| usage(format!("no share {slug:?}")))?;
+                sh.revoked = true;
+                store.put_share(&sh).await?;
+                store.close().await;
+                return Ok(());
+            }
+            let site = site.unwrap_or_default().to_ascii_lowercase();
+            let password = match password.as_deref().map(|p| (p, p.strip_prefix("env:"))) {
+                Some((_, Some(var))) => Some(std::env::var(var).map_err(|_| {
+                    usage(format!("--password: environment variable {var} is not set"))
+                })?),
+                Some((p, None)) => Some(p.to_owned()),
+                None => None,
+            };
+            let store = open_existing(&data_dir).await?;
+            if store.site(&site).await?.is_none() {
+                return Err(usage(format!("site: unknown site {site:?}")));
+            }
+            let sh = beacon_core::Share::new(site, password.as_deref(), &OsRandom, clock.now())
+                .map_err(|e| usage(e.to_string()))?;
+            store.put_share(&sh).await?;
+            store.close().await;
+            out(format!("/share/{}", sh.slug))?;
+            Ok(())
         }
         Command::Users { data_dir, action } => {
             match action {

@@ -1181,3 +1181,156 @@ fn users_log_in_and_cookie_writes_need_the_csrf_token() {
     server.kill().ok();
     server.wait().ok();
 }
+
+#[test]
+fn a_shared_dashboard_shows_the_top_row_and_can_be_locked_and_revoked() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let dir = tmp.path().to_str().expect("path");
+    assert!(
+        run(&["sites", "add", "shared.test", "--data-dir", dir], None)
+            .status
+            .success()
+    );
+    let path = text(&run(&["share", "shared.test", "--data-dir", dir], None).stdout)
+        .trim()
+        .to_owned();
+    assert!(
+        path.starts_with("/share/") && path.len() == 7 + 32,
+        "{path}"
+    );
+    let out = run(
+        &[
+            "share",
+            "shared.test",
+            "--password",
+            "locked dashboard",
+            "--data-dir",
+            dir,
+        ],
+        None,
+    );
+    let locked = text(&out.stdout).trim().to_owned();
+    assert_ne!(locked, path);
+    let out = run(&["share", "nowhere.test", "--data-dir", dir], None);
+    assert_eq!(out.status.code(), Some(2));
+
+    let port = free_port();
+    let mut server = serve(dir, port);
+    for (visitor, page) in [("a", "/"), ("a", "/x"), ("b", "/")] {
+        let hit = json!({"site": "shared.test", "type": "pageview", "url": format!("https://shared.test{page}"), "visitor_id": visitor});
+        assert_eq!(
+            http(port, "POST", "/api/event", &[], &hit.to_string())
+                .expect("hit")
+                .0,
+            202
+        );
+    }
+    // The top row: each number's data-value is the query API's value.
+    let (status, page) = http(port, "GET", &path, &[], "").expect("page");
+    assert_eq!(status, 200, "{page}");
+    let q = json!({"site": "shared.test", "date_range": "30d", "metrics": ["visitors", "visits", "pageviews", "views_per_visit", "bounce_rate", "visit_duration"]});
+    let (_, api) = http(port, "POST", "/api/v1/query", &[], &q.to_string()).expect("query");
+    let api: Value = serde_json::from_str(&api).expect("json");
+    for (i, m) in [
+        "visitors",
+        "visits",
+        "pageviews",
+        "views_per_visit",
+        "bounce_rate",
+        "visit_duration",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let want = format!(
+            "data-metric=\"{m}\" data-value=\"{}\"",
+            api["results"][0]["metrics"][i]
+        );
+        assert!(page.contains(&want), "{want} in {page}");
+    }
+    assert!(page.contains("data-value=\"2\""), "2 visitors: {page}");
+    // The share's query: its own site, whatever the body says; no attribution.
+    let (status, body) = http(
+        port,
+        "POST",
+        &format!("{path}/query"),
+        &[("Authorization", "")],
+        r#"{"site":"other.test","date_range":"30d","metrics":["pageviews"]}"#,
+    )
+    .expect("q");
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains("\"site\":\"shared.test\"") && body.contains("[3]"),
+        "{body}"
+    );
+    let (status, _) = http(
+        port,
+        "POST",
+        &format!("{path}/query"),
+        &[],
+        r#"{"metrics":["revenue"],"attribution":{"model":"first_touch"}}"#,
+    )
+    .expect("q");
+    assert_eq!(status, 400);
+
+    // A locked share asks for its password.
+    let (status, form) = http(port, "GET", &locked, &[], "").expect("locked");
+    assert_eq!(status, 401);
+    assert!(
+        form.contains("type=password") && !form.contains("data-metric"),
+        "{form}"
+    );
+    let post = |password: &str| {
+        let body = format!("password={}", password.replace(' ', "+"));
+        http(
+            port,
+            "POST",
+            &locked,
+            &[("Content-Type", "application/x-www-form-urlencoded")],
+            &body,
+        )
+        .expect("post")
+    };
+    assert_eq!(post("wrong password").0, 401);
+    let (status, opened) = post("locked dashboard");
+    assert_eq!(status, 200);
+    assert!(opened.contains("data-metric=\"visitors\""), "{opened}");
+    let (status, _) = http(
+        port,
+        "POST",
+        &format!("{locked}/query"),
+        &[("X-Share-Password", "locked dashboard")],
+        r#"{"metrics":["visitors"]}"#,
+    )
+    .expect("q");
+    assert_eq!(status, 200);
+    assert_eq!(
+        http(
+            port,
+            "POST",
+            &format!("{locked}/query"),
+            &[],
+            r#"{"metrics":["visitors"]}"#
+        )
+        .expect("q")
+        .0,
+        401
+    );
+
+    // Revoked, and unknown: the same 404.
+    server.kill().ok();
+    server.wait().ok();
+    assert!(run(&["share", "--revoke", &path, "--data-dir", dir], None)
+        .status
+        .success());
+    let listed = text(&run(&["share", "--list", "--data-dir", dir], None).stdout);
+    assert!(listed.contains("\"revoked\":true"), "{listed}");
+    let port = free_port();
+    let mut server = serve(dir, port);
+    let gone = http(port, "GET", &path, &[], "").expect("revoked");
+    let never = http(port, "GET", &format!("/share/{}", "0".repeat(32)), &[], "").expect("unknown");
+    assert_eq!((gone.0, never.0), (404, 404));
+    assert_eq!(gone.1, never.1);
+    server.kill().ok();
+    server.wait().ok();
+}

@@ -60,7 +60,14 @@ pub fn http(
     headers: &[(&str, &str)],
     body: &str,
 ) -> std::io::Result<(u16, String)> {
-    let mut all = vec![("Content-Type", "application/json")];
+    let typed = headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("content-type"));
+    let mut all = if typed {
+        Vec::new()
+    } else {
+        vec![("Content-Type", "application/json")]
+    };
     all.extend(
         headers
             .iter()
