@@ -128,7 +128,7 @@ pub use requests::{
 pub use result::{MetricValue, QueryResult, ResultRow};
 pub use site::Site;
 pub use state::{SaltStore, SessionState};
-pub use store::{Analytics, ConfigStore, EraseScope, EventStore};
+pub use store::{apply_retention, Analytics, ConfigStore, EraseScope, EventStore};
 pub use text::Text;
 pub use time::TimeBucket;
 

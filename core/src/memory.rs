@@ -351,6 +351,7 @@ impl EventStore for MemoryStore {
         Ok(match scope {
             EraseScope::All => d.erase(None),
             EraseScope::Visitor(v) => d.erase(Some(&v)),
+            EraseScope::Before(t) => d.erase_before(t.timestamp_millis()),
         })
     }
 

@@ -23,6 +23,14 @@ pub struct Site {
     /// The agency that owns the site (default [`crate::OWNER_AGENCY`]).
     #[serde(default = "owner_agency")]
     pub agency: String,
+    /// How many days of events are kept (default 730, two years; 30 to 1830):
+    /// older ones are erased by [`crate::apply_retention`].
+    #[serde(default = "default_retention")]
+    pub retention_days: u32,
+}
+
+fn default_retention() -> u32 {
+    Site::DEFAULT_RETENTION_DAYS
 }
 
 fn owner_agency() -> String {
@@ -30,6 +38,9 @@ fn owner_agency() -> String {
 }
 
 impl Site {
+    /// The default retention: two years.
+    pub const DEFAULT_RETENTION_DAYS: u32 = 730;
+
     /// The default session timeout: 30 minutes.
     pub const DEFAULT_SESSION_TIMEOUT_SECS: u32 = 1800;
 
@@ -43,6 +54,7 @@ impl Site {
             currency: Currency::USD,
             extra_hosts: Vec::new(),
             agency: owner_agency(),
+            retention_days: Self::DEFAULT_RETENTION_DAYS,
         }
     }
 
@@ -104,6 +116,12 @@ impl Site {
             return Err(StoreError::InvalidSite {
                 field: "session_timeout_secs".into(),
                 rule: "must be between 60 and 86400".into(),
+            });
+        }
+        if !(30..=1830).contains(&self.retention_days) {
+            return Err(StoreError::InvalidSite {
+                field: "retention_days".into(),
+                rule: "must be between 30 and 1830 (5 years)".into(),
             });
         }
         Ok(())

@@ -225,21 +225,56 @@ pub(crate) async fn erase_visitor(
             if kept.len() == events.len() {
                 continue;
             }
-            let q = if kept.is_empty() {
-                sqlx::query("DELETE FROM batches WHERE id = ?").bind(batch)
-            } else {
-                let times = kept.iter().map(|e| e.timestamp.timestamp_millis());
-                let (lo, hi) = (times.clone().min(), times.max());
-                sqlx::query("UPDATE batches SET events = ?, codec = ?, body = ?, min_ts = ?, max_ts = ? WHERE id = ?")
-                    .bind(kept.len() as i64)
-                    .bind(CODEC)
-                    .bind(encode_batch(&kept)?)
-                    .bind(lo)
-                    .bind(hi)
-                    .bind(batch)
-            };
-            q.execute(&mut **tx).await.map_err(failed("erase"))?;
+            rewrite_batch(tx, batch, &kept).await?;
         }
+    }
+    Ok(())
+}
+
+/// Keeps only `kept` of batch `batch` (deleting it when none is left).
+async fn rewrite_batch(tx: &mut Tx<'_>, batch: i64, kept: &[&Event]) -> Result<(), StoreError> {
+    let q = if kept.is_empty() {
+        sqlx::query("DELETE FROM batches WHERE id = ?").bind(batch)
+    } else {
+        let times = kept.iter().map(|e| e.timestamp.timestamp_millis());
+        let (lo, hi) = (times.clone().min(), times.max());
+        sqlx::query(
+            "UPDATE batches SET events = ?, codec = ?, body = ?, min_ts = ?, max_ts = ? WHERE id = ?",
+        )
+        .bind(kept.len() as i64)
+        .bind(CODEC)
+        .bind(encode_batch(kept)?)
+        .bind(lo)
+        .bind(hi)
+        .bind(batch)
+    };
+    q.execute(&mut **tx).await.map_err(failed("erase"))?;
+    Ok(())
+}
+
+/// Erases the events of `site` before `ms` (Unix milliseconds): whole batches by
+/// their newest event, and the older part of batches that straddle it.
+pub(crate) async fn erase_before(tx: &mut Tx<'_>, site: &str, ms: i64) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM batches WHERE site = ? AND max_ts < ?")
+        .bind(site)
+        .bind(ms)
+        .execute(&mut **tx)
+        .await
+        .map_err(failed("erase"))?;
+    let rows = sqlx::query("SELECT id, codec, body FROM batches WHERE site = ? AND min_ts < ?")
+        .bind(site)
+        .bind(ms)
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(failed("erase"))?;
+    for row in &rows {
+        let (batch, codec, body): (i64, String, Vec<u8>) = (row.get(0), row.get(1), row.get(2));
+        let events = decode_events(&codec, &decompress(&codec, &body)?, 0)?;
+        let kept: Vec<&Event> = events
+            .iter()
+            .filter(|e| e.timestamp.timestamp_millis() >= ms)
+            .collect();
+        rewrite_batch(tx, batch, &kept).await?;
     }
     Ok(())
 }

@@ -504,6 +504,9 @@ impl EventStore for SqliteStore {
                 .map_err(failed("begin"))?;
             match &scope {
                 EraseScope::Visitor(v) => erase_visitor(&mut tx, site, v).await?,
+                EraseScope::Before(t) => {
+                    batches::erase_before(&mut tx, site, t.timestamp_millis()).await?
+                }
                 _ => {
                     sqlx::query("DELETE FROM batches WHERE site = ?")
                         .bind(site)
@@ -1008,6 +1011,44 @@ mod tests {
             0,
             "the file is left as it was"
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn retention_erases_from_disk_whole_and_straddling_batches() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = open(dir.path()).await;
+        // Two commits: minutes 1-3 in one batch, 10-12 in another.
+        let first: Vec<Event> = (1..=3)
+            .map(|m| event("ann", m, EventKind::Pageview))
+            .collect();
+        let second: Vec<Event> = (10..=12)
+            .map(|m| event("bob", m, EventKind::Pageview))
+            .collect();
+        store.append(&first).await.expect("first");
+        store.append(&second).await.expect("second");
+        let cutoff = "2026-03-01T10:11:00Z".parse().expect("time");
+        let n = store
+            .erase("example.com", EraseScope::Before(cutoff))
+            .await
+            .expect("erase");
+        assert_eq!(n, 4);
+        store.close().await;
+        drop(store);
+        let store = SqliteStore::open(dir.path()).await.expect("reopen");
+        let left: Vec<String> = store
+            .scan(&ScanRequest::new("example.com"))
+            .await
+            .expect("scan")
+            .try_collect::<Vec<Vec<Event>>>()
+            .await
+            .expect("batches")
+            .into_iter()
+            .flatten()
+            .map(|e| e.page.path)
+            .collect();
+        let mut left = left;
+        left.sort();
+        assert_eq!(left, ["/bob/11", "/bob/12"], "after a restart too");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -83,6 +83,7 @@ impl EventStore for VecStore {
             let erase = e.site == site
                 && match &scope {
                     EraseScope::Visitor(v) => e.identity.visitor_id == *v,
+                    EraseScope::Before(t) => e.timestamp < *t,
                     _ => true,
                 };
             if erase {

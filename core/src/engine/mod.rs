@@ -96,6 +96,22 @@ impl SiteData {
     }
 
     /// Removes the events of `visitor` (every event when `None`); returns how many.
+    /// Removes the events before `ms` (Unix milliseconds); how many.
+    pub(crate) fn erase_before(&mut self, ms: i64) -> u64 {
+        let ledger = &mut self.ledger;
+        let before = ledger.events.len();
+        let ids = &mut ledger.ids;
+        ledger.events.retain(|e| {
+            let keep = e.timestamp.timestamp_millis() >= ms;
+            if !keep {
+                ids.remove(&e.id.as_u128());
+            }
+            keep
+        });
+        let from_ledger = (before - self.ledger.events.len()) as u64;
+        from_ledger + self.table.retain_rows(|t, r| t.ts[r] >= ms)
+    }
+
     pub(crate) fn erase(&mut self, visitor: Option<&str>) -> u64 {
         let ledger = &mut self.ledger;
         let before = ledger.events.len();

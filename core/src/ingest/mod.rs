@@ -319,7 +319,9 @@ impl PipelineBuilder {
     /// Whether the pipeline does its own housekeeping (default yes): idle session
     /// state forgotten every 10 s; every 10 minutes today's and tomorrow's salts
     /// made ahead, salts before yesterday forgotten (a visitor cannot be linked
-    /// across days), payment-webhook delivery ids older than a week forgotten.
+    /// across days), payment-webhook delivery ids older than a week forgotten; every
+    /// hour, events older than each site's retention erased
+    /// ([`crate::apply_retention`]).
     pub fn upkeep(mut self, on: bool) -> Self {
         self.upkeep = on;
         self
@@ -700,6 +702,19 @@ async fn upkeep(prep: Arc<Preparer>, mut stop: tokio::sync::watch::Receiver<bool
             let week_ago = now - DELIVERY_RETENTION;
             if let Err(e) = prep.config.forget_deliveries_before(week_ago).await {
                 tracing::warn!(error = %e, "forgetting old delivery ids failed");
+            }
+        }
+        // Retention, every hour (first 10 minutes after start).
+        if ticks % 360 == 60 {
+            match crate::store::apply_retention(prep.events.as_ref(), prep.config.as_ref(), now)
+                .await
+            {
+                Ok(erased) => {
+                    for (site, events) in erased {
+                        tracing::info!(%site, events, "retention erased old events");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "retention failed"),
             }
         }
         ticks += 1;

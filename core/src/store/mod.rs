@@ -43,6 +43,32 @@ pub enum EraseScope {
     Visitor(String),
     /// Every event of the site.
     All,
+    /// Every event before this instant (retention).
+    Before(DateTime<Utc>),
+}
+
+/// Erases each site's events older than its retention (whole days before `now`,
+/// in UTC); returns, per site with something erased, how many events went.
+pub async fn apply_retention(
+    events: &dyn EventStore,
+    config: &dyn ConfigStore,
+    now: DateTime<Utc>,
+) -> Result<Vec<(String, u64)>, StoreError> {
+    let mut erased = Vec::new();
+    for site in config.sites().await? {
+        let cutoff = (now - chrono::Duration::days(i64::from(site.retention_days)))
+            .date_naive()
+            .and_hms_opt(0, 0, 0)
+            .map(|t| t.and_utc());
+        let Some(cutoff) = cutoff else { continue };
+        let n = events
+            .erase(&site.domain, EraseScope::Before(cutoff))
+            .await?;
+        if n > 0 {
+            erased.push((site.domain, n));
+        }
+    }
+    Ok(erased)
 }
 
 /// The bit of [`EventKind::Refund`]: its position in [`EventKind::ALL`].

@@ -218,6 +218,12 @@ enum Command {
         #[arg(long, conflicts_with_all = ["site", "password"])]
         revoke: Option<String>,
     },
+    /// Erases every site's events older than its retention now (the server does
+    /// it every hour); prints what each site lost as JSON lines.
+    Retention {
+        #[arg(long, default_value = "./beacon-data", env = "BEACON_DATA_DIR")]
+        data_dir: PathBuf,
+    },
     /// Manages timeline notes.
     Notes {
         #[arg(
@@ -259,6 +265,9 @@ enum SitesAction {
         /// The agency that owns it (default: the owner agency).
         #[arg(long)]
         agency: Option<String>,
+        /// Days of events kept (30 to 1830; default 730).
+        #[arg(long, default_value_t = 730)]
+        retention_days: u32,
     },
     /// Lists sites as JSON lines.
     List,
@@ -722,6 +731,7 @@ async fn run(cli: Cli) -> Result<(), Fail> {
                     store_ip,
                     currency,
                     agency,
+                    retention_days,
                 } => {
                     let agency = match agency {
                         None => owner_agency(store.as_ref(), clock.now()).await?,
@@ -749,6 +759,7 @@ async fn run(cli: Cli) -> Result<(), Fail> {
                     site.session_timeout_secs = session_timeout_minutes.saturating_mul(60);
                     site.store_ip = store_ip;
                     site.agency = agency;
+                    site.retention_days = retention_days;
                     store
                         .put_site(site)
                         .await
@@ -828,6 +839,18 @@ async fn run(cli: Cli) -> Result<(), Fail> {
             store.put_share(&sh).await?;
             store.close().await;
             out(format!("/share/{}", sh.slug))?;
+            Ok(())
+        }
+        Command::Retention { data_dir } => {
+            let store = open_existing(&data_dir).await?;
+            let erased =
+                beacon_core::apply_retention(store.as_ref(), store.as_ref(), clock.now()).await?;
+            let total: u64 = erased.iter().map(|(_, n)| n).sum();
+            for (site, n) in erased {
+                out(json!({"site": site, "erased": n}))?;
+            }
+            store.close().await;
+            eprintln!("erased {total} events");
             Ok(())
         }
         Command::Users { data_dir, action } => {

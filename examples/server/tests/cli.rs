@@ -1334,3 +1334,86 @@ fn a_shared_dashboard_shows_the_top_row_and_can_be_locked_and_revoked() {
     server.kill().ok();
     server.wait().ok();
 }
+
+#[test]
+fn retention_erases_what_is_older_than_each_sites_days() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let dir = tmp.path().to_str().expect("path");
+    let out = run(
+        &[
+            "sites",
+            "add",
+            "short.test",
+            "--retention-days",
+            "30",
+            "--data-dir",
+            dir,
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(run(&["sites", "add", "long.test", "--data-dir", dir], None)
+        .status
+        .success());
+    let out = run(
+        &[
+            "sites",
+            "add",
+            "bad.test",
+            "--retention-days",
+            "7",
+            "--data-dir",
+            dir,
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("retention_days"),
+        "{}",
+        text(&out.stderr)
+    );
+    // Events 400, 60 and 1 day(s) old on both sites.
+    let now = chrono::Utc::now();
+    let mut lines = String::new();
+    for site in ["short.test", "long.test"] {
+        for days in [400, 60, 1] {
+            let ts = (now - chrono::Duration::days(days)).format("%Y-%m-%dT%H:%M:%SZ");
+            lines.push_str(&json!({"site": site, "type": "pageview", "url": format!("https://{site}/{days}"), "visitor_id": format!("v{days}"), "timestamp": ts.to_string()}).to_string());
+            lines.push('\n');
+        }
+    }
+    let out = run(&["import", "--data-dir", dir, "-"], Some(&lines));
+    assert!(
+        text(&out.stdout).contains("imported 6"),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let out = run(&["retention", "--data-dir", dir], None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let lines: Vec<Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    assert_eq!(
+        lines,
+        [json!({"site": "short.test", "erased": 2})],
+        "long.test keeps 730 days"
+    );
+    assert!(text(&out.stderr).contains("erased 2 events"));
+    let pageviews = |site: &str| {
+        query(
+            dir,
+            json!({"site": site, "date_range": "all", "metrics": ["pageviews"]}),
+        )["results"][0]["metrics"][0]
+            .clone()
+    };
+    assert_eq!(
+        (pageviews("short.test"), pageviews("long.test")),
+        (json!(1), json!(3))
+    );
+    // Run again: nothing more to erase.
+    let out = run(&["retention", "--data-dir", dir], None);
+    assert_eq!(text(&out.stdout), "");
+}

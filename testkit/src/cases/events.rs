@@ -1495,3 +1495,28 @@ pub(super) async fn a_request_for_another_site_is_refused(store: &dyn EventStore
         .expect_err("refused");
     assert_eq!(field_of(&e), "site");
 }
+
+/// Retention: erasing before an instant removes the older events (from batches
+/// that straddle it too) and keeps an event at the instant itself.
+pub(super) async fn erase_before_keeps_newer_events(store: &dyn EventStore) {
+    let events = vec![
+        Ev::pageview("v1", "2026-03-01T10:00:00", "/"),
+        Ev::pageview("v2", "2026-03-02T10:00:00", "/a"),
+        Ev::pageview("v3", "2026-03-03T10:00:00", "/b"),
+    ];
+    let f = Fixture::new(store, site("retention"), events).await;
+    assert_eq!(
+        f.erase(EraseScope::Before(at("2026-03-02T00:00:00"))).await,
+        1
+    );
+    let all = json!({"date_range": "all", "metrics": ["visitors", "pageviews"]});
+    f.expect(all.clone(), &[(&[], &[2.0, 2.0])]).await;
+    assert_eq!(
+        f.erase(EraseScope::Before(at("2026-03-03T10:00:00"))).await,
+        1
+    );
+    f.expect(all, &[(&[], &[1.0, 1.0])]).await;
+    let left = f.scan(&ScanRequest::new(f.site.domain.clone())).await;
+    let paths: Vec<String> = left.iter().flatten().map(|e| e.page.path.clone()).collect();
+    assert_eq!(paths, ["/b"]);
+}

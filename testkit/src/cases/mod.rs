@@ -53,6 +53,7 @@ macro_rules! __event_cases {
             bots_are_excluded_unless_asked,
             order_limit_offset_and_total_rows,
             erase_visitor_and_all,
+            erase_before_keeps_newer_events,
             refunds_are_not_activity,
             session_timeout_per_site,
             several_dimensions,
