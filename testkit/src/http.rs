@@ -13,9 +13,19 @@ pub struct Answer {
     pub status: u16,
     /// The body (a chunked body is joined).
     pub body: String,
+    /// The headers, names in lower case, in order.
+    pub headers: Vec<(String, String)>,
 }
 
 impl Answer {
+    /// The first value of header `name` (lower case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
     /// The body as JSON (panics, naming the body, when it is not).
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
@@ -61,7 +71,17 @@ pub fn request(
     } else {
         rest.to_owned()
     };
-    Ok(Answer { status, body })
+    let headers = head
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    Ok(Answer {
+        status,
+        body,
+        headers,
+    })
 }
 
 fn unchunk(mut rest: &str) -> String {

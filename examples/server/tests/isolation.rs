@@ -1,4 +1,5 @@
-//! Tenant isolation over real HTTP: random tokens ask random reads of random sites
+//! Tenant isolation over real HTTP: random tokens and logged-in users ask random
+//! reads of random sites
 //! (queries with every kind of dimension, funnels, goals, realtime, notes), and no
 //! answer ever holds another tenant's data (pages, referrers, sources, properties,
 //! notes); a site out of a token's reach answers exactly as a site that does not
@@ -28,15 +29,40 @@ fn marker(a: usize, s: usize) -> String {
 enum Who {
     Agency(usize),
     Site(usize, usize),
+    /// A viewer of the agency, logged in (cookie and CSRF token).
+    User(usize),
 }
 
 impl Who {
     fn reaches(&self, a: usize, s: usize) -> bool {
         match *self {
-            Who::Agency(x) => x == a,
+            Who::Agency(x) | Who::User(x) => x == a,
             Who::Site(x, y) => (x, y) == (a, s),
         }
     }
+}
+
+/// Logs `email` in; the cookie pair and the CSRF token.
+fn log_in(port: u16, email: &str) -> (String, String) {
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let body = json!({"email": email, "password": "isolation password"}).to_string();
+    let a = beacon_testkit::http::request(
+        addr,
+        "POST",
+        "/api/v1/login",
+        &[("Content-Type", "application/json")],
+        &body,
+    )
+    .expect("login");
+    assert_eq!(a.status, 200, "{}", a.body);
+    let cookie = a
+        .header("set-cookie")
+        .expect("cookie")
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    (cookie, a.json()["csrf"].as_str().expect("csrf").to_owned())
 }
 
 fn request(kind: usize, site: &str, dimension: &str) -> (&'static str, String, String) {
@@ -89,7 +115,39 @@ fn no_answer_holds_another_tenants_data() {
                 None,
             );
             assert!(out.status.success(), "{}", text(&out.stderr));
+            // A note that names the site.
+            let note = format!("launch of {}", marker(a, s));
+            let args = [
+                "notes",
+                "add",
+                &site(a, s),
+                "--date",
+                "2026-12-01",
+                "--text",
+                &note,
+                "--data-dir",
+                dir,
+            ];
+            let out = run(&args, None);
+            assert!(out.status.success(), "{}", text(&out.stderr));
         }
+        // A viewer of the agency.
+        let email = format!("viewer@agency{a}.test");
+        let args = [
+            "users",
+            "add",
+            &email,
+            "--agency",
+            &agency,
+            "--role",
+            "viewer",
+            "--password",
+            "isolation password",
+            "--data-dir",
+            dir,
+        ];
+        let out = run(&args, None);
+        assert!(out.status.success(), "{}", text(&out.stderr));
     }
     let agency_tokens: Vec<String> = (0..AGENCIES)
         .map(|a| make_token(dir, &["--agency", &format!("agency{a}")], "read"))
@@ -122,9 +180,13 @@ fn no_answer_holds_another_tenants_data() {
         }
     }
 
+    let sessions: Vec<(String, String)> = (0..AGENCIES)
+        .map(|a| log_in(port, &format!("viewer@agency{a}.test")))
+        .collect();
     let who = prop_oneof![
         (0..AGENCIES).prop_map(Who::Agency),
         (0..AGENCIES, 0..SITES).prop_map(|(a, s)| Who::Site(a, s)),
+        (0..AGENCIES).prop_map(Who::User),
     ];
     let dims = prop_oneof![
         Just(""),
@@ -149,17 +211,23 @@ fn no_answer_holds_another_tenants_data() {
             } else {
                 format!("nowhere{ts}.test")
             };
-            let token = match who {
-                Who::Agency(a) => &agency_tokens[a],
-                Who::Site(a, s) => &site_tokens[a][s],
-            };
             let (method, path, body) = request(kind, &name, dim);
-            let auth = format!("Bearer {token}");
-            let (status, answer) =
-                http(port, method, &path, &[("Authorization", &auth)], &body).expect("request");
+            let bearer = |t: &str| format!("Bearer {t}");
+            let credential: Vec<(&str, String)> = match who {
+                Who::Agency(a) => vec![("Authorization", bearer(&agency_tokens[a]))],
+                Who::Site(a, s) => vec![("Authorization", bearer(&site_tokens[a][s]))],
+                Who::User(a) => vec![
+                    ("Authorization", String::new()),
+                    ("Cookie", sessions[a].0.clone()),
+                    ("X-CSRF-Token", sessions[a].1.clone()),
+                ],
+            };
+            let headers: Vec<(&str, &str)> =
+                credential.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let (status, answer) = http(port, method, &path, &headers, &body).expect("request");
             if exists && who.reaches(ta, ts) {
                 prop_assert_eq!(status, 200, "{:?} {} {}: {}", who, path, body, answer);
-                if kind == 0 && !dim.is_empty() && dim != "goal" {
+                if (kind == 0 && !dim.is_empty() && dim != "goal") || kind == 4 {
                     // The site's own data is there: the check below is not vacuous.
                     let own = marker(ta, ts);
                     prop_assert!(answer.contains(&own), "{} {}: {}", path, body, answer);
