@@ -144,6 +144,42 @@ fn json_record<T: serde::de::DeserializeOwned>(
     })
 }
 
+/// Stores `value` as JSON under `key`.
+async fn put_json<C, T>(c: &C, key: ConfigKey, value: &T) -> Result<(), StoreError>
+where
+    C: ConfigStore + ?Sized,
+    T: serde::Serialize + Sync,
+{
+    let bytes =
+        serde_json::to_vec(value).map_err(|e| StoreError::backend("encode config record", e))?;
+    c.put(&key, &bytes).await
+}
+
+/// The JSON record at `key`.
+async fn get_json<C, T>(c: &C, key: ConfigKey) -> Result<Option<T>, StoreError>
+where
+    C: ConfigStore + ?Sized,
+    T: serde::de::DeserializeOwned,
+{
+    match c.get(&key).await? {
+        None => Ok(None),
+        Some(bytes) => json_record(&key, &bytes).map(Some),
+    }
+}
+
+/// Every JSON record of `kind` in `scope`, by name.
+async fn list_json<C, T>(c: &C, kind: ConfigKind, scope: &str) -> Result<Vec<T>, StoreError>
+where
+    C: ConfigStore + ?Sized,
+    T: serde::de::DeserializeOwned,
+{
+    c.list(kind, Some(scope))
+        .await?
+        .into_iter()
+        .map(|r| json_record(&ConfigKey::new(kind, scope, &r.name), &r.value))
+        .collect()
+}
+
 fn delivery_name(provider: &str, id: &str) -> String {
     format!("{provider}:{id}")
 }
@@ -196,66 +232,42 @@ pub trait ConfigStore: Send + Sync {
     /// Creates or replaces an agency (its name validated first).
     async fn put_agency(&self, agency: Agency) -> Result<(), StoreError> {
         agency.validate()?;
-        let value =
-            serde_json::to_vec(&agency).map_err(|e| StoreError::backend("encode agency", e))?;
-        self.put(
-            &ConfigKey::new(ConfigKind::Agency, "", &agency.name),
-            &value,
+        put_json(
+            self,
+            ConfigKey::new(ConfigKind::Agency, "", &agency.name),
+            &agency,
         )
         .await
     }
 
     /// One agency.
     async fn agency(&self, name: &str) -> Result<Option<Agency>, StoreError> {
-        let key = ConfigKey::new(ConfigKind::Agency, "", name);
-        match self.get(&key).await? {
-            None => Ok(None),
-            Some(bytes) => json_record(&key, &bytes).map(Some),
-        }
+        get_json(self, ConfigKey::new(ConfigKind::Agency, "", name)).await
     }
 
     /// Every agency, ordered by name.
     async fn agencies(&self) -> Result<Vec<Agency>, StoreError> {
-        let mut out = Vec::new();
-        for r in self.list(ConfigKind::Agency, Some("")).await? {
-            out.push(json_record(
-                &ConfigKey::new(ConfigKind::Agency, "", &r.name),
-                &r.value,
-            )?);
-        }
-        Ok(out)
+        list_json(self, ConfigKind::Agency, "").await
     }
 
     /// Stores a token (never its secret: see [`ApiToken::issue`]).
     async fn put_token(&self, token: &ApiToken) -> Result<(), StoreError> {
-        let value =
-            serde_json::to_vec(token).map_err(|e| StoreError::backend("encode token", e))?;
-        self.put(
-            &ConfigKey::new(ConfigKind::Token, "", &token.prefix),
-            &value,
+        put_json(
+            self,
+            ConfigKey::new(ConfigKind::Token, "", &token.prefix),
+            token,
         )
         .await
     }
 
     /// The token with `prefix`.
     async fn token(&self, prefix: &str) -> Result<Option<ApiToken>, StoreError> {
-        let key = ConfigKey::new(ConfigKind::Token, "", prefix);
-        match self.get(&key).await? {
-            None => Ok(None),
-            Some(bytes) => json_record(&key, &bytes).map(Some),
-        }
+        get_json(self, ConfigKey::new(ConfigKind::Token, "", prefix)).await
     }
 
     /// Every token (revoked ones too), ordered by prefix.
     async fn tokens(&self) -> Result<Vec<ApiToken>, StoreError> {
-        let mut out = Vec::new();
-        for r in self.list(ConfigKind::Token, Some("")).await? {
-            out.push(json_record(
-                &ConfigKey::new(ConfigKind::Token, "", &r.name),
-                &r.value,
-            )?);
-        }
-        Ok(out)
+        list_json(self, ConfigKind::Token, "").await
     }
 
     /// Revokes the token with `prefix`; whether there was one.
@@ -270,40 +282,29 @@ pub trait ConfigStore: Send + Sync {
 
     /// Creates or replaces a user.
     async fn put_user(&self, user: &User) -> Result<(), StoreError> {
-        let value = serde_json::to_vec(user).map_err(|e| StoreError::backend("encode user", e))?;
-        self.put(&ConfigKey::new(ConfigKind::User, "", &user.email), &value)
-            .await
+        put_json(
+            self,
+            ConfigKey::new(ConfigKind::User, "", &user.email),
+            user,
+        )
+        .await
     }
 
     /// The user with `email` (lower case).
     async fn user(&self, email: &str) -> Result<Option<User>, StoreError> {
-        let key = ConfigKey::new(ConfigKind::User, "", email);
-        match self.get(&key).await? {
-            None => Ok(None),
-            Some(bytes) => json_record(&key, &bytes).map(Some),
-        }
+        get_json(self, ConfigKey::new(ConfigKind::User, "", email)).await
     }
 
     /// Every user, by address.
     async fn users(&self) -> Result<Vec<User>, StoreError> {
-        let mut out = Vec::new();
-        for r in self.list(ConfigKind::User, Some("")).await? {
-            out.push(json_record(
-                &ConfigKey::new(ConfigKind::User, "", &r.name),
-                &r.value,
-            )?);
-        }
-        Ok(out)
+        list_json(self, ConfigKind::User, "").await
     }
 
     /// Removes a user and ends their sessions; whether there was one.
     async fn remove_user(&self, email: &str) -> Result<bool, StoreError> {
-        for r in self.list(ConfigKind::Session, Some("")).await? {
-            let key = ConfigKey::new(ConfigKind::Session, "", &r.name);
-            let s: LoginSession = json_record(&key, &r.value)?;
-            if s.email == email {
-                self.delete(&key).await?;
-            }
+        let sessions: Vec<LoginSession> = list_json(self, ConfigKind::Session, "").await?;
+        for s in sessions.iter().filter(|s| s.email == email) {
+            self.end_session(&s.prefix).await?;
         }
         self.delete(&ConfigKey::new(ConfigKind::User, "", email))
             .await
@@ -311,22 +312,17 @@ pub trait ConfigStore: Send + Sync {
 
     /// Stores a login session (never its secret).
     async fn put_session(&self, session: &LoginSession) -> Result<(), StoreError> {
-        let value =
-            serde_json::to_vec(session).map_err(|e| StoreError::backend("encode session", e))?;
-        self.put(
-            &ConfigKey::new(ConfigKind::Session, "", &session.prefix),
-            &value,
+        put_json(
+            self,
+            ConfigKey::new(ConfigKind::Session, "", &session.prefix),
+            session,
         )
         .await
     }
 
     /// The session with `prefix`.
     async fn session(&self, prefix: &str) -> Result<Option<LoginSession>, StoreError> {
-        let key = ConfigKey::new(ConfigKind::Session, "", prefix);
-        match self.get(&key).await? {
-            None => Ok(None),
-            Some(bytes) => json_record(&key, &bytes).map(Some),
-        }
+        get_json(self, ConfigKey::new(ConfigKind::Session, "", prefix)).await
     }
 
     /// Ends the session with `prefix`; whether there was one.
@@ -337,51 +333,38 @@ pub trait ConfigStore: Send + Sync {
 
     /// Creates or replaces a public dashboard.
     async fn put_share(&self, share: &Share) -> Result<(), StoreError> {
-        let value =
-            serde_json::to_vec(share).map_err(|e| StoreError::backend("encode share", e))?;
-        self.put(&ConfigKey::new(ConfigKind::Share, "", &share.slug), &value)
-            .await
+        put_json(
+            self,
+            ConfigKey::new(ConfigKind::Share, "", &share.slug),
+            share,
+        )
+        .await
     }
 
     /// The public dashboard at `slug`.
     async fn share(&self, slug: &str) -> Result<Option<Share>, StoreError> {
-        let key = ConfigKey::new(ConfigKind::Share, "", slug);
-        match self.get(&key).await? {
-            None => Ok(None),
-            Some(bytes) => json_record(&key, &bytes).map(Some),
-        }
+        get_json(self, ConfigKey::new(ConfigKind::Share, "", slug)).await
     }
 
     /// Every public dashboard (revoked ones too), by slug.
     async fn shares(&self) -> Result<Vec<Share>, StoreError> {
-        let mut out = Vec::new();
-        for r in self.list(ConfigKind::Share, Some("")).await? {
-            out.push(json_record(
-                &ConfigKey::new(ConfigKind::Share, "", &r.name),
-                &r.value,
-            )?);
-        }
-        Ok(out)
+        list_json(self, ConfigKind::Share, "").await
     }
 
     /// Creates or replaces a note (validated first).
     async fn put_note(&self, note: &Note) -> Result<(), StoreError> {
         note.validate()?;
-        let value = serde_json::to_vec(note).map_err(|e| StoreError::backend("encode note", e))?;
-        self.put(
-            &ConfigKey::new(ConfigKind::Note, &note.site, &note.id),
-            &value,
+        put_json(
+            self,
+            ConfigKey::new(ConfigKind::Note, &note.site, &note.id),
+            note,
         )
         .await
     }
 
     /// One note of `site`.
     async fn note(&self, site: &str, id: &str) -> Result<Option<Note>, StoreError> {
-        let key = ConfigKey::new(ConfigKind::Note, site, id);
-        match self.get(&key).await? {
-            None => Ok(None),
-            Some(bytes) => json_record(&key, &bytes).map(Some),
-        }
+        get_json(self, ConfigKey::new(ConfigKind::Note, site, id)).await
     }
 
     /// The notes of `site` from `from` to `to` (inclusive; `None` is open), by
@@ -392,14 +375,8 @@ pub trait ConfigStore: Send + Sync {
         from: Option<chrono::NaiveDate>,
         to: Option<chrono::NaiveDate>,
     ) -> Result<Vec<Note>, StoreError> {
-        let mut out: Vec<Note> = Vec::new();
-        for r in self.list(ConfigKind::Note, Some(site)).await? {
-            let note: Note =
-                json_record(&ConfigKey::new(ConfigKind::Note, site, &r.name), &r.value)?;
-            if from.is_none_or(|f| note.date >= f) && to.is_none_or(|t| note.date <= t) {
-                out.push(note);
-            }
-        }
+        let mut out: Vec<Note> = list_json(self, ConfigKind::Note, site).await?;
+        out.retain(|n| from.is_none_or(|f| n.date >= f) && to.is_none_or(|t| n.date <= t));
         out.sort_by(|a, b| (a.date, a.created, &a.id).cmp(&(b.date, b.created, &b.id)));
         Ok(out)
     }
@@ -420,26 +397,12 @@ pub trait ConfigStore: Send + Sync {
 
     /// One site.
     async fn site(&self, domain: &str) -> Result<Option<Site>, StoreError> {
-        let key = ConfigKey::new(ConfigKind::Site, "", domain);
-        match self.get(&key).await? {
-            None => Ok(None),
-            Some(bytes) => json_value(&key, &bytes, |v| {
-                serde_json::from_value(v.clone()).map_err(|e| e.to_string())
-            })
-            .map(Some),
-        }
+        get_json(self, ConfigKey::new(ConfigKind::Site, "", domain)).await
     }
 
     /// Every site, ordered by domain.
     async fn sites(&self) -> Result<Vec<Site>, StoreError> {
-        let mut out = Vec::new();
-        for r in self.list(ConfigKind::Site, Some("")).await? {
-            let key = ConfigKey::new(ConfigKind::Site, "", &r.name);
-            out.push(json_value(&key, &r.value, |v| {
-                serde_json::from_value(v.clone()).map_err(|e| e.to_string())
-            })?);
-        }
-        Ok(out)
+        list_json(self, ConfigKind::Site, "").await
     }
 
     /// Removes a site with its goals, funnels, secrets and delivery ids (not its

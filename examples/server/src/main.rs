@@ -97,8 +97,8 @@ enum Command {
     },
     /// Imports hits (one per line) through the live pipeline.
     Import {
-        #[arg(long, default_value = "./beacon-data", env = "BEACON_DATA_DIR")]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        data: DataDir,
         #[arg(long, value_enum, default_value = "ndjson")]
         format: Format,
         /// Site for lines that name none; created (UTC) if missing.
@@ -113,34 +113,29 @@ enum Command {
     },
     /// Answers a query (contract section 4); prints the response JSON.
     Query {
-        #[arg(long, default_value = "./beacon-data", env = "BEACON_DATA_DIR")]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        data: DataDir,
         /// The query JSON, or - for standard input.
         json: String,
     },
     /// Answers a funnel (contract section 5); prints the response JSON.
     Funnel {
-        #[arg(long, default_value = "./beacon-data", env = "BEACON_DATA_DIR")]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        data: DataDir,
         /// The funnel JSON, or - for standard input.
         json: String,
     },
     /// Counts goal conversions: `{"site", "date_range", "goals": [{"name", "page"|"event"|"attribute", "value"}]}`.
     Goals {
-        #[arg(long, default_value = "./beacon-data", env = "BEACON_DATA_DIR")]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        data: DataDir,
         /// The goals JSON, or - for standard input.
         json: String,
     },
     /// Manages payment-provider webhook secrets (stripe, lemonsqueezy, polar, shopify).
     Webhooks {
-        #[arg(
-            long,
-            default_value = "./beacon-data",
-            global = true,
-            env = "BEACON_DATA_DIR"
-        )]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        data: DataDir,
         #[command(subcommand)]
         action: WebhooksAction,
     },
@@ -153,57 +148,37 @@ enum Command {
     },
     /// Manages sites.
     Sites {
-        #[arg(
-            long,
-            default_value = "./beacon-data",
-            global = true,
-            env = "BEACON_DATA_DIR"
-        )]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        data: DataDir,
         #[command(subcommand)]
         action: SitesAction,
     },
     /// Manages agencies: accounts that own sites.
     Agencies {
-        #[arg(
-            long,
-            default_value = "./beacon-data",
-            global = true,
-            env = "BEACON_DATA_DIR"
-        )]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        data: DataDir,
         #[command(subcommand)]
         action: AgenciesAction,
     },
     /// Manages API tokens (`Authorization: Bearer` for /api/v1).
     Tokens {
-        #[arg(
-            long,
-            default_value = "./beacon-data",
-            global = true,
-            env = "BEACON_DATA_DIR"
-        )]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        data: DataDir,
         #[command(subcommand)]
         action: TokensAction,
     },
     /// Manages dashboard users (log in at POST /api/v1/login).
     Users {
-        #[arg(
-            long,
-            default_value = "./beacon-data",
-            global = true,
-            env = "BEACON_DATA_DIR"
-        )]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        data: DataDir,
         #[command(subcommand)]
         action: UsersAction,
     },
     /// Shares a site read-only at an unguessable address; prints its path
     /// (`/share/<slug>`).
     Share {
-        #[arg(long, default_value = "./beacon-data", env = "BEACON_DATA_DIR")]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        data: DataDir,
         /// The site (not with --list or --revoke).
         #[arg(required_unless_present_any = ["list", "revoke"])]
         site: Option<String>,
@@ -221,25 +196,20 @@ enum Command {
     /// Erases every site's events older than its retention now (the server does
     /// it every hour); prints what each site lost as JSON lines.
     Retention {
-        #[arg(long, default_value = "./beacon-data", env = "BEACON_DATA_DIR")]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        data: DataDir,
     },
     /// Manages timeline notes.
     Notes {
-        #[arg(
-            long,
-            default_value = "./beacon-data",
-            global = true,
-            env = "BEACON_DATA_DIR"
-        )]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        data: DataDir,
         #[command(subcommand)]
         action: NotesAction,
     },
     /// Erases a visitor's events, or all of a site's (GDPR).
     Erase {
-        #[arg(long, default_value = "./beacon-data", env = "BEACON_DATA_DIR")]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        data: DataDir,
         #[arg(long)]
         site: String,
         #[arg(long, conflicts_with = "all", required_unless_present = "all")]
@@ -247,6 +217,19 @@ enum Command {
         #[arg(long)]
         all: bool,
     },
+}
+
+/// The embedded store's directory, as every command but `serve` takes it (`serve`
+/// also reads it from `--config`).
+#[derive(clap::Args)]
+struct DataDir {
+    #[arg(
+        long,
+        default_value = "./beacon-data",
+        global = true,
+        env = "BEACON_DATA_DIR"
+    )]
+    data_dir: PathBuf,
 }
 
 #[derive(Subcommand)]
@@ -608,7 +591,7 @@ async fn run(cli: Cli) -> Result<(), Fail> {
             Ok(())
         }
         Command::Import {
-            data_dir,
+            data: DataDir { data_dir },
             format,
             site,
             geoip_city,
@@ -665,7 +648,10 @@ async fn run(cli: Cli) -> Result<(), Fail> {
             ))?;
             Ok(())
         }
-        Command::Query { data_dir, json } => {
+        Command::Query {
+            data: DataDir { data_dir },
+            json,
+        } => {
             let query = parsed(Query::from_json(&read_arg(&json)?), "query")?;
             let store = open_existing(&data_dir).await?;
             let started = std::time::Instant::now();
@@ -674,7 +660,10 @@ async fn run(cli: Cli) -> Result<(), Fail> {
                 .await;
             answer(result.map(|r| r.to_json(started.elapsed().as_millis() as u64)))
         }
-        Command::Funnel { data_dir, json } => {
+        Command::Funnel {
+            data: DataDir { data_dir },
+            json,
+        } => {
             let f = parsed(Funnel::from_json(&read_arg(&json)?), "funnel")?;
             let store = open_existing(&data_dir).await?;
             answer(
@@ -717,7 +706,10 @@ async fn run(cli: Cli) -> Result<(), Fail> {
             out.flush().map_err(stdout_failed)?;
             Ok(())
         }
-        Command::Sites { data_dir, action } => {
+        Command::Sites {
+            data: DataDir { data_dir },
+            action,
+        } => {
             // Adding a site makes a store; listing and removing read one.
             let store = match action {
                 SitesAction::Add { .. } => open(&data_dir).await?,
@@ -781,7 +773,10 @@ async fn run(cli: Cli) -> Result<(), Fail> {
             store.close().await;
             Ok(())
         }
-        Command::Goals { data_dir, json } => {
+        Command::Goals {
+            data: DataDir { data_dir },
+            json,
+        } => {
             let req = parsed(GoalsRequest::from_json(&read_arg(&json)?), "goals request")?;
             let store = open_existing(&data_dir).await?;
             answer(
@@ -792,7 +787,7 @@ async fn run(cli: Cli) -> Result<(), Fail> {
             )
         }
         Command::Share {
-            data_dir,
+            data: DataDir { data_dir },
             site,
             password,
             list,
@@ -841,7 +836,9 @@ async fn run(cli: Cli) -> Result<(), Fail> {
             out(format!("/share/{}", sh.slug))?;
             Ok(())
         }
-        Command::Retention { data_dir } => {
+        Command::Retention {
+            data: DataDir { data_dir },
+        } => {
             let store = open_existing(&data_dir).await?;
             let erased =
                 beacon_core::apply_retention(store.as_ref(), store.as_ref(), clock.now()).await?;
@@ -853,7 +850,10 @@ async fn run(cli: Cli) -> Result<(), Fail> {
             eprintln!("erased {total} events");
             Ok(())
         }
-        Command::Users { data_dir, action } => {
+        Command::Users {
+            data: DataDir { data_dir },
+            action,
+        } => {
             match action {
                 UsersAction::Add {
                     email,
@@ -905,7 +905,10 @@ async fn run(cli: Cli) -> Result<(), Fail> {
             }
             Ok(())
         }
-        Command::Notes { data_dir, action } => {
+        Command::Notes {
+            data: DataDir { data_dir },
+            action,
+        } => {
             let store = open_existing(&data_dir).await?;
             let known = |s: &str| s.to_ascii_lowercase();
             match action {
@@ -949,7 +952,10 @@ async fn run(cli: Cli) -> Result<(), Fail> {
             store.close().await;
             Ok(())
         }
-        Command::Agencies { data_dir, action } => {
+        Command::Agencies {
+            data: DataDir { data_dir },
+            action,
+        } => {
             match action {
                 AgenciesAction::Add { name } => {
                     let store = open(&data_dir).await?;
@@ -972,7 +978,10 @@ async fn run(cli: Cli) -> Result<(), Fail> {
             }
             Ok(())
         }
-        Command::Tokens { data_dir, action } => {
+        Command::Tokens {
+            data: DataDir { data_dir },
+            action,
+        } => {
             match action {
                 TokensAction::Create {
                     agency,
@@ -1032,7 +1041,10 @@ async fn run(cli: Cli) -> Result<(), Fail> {
             }
             Ok(())
         }
-        Command::Webhooks { data_dir, action } => {
+        Command::Webhooks {
+            data: DataDir { data_dir },
+            action,
+        } => {
             let store = open_existing(&data_dir).await?;
             let provider_of = |p: &str| {
                 beacon_attribution::Provider::parse(p).ok_or_else(|| {
@@ -1084,7 +1096,7 @@ async fn run(cli: Cli) -> Result<(), Fail> {
             Ok(())
         }
         Command::Erase {
-            data_dir,
+            data: DataDir { data_dir },
             site,
             visitor,
             all,

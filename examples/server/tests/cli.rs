@@ -966,8 +966,8 @@ fn ingest_takes_a_sites_own_pages_server_side_calls_and_write_tokens() {
     server.wait().ok();
 }
 
-/// A raw HTTP/1.1 exchange returning the status, the `Set-Cookie` values and the
-/// body (the shared client keeps no headers).
+/// One request (`beacon_testkit::http`, as JSON; an empty header value sends no
+/// header): the status, the `Set-Cookie` values and the body.
 fn exchange(
     port: u16,
     method: &str,
@@ -975,35 +975,20 @@ fn exchange(
     headers: &[(&str, &str)],
     body: &str,
 ) -> (u16, Vec<String>, Value) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n", body.len());
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    req.push_str(body);
-    s.write_all(req.as_bytes()).expect("write");
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).expect("read");
-    let (head, rest) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let cookies = head
-        .lines()
-        .filter_map(|l| {
-            l.strip_prefix("set-cookie: ")
-                .or_else(|| l.strip_prefix("Set-Cookie: "))
-        })
-        .map(str::to_owned)
+    let mut all = vec![("Content-Type", "application/json")];
+    all.extend(headers.iter().filter(|(_, v)| !v.is_empty()));
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let a = beacon_testkit::http::request(addr, method, path, &all, body).expect("request");
+    let cookies = a
+        .headers
+        .iter()
+        .filter(|(k, _)| k == "set-cookie")
+        .map(|(_, v)| v.clone())
         .collect();
     (
-        status,
+        a.status,
         cookies,
-        serde_json::from_str(rest).unwrap_or(Value::Null),
+        serde_json::from_str(&a.body).unwrap_or(Value::Null),
     )
 }
 
