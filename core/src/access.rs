@@ -32,15 +32,60 @@ pub struct Agency {
     pub name: String,
     /// When it was created.
     pub created: DateTime<Utc>,
+    /// What it may use: sites and events a month.
+    #[serde(default)]
+    pub plan: Plan,
+    /// The most days any of its sites keeps events, if the agency caps them: a
+    /// site keeps the shorter of its own retention and this.
+    #[serde(default)]
+    pub retention_days: Option<u32>,
+}
+
+/// What an agency may use. No limit where a field is `None` (the default plan).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan {
+    /// Its name, as errors and listings show it.
+    pub name: String,
+    /// The most sites the agency may have.
+    #[serde(default)]
+    pub max_sites: Option<u32>,
+    /// The most events its sites may take in one calendar month (UTC) over live
+    /// ingest; hits past it are refused with [`crate::IngestError::QuotaExceeded`].
+    #[serde(default)]
+    pub monthly_events: Option<u64>,
+}
+
+impl Default for Plan {
+    fn default() -> Self {
+        Plan {
+            name: "unlimited".into(),
+            max_sites: None,
+            monthly_events: None,
+        }
+    }
 }
 
 impl Agency {
-    /// An agency named `name`, created at `now`.
+    /// An agency named `name`, created at `now`, on the default (unlimited) plan.
     pub fn new(name: impl Into<String>, now: DateTime<Utc>) -> Self {
         Self {
             name: name.into(),
             created: now,
+            plan: Plan::default(),
+            retention_days: None,
         }
+    }
+
+    /// The agency on `plan`.
+    pub fn with_plan(mut self, plan: Plan) -> Self {
+        self.plan = plan;
+        self
+    }
+
+    /// The agency capping its sites' retention at `days`.
+    pub fn with_retention_days(mut self, days: u32) -> Self {
+        self.retention_days = Some(days);
+        self
     }
 
     /// Checks the name.
@@ -50,14 +95,16 @@ impl Agency {
             && n.len() <= 64
             && n.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
-        if ok {
-            Ok(())
-        } else {
-            Err(StoreError::Invalid {
+        if !ok {
+            return Err(StoreError::Invalid {
                 field: "agency".into(),
                 rule: format!("{n:?} must be 1 to 64 letters, digits, '-', '_' or '.'"),
-            })
+            });
         }
+        if let Some(days) = self.retention_days {
+            crate::site::check_retention_days(days)?;
+        }
+        Ok(())
     }
 }
 
@@ -124,6 +171,12 @@ pub struct ApiToken {
     pub expires: Option<DateTime<Utc>>,
     /// Whether it was revoked.
     pub revoked: bool,
+    /// When it last authenticated a request (recorded by [`TokenUsage`]).
+    #[serde(default)]
+    pub last_used: Option<DateTime<Utc>>,
+    /// How many requests it authenticated (recorded by [`TokenUsage`]).
+    #[serde(default)]
+    pub requests: u64,
 }
 
 /// A new token, with the secret to show once.
@@ -163,6 +216,8 @@ impl ApiToken {
             created: now,
             expires,
             revoked: false,
+            last_used: None,
+            requests: 0,
         };
         IssuedToken { secret, token }
     }
@@ -194,6 +249,65 @@ impl ApiToken {
     /// Whether the token may do `scope` on `site`.
     pub fn allows(&self, site: &Site, scope: Scope) -> bool {
         self.reaches(site) && self.scope.covers(scope)
+    }
+}
+
+/// Token use, counted in memory and written to the config store by
+/// [`TokenUsage::flush`] (the server does every few seconds and when it stops), so
+/// that authenticating a request costs no write.
+#[derive(Debug, Default)]
+pub struct TokenUsage {
+    pending: std::sync::Mutex<std::collections::HashMap<String, (u64, DateTime<Utc>)>>,
+}
+
+impl TokenUsage {
+    /// Nothing counted yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Counts one request authenticated by `token` at `now` (a login session's
+    /// grant is no token and is not counted).
+    pub fn record(&self, token: &ApiToken, now: DateTime<Utc>) {
+        if token.hash.is_empty() {
+            return;
+        }
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = pending.entry(token.prefix.clone()).or_insert((0, now));
+        entry.0 += 1;
+        entry.1 = entry.1.max(now);
+    }
+
+    /// Adds what was counted to the stored tokens; how many tokens changed. What
+    /// could not be written is kept for the next flush.
+    pub async fn flush(&self, config: &dyn ConfigStore) -> Result<usize, StoreError> {
+        let taken = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut written = 0;
+        let mut entries = taken.into_iter();
+        while let Some((prefix, (n, at))) = entries.next() {
+            let step = async {
+                if let Some(mut t) = config.token(&prefix).await? {
+                    t.requests += n;
+                    t.last_used = Some(t.last_used.map_or(at, |l| l.max(at)));
+                    config.put_token(&t).await?;
+                    return Ok(true);
+                }
+                Ok::<bool, StoreError>(false)
+            };
+            match step.await {
+                Ok(changed) => written += usize::from(changed),
+                Err(e) => {
+                    let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+                    for (p, (n, at)) in std::iter::once((prefix, (n, at))).chain(entries) {
+                        let entry = pending.entry(p).or_insert((0, at));
+                        entry.0 += n;
+                        entry.1 = entry.1.max(at);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok(written)
     }
 }
 
@@ -421,6 +535,8 @@ impl LoginSession {
             created: self.created,
             expires: Some(self.expires),
             revoked: false,
+            last_used: None,
+            requests: 0,
         }
     }
 }
@@ -617,6 +733,38 @@ mod tests {
 
     fn now() -> DateTime<Utc> {
         "2026-03-01T00:00:00Z".parse().unwrap()
+    }
+
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    #[test]
+    fn token_use_is_counted_and_written_on_flush() {
+        let config = crate::MemoryConfig::new();
+        let r = SeededRandom::new(3);
+        let issued = ApiToken::issue(&r, now(), "acme", Reach::Agency, Scope::Read, None);
+        block_on(config.put_token(&issued.token)).unwrap();
+        let usage = TokenUsage::new();
+        let later = now() + chrono::Duration::minutes(5);
+        usage.record(&issued.token, now());
+        usage.record(&issued.token, later);
+        usage.record(&issued.token, now());
+        assert_eq!(block_on(usage.flush(&config)).unwrap(), 1);
+        let stored = block_on(config.token(&issued.token.prefix))
+            .unwrap()
+            .unwrap();
+        assert_eq!((stored.requests, stored.last_used), (3, Some(later)));
+        usage.record(&issued.token, now());
+        block_on(usage.flush(&config)).unwrap();
+        let stored = block_on(config.token(&issued.token.prefix))
+            .unwrap()
+            .unwrap();
+        assert_eq!((stored.requests, stored.last_used), (4, Some(later)));
+        assert_eq!(block_on(usage.flush(&config)).unwrap(), 0, "nothing new");
     }
 
     #[test]

@@ -92,11 +92,12 @@ mod store;
 mod text;
 mod time;
 mod url;
+mod webhook;
 
 pub use access::{
     authenticate, authorize, check_ingest, login, AccessError, Agency, ApiToken, IssuedSession,
-    IssuedToken, LoginSession, Reach, Role, Scope, Share, User, MIN_PASSWORD, OWNER_AGENCY,
-    SESSION_DAYS,
+    IssuedToken, LoginSession, Plan, Reach, Role, Scope, Share, TokenUsage, User, MIN_PASSWORD,
+    OWNER_AGENCY, SESSION_DAYS,
 };
 pub use clock::{Clock, ManualClock, OsRandom, RandomSource, SeededRandom, SystemClock};
 pub use context::{Cancel, Context};
@@ -107,10 +108,10 @@ pub use event::{
 };
 pub use hit::{Hit, IngestMode, Limits, RawMoney, ValidatedHit, ValidationContext};
 pub use ingest::{
-    hits_from_json, url_host, ClientHints, Enrich, ImportError, ImportFormat, ImportReport,
-    Importer, IngestError, IngestReport, NoEnrichment, Origin, Pipeline, PipelineBuilder,
-    ReadError, ReadPool, RejectedLine, RequestFacts, Shape, Tracker, TrackerReport, TrustedProxies,
-    MAX_BATCH, MAX_SESSION_VISITORS,
+    hits_from_json, url_host, ClientHints, Enrich, Erasure, ImportError, ImportFormat,
+    ImportReport, Importer, IngestError, IngestReport, NoEnrichment, Origin, Pipeline,
+    PipelineBuilder, ReadError, ReadPool, RejectedLine, RequestFacts, Shape, Tracker,
+    TrackerReport, TrustedProxies, MAX_BATCH, MAX_SESSION_VISITORS,
 };
 #[cfg(feature = "tower")]
 pub use ingest::{TrackLayer, TrackService};
@@ -128,9 +129,16 @@ pub use requests::{
 pub use result::{MetricValue, QueryResult, ResultRow};
 pub use site::Site;
 pub use state::{SaltStore, SessionState};
-pub use store::{apply_retention, Analytics, ConfigStore, EraseScope, EventStore};
+pub use store::{
+    apply_retention, remove_agency, AgencyRemoval, Analytics, ConfigStore, EraseScope, EventStore,
+};
 pub use text::Text;
 pub use time::TimeBucket;
+pub use webhook::{
+    check_url, forget_deliveries, is_public_address, sign, verify_signature, Delivery, HookEvent,
+    OutgoingRequest, Webhook, WebhookError, WebhookPolicy, WebhookTransport, Webhooks,
+    SIGNATURE_HEADER,
+};
 
 /// For backend authors: the types the storage and state traits' methods take and
 /// give beyond the user-facing ones, the reference engines and session machinery

@@ -118,12 +118,18 @@ impl Site {
                 rule: "must be between 60 and 86400".into(),
             });
         }
-        if !(30..=1830).contains(&self.retention_days) {
-            return Err(StoreError::InvalidSite {
-                field: "retention_days".into(),
-                rule: "must be between 30 and 1830 (5 years)".into(),
-            });
-        }
+        check_retention_days(self.retention_days)
+    }
+}
+
+/// The one rule for a retention (a site's or an agency's): 30 days to 5 years.
+pub(crate) fn check_retention_days(days: u32) -> Result<(), StoreError> {
+    if (30..=1830).contains(&days) {
         Ok(())
+    } else {
+        Err(StoreError::InvalidSite {
+            field: "retention_days".into(),
+            rule: "must be between 30 and 1830 (5 years)".into(),
+        })
     }
 }

@@ -64,6 +64,9 @@ pub trait SessionState: Send + Sync {
     /// Forgets visitors whose state expired before `now_ms`; how many.
     async fn evict_idle(&self, now_ms: i64) -> Result<u64, StoreError>;
 
+    /// Forgets one visitor of `site` (erasure, GDPR); whether there was state.
+    async fn forget(&self, site: &str, visitor: &str) -> Result<bool, StoreError>;
+
     /// Visitors tracked.
     async fn visitors(&self) -> Result<u64, StoreError>;
 }
@@ -248,6 +251,13 @@ impl SessionState for MemorySessionState {
 
     async fn visitors(&self) -> Result<u64, StoreError> {
         Ok(self.len() as u64)
+    }
+
+    async fn forget(&self, site: &str, visitor: &str) -> Result<bool, StoreError> {
+        let mut shard = self.shard(visitor);
+        let had = shard.get(site, visitor).is_some();
+        shard.forget(site, visitor);
+        Ok(had)
     }
 }
 

@@ -6,7 +6,7 @@ use crate::error::QueryError;
 use crate::event::EventKind;
 use crate::money::Money;
 use crate::query::ResolvedRange;
-use crate::requests::{glob, GoalMatch, GoalResult, GoalsRequest, GoalsResult};
+use crate::requests::{GoalMatch, GoalResult, GoalsRequest, GoalsResult};
 use crate::result::percent;
 
 /// Counts each goal over the events of a built table in `range`: distinct visitors
@@ -41,15 +41,9 @@ pub(crate) fn run(
         }
         Ok(out)
     };
-    let page = dict(
-        &t.paths,
-        &|m, p| matches!(m, GoalMatch::Page(g) if glob(g, p)),
-    )?;
-    let goal = dict(
-        &t.names,
-        &|m, s| matches!(m, GoalMatch::Event(g) | GoalMatch::Attribute(g) if g == s),
-    )?;
-    let custom = dict(&t.names, &|m, s| matches!(m, GoalMatch::Event(g) if g == s))?;
+    let page = dict(&t.paths, &|m, p| m.matches(EventKind::Pageview, p))?;
+    let goal = dict(&t.names, &|m, s| m.matches(EventKind::Goal, s))?;
+    let custom = dict(&t.names, &|m, s| m.matches(EventKind::Custom, s))?;
     let empty = vec![0u64; words];
     let (start, end) = (range.start_ms(), range.end_ms());
     let (mut conversions, mut completions) = (vec![0u64; n], vec![0u64; n]);

@@ -7,6 +7,7 @@ use super::IngestError;
 use crate::error::StoreError;
 use crate::event::Event;
 use crate::store::{AppendReport, EventStore};
+use crate::webhook::Webhooks;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -40,13 +41,14 @@ impl Committer {
     /// committing what was queued.
     pub(crate) fn start(
         events: Arc<dyn EventStore>,
+        webhooks: Option<Arc<Webhooks>>,
         capacity: usize,
         runtime: &tokio::runtime::Handle,
         stop: tokio::sync::watch::Receiver<bool>,
     ) -> (Self, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel::<(Vec<Event>, Reply)>(capacity.max(1));
         let failing: Failing = Arc::new(Mutex::new(None));
-        let writer = runtime.spawn(write(events, rx, Arc::clone(&failing), stop));
+        let writer = runtime.spawn(write(events, webhooks, rx, Arc::clone(&failing), stop));
         (Self { tx, failing }, writer)
     }
 
@@ -89,6 +91,7 @@ impl Committer {
 /// The writer: takes what is waiting, appends it in one call, answers every caller.
 async fn write(
     events: Arc<dyn EventStore>,
+    webhooks: Option<Arc<Webhooks>>,
     mut rx: mpsc::Receiver<(Vec<Event>, Reply)>,
     failing: Failing,
     mut stop: tokio::sync::watch::Receiver<bool>,
@@ -124,14 +127,19 @@ async fn write(
                 Err(_) => break,
             }
         }
-        let result = events
-            .append(&batch)
-            .await
-            .map(Arc::new)
-            .map_err(|e: StoreError| Failure {
-                retry_after: e.retry_after(),
-                message: e.to_string(),
-            });
+        let mut result = events.append(&batch).await.map(Arc::new);
+        // The webhook deliveries these events call for are durable before any
+        // caller hears the events were taken (a failure here fails the commit: the
+        // callers retry, the events are not stored twice, the deliveries are made).
+        if let (Ok(_), Some(w)) = (&result, &webhooks) {
+            if let Err(e) = w.enqueue(&batch).await {
+                result = Err(e);
+            }
+        }
+        let result = result.map_err(|e: StoreError| Failure {
+            retry_after: e.retry_after(),
+            message: e.to_string(),
+        });
         {
             let mut failing = failing.lock().unwrap_or_else(|e| e.into_inner());
             match &result {

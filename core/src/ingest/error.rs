@@ -43,6 +43,22 @@ pub enum IngestError {
     /// The store failed.
     #[error(transparent)]
     Store(StoreError),
+    /// The site's agency took every event its plan allows this month.
+    #[error(
+        "quota: agency {agency:?} took the {limit} events its plan {plan:?} allows in {month}"
+    )]
+    QuotaExceeded {
+        /// The agency.
+        agency: String,
+        /// Its plan's name.
+        plan: String,
+        /// Events a month on that plan.
+        limit: u64,
+        /// The month (`2026-12`, UTC).
+        month: String,
+        /// Until the next month starts.
+        retry_after: Duration,
+    },
     /// No Tokio runtime to run the pipeline's writer on.
     #[error("the ingest pipeline needs a Tokio runtime: build it inside one")]
     NoRuntime,

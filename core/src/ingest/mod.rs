@@ -9,6 +9,7 @@ mod facts;
 mod import;
 #[cfg(feature = "tower")]
 mod layer;
+mod quota;
 mod reads;
 mod tracker;
 
@@ -30,7 +31,8 @@ use crate::state::{
     CachedSalts, ConfigSalts, MemorySaltStore, MemorySessionState, SaltStore, SessionState,
     VisitorRef,
 };
-use crate::store::{Analytics, ConfigStore, EventStore};
+use crate::store::{Analytics, ConfigStore, EraseScope, EventStore};
+use crate::webhook::{WebhookPolicy, WebhookTransport, Webhooks};
 use commit::Committer;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -49,6 +51,17 @@ pub struct NoEnrichment;
 
 impl Enrich for NoEnrichment {
     fn enrich(&self, _: &mut Event, _: &RequestFacts<'_>, _: &Site) {}
+}
+
+/// What [`Pipeline::erase_visitor`] removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Erasure {
+    /// Stored events.
+    pub events: u64,
+    /// Whether the session state held the visitor.
+    pub session_state: bool,
+    /// Pending webhook deliveries about them.
+    pub deliveries: u64,
 }
 
 /// Where an event's id comes from.
@@ -245,6 +258,7 @@ pub struct PipelineBuilder {
     queue: usize,
     session_visitors: usize,
     upkeep: bool,
+    webhooks: Option<(Arc<dyn WebhookTransport>, WebhookPolicy)>,
 }
 
 impl std::fmt::Debug for PipelineBuilder {
@@ -327,6 +341,14 @@ impl PipelineBuilder {
         self
     }
 
+    /// Sends outgoing webhooks (see [`Webhooks`]) through `transport` under
+    /// `policy`: each commit's deliveries are made durable with it, and a
+    /// dispatcher makes them. Without this no webhook is sent.
+    pub fn webhooks(mut self, transport: Arc<dyn WebhookTransport>, policy: WebhookPolicy) -> Self {
+        self.webhooks = Some((transport, policy));
+        self
+    }
+
     /// Starts the pipeline's writer (and housekeeping) on the current Tokio
     /// runtime.
     pub fn build(self) -> Result<Pipeline, IngestError> {
@@ -340,6 +362,15 @@ impl PipelineBuilder {
         let sessions = self.sessions.unwrap_or_else(|| {
             Arc::new(MemorySessionState::new().with_max_visitors(self.session_visitors))
         });
+        let webhooks = self.webhooks.map(|(transport, policy)| {
+            Arc::new(Webhooks::new(
+                Arc::clone(&self.config),
+                transport,
+                Arc::clone(&self.clock),
+                Arc::clone(&self.random),
+                policy,
+            ))
+        });
         let prep = Arc::new(Preparer::new(
             Arc::clone(&self.events),
             self.config,
@@ -350,9 +381,17 @@ impl PipelineBuilder {
             self.random,
         ));
         let (stop, stopped) = tokio::sync::watch::channel(false);
-        let (committer, writer) =
-            Committer::start(self.events, self.queue, &runtime, stopped.clone());
+        let (committer, writer) = Committer::start(
+            self.events,
+            webhooks.clone(),
+            self.queue,
+            &runtime,
+            stopped.clone(),
+        );
         let mut tasks = vec![writer];
+        if let Some(w) = &webhooks {
+            tasks.push(runtime.spawn(Arc::clone(w).run(stopped.clone())));
+        }
         if self.upkeep {
             tasks.push(runtime.spawn(upkeep(Arc::clone(&prep), stopped)));
         }
@@ -365,6 +404,8 @@ impl PipelineBuilder {
                 trackers: Mutex::new(Vec::new()),
                 runtime,
                 sites: RwLock::new((Instant::now() - SITES_FRESH_FOR, Arc::new(Vec::new()))),
+                quotas: quota::Quotas::default(),
+                webhooks,
             }),
         })
     }
@@ -392,6 +433,10 @@ struct Shared {
     runtime: tokio::runtime::Handle,
     /// Every site, re-read at most every few seconds (CORS checks each request).
     sites: RwLock<(Instant, Arc<Vec<Site>>)>,
+    /// The plans' monthly event quotas, counted.
+    quotas: quota::Quotas,
+    /// Outgoing webhooks, when the builder was given a transport.
+    webhooks: Option<Arc<Webhooks>>,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -429,6 +474,7 @@ impl Pipeline {
             queue: 4096,
             session_visitors: MAX_SESSION_VISITORS,
             upkeep: true,
+            webhooks: None,
         }
     }
 
@@ -459,6 +505,31 @@ impl Pipeline {
     /// Each visitor's open sessions.
     pub fn sessions(&self) -> &Arc<dyn SessionState> {
         &self.prep().sessions
+    }
+
+    /// Outgoing webhooks, if the pipeline sends them.
+    pub fn webhooks(&self) -> Option<&Webhooks> {
+        self.shared.webhooks.as_deref()
+    }
+
+    /// Erases one visitor of `site` (a GDPR request) from everything the pipeline
+    /// holds: their stored events, their open sessions in the session state, and
+    /// their pending webhook deliveries.
+    pub async fn erase_visitor(&self, site: &str, visitor: &str) -> Result<Erasure, IngestError> {
+        let events = self
+            .events()
+            .erase(site, EraseScope::Visitor(visitor.to_owned()))
+            .await?;
+        let session_state = self.sessions().forget(site, visitor).await?;
+        let deliveries = match self.webhooks() {
+            Some(w) => w.forget_visitor(site, visitor).await?,
+            None => 0,
+        };
+        Ok(Erasure {
+            events,
+            session_state,
+            deliveries,
+        })
     }
 
     /// Queries, funnels, goals and realtime over what the pipeline stored.
@@ -511,12 +582,32 @@ impl Pipeline {
         origin: Option<&Origin>,
         batch: bool,
     ) -> Result<IngestReport, IngestError> {
-        let ctx = ValidationContext::live(self.now());
+        let now = self.now();
+        let ctx = ValidationContext::live(now);
         let mut sites = HashMap::new();
-        let mut events = Vec::with_capacity(hits.len());
         let named = |i: usize, e: IngestError| if batch { e.at_index(i) } else { e };
+        let mut valid = Vec::with_capacity(hits.len());
         for (i, h) in hits.into_iter().enumerate() {
             let v = h.validate(&ctx, None).map_err(|e| named(i, e.into()))?;
+            self.prep()
+                .site(&v.event.site, &mut sites)
+                .await
+                .map_err(|e| named(i, e))?;
+            valid.push(v);
+        }
+        // The plans' monthly quotas, before anything is sessionized.
+        let per_agency = quota::per_agency(valid.iter().filter_map(|v| sites.get(&v.event.site)));
+        let quotas = &self.shared.quotas;
+        quotas
+            .check(
+                self.events().as_ref(),
+                self.config().as_ref(),
+                &per_agency,
+                now,
+            )
+            .await?;
+        let mut events = Vec::with_capacity(valid.len());
+        for (i, v) in valid.into_iter().enumerate() {
             let event = self
                 .prep()
                 .prepare(v, origin, EventId::Random, &mut sites)
@@ -526,6 +617,9 @@ impl Pipeline {
         }
         let accepted = events.len();
         let stored = self.store_events(events).await?;
+        for (agency, n) in per_agency {
+            quotas.add(&agency, n, now);
+        }
         Ok(IngestReport { accepted, stored })
     }
 

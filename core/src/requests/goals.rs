@@ -22,6 +22,19 @@ pub enum GoalMatch {
 }
 
 impl GoalMatch {
+    /// Whether an event of `kind` completes it: a pageview by its path (`text`), a
+    /// goal event by its name (page and attribute goals), a custom event by its
+    /// name (event goals). The one rule: queries and outgoing webhooks use it.
+    pub fn matches(&self, kind: crate::EventKind, text: &str) -> bool {
+        use crate::EventKind as K;
+        match (kind, self) {
+            (K::Pageview, GoalMatch::Page(g)) => super::glob(g, text),
+            (K::Goal, GoalMatch::Event(g) | GoalMatch::Attribute(g)) => g == text,
+            (K::Custom, GoalMatch::Event(g)) => g == text,
+            _ => false,
+        }
+    }
+
     fn parts(&self) -> (&'static str, &str) {
         match self {
             GoalMatch::Page(s) => ("page", s),

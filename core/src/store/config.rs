@@ -6,6 +6,7 @@ use crate::error::{QueryError, StoreError};
 use crate::note::Note;
 use crate::requests::{GoalDefinition, SavedFunnel};
 use crate::site::Site;
+use crate::webhook::Webhook;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
@@ -40,11 +41,16 @@ pub enum ConfigKind {
     Session,
     /// A public dashboard (scope empty, name its slug).
     Share,
+    /// An outgoing webhook (scope the site, name its id).
+    Hook,
+    /// Outgoing webhook deliveries not yet made (scope the site, name the id of
+    /// the commit that made them, value the list).
+    Outbox,
 }
 
 impl ConfigKind {
     /// Every kind.
-    pub const ALL: [ConfigKind; 12] = [
+    pub const ALL: [ConfigKind; 14] = [
         ConfigKind::Site,
         ConfigKind::Goal,
         ConfigKind::Funnel,
@@ -57,6 +63,8 @@ impl ConfigKind {
         ConfigKind::User,
         ConfigKind::Session,
         ConfigKind::Share,
+        ConfigKind::Hook,
+        ConfigKind::Outbox,
     ];
 
     /// The kind's name as backends store it (`"site"`).
@@ -74,6 +82,8 @@ impl ConfigKind {
             ConfigKind::User => "user",
             ConfigKind::Session => "session",
             ConfigKind::Share => "share",
+            ConfigKind::Hook => "hook",
+            ConfigKind::Outbox => "outbox",
         }
     }
 
@@ -387,9 +397,67 @@ pub trait ConfigStore: Send + Sync {
             .await
     }
 
-    /// Creates or replaces a site (its settings validated first).
+    /// Creates or replaces an outgoing webhook.
+    async fn put_webhook(&self, hook: &Webhook) -> Result<(), StoreError> {
+        put_json(
+            self,
+            ConfigKey::new(ConfigKind::Hook, &hook.site, &hook.id),
+            hook,
+        )
+        .await
+    }
+
+    /// The outgoing webhooks of `site`, or of every site, by site and id.
+    async fn webhooks(&self, site: Option<&str>) -> Result<Vec<Webhook>, StoreError> {
+        self.list(ConfigKind::Hook, site)
+            .await?
+            .into_iter()
+            .map(|r| {
+                json_record(
+                    &ConfigKey::new(ConfigKind::Hook, &r.scope, &r.name),
+                    &r.value,
+                )
+            })
+            .collect()
+    }
+
+    /// The outgoing webhook with `id`, of any site.
+    async fn webhook(&self, id: &str) -> Result<Option<Webhook>, StoreError> {
+        Ok(self.webhooks(None).await?.into_iter().find(|h| h.id == id))
+    }
+
+    /// Removes an outgoing webhook (its pending deliveries are dropped when due);
+    /// whether there was one.
+    async fn remove_webhook(&self, site: &str, id: &str) -> Result<bool, StoreError> {
+        self.delete(&ConfigKey::new(ConfigKind::Hook, site, id))
+            .await
+    }
+
+    /// Creates or replaces a site (its settings validated first). A site new to
+    /// its agency must fit the agency's plan ([`crate::Plan::max_sites`]).
     async fn put_site(&self, site: Site) -> Result<(), StoreError> {
         site.validate()?;
+        let moved = self
+            .site(&site.domain)
+            .await?
+            .is_none_or(|old| old.agency != site.agency);
+        if moved {
+            if let Some(agency) = self.agency(&site.agency).await? {
+                if let Some(max) = agency.plan.max_sites {
+                    let sites = self.sites().await?;
+                    let have = sites.iter().filter(|s| s.agency == site.agency).count();
+                    if have >= max as usize {
+                        return Err(StoreError::Invalid {
+                            field: "plan".into(),
+                            rule: format!(
+                                "agency {:?} has {have} sites, the most its plan {:?} allows",
+                                agency.name, agency.plan.name
+                            ),
+                        });
+                    }
+                }
+            }
+        }
         let value = serde_json::to_vec(&site).map_err(|e| StoreError::backend("encode site", e))?;
         self.put(&ConfigKey::new(ConfigKind::Site, "", &site.domain), &value)
             .await
@@ -405,8 +473,10 @@ pub trait ConfigStore: Send + Sync {
         list_json(self, ConfigKind::Site, "").await
     }
 
-    /// Removes a site with its goals, funnels, secrets and delivery ids (not its
-    /// events: erase those from the event store); whether it existed.
+    /// Removes a site with its goals, funnels, secrets, delivery ids, notes, public
+    /// dashboards, outgoing webhooks and their pending deliveries, and the tokens
+    /// that reach only it (not its events: erase those from the event store);
+    /// whether it existed.
     async fn remove_site(&self, domain: &str) -> Result<bool, StoreError> {
         let existed = self
             .delete(&ConfigKey::new(ConfigKind::Site, "", domain))
@@ -417,8 +487,20 @@ pub trait ConfigStore: Send + Sync {
             ConfigKind::Secret,
             ConfigKind::Delivery,
             ConfigKind::Note,
+            ConfigKind::Hook,
+            ConfigKind::Outbox,
         ] {
             self.delete_scope(kind, domain).await?;
+        }
+        for share in self.shares().await?.iter().filter(|s| s.site == domain) {
+            self.delete(&ConfigKey::new(ConfigKind::Share, "", &share.slug))
+                .await?;
+        }
+        let only_here =
+            |t: &ApiToken| matches!(&t.reach, crate::access::Reach::Site(s) if s == domain);
+        for token in self.tokens().await?.iter().filter(|t| only_here(t)) {
+            self.delete(&ConfigKey::new(ConfigKind::Token, "", &token.prefix))
+                .await?;
         }
         Ok(existed)
     }

@@ -55,8 +55,17 @@ pub async fn apply_retention(
     now: DateTime<Utc>,
 ) -> Result<Vec<(String, u64)>, StoreError> {
     let mut erased = Vec::new();
+    let caps: std::collections::HashMap<String, u32> = config
+        .agencies()
+        .await?
+        .into_iter()
+        .filter_map(|a| Some((a.name, a.retention_days?)))
+        .collect();
     for site in config.sites().await? {
-        let cutoff = (now - chrono::Duration::days(i64::from(site.retention_days)))
+        let days = caps
+            .get(&site.agency)
+            .map_or(site.retention_days, |&cap| cap.min(site.retention_days));
+        let cutoff = (now - chrono::Duration::days(i64::from(days)))
             .date_naive()
             .and_hms_opt(0, 0, 0)
             .map(|t| t.and_utc());
@@ -69,6 +78,62 @@ pub async fn apply_retention(
         }
     }
     Ok(erased)
+}
+
+/// What [`remove_agency`] removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AgencyRemoval {
+    /// Its sites, with how many events each had.
+    pub sites: Vec<(String, u64)>,
+    /// Its users (their login sessions ended).
+    pub users: u64,
+    /// Its tokens.
+    pub tokens: u64,
+}
+
+/// Removes an agency and all it has: its sites (their events erased first, then
+/// their configuration, see [`ConfigStore::remove_site`]), its users and their
+/// sessions, its tokens. `Ok(None)` if there is no such agency.
+pub async fn remove_agency(
+    events: &dyn EventStore,
+    config: &dyn ConfigStore,
+    name: &str,
+) -> Result<Option<AgencyRemoval>, StoreError> {
+    if config.agency(name).await?.is_none() {
+        return Ok(None);
+    }
+    let mut removed = AgencyRemoval::default();
+    for site in config
+        .sites()
+        .await?
+        .into_iter()
+        .filter(|s| s.agency == name)
+    {
+        let n = events.erase(&site.domain, EraseScope::All).await?;
+        config.remove_site(&site.domain).await?;
+        removed.sites.push((site.domain, n));
+    }
+    for user in config
+        .users()
+        .await?
+        .into_iter()
+        .filter(|u| u.agency == name)
+    {
+        removed.users += u64::from(config.remove_user(&user.email).await?);
+    }
+    for token in config
+        .tokens()
+        .await?
+        .into_iter()
+        .filter(|t| t.agency == name)
+    {
+        let key = ConfigKey::new(ConfigKind::Token, "", &token.prefix);
+        removed.tokens += u64::from(config.delete(&key).await?);
+    }
+    config
+        .delete(&ConfigKey::new(ConfigKind::Agency, "", name))
+        .await?;
+    Ok(Some(removed))
 }
 
 /// The bit of [`EventKind::Refund`]: its position in [`EventKind::ALL`].
@@ -313,6 +378,17 @@ pub trait EventStore: Send + Sync {
         site: &str,
     ) -> Result<Option<(DateTime<Utc>, DateTime<Utc>)>, StoreError> {
         reference::extent(self, site).await
+    }
+
+    /// How many events `req` asks for (its batch size aside): plan quotas count a
+    /// month with it. The default scans them.
+    async fn count(&self, req: &ScanRequest) -> Result<u64, StoreError> {
+        let mut n = 0u64;
+        let mut batches = self.scan(req).await?;
+        while let Some(batch) = futures_util::TryStreamExt::try_next(&mut batches).await? {
+            n += batch.len() as u64;
+        }
+        Ok(n)
     }
 
     /// Answers a query (attribution included) for `site` as of `cx.now`, stopping

@@ -22,6 +22,8 @@ pub struct FileConfig {
     pub max_connections: Option<usize>,
     pub header_read_timeout: Option<f64>,
     pub any_origin: Option<bool>,
+    pub webhooks_allow_private: Option<bool>,
+    pub webhook_retry_base: Option<f64>,
 }
 
 impl FileConfig {

@@ -9,8 +9,9 @@ use axum::{Json, Router};
 use beacon_attribution::{receive_webhook, Headers, Provider, ReceiveError};
 use beacon_core::{
     authenticate, authorize, check_ingest, hits_from_json, login, url_host, AccessError, ApiToken,
-    Funnel, GoalsRequest, IngestError, LoginSession, Note, Origin, Pipeline, Query, QueryError,
-    ReadError, ReadPool, RealtimeRequest, Scope, Shape, Site, StoreError, TrustedProxies,
+    Funnel, GoalsRequest, HookEvent, IngestError, LoginSession, Note, Origin, Pipeline, Query,
+    QueryError, ReadError, ReadPool, RealtimeRequest, Scope, Shape, Site, StoreError, TokenUsage,
+    TrustedProxies, Webhook, WebhookError,
 };
 use serde_json::json;
 use std::net::SocketAddr;
@@ -28,6 +29,8 @@ pub enum ApiError {
     Forbidden(String),
     /// 404: unknown site.
     NotFound(String),
+    /// 429: the plan's monthly events are used up; retry when the month ends.
+    QuotaExceeded(String, Duration),
     /// 503: at capacity, or the store cannot take it now; retry after the duration.
     Unavailable(Duration),
     /// 503: stopped after its time budget (no retry will make it cheaper).
@@ -64,6 +67,9 @@ impl From<IngestError> for ApiError {
         match e {
             IngestError::Invalid { .. } => ApiError::BadRequest(e.to_string()),
             IngestError::UnknownSite { .. } => ApiError::NotFound(e.to_string()),
+            IngestError::QuotaExceeded { retry_after, .. } => {
+                ApiError::QuotaExceeded(e.to_string(), retry_after)
+            }
             IngestError::Store(e) => e.into(),
             e => match e.retry_after() {
                 Some(after) => {
@@ -119,6 +125,17 @@ impl IntoResponse for ApiError {
                 )
                     .into_response();
             }
+            ApiError::QuotaExceeded(m, after) => {
+                return (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    [(
+                        axum::http::header::RETRY_AFTER,
+                        after.as_secs().max(1).to_string(),
+                    )],
+                    Json(json!({ "error": m })),
+                )
+                    .into_response();
+            }
             ApiError::Stopped(m) => (StatusCode::SERVICE_UNAVAILABLE, m),
             ApiError::Internal(m) => {
                 tracing::error!(error = %m, "request failed");
@@ -138,6 +155,8 @@ struct App {
     proxies: TrustedProxies,
     /// Whether pages on any host may send any site's hits (`--any-origin`).
     any_origin: bool,
+    /// Requests per token, written to the config store every few seconds.
+    usage: Arc<TokenUsage>,
 }
 
 type AppState = State<Arc<App>>;
@@ -226,6 +245,7 @@ impl axum::extract::FromRequestParts<Arc<App>> for Credential {
             return Ok(Credential(session.grant()));
         }
         let token = authenticate(config, bearer(&parts.headers), now).await?;
+        app.usage.record(&token, now);
         Ok(Credential(token))
     }
 }
@@ -492,6 +512,201 @@ struct NoteBody {
 
 fn note_body(body: &[u8]) -> Result<NoteBody, ApiError> {
     serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("body: {e}")))
+}
+
+/// A site's outgoing webhooks (a write token: they are integrations), without
+/// their secrets.
+async fn list_hooks(
+    State(app): AppState,
+    Credential(token): Credential,
+    axum::extract::Query(p): axum::extract::Query<SiteParam>,
+) -> Result<Response, ApiError> {
+    let site = app.may_write(&token, &p.site.to_ascii_lowercase()).await?;
+    let hooks = app.pipeline.config().webhooks(Some(&site.domain)).await?;
+    let hooks: Vec<serde_json::Value> = hooks.iter().map(hook_json).collect();
+    Ok(Json(json!({ "hooks": hooks })).into_response())
+}
+
+/// An outgoing webhook as listings show it: never its secret.
+pub(crate) fn hook_json(h: &Webhook) -> serde_json::Value {
+    json!({
+        "id": h.id, "site": h.site, "url": h.url, "events": h.events,
+        "enabled": h.enabled, "failure_count": h.failure_count,
+        "last_error": h.last_error, "last_success": h.last_success, "created": h.created,
+    })
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HookBody {
+    site: String,
+    url: Option<String>,
+    events: Option<Vec<String>>,
+    enabled: Option<bool>,
+}
+
+fn hook_events(names: &[String]) -> Result<Vec<HookEvent>, ApiError> {
+    names
+        .iter()
+        .map(|n| {
+            HookEvent::parse(n).ok_or_else(|| {
+                ApiError::BadRequest(format!(
+                    "events: unknown event {n:?} (visitor.created, goal.completed, purchase.created)"
+                ))
+            })
+        })
+        .collect()
+}
+
+impl From<WebhookError> for ApiError {
+    fn from(e: WebhookError) -> Self {
+        match e {
+            WebhookError::Store(s) => s.into(),
+            e => ApiError::BadRequest(e.to_string()),
+        }
+    }
+}
+
+/// Creates an outgoing webhook (a write token): `{"site", "url", "events"}`;
+/// answers it with its signing secret, shown this once.
+async fn create_hook(
+    State(app): AppState,
+    Credential(token): Credential,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let b: HookBody =
+        serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("body: {e}")))?;
+    let site = app.may_write(&token, &b.site.to_ascii_lowercase()).await?;
+    let url = b
+        .url
+        .ok_or_else(|| ApiError::BadRequest("url: is required".into()))?;
+    let events = match &b.events {
+        Some(e) => hook_events(e)?,
+        None => HookEvent::ALL.to_vec(),
+    };
+    let hooks = app.pipeline.webhooks();
+    let allow_private = hooks.is_some_and(|w| w.policy().allow_private);
+    let hook = Webhook::new(
+        &site.domain,
+        &url,
+        events,
+        allow_private,
+        &beacon_core::OsRandom,
+        app.pipeline.now(),
+    )?;
+    app.pipeline.config().put_webhook(&hook).await?;
+    if let Some(w) = hooks {
+        w.reload().await?;
+    }
+    let mut body = hook_json(&hook);
+    body["secret"] = hook.secret.clone().into();
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+/// The webhook `id` if `token` may change it (404 as for an unknown one if not).
+async fn writable_hook(app: &App, token: &ApiToken, id: &str) -> Result<Webhook, ApiError> {
+    let missing = || ApiError::NotFound(format!("hook: no webhook {id:?}"));
+    let hook = app
+        .pipeline
+        .config()
+        .webhook(id)
+        .await?
+        .ok_or_else(missing)?;
+    match app.may_write(token, &hook.site).await {
+        Err(ApiError::NotFound(_)) => Err(missing()),
+        Err(e) => Err(e),
+        Ok(_) => Ok(hook),
+    }
+}
+
+/// Changes a webhook's url, events, or re-enables it (which clears its failure
+/// count): `{"site", "url"?, "events"?, "enabled"?}`.
+async fn update_hook(
+    State(app): AppState,
+    Credential(token): Credential,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let b: HookBody =
+        serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("body: {e}")))?;
+    let mut hook = writable_hook(&app, &token, &id).await?;
+    if hook.site != b.site.to_ascii_lowercase() {
+        return Err(ApiError::NotFound(format!("hook: no webhook {id:?}")));
+    }
+    let hooks = app.pipeline.webhooks();
+    let allow_private = hooks.is_some_and(|w| w.policy().allow_private);
+    if let Some(url) = b.url {
+        beacon_core::check_url(&url, allow_private)?;
+        hook.url = url;
+    }
+    if let Some(e) = &b.events {
+        let events = hook_events(e)?;
+        if events.is_empty() {
+            return Err(ApiError::BadRequest("events: name at least one".into()));
+        }
+        hook.events = events;
+    }
+    if let Some(on) = b.enabled {
+        if on && !hook.enabled {
+            hook.failure_count = 0;
+        }
+        hook.enabled = on;
+    }
+    app.pipeline.config().put_webhook(&hook).await?;
+    if let Some(w) = hooks {
+        w.reload().await?;
+    }
+    Ok(Json(hook_json(&hook)).into_response())
+}
+
+/// Removes a webhook (its pending deliveries are dropped).
+async fn delete_hook(
+    State(app): AppState,
+    Credential(token): Credential,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Result<Response, ApiError> {
+    let hook = writable_hook(&app, &token, &id).await?;
+    app.pipeline
+        .config()
+        .remove_webhook(&hook.site, &hook.id)
+        .await?;
+    if let Some(w) = app.pipeline.webhooks() {
+        w.reload().await?;
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EraseBody {
+    site: String,
+    visitor: String,
+}
+
+/// Erases one visitor (GDPR; a write token): `{"site", "visitor"}`; answers what
+/// went from each place that held them.
+async fn erase(
+    State(app): AppState,
+    Credential(token): Credential,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let b: EraseBody =
+        serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("body: {e}")))?;
+    if b.visitor.is_empty() {
+        return Err(ApiError::BadRequest("visitor: must not be empty".into()));
+    }
+    let site = app.may_write(&token, &b.site.to_ascii_lowercase()).await?;
+    let erased = app.pipeline.erase_visitor(&site.domain, &b.visitor).await?;
+    tracing::info!(site = %site.domain, events = erased.events, "visitor erased");
+    Ok(Json(json!({
+        "site": site.domain,
+        "erased": {
+            "events": erased.events,
+            "session_state": erased.session_state,
+            "webhook_deliveries": erased.deliveries,
+        }
+    }))
+    .into_response())
 }
 
 /// Creates a note (a write token): `{"site", "date", "text", "tags"}`.
@@ -893,7 +1108,20 @@ pub async fn serve(pipeline: Pipeline, options: Options) -> std::io::Result<()> 
         reads: reads.clone(),
         proxies: options.trusted_proxies.clone(),
         any_origin: options.any_origin,
+        usage: Arc::new(TokenUsage::new()),
     });
+    // Token use reaches the config store every few seconds, and at the end.
+    let usage_task = {
+        let (usage, config) = (Arc::clone(&app.usage), Arc::clone(pipeline.config()));
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(USAGE_EVERY).await;
+                if let Err(e) = usage.flush(config.as_ref()).await {
+                    tracing::warn!(error = %e, "recording token use failed");
+                }
+            }
+        })
+    };
     let router = Router::new()
         .route(
             "/api/event",
@@ -913,6 +1141,12 @@ pub async fn serve(pipeline: Pipeline, options: Options) -> std::io::Result<()> 
         .route("/api/v1/login", post(login_handler))
         .route("/api/v1/logout", post(logout_handler))
         .route("/api/v1/notes", get(list_notes).post(create_note))
+        .route("/api/v1/hooks", get(list_hooks).post(create_hook))
+        .route(
+            "/api/v1/hooks/{id}",
+            axum::routing::put(update_hook).delete(delete_hook),
+        )
+        .route("/api/v1/erase", post(erase))
         .route(
             "/api/v1/notes/{id}",
             axum::routing::put(update_note).delete(delete_note),
@@ -922,13 +1156,22 @@ pub async fn serve(pipeline: Pipeline, options: Options) -> std::io::Result<()> 
         .layer(DefaultBodyLimit::max(256 * 1024))
         .layer(axum::middleware::from_fn_with_state(Arc::clone(&app), cors))
         .layer(axum::middleware::from_fn(json_errors))
-        .with_state(app);
+        .with_state(Arc::clone(&app));
+    let app_usage = Arc::clone(&app.usage);
+    drop(app);
     let listener = tokio::net::TcpListener::bind(options.addr).await?;
     tracing::info!(address = %listener.local_addr()?, "listening");
     serve_connections(listener, router, &options, || reads.stop_all()).await;
     pipeline.shutdown().await;
+    usage_task.abort();
+    if let Err(e) = app_usage.flush(pipeline.config().as_ref()).await {
+        tracing::warn!(error = %e, "recording token use failed");
+    }
     Ok(())
 }
+
+/// How often token use is written.
+const USAGE_EVERY: Duration = Duration::from_secs(5);
 
 /// How long open connections are given to finish after a shutdown signal.
 const DRAIN_FOR: Duration = Duration::from_secs(5);

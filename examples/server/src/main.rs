@@ -7,12 +7,13 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod config;
 mod http;
+mod outgoing;
 
 use beacon_core::{
     Agency, Analytics, ApiToken, Clock, ConfigStore, EraseScope, EventStore, Funnel, GoalsRequest,
-    Hit, ImportError, ImportFormat, IngestMode, Note, OsRandom, Pipeline, Query, Reach, Role,
-    Scope, Site, SystemClock, TrustedProxies, Tz, User, ValidationContext, MAX_SESSION_VISITORS,
-    OWNER_AGENCY,
+    Hit, HookEvent, ImportError, ImportFormat, IngestMode, Note, OsRandom, Pipeline, Query, Reach,
+    Role, Scope, Site, SystemClock, TrustedProxies, Tz, User, ValidationContext, Webhook,
+    WebhookPolicy, MAX_SESSION_VISITORS, OWNER_AGENCY,
 };
 use beacon_enrich::{flat_json, Enricher, GeoDatabases, GeoKind};
 use beacon_storage_sqlite::SqliteStore;
@@ -94,6 +95,15 @@ enum Command {
         /// without either, or with a write token, are always taken).
         #[arg(long, env = "BEACON_ANY_ORIGIN")]
         any_origin: bool,
+        /// Outgoing webhooks may reach loopback, private and link-local addresses
+        /// (refused by default: a site's owner could otherwise make the server call
+        /// into its own network).
+        #[arg(long, env = "BEACON_WEBHOOKS_ALLOW_PRIVATE")]
+        webhooks_allow_private: bool,
+        /// Seconds before a failed webhook delivery is tried again; doubled after
+        /// each failure, at most an hour [default: 10].
+        #[arg(long, env = "BEACON_WEBHOOK_RETRY_BASE")]
+        webhook_retry_base: Option<f64>,
     },
     /// Imports hits (one per line) through the live pipeline.
     Import {
@@ -131,6 +141,14 @@ enum Command {
         data: DataDir,
         /// The goals JSON, or - for standard input.
         json: String,
+    },
+    /// Manages outgoing webhooks: a site's endpoints told of visitor.created,
+    /// goal.completed and purchase.created, each delivery signed.
+    Hooks {
+        #[command(flatten)]
+        data: DataDir,
+        #[command(subcommand)]
+        action: HooksAction,
     },
     /// Manages payment-provider webhook secrets (stripe, lemonsqueezy, polar, shopify).
     Webhooks {
@@ -300,12 +318,90 @@ enum NotesAction {
     Remove { site: String, id: String },
 }
 
+/// An agency's plan and retention, as `agencies add` and `agencies set` take them.
+#[derive(clap::Args)]
+struct PlanArgs {
+    /// The plan's name [default: unlimited].
+    #[arg(long)]
+    plan: Option<String>,
+    /// The most sites the agency may have.
+    #[arg(long)]
+    max_sites: Option<u32>,
+    /// The most events its sites may take in a calendar month (UTC) over live ingest.
+    #[arg(long)]
+    monthly_events: Option<u64>,
+    /// The most days any of its sites keeps events (30 to 1830; a site keeps the
+    /// shorter of its own retention and this).
+    #[arg(long)]
+    retention_days: Option<u32>,
+}
+
+impl PlanArgs {
+    fn apply(self, a: &mut Agency) {
+        if let Some(p) = self.plan {
+            a.plan.name = p;
+        }
+        if self.max_sites.is_some() {
+            a.plan.max_sites = self.max_sites;
+        }
+        if self.monthly_events.is_some() {
+            a.plan.monthly_events = self.monthly_events;
+        }
+        if self.retention_days.is_some() {
+            a.retention_days = self.retention_days;
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum AgenciesAction {
     /// Adds an agency.
-    Add { name: String },
+    Add {
+        name: String,
+        #[command(flatten)]
+        plan: PlanArgs,
+    },
+    /// Changes an agency's plan or retention.
+    Set {
+        name: String,
+        #[command(flatten)]
+        plan: PlanArgs,
+    },
     /// Lists agencies as JSON lines.
     List,
+    /// Removes an agency with everything it has: its sites and their events,
+    /// users, tokens, shares, notes and webhooks.
+    Remove {
+        name: String,
+        /// Confirms the removal (required: it cannot be undone).
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum HooksAction {
+    /// Adds an outgoing webhook to a site; prints it with its signing secret, once.
+    Add {
+        site: String,
+        url: String,
+        /// Comma-separated: visitor.created, goal.completed, purchase.created
+        /// [default: all].
+        #[arg(long, value_delimiter = ',')]
+        events: Vec<String>,
+        /// Allows a loopback or private target (as `serve --webhooks-allow-private`).
+        #[arg(long)]
+        allow_private: bool,
+    },
+    /// Lists outgoing webhooks as JSON lines (never their secrets).
+    List {
+        #[arg(long)]
+        site: Option<String>,
+    },
+    /// Re-enables a webhook (clears its failure count).
+    Enable { id: String },
+    /// Removes a webhook.
+    Remove { id: String },
 }
 
 #[derive(Subcommand)]
@@ -535,6 +631,8 @@ async fn run(cli: Cli) -> Result<(), Fail> {
             max_connections,
             header_read_timeout,
             any_origin,
+            webhooks_allow_private,
+            webhook_retry_base,
         } => {
             let file = match &config {
                 Some(path) => config::FileConfig::load(path).map_err(usage)?,
@@ -574,11 +672,23 @@ async fn run(cli: Cli) -> Result<(), Fail> {
                 header_read_timeout: seconds("header-read-timeout", header_read_timeout)?,
                 any_origin: any_origin || file.any_origin.unwrap_or(false),
             };
+            let webhooks = WebhookPolicy {
+                allow_private: webhooks_allow_private
+                    || file.webhooks_allow_private.unwrap_or(false),
+                base_delay: seconds(
+                    "webhook-retry-base",
+                    webhook_retry_base
+                        .or(file.webhook_retry_base)
+                        .unwrap_or(10.0),
+                )?,
+                ..WebhookPolicy::default()
+            };
             let store = open(&data_dir).await?;
             first_run(store.as_ref(), clock.now(), addr).await?;
             let pipeline = Pipeline::builder(Arc::clone(&store))
                 .enricher(enricher)
                 .clock(clock)
+                .webhooks(Arc::new(outgoing::HttpTransport), webhooks)
                 .queue(queue.or(file.queue).unwrap_or(4096))
                 .session_visitors(
                     session_visitors
@@ -957,16 +1067,52 @@ async fn run(cli: Cli) -> Result<(), Fail> {
             action,
         } => {
             match action {
-                AgenciesAction::Add { name } => {
+                AgenciesAction::Add { name, plan } => {
                     let store = open(&data_dir).await?;
                     if store.agency(&name).await?.is_some() {
                         return Err(usage(format!("agency {name:?} exists")));
                     }
+                    let mut agency = Agency::new(name, clock.now());
+                    plan.apply(&mut agency);
                     store
-                        .put_agency(Agency::new(name, clock.now()))
+                        .put_agency(agency)
                         .await
                         .map_err(|e| usage(e.to_string()))?;
                     store.close().await;
+                }
+                AgenciesAction::Set { name, plan } => {
+                    let store = open_existing(&data_dir).await?;
+                    let mut agency = store
+                        .agency(&name)
+                        .await?
+                        .ok_or_else(|| usage(format!("no agency {name:?}")))?;
+                    plan.apply(&mut agency);
+                    store
+                        .put_agency(agency.clone())
+                        .await
+                        .map_err(|e| usage(e.to_string()))?;
+                    store.close().await;
+                    out(serde_json::to_string(&agency)?)?;
+                }
+                AgenciesAction::Remove { name, yes } => {
+                    if !yes {
+                        return Err(usage(format!(
+                            "removing {name:?} erases its sites' events, users and tokens: add --yes"
+                        )));
+                    }
+                    let store = open_existing(&data_dir).await?;
+                    let removed = beacon_core::remove_agency(&*store, &*store, &name)
+                        .await?
+                        .ok_or_else(|| usage(format!("no agency {name:?}")))?;
+                    store.close().await;
+                    let sites: Vec<Value> = removed
+                        .sites
+                        .iter()
+                        .map(|(s, n)| json!({"site": s, "erased": n}))
+                        .collect();
+                    out(
+                        json!({"agency": name, "sites": sites, "users": removed.users, "tokens": removed.tokens}),
+                    )?;
                 }
                 AgenciesAction::List => {
                     let store = open_existing(&data_dir).await?;
@@ -1025,7 +1171,7 @@ async fn run(cli: Cli) -> Result<(), Fail> {
                         out(json!({
                             "prefix": t.prefix, "agency": t.agency, "reach": t.reach,
                             "scope": t.scope, "created": t.created, "expires": t.expires,
-                            "revoked": t.revoked,
+                            "revoked": t.revoked, "last_used": t.last_used, "requests": t.requests,
                         }))?;
                     }
                     store.close().await;
@@ -1095,6 +1241,76 @@ async fn run(cli: Cli) -> Result<(), Fail> {
             store.close().await;
             Ok(())
         }
+        Command::Hooks {
+            data: DataDir { data_dir },
+            action,
+        } => {
+            match action {
+                HooksAction::Add {
+                    site,
+                    url,
+                    events,
+                    allow_private,
+                } => {
+                    let store = open_existing(&data_dir).await?;
+                    let site = site.to_ascii_lowercase();
+                    if store.site(&site).await?.is_none() {
+                        return Err(usage(format!("unknown site {site:?}")));
+                    }
+                    let events = if events.is_empty() {
+                        HookEvent::ALL.to_vec()
+                    } else {
+                        events
+                            .iter()
+                            .map(|e| {
+                                HookEvent::parse(e).ok_or_else(|| {
+                                    usage(format!(
+                                        "--events: unknown event {e:?} (visitor.created, goal.completed, purchase.created)"
+                                    ))
+                                })
+                            })
+                            .collect::<Result<_, _>>()?
+                    };
+                    let hook =
+                        Webhook::new(&site, &url, events, allow_private, &OsRandom, clock.now())
+                            .map_err(|e| usage(e.to_string()))?;
+                    store.put_webhook(&hook).await?;
+                    store.close().await;
+                    let mut shown = http::hook_json(&hook);
+                    shown["secret"] = hook.secret.into();
+                    out(shown)?;
+                }
+                HooksAction::List { site } => {
+                    let store = open_existing(&data_dir).await?;
+                    let site = site.map(|s| s.to_ascii_lowercase());
+                    for h in store.webhooks(site.as_deref()).await? {
+                        out(http::hook_json(&h))?;
+                    }
+                    store.close().await;
+                }
+                HooksAction::Enable { id } => {
+                    let store = open_existing(&data_dir).await?;
+                    let mut hook = store
+                        .webhook(&id)
+                        .await?
+                        .ok_or_else(|| usage(format!("no webhook {id:?}")))?;
+                    hook.enabled = true;
+                    hook.failure_count = 0;
+                    store.put_webhook(&hook).await?;
+                    store.close().await;
+                }
+                HooksAction::Remove { id } => {
+                    let store = open_existing(&data_dir).await?;
+                    let hook = store
+                        .webhook(&id)
+                        .await?
+                        .ok_or_else(|| usage(format!("no webhook {id:?}")))?;
+                    store.remove_webhook(&hook.site, &hook.id).await?;
+                    store.close().await;
+                }
+            }
+            Ok(())
+        }
         Command::Erase {
             data: DataDir { data_dir },
             site,
@@ -1106,12 +1322,18 @@ async fn run(cli: Cli) -> Result<(), Fail> {
             if store.site(&site).await?.is_none() {
                 return Err(usage(format!("--site: unknown site {site:?}")));
             }
-            let scope = match (visitor, all) {
-                (Some(v), false) => EraseScope::Visitor(v),
-                _ => EraseScope::All,
+            let (scope, visitor) = match (visitor, all) {
+                (Some(v), false) => (EraseScope::Visitor(v.clone()), Some(v)),
+                _ => (EraseScope::All, None),
             };
             let n = store.erase(&site, scope).await?;
+            // Pending webhook deliveries about them go too.
+            let deliveries =
+                beacon_core::forget_deliveries(&*store, &site, visitor.as_deref()).await?;
             store.close().await;
+            if deliveries > 0 {
+                eprintln!("dropped {deliveries} pending webhook deliveries");
+            }
             out(format_args!("erased {n} events"))?;
             Ok(())
         }

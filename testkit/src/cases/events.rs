@@ -877,6 +877,36 @@ pub(super) async fn extent_spans_first_to_last_event(store: &dyn EventStore) {
     assert_eq!(empty.expect("extent"), None);
 }
 
+/// `count` counts what `scan` gives, bounds half-open, kinds and bots as asked.
+pub(super) async fn count_is_the_scans_length(store: &dyn EventStore) {
+    let events = vec![
+        Ev::pageview("v1", "2026-02-28T23:59:59", "/"),
+        Ev::pageview("v1", "2026-03-01T00:00:00", "/"),
+        Ev::pageview("v2", "2026-03-15T12:00:00", "/").bot("crawler"),
+        Ev::refund("v1", "2026-03-20T10:00:00", "o1", None),
+        Ev::pageview("v3", "2026-04-01T00:00:00", "/"),
+    ];
+    let f = Fixture::new(store, site("count"), events).await;
+    let month = |bots: bool| {
+        let mut req = ScanRequest::new(&f.site.domain);
+        req.from = Some(at("2026-03-01T00:00:00"));
+        req.to = Some(at("2026-04-01T00:00:00"));
+        req.include_bots = bots;
+        req
+    };
+    for (req, want) in [
+        (ScanRequest::new(&f.site.domain), 5),
+        (month(true), 3),
+        (month(false), 2),
+    ] {
+        let got = f.store().count(&req).await.expect("count");
+        assert_eq!(got, want, "{req:?}");
+        assert_eq!(f.reference().count(&req).await.expect("count"), got);
+    }
+    let none = ScanRequest::new(site("count-empty").domain);
+    assert_eq!(f.store().count(&none).await.expect("count"), 0);
+}
+
 /// v1 comes from Google on Feb 28 at 00:00 and views a page every 25 minutes until
 /// 01:50 on Mar 1 (63 pageviews, one visit). On Mar 1 that is 5 pageviews (00:10 ..
 /// 01:50) under Google and no visit; v2's one visit from Bing is the only one. A

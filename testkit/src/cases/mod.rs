@@ -67,6 +67,7 @@ macro_rules! __event_cases {
             scan_batches_are_bounded,
             scan_filters_kinds_and_bots,
             extent_spans_first_to_last_event,
+            count_is_the_scans_length,
             long_session_before_the_range_is_read_whole,
             funnel_steps_in_order_within_window,
             funnel_steps_must_be_strictly_later,

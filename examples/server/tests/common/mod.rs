@@ -140,3 +140,10 @@ pub fn serve_with(dir: &str, port: u16, extra: &[&str]) -> Child {
         .expect("server says it is listening");
     child
 }
+
+/// Sends SIGINT (Ctrl-C) and waits for the server to finish shutting down.
+pub fn stop(child: &mut Child) {
+    let pid = child.id().to_string();
+    let _ = Command::new("kill").args(["-INT", &pid]).status();
+    let _ = child.wait();
+}
