@@ -4,7 +4,7 @@
 use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::{Json, Router};
 use beacon_attribution::{receive_webhook, Headers, Provider, ReceiveError};
 use beacon_core::{
@@ -258,6 +258,11 @@ struct LoginBody {
 
 /// Logs a user in: the session cookie (HttpOnly, SameSite=Strict, Secure behind
 /// TLS, 30 days) and, in the body, the CSRF token its writes must send.
+#[utoipa::path(
+    post, path = "/api/v1/login", tag = "access",
+    request_body(content = Object, description = "`{\"email\", \"password\"}`", example = json!({"email": "owner@example.com", "password": "correct horse battery"})),
+    responses((status = 200, description = "Logged in: the `beacon_session` cookie is set; the body holds the CSRF token cookie writes must echo in `X-CSRF-Token`"), (status = 401, description = "Wrong e-mail address or password"))
+)]
 async fn login_handler(
     State(app): AppState,
     headers: HeaderMap,
@@ -289,6 +294,10 @@ async fn login_handler(
 }
 
 /// Ends the login session of the request's cookie.
+#[utoipa::path(
+    post, path = "/api/v1/logout", tag = "access",
+    responses((status = 204, description = "The session ended and its cookie is cleared"))
+)]
 async fn logout_handler(State(app): AppState, headers: HeaderMap) -> Result<Response, ApiError> {
     if let Some(prefix) = cookie(&headers, SESSION_COOKIE).and_then(LoginSession::prefix_of) {
         app.pipeline.config().end_session(prefix).await?;
@@ -367,6 +376,11 @@ async fn ingest(
         .into_response())
 }
 
+#[utoipa::path(
+    post, path = "/api/event", tag = "ingest",
+    request_body(content = Object, description = "One hit (contract section 2)", example = json!({"site": "example.com", "type": "pageview", "url": "https://example.com/pricing"})),
+    responses((status = 202, description = "Stored: `{\"accepted\": 1}`"), (status = 400, description = "The request broke a rule; the message names the field"), (status = 403, description = "The page's Origin is not one of the site's hosts"), (status = 404, description = "Unknown site, or one the credential may not reach (the same answer)"), (status = 429, description = "The agency's plan took its monthly events; see Retry-After"), (status = 503, description = "Busy or stopped after its time budget; see Retry-After"))
+)]
 async fn event(
     State(app): AppState,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -376,6 +390,11 @@ async fn event(
     ingest(&app, peer, &headers, &body, Shape::One).await
 }
 
+#[utoipa::path(
+    post, path = "/api/events", tag = "ingest",
+    request_body(content = Object, description = "A JSON array of at most 1000 hits, all stored or none", example = json!([{"site": "example.com", "type": "pageview", "url": "https://example.com/"}])),
+    responses((status = 202, description = "Stored: `{\"accepted\": n}`"), (status = 400, description = "A hit broke a rule: `[i].field: rule`"), (status = 403, description = "The page's Origin is not one of the sites' hosts"), (status = 404, description = "Unknown site, or one the credential may not reach (the same answer)"), (status = 429, description = "The agency's plan took its monthly events"), (status = 503, description = "Busy or stopped after its time budget; see Retry-After"))
+)]
 async fn events(
     State(app): AppState,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -389,6 +408,11 @@ fn utf8(body: &[u8]) -> Result<&str, ApiError> {
     std::str::from_utf8(body).map_err(|_| ApiError::BadRequest("body: must be UTF-8 JSON".into()))
 }
 
+#[utoipa::path(
+    post, path = "/api/v1/query", tag = "stats",
+    request_body(content = Object, description = "A query (contract section 4)", example = json!({"site": "example.com", "date_range": "30d", "metrics": ["visitors", "pageviews"], "dimensions": ["source"]})),
+    responses((status = 200, description = "The results, the resolved query and the range's timeline notes"), (status = 400, description = "The request broke a rule; the message names the field"), (status = 401, description = "No working credential"), (status = 404, description = "Unknown site, or one the credential may not reach (the same answer)"), (status = 503, description = "Busy or stopped after its time budget; see Retry-After")), security(("bearer" = []), ("session" = []))
+)]
 async fn query(
     State(app): AppState,
     Credential(token): Credential,
@@ -418,6 +442,11 @@ async fn query(
     Ok(Json(body).into_response())
 }
 
+#[utoipa::path(
+    post, path = "/api/v1/funnel", tag = "stats",
+    request_body(content = Object, description = "A funnel (contract section 5)", example = json!({"site": "example.com", "date_range": "7d", "steps": [{"page": "/"}, {"goal": "Signup"}]})),
+    responses((status = 200, description = "Visitors at each step and the drop-off"), (status = 400, description = "The request broke a rule; the message names the field"), (status = 401, description = "No working credential"), (status = 404, description = "Unknown site, or one the credential may not reach (the same answer)"), (status = 503, description = "Busy or stopped after its time budget; see Retry-After")), security(("bearer" = []), ("session" = []))
+)]
 async fn funnel(
     State(app): AppState,
     Credential(token): Credential,
@@ -435,6 +464,11 @@ async fn funnel(
     Ok(Json(r.to_json()).into_response())
 }
 
+#[utoipa::path(
+    post, path = "/api/v1/goals", tag = "stats",
+    request_body(content = Object, description = "Goals to count (saved ones when none are given)", example = json!({"site": "example.com", "date_range": "30d"})),
+    responses((status = 200, description = "Conversions, completions, rate and value per goal"), (status = 400, description = "The request broke a rule; the message names the field"), (status = 401, description = "No working credential"), (status = 404, description = "Unknown site, or one the credential may not reach (the same answer)"), (status = 503, description = "Busy or stopped after its time budget; see Retry-After")), security(("bearer" = []), ("session" = []))
+)]
 async fn goals(
     State(app): AppState,
     Credential(token): Credential,
@@ -460,6 +494,11 @@ struct RealtimeParams {
 
 /// Visitors in the last minutes (default 5), with the pages they are on and where
 /// their visits came from.
+#[utoipa::path(
+    get, path = "/api/v1/realtime", tag = "stats",
+    params(("site" = String, Query, description = "The site"), ("minutes" = Option<u32>, Query, description = "The window [default 5]")),
+    responses((status = 200, description = "Visitors in the last minutes"), (status = 400, description = "The request broke a rule; the message names the field"), (status = 401, description = "No working credential"), (status = 404, description = "Unknown site, or one the credential may not reach (the same answer)")), security(("bearer" = []), ("session" = []))
+)]
 async fn realtime(
     State(app): AppState,
     Credential(token): Credential,
@@ -489,6 +528,11 @@ struct NotesParams {
 }
 
 /// The notes of a site, by date (`from` and `to` bound the days, inclusive).
+#[utoipa::path(
+    get, path = "/api/v1/notes", tag = "notes",
+    params(("site" = String, Query, description = "The site"), ("from" = Option<String>, Query, description = "First day (YYYY-MM-DD)"), ("to" = Option<String>, Query, description = "Last day")),
+    responses((status = 200, description = "The site's notes in the range, by date"), (status = 401, description = "No working credential"), (status = 404, description = "Unknown site, or one the credential may not reach (the same answer)")), security(("bearer" = []), ("session" = []))
+)]
 async fn list_notes(
     State(app): AppState,
     Credential(token): Credential,
@@ -516,6 +560,11 @@ fn note_body(body: &[u8]) -> Result<NoteBody, ApiError> {
 
 /// A site's outgoing webhooks (a write token: they are integrations), without
 /// their secrets.
+#[utoipa::path(
+    get, path = "/api/v1/hooks", tag = "webhooks",
+    params(("site" = String, Query, description = "The site")),
+    responses((status = 200, description = "The site's outgoing webhooks (never their secrets)"), (status = 401, description = "No working credential"), (status = 403, description = "The credential may only read"), (status = 404, description = "Unknown site, or one the credential may not reach (the same answer)")), security(("bearer" = []), ("session" = []))
+)]
 async fn list_hooks(
     State(app): AppState,
     Credential(token): Credential,
@@ -569,6 +618,11 @@ impl From<WebhookError> for ApiError {
 
 /// Creates an outgoing webhook (a write token): `{"site", "url", "events"}`;
 /// answers it with its signing secret, shown this once.
+#[utoipa::path(
+    post, path = "/api/v1/hooks", tag = "webhooks",
+    request_body(content = Object, description = "`events` from visitor.created, goal.completed, purchase.created [default: all]", example = json!({"site": "example.com", "url": "https://hooks.example.net/beacon", "events": ["purchase.created"]})),
+    responses((status = 201, description = "The webhook with its signing secret, shown this once"), (status = 400, description = "A bad field: a URL that is not http(s) or not public, an unknown event"), (status = 401, description = "No working credential"), (status = 403, description = "The credential may only read"), (status = 404, description = "Unknown site, or one the credential may not reach (the same answer)")), security(("bearer" = []), ("session" = []))
+)]
 async fn create_hook(
     State(app): AppState,
     Credential(token): Credential,
@@ -621,6 +675,12 @@ async fn writable_hook(app: &App, token: &ApiToken, id: &str) -> Result<Webhook,
 
 /// Changes a webhook's url, events, or re-enables it (which clears its failure
 /// count): `{"site", "url"?, "events"?, "enabled"?}`.
+#[utoipa::path(
+    put, path = "/api/v1/hooks/{id}", tag = "webhooks",
+    params(("id" = String, Path, description = "The webhook's id")),
+    request_body(content = Object, description = "`enabled: true` re-enables it and clears its failure count", example = json!({"site": "example.com", "enabled": true})),
+    responses((status = 200, description = "The webhook as changed"), (status = 400, description = "The request broke a rule; the message names the field"), (status = 401, description = "No working credential"), (status = 403, description = "The credential may only read"), (status = 404, description = "Unknown site, or one the credential may not reach (the same answer)")), security(("bearer" = []), ("session" = []))
+)]
 async fn update_hook(
     State(app): AppState,
     Credential(token): Credential,
@@ -660,6 +720,11 @@ async fn update_hook(
 }
 
 /// Removes a webhook (its pending deliveries are dropped).
+#[utoipa::path(
+    delete, path = "/api/v1/hooks/{id}", tag = "webhooks",
+    params(("id" = String, Path, description = "The webhook's id")),
+    responses((status = 204, description = "Removed; its pending deliveries are dropped"), (status = 401, description = "No working credential"), (status = 403, description = "The credential may only read"), (status = 404, description = "Unknown site, or one the credential may not reach (the same answer)")), security(("bearer" = []), ("session" = []))
+)]
 async fn delete_hook(
     State(app): AppState,
     Credential(token): Credential,
@@ -685,6 +750,11 @@ struct EraseBody {
 
 /// Erases one visitor (GDPR; a write token): `{"site", "visitor"}`; answers what
 /// went from each place that held them.
+#[utoipa::path(
+    post, path = "/api/v1/erase", tag = "privacy",
+    request_body(content = Object, description = "One visitor of a site (GDPR)", example = json!({"site": "example.com", "visitor": "visitor-id"})),
+    responses((status = 200, description = "What went: stored events, session state, pending webhook deliveries"), (status = 400, description = "The request broke a rule; the message names the field"), (status = 401, description = "No working credential"), (status = 403, description = "The credential may only read"), (status = 404, description = "Unknown site, or one the credential may not reach (the same answer)")), security(("bearer" = []), ("session" = []))
+)]
 async fn erase(
     State(app): AppState,
     Credential(token): Credential,
@@ -710,6 +780,11 @@ async fn erase(
 }
 
 /// Creates a note (a write token): `{"site", "date", "text", "tags"}`.
+#[utoipa::path(
+    post, path = "/api/v1/notes", tag = "notes",
+    request_body(content = Object, example = json!({"site": "example.com", "date": "2026-03-01", "text": "Launch", "tags": ["release"]})),
+    responses((status = 201, description = "The note"), (status = 400, description = "The request broke a rule; the message names the field"), (status = 401, description = "No working credential"), (status = 403, description = "The credential may only read"), (status = 404, description = "Unknown site, or one the credential may not reach (the same answer)")), security(("bearer" = []), ("session" = []))
+)]
 async fn create_note(
     State(app): AppState,
     Credential(token): Credential,
@@ -734,6 +809,12 @@ async fn create_note(
 }
 
 /// Changes a note's date, text or tags (a write token).
+#[utoipa::path(
+    put, path = "/api/v1/notes/{id}", tag = "notes",
+    params(("id" = String, Path, description = "The note's id")),
+    request_body(content = Object, example = json!({"site": "example.com", "text": "Launch day"})),
+    responses((status = 200, description = "The note as changed"), (status = 400, description = "The request broke a rule; the message names the field"), (status = 401, description = "No working credential"), (status = 403, description = "The credential may only read"), (status = 404, description = "Unknown site, or one the credential may not reach (the same answer)")), security(("bearer" = []), ("session" = []))
+)]
 async fn update_note(
     State(app): AppState,
     Credential(token): Credential,
@@ -767,6 +848,11 @@ struct SiteParam {
 }
 
 /// Removes a note (a write token).
+#[utoipa::path(
+    delete, path = "/api/v1/notes/{id}", tag = "notes",
+    params(("id" = String, Path, description = "The note's id"), ("site" = String, Query, description = "Its site")),
+    responses((status = 204, description = "Removed"), (status = 401, description = "No working credential"), (status = 403, description = "The credential may only read"), (status = 404, description = "Unknown site, or one the credential may not reach (the same answer)")), security(("bearer" = []), ("session" = []))
+)]
 async fn delete_note(
     State(app): AppState,
     Credential(token): Credential,
@@ -885,6 +971,11 @@ async fn share_page(app: &App, slug: &str, password: Option<&str>) -> Result<Res
     ))
 }
 
+#[utoipa::path(
+    get, path = "/share/{slug}", tag = "dashboard",
+    params(("slug" = String, Path, description = "The public dashboard's slug")),
+    responses((status = 200, description = "The site's public read-only page (HTML; a password form when it has one)", content_type = "text/html"), (status = 404, description = "No such dashboard, or revoked"))
+)]
 async fn share_get(
     State(app): AppState,
     axum::extract::Path(slug): axum::extract::Path<String>,
@@ -897,6 +988,12 @@ struct ShareForm {
     password: String,
 }
 
+#[utoipa::path(
+    post, path = "/share/{slug}", tag = "dashboard",
+    params(("slug" = String, Path, description = "The public dashboard's slug")),
+    request_body(content = String, description = "`password=...` (a form)", content_type = "application/x-www-form-urlencoded"),
+    responses((status = 200, description = "The page, once the password is right", content_type = "text/html"), (status = 401, description = "Wrong password"), (status = 404, description = "No such dashboard"))
+)]
 async fn share_post(
     State(app): AppState,
     axum::extract::Path(slug): axum::extract::Path<String>,
@@ -907,6 +1004,12 @@ async fn share_post(
 
 /// A query of a share's site (the dashboard's shapes: no attribution); the site is
 /// the share's whatever the body says; a password in `X-Share-Password`.
+#[utoipa::path(
+    post, path = "/share/{slug}/query", tag = "dashboard",
+    params(("slug" = String, Path, description = "The public dashboard's slug")),
+    request_body(content = Object, description = "A query of the shared site (no attribution); `X-Share-Password` when it has one", example = json!({"date_range": "30d", "metrics": ["visitors"]})),
+    responses((status = 200, description = "The results"), (status = 400, description = "The request broke a rule; the message names the field"), (status = 401, description = "Wrong or missing password"), (status = 404, description = "No such dashboard"))
+)]
 async fn share_query(
     State(app): AppState,
     axum::extract::Path(slug): axum::extract::Path<String>,
@@ -939,6 +1042,12 @@ async fn share_query(
 }
 
 /// A payment provider's webhook for a site (`beacon_attribution::receive_webhook`).
+#[utoipa::path(
+    post, path = "/api/v1/webhooks/{provider}/{site}", tag = "payments",
+    params(("provider" = String, Path, description = "stripe, lemonsqueezy, polar or shopify"), ("site" = String, Path, description = "The site the payments belong to")),
+    request_body(content = Object, description = "The provider's event, signed with the secret `beacon webhooks add` set"),
+    responses((status = 200, description = "Taken: purchases and refunds stored (a repeated delivery is taken once)"), (status = 400, description = "The request broke a rule; the message names the field"), (status = 401, description = "The signature does not verify"), (status = 404, description = "Unknown site, or no secret for the provider"), (status = 503, description = "Busy or stopped after its time budget; see Retry-After"))
+)]
 async fn webhook(
     State(app): AppState,
     axum::extract::Path((provider, site)): axum::extract::Path<(String, String)>,
@@ -966,6 +1075,10 @@ async fn webhook(
 
 /// `{"status": "ok", ...}`, or while commits fail, 503 with `"status": "degraded"`
 /// and the reason (cleared by the next commit that succeeds).
+#[utoipa::path(
+    get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "Up: what the store holds"), (status = 503, description = "Commits are failing"))
+)]
 async fn health(State(app): AppState) -> Result<Response, ApiError> {
     let stats = app.pipeline.events().stats().await?;
     let visitors = app.pipeline.sessions().visitors().await?;
@@ -985,6 +1098,10 @@ async fn health(State(app): AppState) -> Result<Response, ApiError> {
 }
 
 /// The tracking script (minified; see assets/README.md).
+#[utoipa::path(
+    get, path = "/script.js", tag = "ingest",
+    responses((status = 200, description = "The tracking script", content_type = "application/javascript"))
+)]
 async fn script() -> Response {
     (
         [
@@ -1122,37 +1239,16 @@ pub async fn serve(pipeline: Pipeline, options: Options) -> std::io::Result<()> 
             }
         })
     };
-    let router = Router::new()
+    let router = routes()
         .route(
             "/api/event",
-            post(event).options(|| async { StatusCode::NO_CONTENT }),
+            axum::routing::options(|| async { StatusCode::NO_CONTENT }),
         )
         .route(
             "/api/events",
-            post(events).options(|| async { StatusCode::NO_CONTENT }),
+            axum::routing::options(|| async { StatusCode::NO_CONTENT }),
         )
-        .route("/api/v1/query", post(query))
-        .route("/api/v1/funnel", post(funnel))
-        .route("/api/v1/goals", post(goals))
-        .route("/api/v1/webhooks/{provider}/{site}", post(webhook))
-        .route("/api/v1/realtime", get(realtime))
-        .route("/share/{slug}", get(share_get).post(share_post))
-        .route("/share/{slug}/query", post(share_query))
-        .route("/api/v1/login", post(login_handler))
-        .route("/api/v1/logout", post(logout_handler))
-        .route("/api/v1/notes", get(list_notes).post(create_note))
-        .route("/api/v1/hooks", get(list_hooks).post(create_hook))
-        .route(
-            "/api/v1/hooks/{id}",
-            axum::routing::put(update_hook).delete(delete_hook),
-        )
-        .route("/api/v1/erase", post(erase))
-        .route(
-            "/api/v1/notes/{id}",
-            axum::routing::put(update_note).delete(delete_note),
-        )
-        .route("/script.js", get(script))
-        .route("/healthz", get(health))
+        .fallback(no_route)
         .layer(DefaultBodyLimit::max(256 * 1024))
         .layer(axum::middleware::from_fn_with_state(Arc::clone(&app), cors))
         .layer(axum::middleware::from_fn(json_errors))
@@ -1168,6 +1264,54 @@ pub async fn serve(pipeline: Pipeline, options: Options) -> std::io::Result<()> 
         tracing::warn!(error = %e, "recording token use failed");
     }
     Ok(())
+}
+
+/// Every route with its OpenAPI description: the router and the document come
+/// from the same `routes!` calls, so neither can have a path the other lacks.
+fn api() -> utoipa_axum::router::OpenApiRouter<Arc<App>> {
+    use utoipa_axum::routes;
+    utoipa_axum::router::OpenApiRouter::with_openapi(crate::openapi::base())
+        .routes(routes!(event))
+        .routes(routes!(events))
+        .routes(routes!(query))
+        .routes(routes!(funnel))
+        .routes(routes!(goals))
+        .routes(routes!(realtime))
+        .routes(routes!(webhook))
+        .routes(routes!(login_handler))
+        .routes(routes!(logout_handler))
+        .routes(routes!(list_notes, create_note))
+        .routes(routes!(update_note, delete_note))
+        .routes(routes!(list_hooks, create_hook))
+        .routes(routes!(update_hook, delete_hook))
+        .routes(routes!(erase))
+        .routes(routes!(share_get, share_post))
+        .routes(routes!(share_query))
+        .routes(routes!(script))
+        .routes(routes!(health))
+}
+
+/// The OpenAPI 3.1 document of the HTTP API (served at `/api/openapi.json`).
+pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    api().split_for_parts().1
+}
+
+/// The router of every documented route, and `/api/openapi.json`.
+fn routes() -> Router<Arc<App>> {
+    let (router, doc) = api().split_for_parts();
+    let doc = Arc::new(doc);
+    router.route(
+        "/api/openapi.json",
+        get(move || {
+            let doc = Arc::clone(&doc);
+            async move { Json(doc.as_ref().clone()) }
+        }),
+    )
+}
+
+/// What a path no route serves answers.
+async fn no_route() -> ApiError {
+    ApiError::NotFound("path: no such endpoint (the API is described at /api/openapi.json)".into())
 }
 
 /// How often token use is written.

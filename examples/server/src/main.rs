@@ -7,6 +7,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod config;
 mod http;
+mod openapi;
 mod outgoing;
 
 use beacon_core::{
@@ -150,6 +151,8 @@ enum Command {
         #[command(subcommand)]
         action: HooksAction,
     },
+    /// Prints the OpenAPI 3.1 document of the HTTP API (as `GET /api/openapi.json`).
+    Openapi,
     /// Manages payment-provider webhook secrets (stripe, lemonsqueezy, polar, shopify).
     Webhooks {
         #[command(flatten)]
@@ -1239,6 +1242,10 @@ async fn run(cli: Cli) -> Result<(), Fail> {
                 }
             }
             store.close().await;
+            Ok(())
+        }
+        Command::Openapi => {
+            out(serde_json::to_string_pretty(&http::openapi_document())?)?;
             Ok(())
         }
         Command::Hooks {
