@@ -1,9 +1,9 @@
 //! Tenant isolation over real HTTP: random tokens and logged-in users ask random
-//! reads of random sites
-//! (queries with every kind of dimension, funnels, goals, realtime, notes), and no
-//! answer ever holds another tenant's data (pages, referrers, sources, properties,
-//! notes); a site out of a token's reach answers exactly as a site that does not
-//! exist.
+//! requests of random sites (queries with every kind of dimension, funnels, goals,
+//! realtime, notes, outgoing webhooks, erasure), and no answer ever holds another
+//! tenant's data (pages, referrers, sources, properties, notes, webhook URLs); a
+//! site out of a credential's reach answers exactly as a site that does not exist,
+//! and a write a credential may not make is 403 only on a site it reaches.
 
 mod common;
 
@@ -24,10 +24,11 @@ fn marker(a: usize, s: usize) -> String {
     format!("a{a}s{s}")
 }
 
-/// Who asks: an agency's read token, or one site's.
+/// Who asks: an agency's read or write token, or one site's read token.
 #[derive(Debug, Clone, Copy)]
 enum Who {
     Agency(usize),
+    Writer(usize),
     Site(usize, usize),
     /// A viewer of the agency, logged in (cookie and CSRF token).
     User(usize),
@@ -36,7 +37,7 @@ enum Who {
 impl Who {
     fn reaches(&self, a: usize, s: usize) -> bool {
         match *self {
-            Who::Agency(x) | Who::User(x) => x == a,
+            Who::Agency(x) | Who::Writer(x) | Who::User(x) => x == a,
             Who::Site(x, y) => (x, y) == (a, s),
         }
     }
@@ -88,7 +89,13 @@ fn request(kind: usize, site: &str, dimension: &str) -> (&'static str, String, S
                 .to_string(),
         ),
         3 => ("GET", format!("/api/v1/realtime?site={site}"), String::new()),
-        _ => ("GET", format!("/api/v1/notes?site={site}"), String::new()),
+        4 => ("GET", format!("/api/v1/notes?site={site}"), String::new()),
+        5 => ("GET", format!("/api/v1/hooks?site={site}"), String::new()),
+        _ => (
+            "POST",
+            "/api/v1/erase".into(),
+            json!({"site": site, "visitor": "nobody"}).to_string(),
+        ),
     }
 }
 
@@ -130,6 +137,13 @@ fn no_answer_holds_another_tenants_data() {
             ];
             let out = run(&args, None);
             assert!(out.status.success(), "{}", text(&out.stderr));
+            // An outgoing webhook whose URL names the site.
+            let url = format!("https://{}.hooks.example/in", marker(a, s));
+            let out = run(
+                &["hooks", "add", &site(a, s), &url, "--data-dir", dir],
+                None,
+            );
+            assert!(out.status.success(), "{}", text(&out.stderr));
         }
         // A viewer of the agency.
         let email = format!("viewer@agency{a}.test");
@@ -151,6 +165,9 @@ fn no_answer_holds_another_tenants_data() {
     }
     let agency_tokens: Vec<String> = (0..AGENCIES)
         .map(|a| make_token(dir, &["--agency", &format!("agency{a}")], "read"))
+        .collect();
+    let write_tokens: Vec<String> = (0..AGENCIES)
+        .map(|a| make_token(dir, &["--agency", &format!("agency{a}")], "write"))
         .collect();
     let site_tokens: Vec<Vec<String>> = (0..AGENCIES)
         .map(|a| {
@@ -185,6 +202,7 @@ fn no_answer_holds_another_tenants_data() {
         .collect();
     let who = prop_oneof![
         (0..AGENCIES).prop_map(Who::Agency),
+        (0..AGENCIES).prop_map(Who::Writer),
         (0..AGENCIES, 0..SITES).prop_map(|(a, s)| Who::Site(a, s)),
         (0..AGENCIES).prop_map(Who::User),
     ];
@@ -201,9 +219,9 @@ fn no_answer_holds_another_tenants_data() {
     ];
     // Sites asked for: every real one, and one that does not exist.
     let target = (0..=AGENCIES, 0..SITES);
-    let mut runner = TestRunner::new(Config::with_cases(160));
+    let mut runner = TestRunner::new(Config::with_cases(200));
     let result = runner.run(
-        &(who, 0usize..5, target, dims),
+        &(who, 0usize..7, target, dims),
         |(who, kind, (ta, ts), dim)| {
             let exists = ta < AGENCIES;
             let name = if exists {
@@ -215,6 +233,7 @@ fn no_answer_holds_another_tenants_data() {
             let bearer = |t: &str| format!("Bearer {t}");
             let credential: Vec<(&str, String)> = match who {
                 Who::Agency(a) => vec![("Authorization", bearer(&agency_tokens[a]))],
+                Who::Writer(a) => vec![("Authorization", bearer(&write_tokens[a]))],
                 Who::Site(a, s) => vec![("Authorization", bearer(&site_tokens[a][s]))],
                 Who::User(a) => vec![
                     ("Authorization", String::new()),
@@ -225,9 +244,12 @@ fn no_answer_holds_another_tenants_data() {
             let headers: Vec<(&str, &str)> =
                 credential.iter().map(|(k, v)| (*k, v.as_str())).collect();
             let (status, answer) = http(port, method, &path, &headers, &body).expect("request");
-            if exists && who.reaches(ta, ts) {
+            let writes = kind >= 5;
+            if exists && who.reaches(ta, ts) && writes && !matches!(who, Who::Writer(_)) {
+                prop_assert_eq!(status, 403, "{:?} {} {}: {}", who, path, body, answer);
+            } else if exists && who.reaches(ta, ts) {
                 prop_assert_eq!(status, 200, "{:?} {} {}: {}", who, path, body, answer);
-                if (kind == 0 && !dim.is_empty() && dim != "goal") || kind == 4 {
+                if (kind == 0 && !dim.is_empty() && dim != "goal") || kind == 4 || kind == 5 {
                     // The site's own data is there: the check below is not vacuous.
                     let own = marker(ta, ts);
                     prop_assert!(answer.contains(&own), "{} {}: {}", path, body, answer);
