@@ -15,6 +15,9 @@ use beacon_core::{
 };
 use serde_json::json;
 use std::net::SocketAddr;
+
+#[path = "dashboard.rs"]
+mod dashboard;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -466,7 +469,7 @@ async fn funnel(
 
 #[utoipa::path(
     post, path = "/api/v1/goals", tag = "stats",
-    request_body(content = Object, description = "Goals to count (saved ones when none are given)", example = json!({"site": "example.com", "date_range": "30d"})),
+    request_body(content = Object, description = "Goals to count (GET /api/v1/saved-goals lists the saved ones)", example = json!({"site": "example.com", "date_range": "30d", "goals": [{"name": "Signup", "page": "/welcome"}]})),
     responses((status = 200, description = "Conversions, completions, rate and value per goal"), (status = 400, description = "The request broke a rule; the message names the field"), (status = 401, description = "No working credential"), (status = 404, description = "Unknown site, or one the credential may not reach (the same answer)"), (status = 503, description = "Busy or stopped after its time budget; see Retry-After")), security(("bearer" = []), ("session" = []))
 )]
 async fn goals(
@@ -913,29 +916,20 @@ fn html_escape(s: &str) -> String {
 
 /// A share's page: the site's top row for the last 30 days, each number with
 /// `data-metric` and `data-value` (the query API's raw value); behind a password, a
-/// form that posts it. (The full dashboard is issue 17's.)
+/// form that posts it; the dashboard's script draws the rest.
 async fn share_page(app: &App, slug: &str, password: Option<&str>) -> Result<Response, ApiError> {
-    let page = |status: StatusCode, body: String| {
-        (
-            status,
-            [
-                (axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8"),
-                (axum::http::header::CACHE_CONTROL, "no-store"),
-            ],
-            format!(
-                "<!doctype html><html lang=en><meta charset=utf-8><meta name=viewport content=\"width=device-width\"><meta name=robots content=noindex><title>Beacon</title><body>{body}</body></html>"
-            ),
-        )
-            .into_response()
-    };
     let share = match open_share(app, slug, password).await? {
         Ok(s) => s,
         Err(ApiError::Unauthorized(why)) => {
             let form = format!(
-                "<form method=post><p>{}</p><label>Password <input type=password name=password autofocus></label> <button>Open</button></form>",
+                "<form method=post class=card><p>{}</p><label>Password <input type=password name=password autofocus></label> <button>Open</button></form>",
                 html_escape(&why)
             );
-            return Ok(page(StatusCode::UNAUTHORIZED, form));
+            return Ok(dashboard::page(
+                StatusCode::UNAUTHORIZED,
+                "data-mode=\"locked\"",
+                &form,
+            ));
         }
         Err(e) => return Err(e),
     };
@@ -950,6 +944,8 @@ async fn share_page(app: &App, slug: &str, password: Option<&str>) -> Result<Res
         .await?;
     let body = r.to_json(0);
     let values = &body["results"][0]["metrics"];
+    // The top row is in the page itself (readable without the script); the
+    // script draws the rest and keeps the row's attributes current.
     let mut row = String::new();
     for (i, m) in TOP_ROW.iter().enumerate() {
         let v = values
@@ -962,10 +958,17 @@ async fn share_page(app: &App, slug: &str, password: Option<&str>) -> Result<Res
             html_escape(&v)
         ));
     }
-    Ok(page(
+    let attrs = format!(
+        "data-mode=\"share\" data-slug=\"{}\" data-site=\"{}\" data-password=\"{}\"",
+        html_escape(slug),
+        html_escape(&share.site),
+        html_escape(password.unwrap_or(""))
+    );
+    Ok(dashboard::page(
         StatusCode::OK,
-        format!(
-            "<h1>{} <small>last 30 days</small></h1>{row}",
+        &attrs,
+        &format!(
+            "<h1>{} <small>last 30 days</small></h1><section class=toprow id=initial-row>{row}</section>",
             html_escape(&share.site)
         ),
     ))
@@ -1289,6 +1292,14 @@ fn api() -> utoipa_axum::router::OpenApiRouter<Arc<App>> {
         .routes(routes!(share_query))
         .routes(routes!(script))
         .routes(routes!(health))
+        .routes(routes!(dashboard::index))
+        .routes(routes!(dashboard::app_js))
+        .routes(routes!(dashboard::app_css))
+        .routes(routes!(dashboard::me))
+        .routes(routes!(dashboard::list_funnels, dashboard::save_funnel))
+        .routes(routes!(dashboard::list_goals, dashboard::save_goal))
+        .routes(routes!(dashboard::list_users))
+        .routes(routes!(dashboard::list_tokens))
 }
 
 /// The OpenAPI 3.1 document of the HTTP API (served at `/api/openapi.json`).

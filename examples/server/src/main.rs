@@ -573,17 +573,34 @@ async fn first_run(
         return Ok(());
     }
     let agency = owner_agency(store, now).await?;
-    let issued = ApiToken::issue(&OsRandom, now, agency, Reach::Agency, Scope::Write, None);
+    let issued = ApiToken::issue(&OsRandom, now, &agency, Reach::Agency, Scope::Write, None);
     store.put_token(&issued.token).await?;
     let secret = &issued.secret;
+    // The dashboard's login: an admin of the owner agency, with a random password
+    // shown once (a later `beacon users add` with the same address replaces it).
+    let mut login = String::new();
+    if store.users().await?.is_empty() {
+        let mut bytes = [0u8; 10];
+        beacon_core::RandomSource::fill(&OsRandom, &mut bytes);
+        let password: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let user = User::new(OWNER_EMAIL, &agency, Role::Admin, &password, &OsRandom, now)?;
+        store.put_user(&user).await?;
+        login = format!(
+            "\nthe dashboard: open http://{addr}/ and log in as {OWNER_EMAIL} with the password {password}\n\
+             (shown once; `beacon users add {OWNER_EMAIL} --role admin --password env:PASSWORD` sets another)\n"
+        );
+    }
     out(format!(
         "first run: made the owner agency and an API token for it (shown once; \
          `beacon tokens create` makes more, `beacon tokens revoke {}` ends this one):\n\n  {secret}\n\n\
          curl -H 'Authorization: Bearer {secret}' -X POST http://{addr}/api/v1/query \\\n  \
-         -d '{{\"site\":\"example.com\",\"metrics\":[\"visitors\"]}}'\n",
+         -d '{{\"site\":\"example.com\",\"metrics\":[\"visitors\"]}}'\n{login}",
         issued.token.prefix
     ))
 }
+
+/// The address of the admin the first run makes.
+const OWNER_EMAIL: &str = "owner@beacon.local";
 
 /// The owner agency, created when missing (a single-user install's sites are its).
 async fn owner_agency(
