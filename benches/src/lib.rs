@@ -176,3 +176,33 @@ impl Iterator for Traffic {
 pub fn generate(site: &str, n: usize, seed: u64) -> Vec<Event> {
     Traffic::new(site, n, seed).collect()
 }
+
+/// An event of the generator as the hit `beacon import` takes for it (client
+/// visitor ids, so no user agents or addresses are needed).
+pub fn hit_json(e: &Event) -> serde_json::Value {
+    use serde_json::json;
+    let mut url = format!("https://{}{}", e.site, e.page.path);
+    if let Some(s) = &e.acquisition.source {
+        url.push_str(&format!("?utm_source={}", s.as_str().replace(' ', "+")));
+    }
+    let mut hit = json!({
+        "site": e.site, "type": e.kind.as_str(), "url": url,
+        "timestamp": e.timestamp, "visitor_id": e.identity.visitor_id,
+    });
+    match e.kind {
+        EventKind::Goal => hit["goal"] = json!(e.name),
+        EventKind::Purchase => {
+            if let Some(m) = e.commerce.revenue {
+                hit["revenue"] =
+                    json!({"amount": m.to_decimal_string(), "currency": m.currency.code()});
+            }
+        }
+        EventKind::Engagement => {
+            hit["engagement"] = json!({
+                "time_ms": e.engagement.time_ms, "scroll_depth": e.engagement.scroll_depth,
+            })
+        }
+        _ => {}
+    }
+    hit
+}

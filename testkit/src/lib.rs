@@ -31,6 +31,7 @@ mod fixture;
 pub mod fuzz;
 pub mod http;
 mod vec_store;
+pub mod webdriver;
 
 pub use cases::{run_case, Part, CONFIG_CASES, EVENT_CASES, SALT_CASES, SESSION_CASES};
 pub use fixture::{at, run_tag, site, Ev, Fixture, NOW};

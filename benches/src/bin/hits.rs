@@ -5,9 +5,7 @@
 // A command-line tool: standard output is its product.
 #![allow(clippy::print_stdout)]
 
-use beacon_benches::Traffic;
-use beacon_core::EventKind;
-use serde_json::json;
+use beacon_benches::{hit_json, Traffic};
 use std::io::Write;
 
 fn main() {
@@ -20,29 +18,7 @@ fn main() {
     let out = std::io::stdout();
     let mut out = std::io::BufWriter::new(out.lock());
     for e in Traffic::new("bench.example", n, seed) {
-        let mut url = format!("https://{}{}", e.site, e.page.path);
-        if let Some(s) = &e.acquisition.source {
-            url.push_str(&format!("?utm_source={}", s.as_str().replace(' ', "+")));
-        }
-        let mut hit = json!({
-            "site": e.site, "type": e.kind.as_str(), "url": url,
-            "timestamp": e.timestamp, "visitor_id": e.identity.visitor_id,
-        });
-        match e.kind {
-            EventKind::Goal => hit["goal"] = json!(e.name),
-            EventKind::Purchase => {
-                if let Some(m) = e.commerce.revenue {
-                    hit["revenue"] =
-                        json!({"amount": m.to_decimal_string(), "currency": m.currency.code()});
-                }
-            }
-            EventKind::Engagement => {
-                hit["engagement"] = json!({
-                    "time_ms": e.engagement.time_ms, "scroll_depth": e.engagement.scroll_depth,
-                })
-            }
-            _ => {}
-        }
+        let hit = hit_json(&e);
         if writeln!(out, "{hit}").is_err() {
             return;
         }

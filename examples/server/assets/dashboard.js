@@ -119,13 +119,23 @@
   };
 
   // Runs `fill(card)` with a loading state, and an error in words if it fails.
+  // When the last panel of a render is drawn, `data-rendered-ms` on <body> says
+  // when (ms since the page's navigation started), for tests and benchmarks.
+  let pending = 0;
+  const done = () => {
+    if (pending === 0 && body.dataset.loaded === 'true' && !body.dataset.renderedMs) body.dataset.renderedMs = String(Math.round(performance.now()));
+  };
   async function panel(card, fill) {
     const slot = card.querySelector('.slot') || card;
     slot.replaceChildren(el('p', { class: 'muted', text: 'Loading…' }));
+    pending += 1;
     try {
       await fill(slot);
     } catch (e) {
       slot.replaceChildren(el('p', { class: 'error', role: 'alert', text: `Could not load this: ${e.message}` }));
+    } finally {
+      pending -= 1;
+      done();
     }
   }
   const empty = (slot, what) => slot.replaceChildren(el('p', { class: 'muted', text: what || 'No data for this range.' }));
@@ -302,6 +312,7 @@
       title.textContent = `${n.date}: ${n.text}`;
       g.append(svg('line', { x1: x(i), y1: T, x2: x(i), y2: H - B, class: 'note' }), svg('circle', { cx: x(i), cy: T + 3, r: 4, class: 'note-dot' }), title);
       g.addEventListener('click', () => editNote(n));
+      g.addEventListener('keydown', (e) => { if (e.key === 'Enter' || e.key === ' ') { e.preventDefault(); editNote(n); } });
       s.append(g);
     }
     slot.replaceChildren(s, el('div', { class: 'legend' }, el('span', {}, `— ${LABEL[m]}`), prevPoints.length ? el('span', {}, '- - previous period') : null, notes.length ? el('span', {}, `| ${notes.length} note${notes.length > 1 ? 's' : ''}`) : null));
@@ -460,17 +471,18 @@
     const grid = el('div', { class: 'grid' }, PANELS.map(([t, d]) => breakdown(t, d)), quality());
     const extra = mode === 'app' ? el('div', { class: 'grid' }, realtime(), goalsAndFunnels(), revenue()) : null;
     main.replaceChildren(title, chips() || '', row, chartCard, mode === 'app' ? notesCard : '', grid, extra ? el('div', { style: 'height:1em' }) : '', extra || '');
-    try {
-      await topRow(row);
-      body.dataset.loaded = 'true';
-    } catch (e) {
-      if (e.status === 401 && mode === 'app') return login();
-      row.replaceChildren(el('p', { class: 'error', role: 'alert', text: `Could not load the numbers: ${e.message}` }));
-    }
     panel(chartCard, async (slot) => {
       const notes = await chart(slot);
       if (mode === 'app') notesPanel(notes || []);
     });
+    try {
+      await topRow(row);
+      body.dataset.loaded = 'true';
+      done();
+    } catch (e) {
+      if (e.status === 401 && mode === 'app') return login();
+      row.replaceChildren(el('p', { class: 'error', role: 'alert', text: `Could not load the numbers: ${e.message}` }));
+    }
   }
 
   // ---------- settings ----------

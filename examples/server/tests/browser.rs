@@ -10,195 +10,13 @@
 
 mod common;
 
+use beacon_testkit::webdriver::Browser;
 use common::{free_port, make_token, run, serve_with, text};
 use serde_json::{json, Value};
-use std::time::{Duration, Instant};
 
-const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
-
-/// A WebDriver session.
-struct Browser {
-    http: reqwest::Client,
-    base: String,
-    driver: std::process::Child,
-}
-
-impl Browser {
-    async fn start() -> Browser {
-        let exe = ["/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver"]
-            .into_iter()
-            .find(|p| std::path::Path::new(p).exists())
-            .expect("chromedriver is not installed (apt-get install chromium chromium-driver; .ci/run does)");
-        let port = free_port();
-        let driver = std::process::Command::new(exe)
-            .arg(format!("--port={port}"))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("chromedriver starts");
-        let http = reqwest::Client::new();
-        let root = format!("http://127.0.0.1:{port}");
-        let start = Instant::now();
-        while http.get(format!("{root}/status")).send().await.is_err() {
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "chromedriver answers"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        let caps = json!({"capabilities": {"alwaysMatch": {"browserName": "chrome",
-            "goog:chromeOptions": {"binary": "/usr/bin/chromium",
-              "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                       "--window-size=1280,1400", "--lang=en-US"]}}}});
-        let r: Value = http
-            .post(format!("{root}/session"))
-            .json(&caps)
-            .send()
-            .await
-            .expect("new session")
-            .json()
-            .await
-            .expect("json");
-        let id = r["value"]["sessionId"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no session: {r}"))
-            .to_owned();
-        Browser {
-            http,
-            base: format!("{root}/session/{id}"),
-            driver,
-        }
-    }
-
-    async fn call(&self, method: reqwest::Method, path: &str, body: Value) -> Value {
-        let mut req = self
-            .http
-            .request(method.clone(), format!("{}{path}", self.base));
-        if method == reqwest::Method::POST {
-            req = req.json(&body);
-        }
-        let r = req.send().await.expect("webdriver");
-        let v: Value = r.json().await.expect("json");
-        if v["value"].get("error").is_some() {
-            panic!("webdriver {path}: {}", v["value"]);
-        }
-        v["value"].clone()
-    }
-
-    async fn go(&self, url: &str) {
-        self.call(reqwest::Method::POST, "/url", json!({ "url": url }))
-            .await;
-    }
-
-    async fn js(&self, script: &str) -> Value {
-        self.call(
-            reqwest::Method::POST,
-            "/execute/sync",
-            json!({"script": script, "args": []}),
-        )
-        .await
-    }
-
-    /// Waits until `script` (a JS expression) is truthy; its value.
-    async fn until(&self, what: &str, expr: &str) -> Value {
-        let start = Instant::now();
-        loop {
-            let v = self.js(&format!("return {expr};")).await;
-            if !(v.is_null() || v == json!(false) || v == json!("") || v == json!(0)) {
-                return v;
-            }
-            if start.elapsed() > Duration::from_secs(20) {
-                let page = self.js("return document.body.innerText").await;
-                panic!("timed out waiting for {what}; the page says: {page}");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    async fn find(&self, css: &str) -> String {
-        let v = self
-            .call(
-                reqwest::Method::POST,
-                "/element",
-                json!({"using": "css selector", "value": css}),
-            )
-            .await;
-        v[ELEMENT].as_str().expect("element id").to_owned()
-    }
-
-    async fn click(&self, css: &str) {
-        let id = self.find(css).await;
-        self.call(
-            reqwest::Method::POST,
-            &format!("/element/{id}/click"),
-            json!({}),
-        )
-        .await;
-    }
-
-    async fn type_in(&self, css: &str, text: &str) {
-        let id = self.find(css).await;
-        self.call(
-            reqwest::Method::POST,
-            &format!("/element/{id}/value"),
-            json!({ "text": text }),
-        )
-        .await;
-    }
-
-    async fn screenshot(&self, name: &str) {
-        let v = self
-            .call(reqwest::Method::GET, "/screenshot", Value::Null)
-            .await;
-        use base64::Engine;
-        let png = base64::engine::general_purpose::STANDARD
-            .decode(v.as_str().expect("base64"))
-            .expect("png");
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/screenshots");
-        std::fs::create_dir_all(&dir).expect("screenshot dir");
-        std::fs::write(dir.join(format!("{name}.png")), png).expect("write screenshot");
-    }
-
-    async fn url(&self) -> String {
-        self.call(reqwest::Method::GET, "/url", Value::Null)
-            .await
-            .as_str()
-            .unwrap_or_default()
-            .to_owned()
-    }
-
-    async fn top_row(&self) -> Vec<(String, f64)> {
-        let v = self
-            .js("return [...document.querySelectorAll('#toprow [data-metric]')].map(e => [e.dataset.metric, e.dataset.value])")
-            .await;
-        v.as_array()
-            .expect("top row")
-            .iter()
-            .map(|p| {
-                (
-                    p[0].as_str().unwrap().to_owned(),
-                    p[1].as_str().unwrap().parse().unwrap(),
-                )
-            })
-            .collect()
-    }
-
-    /// Waits for the dashboard to have drawn its numbers and every panel.
-    async fn settled(&self) {
-        self.until("the top row", "document.body.dataset.loaded === 'true'")
-            .await;
-        self.until(
-            "every panel",
-            "![...document.querySelectorAll('.slot')].some(s => s.textContent.includes('Loading'))",
-        )
-        .await;
-    }
-
-    async fn stop(mut self) {
-        let _ = self.http.delete(&self.base).send().await;
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
-    }
+fn shot(b: &Browser, name: &str) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/screenshots");
+    b.screenshot(&dir.join(format!("{name}.png")));
 }
 
 /// The query API's answer for the top row (`filters`), in metric order.
@@ -283,17 +101,8 @@ fn seed_lines() -> String {
     out
 }
 
-async fn log_in(b: &Browser, port: u16, email: &str, password: &str) {
-    b.go(&format!("http://127.0.0.1:{port}/")).await;
-    b.until("the login form", "document.querySelector('#login')")
-        .await;
-    b.type_in("#login input[name=email]", email).await;
-    b.type_in("#login input[name=password]", password).await;
-    b.click("#login button[type=submit]").await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_dashboard_shows_the_apis_numbers_filters_and_keeps_viewers_out_of_settings() {
+#[test]
+fn the_dashboard_shows_the_apis_numbers_filters_and_keeps_viewers_out_of_settings() {
     let tmp = tempfile::tempdir().expect("temp dir");
     let dir = tmp.path().to_str().expect("path").to_owned();
     let ok = |args: &[&str], stdin: Option<&str>| {
@@ -363,53 +172,47 @@ async fn the_dashboard_shows_the_apis_numbers_filters_and_keeps_viewers_out_of_s
         assert_eq!(status, 201, "{path}: {answer}");
     }
 
-    let b = Browser::start().await;
+    let root = format!("http://127.0.0.1:{port}");
+    let b = Browser::start(free_port(), 1280, 1400);
     // Log in as the admin: the top row is the query API's answer.
-    log_in(&b, port, "admin@shop.test", "a long password").await;
-    b.settled().await;
-    let shown = b.top_row().await;
+    b.log_in(&root, "admin@shop.test", "a long password");
+    b.dashboard_settled();
+    let shown = b.top_row();
     let want = api_top_row(port, &write, json!([]));
     assert_eq!(shown, want, "the top row is the API's answer");
     assert!(want[0].1 > 100.0, "a seeded site: {want:?}");
-    let markers = b
-        .js("return document.querySelectorAll('.note-marker').length")
-        .await;
+    let markers = b.js("return document.querySelectorAll('.note-marker').length");
     assert_eq!(markers, json!(1), "the note is on the chart");
-    b.screenshot("dashboard").await;
+    shot(&b, "dashboard");
 
     // Click Google among the sources: the URL says so, the numbers follow.
-    b.click("[data-panel=sources] button.row[data-value=Google]")
-        .await;
+    b.click("[data-panel=sources] button.row[data-value=Google]");
     b.until(
         "the filter in the URL",
         "location.search.includes('f=source%3AGoogle')",
-    )
-    .await;
-    b.settled().await;
-    assert!(b.url().await.contains("f=source%3AGoogle"));
-    let filtered = b.top_row().await;
+    );
+    b.dashboard_settled();
+    assert!(b.url().contains("f=source%3AGoogle"));
+    let filtered = b.top_row();
     let want_filtered = api_top_row(port, &write, json!([["is", "source", ["Google"]]]));
     assert_eq!(filtered, want_filtered);
     assert!(
         filtered[0].1 < shown[0].1,
         "fewer visitors from Google alone"
     );
-    let chip = b
-        .js("return document.querySelector('#filters .chip').textContent")
-        .await;
+    let chip = b.js("return document.querySelector('#filters .chip').textContent");
     assert!(chip.as_str().unwrap().contains("Google"), "{chip}");
-    b.screenshot("filtered").await;
+    shot(&b, "filtered");
     // Reloading the URL gives the same view.
-    let url = b.url().await;
-    b.go(&url).await;
-    b.settled().await;
-    assert_eq!(b.top_row().await, want_filtered);
+    let url = b.url();
+    b.go(&url);
+    b.dashboard_settled();
+    assert_eq!(b.top_row(), want_filtered);
     // Removing the chip goes back.
-    b.click("#filters .chip").await;
-    b.until("no filter", "!location.search.includes('f=')")
-        .await;
-    b.settled().await;
-    assert_eq!(b.top_row().await, want);
+    b.click("#filters .chip");
+    b.until("no filter", "!location.search.includes('f=')");
+    b.dashboard_settled();
+    assert_eq!(b.top_row(), want);
 
     // Switch the attribution model: the revenue table is the API's for it.
     let mut tables = Vec::new();
@@ -417,15 +220,14 @@ async fn the_dashboard_shows_the_apis_numbers_filters_and_keeps_viewers_out_of_s
         b.js(&format!(
             "const s = document.querySelector('#model'); s.value = '{model}'; s.dispatchEvent(new Event('change')); return true"
         ))
-        .await;
+        ;
         b.until(
             "the model's table",
             &format!("document.querySelector('#revenue-table[data-model={model}]')"),
-        )
-        .await;
+        );
         let shown = b
             .js("return [...document.querySelectorAll('#revenue-table tr[data-source]')].map(r => [r.dataset.source, Number(r.children[1].dataset.value)])")
-            .await;
+            ;
         let shown: Vec<Value> = shown
             .as_array()
             .unwrap()
@@ -457,62 +259,67 @@ async fn the_dashboard_shows_the_apis_numbers_filters_and_keeps_viewers_out_of_s
             .collect();
         assert!(!want.is_empty());
         assert_eq!(shown, want, "{model}");
-        assert!(b.url().await.contains(&format!("model={model}")));
+        assert!(b.url().contains(&format!("model={model}")));
     }
     assert_ne!(tables[0], tables[1], "the models credit different sources");
-    b.settled().await;
-    let goals = b
-        .js("return document.querySelector('[data-panel=goals]').innerText")
-        .await;
+    b.dashboard_settled();
+    let goals = b.js("return document.querySelector('[data-panel=goals]').innerText");
     let goals = goals.as_str().unwrap();
     assert!(
         goals.contains("Welcome") && goals.contains("Pricing to welcome"),
         "{goals}"
     );
-    b.js("document.querySelector('[data-panel=revenue]').scrollIntoView(); return true")
-        .await;
-    b.screenshot("attribution").await;
+    b.js("document.querySelector('[data-panel=revenue]').scrollIntoView(); return true");
+    shot(&b, "attribution");
 
     // An admin reaches settings.
-    b.click("#to-settings").await;
+    b.click("#to-settings");
     b.until(
         "the settings",
         "document.querySelector('[data-panel=tokens] table')",
-    )
-    .await;
-    b.screenshot("settings").await;
+    );
+    shot(&b, "settings");
 
     // The public view, anonymous (no cookie): the top row is the API's.
-    b.call(reqwest::Method::DELETE, "/cookie", Value::Null)
-        .await;
-    b.go(&format!("http://127.0.0.1:{port}{share}")).await;
-    b.settled().await;
-    assert_eq!(
-        b.top_row().await,
-        want,
-        "the public view shows the same numbers"
-    );
-    let settings_link = b.js("return document.querySelector('#to-settings')").await;
+    b.clear_cookies();
+    b.go(&format!("http://127.0.0.1:{port}{share}"));
+    b.dashboard_settled();
+    assert_eq!(b.top_row(), want, "the public view shows the same numbers");
+    let settings_link = b.js("return document.querySelector('#to-settings')");
     assert!(settings_link.is_null(), "no settings on a public view");
-    b.screenshot("public").await;
+    shot(&b, "public");
 
     // A viewer sees the dashboard but not settings; the API says 403 too.
-    log_in(&b, port, "viewer@shop.test", "a long password").await;
-    b.settled().await;
-    assert_eq!(b.top_row().await, want);
-    let link = b.js("return document.querySelector('#to-settings')").await;
+    b.log_in(&root, "viewer@shop.test", "a long password");
+    b.dashboard_settled();
+    assert_eq!(b.top_row(), want);
+    let link = b.js("return document.querySelector('#to-settings')");
     assert!(link.is_null(), "a viewer has no settings link");
     b.go(&format!(
         "http://127.0.0.1:{port}/?site=shop.test&view=settings"
-    ))
-    .await;
-    b.until("the refusal", "document.querySelector('#settings-denied')")
-        .await;
-    let status = b
-        .js("return fetch('/api/v1/users', {credentials: 'same-origin'}).then(r => r.status)")
-        .await;
+    ));
+    b.until("the refusal", "document.querySelector('#settings-denied')");
+    let status =
+        b.js("return fetch('/api/v1/users', {credentials: 'same-origin'}).then(r => r.status)");
     assert_eq!(status, json!(403));
-    b.screenshot("viewer-settings").await;
-    b.stop().await;
+    shot(&b, "viewer-settings");
+    // On a phone, in dark mode: the public view reads the same.
+    let phone = Browser::start_with(free_port(), 390, 844, &["--force-dark-mode"]);
+    phone.go(&format!("http://127.0.0.1:{port}{share}"));
+    phone.dashboard_settled();
+    assert_eq!(phone.top_row(), want);
+    let dark = phone.js("return matchMedia('(prefers-color-scheme: dark)').matches");
+    let width = phone.js("return document.documentElement.scrollWidth <= window.innerWidth");
+    assert_eq!(width, json!(true), "nothing wider than the phone's screen");
+    shot(
+        &phone,
+        if dark == json!(true) {
+            "phone-dark"
+        } else {
+            "phone"
+        },
+    );
+    drop(phone);
+    drop(b);
     common::stop(&mut server);
 }
