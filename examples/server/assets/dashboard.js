@@ -514,7 +514,14 @@
           el('td', {}, h.enabled ? `on${h.failure_count ? ` (${h.failure_count} failures)` : ''}` : 'disabled'),
           el('td', {}, el('button', { onclick: async () => { await api(`/api/v1/hooks/${h.id}`, undefined, 'DELETE'); render(); } }, 'Remove'))))) : el('p', { class: 'muted', text: 'No webhooks.' }), form);
     });
-    const parts = [el('h1', { text: 'Settings' }), sites, hooks];
+    const integrations = el('section', { class: 'card', 'data-panel': 'integrations' }, el('h2', { text: 'Payment integrations' }), el('div', { class: 'slot' }));
+    panel(integrations, async (slot) => {
+      const r = await api(`/api/v1/integrations?site=${encodeURIComponent(site())}`);
+      slot.replaceChildren(r.integrations.length ? el('table', {}, r.integrations.map((i) => el('tr', {}, el('td', {}, i.provider), el('td', {}, el('code', {}, location.origin + i.path)))))
+        : el('p', { class: 'muted', text: 'No payment provider yet.' }),
+      el('p', { class: 'muted' }, 'Connect Stripe, Lemon Squeezy, Polar or Shopify with ', el('code', {}, 'beacon webhooks add SITE PROVIDER --secret env:VAR'), ', then point the provider at the path shown.'));
+    });
+    const parts = [el('h1', { text: 'Settings' }), sites, hooks, integrations];
     if (role === 'admin' || role === null) {
       const users = el('section', { class: 'card', 'data-panel': 'users' }, el('h2', { text: 'Users' }), el('div', { class: 'slot' }));
       panel(users, async (slot) => {

@@ -297,3 +297,29 @@ pub(super) async fn list_goals(
         .collect();
     Ok(Json(json!({ "goals": goals })).into_response())
 }
+
+/// A site's payment integrations: the providers whose webhooks it takes (names
+/// only, never the secrets), and where each provider should send them.
+#[utoipa::path(
+    get, path = "/api/v1/integrations", tag = "payments",
+    params(("site" = String, Query, description = "The site")),
+    responses((status = 200, description = "The providers with a signing secret, and their webhook paths"), (status = 401, description = "No working credential"), (status = 403, description = "The credential may only read"), (status = 404, description = "Unknown site, or one the credential may not reach")),
+    security(("bearer" = []), ("session" = []))
+)]
+pub(super) async fn list_integrations(
+    axum::extract::State(app): AppState,
+    Credential(token): Credential,
+    axum::extract::Query(p): axum::extract::Query<SiteParam>,
+) -> Result<Response, ApiError> {
+    let site = app.may_write(&token, &p.site.to_ascii_lowercase()).await?;
+    let providers: Vec<serde_json::Value> = app
+        .pipeline
+        .config()
+        .webhook_providers()
+        .await?
+        .into_iter()
+        .filter(|(s, _)| *s == site.domain)
+        .map(|(s, provider)| json!({"provider": provider, "path": format!("/api/v1/webhooks/{provider}/{s}")}))
+        .collect();
+    Ok(Json(json!({ "integrations": providers })).into_response())
+}

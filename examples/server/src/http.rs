@@ -1298,6 +1298,7 @@ fn api() -> utoipa_axum::router::OpenApiRouter<Arc<App>> {
         .routes(routes!(dashboard::me))
         .routes(routes!(dashboard::list_funnels, dashboard::save_funnel))
         .routes(routes!(dashboard::list_goals, dashboard::save_goal))
+        .routes(routes!(dashboard::list_integrations))
         .routes(routes!(dashboard::list_users))
         .routes(routes!(dashboard::list_tokens))
 }

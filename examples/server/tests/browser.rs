@@ -111,6 +111,19 @@ fn the_dashboard_shows_the_apis_numbers_filters_and_keeps_viewers_out_of_setting
         text(&out.stdout)
     };
     ok(&["sites", "add", "shop.test", "--data-dir", &dir], None);
+    ok(
+        &[
+            "webhooks",
+            "add",
+            "shop.test",
+            "stripe",
+            "--secret",
+            "whsec_browser_test",
+            "--data-dir",
+            &dir,
+        ],
+        None,
+    );
     ok(&["import", "--data-dir", &dir, "-"], Some(&seed_lines()));
     for (email, role) in [("admin@shop.test", "admin"), ("viewer@shop.test", "viewer")] {
         let args = [
@@ -277,6 +290,17 @@ fn the_dashboard_shows_the_apis_numbers_filters_and_keeps_viewers_out_of_setting
     b.until(
         "the settings",
         "document.querySelector('[data-panel=tokens] table')",
+    );
+    let integrations = b.until(
+        "the integrations",
+        "document.querySelector('[data-panel=integrations] table') && document.querySelector('[data-panel=integrations]').innerText",
+    );
+    assert!(
+        integrations
+            .as_str()
+            .unwrap()
+            .contains("/api/v1/webhooks/stripe/shop.test"),
+        "{integrations}"
     );
     shot(&b, "settings");
 
