@@ -212,9 +212,58 @@ impl UserAgentParser {
             brand: None,
             model: None,
         };
-        if let Some((brand, model)) = self.brand_model(ua) {
-            info.brand = brand.map(str::to_owned);
-            info.model = model;
+        let hand = self.brand_model(ua);
+        // The hand rules for Apple, Samsung and Google stand (they read the string's
+        // own maker where uap-core names a carrier: "SAMSUNG; ... Sprint M350");
+        // uap-core's device rules name every other maker.
+        let trusted = hand
+            .as_ref()
+            .is_some_and(|(b, _)| matches!(b, Some("Apple" | "Samsung" | "Google")));
+        // Desktops and crawlers name no maker uap-core would find: its 600-odd
+        // device rules run for the rest only (cold parses stay cheap).
+        let desktop = w.category == "crawler"
+            || (w.category == "pc"
+                && ![
+                    "Android",
+                    "Mobile",
+                    "Phone",
+                    "Tablet",
+                    "Kindle",
+                    "Silk",
+                    "MIDP",
+                    "BlackBerry",
+                    "Symbian",
+                    "Linux",
+                ]
+                .iter()
+                .any(|m| ua.contains(m)));
+        let uap = if trusted || desktop {
+            None
+        } else {
+            self.uap_device(ua)
+        };
+        match (hand, uap) {
+            // uap-core knows the maker: its brand; the hand rules' model where they
+            // name the same maker (their spellings are the readable ones).
+            (hand, Some(d)) => {
+                let same = hand.filter(|(b, _)| {
+                    b.is_some_and(|b| {
+                        d.brand
+                            .as_deref()
+                            .is_some_and(|x| x.eq_ignore_ascii_case(b))
+                    })
+                });
+                info.model = match same {
+                    Some((_, model)) => model,
+                    None => d.model,
+                };
+                info.brand = d.brand;
+            }
+            (Some((brand, model)), None) => {
+                info.brand = brand.map(str::to_owned);
+                info.model = model;
+            }
+            (None, None) => {}
         }
         if info.brand.as_deref() == Some("Apple") && info.os.is_none() {
             info.os = apple_os(info.model.as_deref()).map(str::to_owned);
@@ -224,6 +273,16 @@ impl UserAgentParser {
             info.brand = Some(brand.to_owned());
         }
         info
+    }
+
+    /// uap-core's device, where its rules name a real maker (not a crawler's
+    /// "Spider" or a "Generic" class).
+    fn uap_device(&self, ua: &str) -> Option<crate::uap::UapDevice> {
+        self.uap.device(ua).filter(|d| {
+            d.brand
+                .as_deref()
+                .is_some_and(|b| b != "Spider" && !b.starts_with("Generic"))
+        })
     }
 
     /// The maker of the model in `Sec-CH-UA-Model`, by the same device rules as the

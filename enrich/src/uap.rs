@@ -8,6 +8,35 @@ use serde::Deserialize;
 #[derive(Deserialize)]
 struct Rules {
     user_agent_parsers: Vec<UaRule>,
+    #[serde(default)]
+    device_parsers: Vec<DeviceRuleSpec>,
+}
+
+#[derive(Deserialize)]
+struct DeviceRuleSpec {
+    regex: String,
+    regex_flag: Option<String>,
+    device_replacement: Option<String>,
+    brand_replacement: Option<String>,
+    model_replacement: Option<String>,
+}
+
+/// A device as uap-core's `device_parsers` name it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UapDevice {
+    /// The device family (`Samsung SM-G991B`, `iPhone`, `Spider`).
+    pub family: String,
+    /// The maker, where the rule names one (`Samsung`, `HTC`).
+    pub brand: Option<String>,
+    /// The model (`SM-G991B`).
+    pub model: Option<String>,
+}
+
+struct CompiledDeviceRule {
+    regex: Regex,
+    device: Option<String>,
+    brand: Option<String>,
+    model: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -34,7 +63,20 @@ pub struct UapParser {
     /// single regexes in turn measured 5x faster than shortlisting with regex sets,
     /// whose automata grow too large for the lazy DFA.
     rules: Vec<CompiledRule>,
+    /// The device rules, in order, first match wins.
+    devices: Vec<CompiledDeviceRule>,
+    /// The device rules in runs of [`DEVICE_CHUNK`], each as one set: a run with
+    /// no match costs one pass, and only a run that matches is searched rule by
+    /// rule (one set of all 600-odd rules grows too large for the lazy DFA).
+    device_sets: Vec<regex::bytes::RegexSet>,
 }
+
+/// How many device rules one set holds.
+const DEVICE_CHUNK: usize = 128;
+
+/// Each set's lazy-DFA cache: large enough that the bounded repetitions of
+/// uap-core's rules (`.{0,300}`) do not thrash it back to the slow engines.
+const DEVICE_DFA_BYTES: usize = 32 << 20;
 
 /// A rule's regex and its family, major and minor replacements.
 struct CompiledRule {
@@ -104,9 +146,71 @@ impl UapParser {
                 v2: r.v2_replacement.clone(),
             });
         }
+        let mut devices = Vec::with_capacity(rules.device_parsers.len());
+        for r in &rules.device_parsers {
+            devices.push(CompiledDeviceRule {
+                regex: RegexBuilder::new(&r.regex)
+                    .unicode(false)
+                    .case_insensitive(r.regex_flag.as_deref() == Some("i"))
+                    .build()?,
+                device: r.device_replacement.clone(),
+                brand: r.brand_replacement.clone(),
+                model: r.model_replacement.clone(),
+            });
+        }
         // User agents are ASCII in practice: ASCII classes keep every automaton small
         // enough for the fast engines.
-        Ok(Self { rules: compiled })
+        let mut device_sets = Vec::new();
+        for chunk in rules.device_parsers.chunks(DEVICE_CHUNK) {
+            let patterns = chunk.iter().map(|r| {
+                if r.regex_flag.as_deref() == Some("i") {
+                    format!("(?i:{})", r.regex)
+                } else {
+                    r.regex.clone()
+                }
+            });
+            device_sets.push(
+                regex::bytes::RegexSetBuilder::new(patterns)
+                    .unicode(false)
+                    .dfa_size_limit(DEVICE_DFA_BYTES)
+                    .build()?,
+            );
+        }
+        Ok(Self {
+            rules: compiled,
+            devices,
+            device_sets,
+        })
+    }
+
+    /// The device of `ua` by uap-core's `device_parsers` (first matching rule wins);
+    /// `None` when no rule matches.
+    pub fn device(&self, ua: &str) -> Option<UapDevice> {
+        let bytes = ua.as_bytes();
+        let (chunk, set) = self
+            .device_sets
+            .iter()
+            .enumerate()
+            .find(|(_, set)| set.is_match(bytes))?;
+        let first = set.matches(bytes).iter().next()?;
+        let rule = &self.devices[chunk * DEVICE_CHUNK + first];
+        let caps = rule.regex.captures(bytes)?;
+        let group = |n: usize| {
+            caps.get(n)
+                .map(|m| String::from_utf8_lossy(m.as_bytes()).trim().to_owned())
+                .filter(|s| !s.is_empty())
+        };
+        let fill = |t: &Option<String>, default: Option<String>| match t {
+            Some(t) if t.contains('$') => Some(expand(t, &caps)).filter(|s| !s.is_empty()),
+            Some(t) => Some(t.clone()).filter(|s| !s.is_empty()),
+            None => default,
+        };
+        let family = fill(&rule.device, group(1)).unwrap_or_else(|| "Other".into());
+        Some(UapDevice {
+            family,
+            brand: fill(&rule.brand, None),
+            model: fill(&rule.model, group(1)),
+        })
     }
 
     /// The family of `ua` (first matching rule wins, as uap-core specifies).
