@@ -189,8 +189,12 @@ pub struct IssuedToken {
 }
 
 fn sha256_hex(s: &str) -> String {
-    let digest = Sha256::digest(s.as_bytes());
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    hex_of(&Sha256::digest(s.as_bytes()))
+}
+
+/// Lower-case hex of `bytes`.
+pub(crate) fn hex_of(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl ApiToken {
@@ -483,16 +487,17 @@ pub struct IssuedSession {
     pub session: LoginSession,
 }
 
-fn random_hex(random: &dyn RandomSource) -> String {
-    let mut bytes = [0u8; 32];
-    random.fill(&mut bytes);
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+/// `bytes` random bytes from `random`, in hex.
+pub(crate) fn random_hex(random: &dyn RandomSource, bytes: usize) -> String {
+    let mut b = vec![0u8; bytes];
+    random.fill(&mut b);
+    hex_of(&b)
 }
 
 impl LoginSession {
     /// A session for `user`, from `now` for [`SESSION_DAYS`].
     pub fn issue(user: &User, random: &dyn RandomSource, now: DateTime<Utc>) -> IssuedSession {
-        let hex = random_hex(random);
+        let hex = random_hex(random, 32);
         let secret = format!("{SESSION_MARK}{hex}");
         let session = LoginSession {
             prefix: hex[..PREFIX_LEN].to_owned(),
@@ -500,7 +505,7 @@ impl LoginSession {
             email: user.email.clone(),
             agency: user.agency.clone(),
             role: user.role,
-            csrf: random_hex(random),
+            csrf: random_hex(random, 32),
             created: now,
             expires: now + chrono::Duration::days(SESSION_DAYS),
         };
@@ -577,7 +582,7 @@ impl Share {
             None => None,
         };
         Ok(Share {
-            slug: random_hex(random)[..32].to_owned(),
+            slug: random_hex(random, 16),
             site: site.into(),
             password_hash,
             created: now,
@@ -595,7 +600,8 @@ impl Share {
     }
 }
 
-fn constant_eq(a: &str, b: &str) -> bool {
+/// Whether `a` and `b` are equal, in time that does not depend on where they differ.
+pub(crate) fn constant_eq(a: &str, b: &str) -> bool {
     a.len() == b.len()
         && a.bytes()
             .zip(b.bytes())

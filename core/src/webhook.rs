@@ -18,6 +18,7 @@
 //! resolves to at each attempt, which the transport must connect to) unless
 //! [`WebhookPolicy::allow_private`] is set.
 
+use crate::access::{constant_eq, hex_of, random_hex};
 use crate::clock::{Clock, RandomSource};
 use crate::error::StoreError;
 use crate::event::{Event, EventKind};
@@ -74,6 +75,28 @@ impl HookEvent {
     pub fn parse(s: &str) -> Option<HookEvent> {
         Self::ALL.into_iter().find(|e| e.as_str() == s)
     }
+
+    /// Parses a list of names; an empty list is every event type. The error names
+    /// the first unknown one.
+    pub fn parse_list<S: AsRef<str>>(names: &[S]) -> Result<Vec<HookEvent>, WebhookError> {
+        if names.is_empty() {
+            return Ok(Self::ALL.to_vec());
+        }
+        names
+            .iter()
+            .map(|n| {
+                let n = n.as_ref();
+                HookEvent::parse(n).ok_or_else(|| {
+                    invalid(
+                        "events",
+                        format!(
+                            "unknown event {n:?} (visitor.created, goal.completed, purchase.created)"
+                        ),
+                    )
+                })
+            })
+            .collect()
+    }
 }
 
 /// Why a webhook could not be made or a target is refused.
@@ -123,16 +146,6 @@ pub struct Webhook {
     pub last_success: Option<DateTime<Utc>>,
     /// When it was made.
     pub created: DateTime<Utc>,
-}
-
-fn random_hex(random: &dyn RandomSource, bytes: usize) -> String {
-    let mut b = vec![0u8; bytes];
-    random.fill(&mut b);
-    hex_of(&b)
-}
-
-fn hex_of(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl Webhook {
@@ -209,12 +222,7 @@ pub fn verify_signature(
         return false;
     }
     let want = hex_of(&mac(secret, t, body));
-    sigs.iter()
-        .any(|s| constant_eq(s.as_bytes(), want.as_bytes()))
-}
-
-fn constant_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
+    sigs.iter().any(|s| constant_eq(s, &want))
 }
 
 /// Whether `ip` is a public address a webhook may reach: not loopback, private,

@@ -74,17 +74,15 @@ pub(super) async fn app_css() -> Response {
     asset("text/css; charset=utf-8", APP_CSS)
 }
 
-/// The role of a login session's credential (`None` for an API token).
-async fn role_of(app: &App, token: &ApiToken) -> Result<Option<Role>, ApiError> {
+/// The login session behind a credential (`None` for an API token).
+async fn session_of(
+    app: &App,
+    token: &ApiToken,
+) -> Result<Option<beacon_core::LoginSession>, ApiError> {
     if !token.hash.is_empty() {
         return Ok(None);
     }
-    Ok(app
-        .pipeline
-        .config()
-        .session(&token.prefix)
-        .await?
-        .map(|s| s.role))
+    Ok(app.pipeline.config().session(&token.prefix).await?)
 }
 
 /// Who is asking: their agency, role (for a login), scope, and the sites they
@@ -98,16 +96,9 @@ pub(super) async fn me(
     axum::extract::State(app): AppState,
     Credential(token): Credential,
 ) -> Result<Response, ApiError> {
-    let role = role_of(&app, &token).await?;
-    let email = match role {
-        Some(_) => app
-            .pipeline
-            .config()
-            .session(&token.prefix)
-            .await?
-            .map(|s| s.email),
-        None => None,
-    };
+    let session = session_of(&app, &token).await?;
+    let role = session.as_ref().map(|s| s.role);
+    let email = session.map(|s| s.email);
     let sites: Vec<serde_json::Value> = app
         .pipeline
         .config()
@@ -185,8 +176,8 @@ pub(super) async fn save_funnel(
 /// Whether the credential may see its agency's users and tokens: an admin's
 /// login, or a write token over the whole agency.
 async fn may_administer(app: &App, token: &ApiToken) -> Result<(), ApiError> {
-    let allowed = match role_of(app, token).await? {
-        Some(role) => role == Role::Admin,
+    let allowed = match session_of(app, token).await? {
+        Some(session) => session.role == Role::Admin,
         None => token.reach == Reach::Agency && token.scope == Scope::Write,
     };
     if allowed {

@@ -597,19 +597,6 @@ struct HookBody {
     enabled: Option<bool>,
 }
 
-fn hook_events(names: &[String]) -> Result<Vec<HookEvent>, ApiError> {
-    names
-        .iter()
-        .map(|n| {
-            HookEvent::parse(n).ok_or_else(|| {
-                ApiError::BadRequest(format!(
-                    "events: unknown event {n:?} (visitor.created, goal.completed, purchase.created)"
-                ))
-            })
-        })
-        .collect()
-}
-
 impl From<WebhookError> for ApiError {
     fn from(e: WebhookError) -> Self {
         match e {
@@ -637,10 +624,7 @@ async fn create_hook(
     let url = b
         .url
         .ok_or_else(|| ApiError::BadRequest("url: is required".into()))?;
-    let events = match &b.events {
-        Some(e) => hook_events(e)?,
-        None => HookEvent::ALL.to_vec(),
-    };
+    let events = HookEvent::parse_list(b.events.as_deref().unwrap_or_default())?;
     let hooks = app.pipeline.webhooks();
     let allow_private = hooks.is_some_and(|w| w.policy().allow_private);
     let hook = Webhook::new(
@@ -703,11 +687,10 @@ async fn update_hook(
         hook.url = url;
     }
     if let Some(e) = &b.events {
-        let events = hook_events(e)?;
-        if events.is_empty() {
+        if e.is_empty() {
             return Err(ApiError::BadRequest("events: name at least one".into()));
         }
-        hook.events = events;
+        hook.events = HookEvent::parse_list(e)?;
     }
     if let Some(on) = b.enabled {
         if on && !hook.enabled {
@@ -897,14 +880,16 @@ async fn open_share(
     }
 }
 
-/// The metrics of the dashboard's top row, in order.
-const TOP_ROW: [&str; 6] = [
+/// The metrics of the dashboard's top row, in order (the script's `TOP` list).
+const TOP_ROW: [&str; 8] = [
     "visitors",
     "visits",
     "pageviews",
     "views_per_visit",
     "bounce_rate",
     "visit_duration",
+    "conversions",
+    "revenue",
 ];
 
 fn html_escape(s: &str) -> String {

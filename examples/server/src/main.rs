@@ -1281,20 +1281,8 @@ async fn run(cli: Cli) -> Result<(), Fail> {
                     if store.site(&site).await?.is_none() {
                         return Err(usage(format!("unknown site {site:?}")));
                     }
-                    let events = if events.is_empty() {
-                        HookEvent::ALL.to_vec()
-                    } else {
-                        events
-                            .iter()
-                            .map(|e| {
-                                HookEvent::parse(e).ok_or_else(|| {
-                                    usage(format!(
-                                        "--events: unknown event {e:?} (visitor.created, goal.completed, purchase.created)"
-                                    ))
-                                })
-                            })
-                            .collect::<Result<_, _>>()?
-                    };
+                    let events =
+                        HookEvent::parse_list(&events).map_err(|e| usage(e.to_string()))?;
                     let hook =
                         Webhook::new(&site, &url, events, allow_private, &OsRandom, clock.now())
                             .map_err(|e| usage(e.to_string()))?;
