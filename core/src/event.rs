@@ -235,9 +235,13 @@ pub struct Device {
     /// Maker (`Apple`, `Samsung`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub brand: Option<Text>,
-    /// Model (`iPhone`, `SM-G991B`).
+    /// Model: the marketing name where it is known (`Galaxy S21 5G`, `iPhone 13
+    /// Pro`), the code otherwise (`SM-X9999`), or the family (`iPhone`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<Text>,
+    /// The model code the agent carried (`SM-G991B`, `iPhone14,2`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_code: Option<Text>,
     /// Browser name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub browser: Option<Text>,

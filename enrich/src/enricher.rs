@@ -68,6 +68,9 @@ struct AgentFacts {
     device_type: Option<DeviceType>,
     brand: Option<Text>,
     model: Option<Text>,
+    model_code: Option<Text>,
+    /// The type is inferred: a screen size decides instead.
+    type_guessed: bool,
     bot: Option<(BotReason, Text)>,
 }
 
@@ -79,9 +82,16 @@ impl AgentFacts {
             browser_version: text(client.browser_version),
             os: text(client.os),
             os_version: text(client.os_version),
-            device_type: client.device_type,
+            // The bot detector is the one judge of bots: an agent it lets through
+            // is not typed as one by the parser's crawler list.
+            device_type: client.device_type.map(|t| match (t, &bot) {
+                (DeviceType::Bot, None) => DeviceType::Unknown,
+                (t, _) => t,
+            }),
             brand: text(client.brand),
             model: text(client.model),
+            model_code: text(client.model_code),
+            type_guessed: client.device_type_guessed,
             bot: bot.map(|r| {
                 let reason = Text::from(r.to_string());
                 (r, reason)
@@ -266,9 +276,23 @@ impl Enricher {
                         d.browser_version.clone_from(&facts.browser_version);
                         d.os.clone_from(&facts.os);
                         d.os_version.clone_from(&facts.os_version);
-                        d.device_type = facts.device_type;
+                        d.device_type = match (facts.device_type, d.screen) {
+                            // Android's own line between phones and tablets: a
+                            // smallest width of 600 pixels.
+                            (Some(DeviceType::Mobile | DeviceType::Tablet), Some((w, h)))
+                                if facts.type_guessed && w.min(h) > 0 =>
+                            {
+                                Some(if w.min(h) < 600 {
+                                    DeviceType::Mobile
+                                } else {
+                                    DeviceType::Tablet
+                                })
+                            }
+                            (t, _) => t,
+                        };
                         d.brand.clone_from(&facts.brand);
                         d.model.clone_from(&facts.model);
+                        d.model_code.clone_from(&facts.model_code);
                     } else if let Some((_, reason)) = facts
                         .bot
                         .as_ref()
@@ -403,7 +427,7 @@ pub fn flat_json(e: &Event) -> Value {
     let a = &e.acquisition;
     json!({
         "browser": d.browser, "browser_version": d.browser_version, "os": d.os, "os_version": d.os_version,
-        "device_type": d.device_type.map(|t| t.as_str()), "device_brand": d.brand, "device_model": d.model,
+        "device_type": d.device_type.map(|t| t.as_str()), "device_brand": d.brand, "device_model": d.model, "device_model_code": d.model_code,
         "is_bot": e.bot.is_some(), "bot_reason": e.bot.as_ref().map(|b| b.reason.as_str()),
         "country": l.country, "region": l.region, "city": l.city, "timezone": l.timezone,
         "asn": n.asn, "isp": n.isp, "organization": n.organization, "company": n.company.name,

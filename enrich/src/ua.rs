@@ -19,8 +19,57 @@ pub struct ClientInfo {
     pub device_type: Option<DeviceType>,
     /// Device maker.
     pub brand: Option<String>,
-    /// Device model.
+    /// Device model: the marketing name where a table knows the code
+    /// (`Galaxy A7(2016)`, `iPhone 13 Pro`), the code otherwise.
     pub model: Option<String>,
+    /// The model code the agent or its hints carry (`SM-A710F`, `iPhone14,2`);
+    /// `None` where the agent names only a family (`iPhone`, `Mac`).
+    pub model_code: Option<String>,
+    /// The device type is inferred, not stated: an Android agent that says neither
+    /// `Mobile` nor `Tablet`, or an app's networking stack. A screen size, where the
+    /// hit has one, decides instead ([`Enricher`](crate::Enricher) does).
+    pub device_type_guessed: bool,
+}
+
+/// The model token of an Android agent: `SM-G991B` in `(Linux; Android 12;
+/// SM-G991B Build/…)`, `CUBOT KINGKONG 5 Pro` in `(Linux; Android 11;CUBOT
+/// KINGKONG 5 Pro)`. The one home of where a model sits in the string: the parser
+/// names it, the bot detector never reads it.
+fn android_model_token(ua: &str) -> Option<regex::Match<'_>> {
+    static TOKEN: std::sync::LazyLock<Regex> = std::sync::LazyLock::new(|| {
+        Regex::new(
+            r"Android[ /][^;)]*;(?: [a-z]{2}[-_][A-Za-z]{2};)? ?([^;)]+?)(?: Build/| MIUI/|\))",
+        )
+        .expect("built-in rule compiles")
+    });
+    if !ua.contains("Android") {
+        return None;
+    }
+    let m = TOKEN.captures(ua)?.get(1)?;
+    let t = m.as_str().trim();
+    (!t.is_empty()
+        && t != "K"
+        && !t.starts_with("wv")
+        && !t.starts_with("Android")
+        && t != "Mobile"
+        && t != "Tablet")
+        .then_some(m)
+}
+
+/// The Android model token of `ua` (see [`android_model_token`]).
+pub(crate) fn device_model_token(ua: &str) -> Option<regex::Match<'_>> {
+    android_model_token(ua)
+}
+
+/// `ua` with its model `token` replaced by `device` (borrowed when there is none).
+pub(crate) fn without_device_model<'a>(
+    ua: &'a str,
+    token: Option<regex::Match<'_>>,
+) -> std::borrow::Cow<'a, str> {
+    match token {
+        Some(m) => format!("{}device{}", &ua[..m.start()], &ua[m.end()..]).into(),
+        None => ua.into(),
+    }
 }
 
 /// woothee's own answer, unchanged (for accuracy checks against its test sets).
@@ -45,7 +94,12 @@ pub struct UserAgentParser {
     devices: Vec<DeviceRule>,
     /// All device rules at once: one pass over the string says which rule applies.
     device_set: RegexSet,
-    android_model: Regex,
+    /// Marketing names of model codes.
+    names: crate::devices::DeviceNames,
+    /// A messaging app's own agent: `WhatsApp/2.17.395 Android/6.0 Device/samsung-SM-J700F`.
+    app_device: Regex,
+    /// A Dalvik agent, a reverse-DNS app id or an in-app marker: an app, not a browser.
+    app: Regex,
 }
 
 const UNKNOWN: &str = "UNKNOWN";
@@ -73,10 +127,13 @@ impl UserAgentParser {
         const GOOGLE: Option<&str> = Some("Google");
         // Tried in order; the first rule that matches names the device. Within a rule
         // the leftmost match wins, so "(iPad; U; CPU iPhone OS 3_2 …)" is an iPad.
-        let rules: [(&str, Option<&'static str>, ModelFrom); 32] = [
+        let rules: [(&str, Option<&'static str>, ModelFrom); 34] = [
             // Facebook's in-app browser names the hardware: "FBDV/iPhone5,3".
             (r"\bFBDV/((?:iPhone|iPad|iPod)\d+,\d+)", APPLE, Capture),
             // iPhone, iPad, iPod, alone or as a hardware identifier ("iPhone5,2").
+            // UC Browser's "dv(iPh13,4)", Google's apps' "hw/iPhone14_2".
+            (r"\bdv\((iP[hado]+\d+,\d+)\)", APPLE, Capture),
+            (r"\bhw/((?:iPhone|iPad|iPod)\d+_\d+)", APPLE, Capture),
             (r"\b((?:iPhone|iPad|iPod)(?:\d+,\d+)?)", APPLE, Capture),
             (r"\b(Apple ?TV|Apple Watch|HomePod)\b", APPLE, Capture),
             (r"\b(Watch\d+,\d+)\b", APPLE, Capture),
@@ -160,8 +217,11 @@ impl UserAgentParser {
                     model,
                 })
                 .collect(),
-            android_model: Regex::new(
-                r"Android [^;)]*;(?: [a-z]{2}[-_][A-Za-z]{2};)? ([^;)]+?)(?: Build/|\))",
+            names: crate::devices::DeviceNames::embedded(),
+            app_device: Regex::new(r"\bDevice/([A-Za-z0-9]+)-([^\s;)]+)")
+                .expect("built-in rule compiles"),
+            app: Regex::new(
+                r"^Dalvik/|^[a-z]{2,4}\.[A-Za-z0-9_]+\.[A-Za-z0-9_.]+/|^WhatsApp/|\[FBAN/|^dv\(|\bokhttp/",
             )
             .expect("built-in rule compiles"),
         }
@@ -189,12 +249,18 @@ impl UserAgentParser {
     }
 
     /// Browser, OS and device of `ua`, with Client Hints taking precedence.
+    ///
+    /// Whether the agent is a bot is [`BotDetector`](crate::BotDetector)'s call:
+    /// the device type here is the hardware's (a crawler that names a phone is
+    /// typed as the phone it claims to be; the enricher types bots).
     pub fn parse(&self, ua: &str, hints: &ClientHints) -> ClientInfo {
         let w = self.woothee(ua);
         let known = |s: &str| (s != UNKNOWN && !s.is_empty()).then(|| s.to_owned());
         let (os, os_version) = normalise_os(&w.os, &w.os_version);
-        // The browser family from uap-core (folded to Beacon's names), woothee's otherwise.
-        let uap = self.uap.family(ua);
+        // The browser family from uap-core (folded to Beacon's names), woothee's
+        // otherwise; a device's model name is not a browser ("XBot Junior").
+        let token = android_model_token(ua);
+        let uap = self.uap.family(&without_device_model(ua, token));
         let (browser, browser_version) = if uap.family != "Other" {
             (Some(crate::uap::fold_family(&uap.family)), uap.version)
         } else {
@@ -208,11 +274,12 @@ impl UserAgentParser {
             browser_version,
             os,
             os_version,
-            device_type: Some(device_type(&w, ua)),
-            brand: None,
-            model: None,
+            ..ClientInfo::default()
         };
-        let hand = self.brand_model(ua);
+        let (code_like, hand) = match self.hand_device(ua, token) {
+            Some((b, m, c)) => (c, Some((b, m))),
+            None => (false, None),
+        };
         // The hand rules for Apple, Samsung and Google stand (they read the string's
         // own maker where uap-core names a carrier: "SAMSUNG; ... Sprint M350");
         // uap-core's device rules name every other maker.
@@ -242,6 +309,7 @@ impl UserAgentParser {
         } else {
             self.uap_device(ua)
         };
+        let mut code_like = code_like;
         match (hand, uap) {
             // uap-core knows the maker: its brand; the hand rules' model where they
             // name the same maker (their spellings are the readable ones).
@@ -255,7 +323,10 @@ impl UserAgentParser {
                 });
                 info.model = match same {
                     Some((_, model)) => model,
-                    None => d.model,
+                    None => {
+                        code_like = true;
+                        d.model
+                    }
                 };
                 info.brand = d.brand;
             }
@@ -265,14 +336,163 @@ impl UserAgentParser {
             }
             (None, None) => {}
         }
-        if info.brand.as_deref() == Some("Apple") && info.os.is_none() {
-            info.os = apple_os(info.model.as_deref()).map(str::to_owned);
+        // A messaging app names the maker and model itself: "Device/samsung-SM-J700F",
+        // "Device/Apple-iPhone_11".
+        if let Some(c) = self.app_device.captures(ua) {
+            let maker = &c[1];
+            info.brand = Some(match self.names.android(&c[2], Some(maker)) {
+                Some(n) => n.brand.to_owned(),
+                None => self
+                    .names
+                    .brand_prefix(maker)
+                    .map_or_else(|| capitalised(maker), str::to_owned),
+            });
+            info.model = Some(c[2].replace('_', " "));
+            code_like = true;
         }
-        apply_hints(&mut info, hints);
+        if let Some(m) = structured_value(&hints.model) {
+            info.model = Some(m.to_owned());
+            code_like = true;
+        }
         if let Some(brand) = self.hinted_brand(hints) {
             info.brand = Some(brand.to_owned());
         }
+        self.name_model(&mut info, token, code_like);
+        if info.brand.as_deref() == Some("Apple") {
+            // An app's agent on an iPhone can read "like Mac OS X" only.
+            let os = apple_os(info.model_code.as_deref().or(info.model.as_deref()));
+            if info.os.is_none() || (os == Some("iOS") && info.os.as_deref() == Some("macOS")) {
+                info.os = os.map(str::to_owned);
+            }
+        }
+        let (kind, guessed) = self.device_type(&w, ua, &info);
+        info.device_type = Some(kind);
+        info.device_type_guessed = guessed;
+        apply_hints(&mut info, hints);
         info
+    }
+
+    /// Marketing names for the model: an Apple hardware identifier by the Apple
+    /// table, an Android code (the agent's own model token first) by the Android
+    /// table under the maker already named, or the only maker the table knows for
+    /// it. The code goes to `model_code`; a model no table knows stays the code.
+    fn name_model(&self, info: &mut ClientInfo, token: Option<regex::Match<'_>>, code_like: bool) {
+        let Some(model) = info.model.clone() else {
+            return;
+        };
+        if is_apple_identifier(&model) {
+            if let Some(name) = self.names.apple(&model) {
+                info.model = Some(name.to_owned());
+            }
+            info.model_code = Some(model);
+            return;
+        }
+        if !code_like || info.brand.as_deref() == Some("Apple") {
+            return;
+        }
+        let token = token.map(|m| m.as_str().trim());
+        let candidates = token.into_iter().chain([model.as_str()]);
+        for code in candidates {
+            if let Some(n) = self.names.android(code, info.brand.as_deref()) {
+                // A table name that says less than the string ("Pixelbook" for
+                // "Google Pixelbook Go") leaves the string's.
+                if model.len() > n.name.len() && model.starts_with(n.name) {
+                    info.model_code = Some(code.to_owned());
+                    return;
+                }
+                info.model = Some(n.name.to_owned());
+                info.model_code = Some(code.to_owned());
+                if info.brand.is_none() {
+                    info.brand = Some(n.brand.to_owned());
+                }
+                return;
+            }
+        }
+        if info.brand.is_none() {
+            info.brand = self.names.brand_prefix(&model).map(str::to_owned);
+        }
+        info.model_code = Some(model);
+    }
+
+    /// The device type from what the agent and its model say; `true` where it is
+    /// inferred (see [`ClientInfo::device_type_guessed`]).
+    fn device_type(&self, w: &WootheeAnswer, ua: &str, info: &ClientInfo) -> (DeviceType, bool) {
+        let has = |needles: &[&str]| needles.iter().any(|n| ua.contains(n));
+        let model = info.model.as_deref().unwrap_or("");
+        let code = info.model_code.as_deref().unwrap_or("");
+        if has(&["PlayStation", "Nintendo", "Xbox"]) {
+            return (DeviceType::Console, false);
+        }
+        if has(&[
+            "SmartTV",
+            "SMART-TV",
+            "Smart-TV",
+            "Smart TV",
+            "BRAVIA",
+            "AppleTV",
+            "Apple TV",
+            "GoogleTV",
+            "Google TV",
+            "Android TV",
+            "AndroidTV",
+            "Roku",
+            "Web0S",
+            "WebOS TV",
+            "webOS.TV",
+            "Tizen TV",
+            "HbbTV",
+            "CrKey",
+            "NetCast",
+            "Viera",
+            "tvOS",
+            "TV Safari",
+        ]) || fire_tv(ua)
+            || model.ends_with(" TV")
+            || model.starts_with("Apple TV")
+        {
+            return (DeviceType::Tv, false);
+        }
+        if has(&["iPad", "Tablet", "Kindle", "Silk/"])
+            || tablet_name(model)
+            || tablet_name(code)
+            || samsung_class(code) == Some(DeviceType::Tablet)
+        {
+            return (DeviceType::Tablet, false);
+        }
+        let apple = info.brand.as_deref() == Some("Apple");
+        if apple && (model.starts_with("iPhone") || model.starts_with("iPod")) {
+            return (DeviceType::Mobile, false);
+        }
+        if apple && model.contains("Watch") {
+            return (DeviceType::Mobile, false);
+        }
+        let android = info.os.as_deref() == Some("Android") || has(&["Android", "Dalvik/", "Adr "]);
+        if android {
+            if has(&["Mobile", "Phone"]) || samsung_class(code) == Some(DeviceType::Mobile) {
+                return (DeviceType::Mobile, false);
+            }
+            // Browsers leave "Mobile" out on tablets; apps and Dalvik leave it out
+            // everywhere, and most of their users hold phones.
+            let browser = !self.app.is_match(ua) && has(&["Safari/", "Firefox/", "Gecko/"]);
+            return if browser {
+                (DeviceType::Tablet, true)
+            } else {
+                (DeviceType::Mobile, true)
+            };
+        }
+        if apple && info.os.as_deref() == Some("iOS") {
+            // An iOS app's networking stack that names no model.
+            return (DeviceType::Mobile, true);
+        }
+        match w.category.as_str() {
+            "pc" => (DeviceType::Desktop, false),
+            "smartphone" | "mobilephone" => (DeviceType::Mobile, false),
+            "appliance" => (DeviceType::Console, false),
+            "crawler" if has(&["Mobile"]) => (DeviceType::Mobile, false),
+            "crawler" => (DeviceType::Desktop, true),
+            _ if self.app.is_match(ua) && info.brand.is_some() => (DeviceType::Mobile, true),
+            _ => (DeviceType::Unknown, false),
+        }
     }
 
     /// uap-core's device, where its rules name a real maker (not a crawler's
@@ -286,33 +506,113 @@ impl UserAgentParser {
     }
 
     /// The maker of the model in `Sec-CH-UA-Model`, by the same device rules as the
-    /// string: the model is read as an Android agent would carry it.
+    /// string (the model read as an Android agent would carry it), or the Android
+    /// table where the code has one maker.
     fn hinted_brand(&self, hints: &ClientHints) -> Option<&'static str> {
         let model = structured_value(&hints.model)?;
-        self.brand_model(&format!("(Linux; Android; {model})"))?.0
+        self.brand_model(&format!("(Linux; Android; {model})"))
+            .and_then(|d| d.0)
+            .or_else(|| self.names.android(model, None).map(|n| n.brand))
     }
 
     /// Brand and model from the string, where it carries them. `Some((brand, None))`
     /// when the string names the maker but not the model (an iOS app's networking
     /// stack), `Some((None, model))` for an Android model of no known brand.
     pub fn brand_model(&self, ua: &str) -> Option<(Option<&'static str>, Option<String>)> {
+        self.hand_device(ua, android_model_token(ua))
+            .map(|(b, m, _)| (b, m))
+    }
+
+    /// [`Self::brand_model`], and whether the model is a code read from the string
+    /// (not a family name a rule fixes).
+    fn hand_device(
+        &self,
+        ua: &str,
+        token: Option<regex::Match<'_>>,
+    ) -> Option<(Option<&'static str>, Option<String>, bool)> {
         if let Some(i) = self.device_set.matches(ua).iter().next() {
             let rule = &self.devices[i];
             let c = rule.re.captures(ua)?;
-            let model = match rule.model {
-                ModelFrom::Fixed(m) => Some(m.to_owned()),
-                ModelFrom::Unknown => None,
-                ModelFrom::Capture => c
-                    .get(1)
-                    .or_else(|| c.get(0))
-                    .map(|m| normalise_model(m.as_str().trim())),
+            let (model, code) = match rule.model {
+                ModelFrom::Fixed(m) => (Some(m.to_owned()), false),
+                ModelFrom::Unknown => (None, false),
+                ModelFrom::Capture => (
+                    c.get(1)
+                        .or_else(|| c.get(0))
+                        .map(|m| normalise_model(m.as_str().trim())),
+                    true,
+                ),
             };
-            return Some((rule.brand, model));
+            return Some((rule.brand, model, code));
         }
-        let c = self.android_model.captures(ua)?;
-        let model = c.get(1)?.as_str().trim();
-        (!model.is_empty() && model != "K" && !model.starts_with("wv"))
-            .then(|| (None, Some(model.to_owned())))
+        let model = token?.as_str().trim();
+        Some((None, Some(model.to_owned()), true))
+    }
+}
+
+/// `iPhone14,2`, `iPad8,1`, `Watch3,4`, `AppleTV5,3`, `iPod9,1`.
+fn is_apple_identifier(m: &str) -> bool {
+    let Some((head, minor)) = m.split_once(',') else {
+        return false;
+    };
+    let digits = head.trim_start_matches(|c: char| c.is_ascii_alphabetic());
+    let family = &head[..head.len() - digits.len()];
+    matches!(
+        family,
+        "iPhone" | "iPad" | "iPod" | "Watch" | "AppleTV" | "AudioAccessory" | "iProd" | "AirPods"
+    ) && !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && !minor.is_empty()
+        && minor.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// A model name or code of a tablet: "Galaxy Tab A", "Lenovo TAB4 10", "MediaPad
+/// T5", "Nexus 7", Lenovo's "TB-X505F", Amazon's "KFTRWI".
+fn tablet_name(m: &str) -> bool {
+    static TABLET: std::sync::LazyLock<Regex> = std::sync::LazyLock::new(|| {
+        Regex::new(
+            r"(?i)\btab|pad\b|pad[ _-]?\d|\b(?:kindle|fire hd|xoom|iconia|transformer|nexus (?:7|9|10)|tb-[a-z0-9]|kf[a-z]{2,6}$)",
+        )
+        .expect("built-in rule compiles")
+    });
+    !m.is_empty() && TABLET.is_match(m)
+}
+
+/// Samsung's model codes say the class: SM-T, SM-X, SM-P, GT-P and GT-N8 are
+/// tablets; SM-G, SM-A, SM-N, SM-S, SM-J, SM-M, SM-E, SM-F, GT-I and GT-S phones.
+fn samsung_class(code: &str) -> Option<DeviceType> {
+    let c = code
+        .trim_start_matches("SAMSUNG-")
+        .trim_start_matches("SAMSUNG ");
+    let tablet = ["SM-T", "SM-X", "SM-P", "GT-P", "GT-N8", "GT-N5"];
+    let phone = [
+        "SM-G", "SM-A", "SM-N", "SM-S", "SM-J", "SM-M", "SM-E", "SM-F", "GT-I", "GT-S",
+    ];
+    if tablet.iter().any(|p| c.starts_with(p)) {
+        Some(DeviceType::Tablet)
+    } else if phone.iter().any(|p| c.starts_with(p)) {
+        Some(DeviceType::Mobile)
+    } else {
+        None
+    }
+}
+
+/// Amazon's Fire TV models: "AFTMM", "AFTT" (an `AFT` code, not a word).
+fn fire_tv(ua: &str) -> bool {
+    ua.match_indices("AFT").any(|(i, _)| {
+        let before = ua[..i].bytes().next_back();
+        let after = ua.as_bytes().get(i + 3);
+        before.is_none_or(|b| !b.is_ascii_alphanumeric())
+            && after.is_some_and(|b| b.is_ascii_uppercase())
+    })
+}
+
+/// "samsung" as "Samsung".
+fn capitalised(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_uppercase().chain(c).collect(),
+        None => String::new(),
     }
 }
 
@@ -323,7 +623,7 @@ fn apple_os(model: Option<&str>) -> Option<&'static str> {
         None => Some("iOS"),
         Some(m) if m.starts_with("iP") => Some("iOS"),
         Some(m) if m.contains("Watch") => Some("watchOS"),
-        Some(m) if m.starts_with("Apple") && m.ends_with("TV") => Some("tvOS"),
+        Some(m) if m.starts_with("AppleTV") || m.starts_with("Apple TV") => Some("tvOS"),
         _ => None,
     }
 }
@@ -356,6 +656,12 @@ fn normalise_model(m: &str) -> String {
         "iPad".to_owned()
     } else if m.contains("%2C") {
         m.replace("%2C", ",")
+    } else if let Some(rest) = m.strip_prefix("iPh").filter(|r| !r.starts_with("one")) {
+        // UC Browser's short "iPh13,4".
+        format!("iPhone{rest}")
+    } else if m.starts_with("iP") && m.contains('_') && !m.contains(',') {
+        // Google's apps write "iPhone14_2".
+        m.replacen('_', ",", 1)
     } else {
         m.to_owned()
     }
@@ -372,50 +678,6 @@ fn normalise_os(os: &str, version: &str) -> (Option<String>, Option<String>) {
             (Some("Windows".into()), Some(rest))
         }
         other => (Some(other.to_owned()), v),
-    }
-}
-
-fn device_type(w: &WootheeAnswer, ua: &str) -> DeviceType {
-    let has = |needles: &[&str]| needles.iter().any(|n| ua.contains(n));
-    if has(&["PlayStation", "Nintendo", "Xbox"]) {
-        return DeviceType::Console;
-    }
-    if has(&[
-        "SmartTV",
-        "SMART-TV",
-        "Smart-TV",
-        "BRAVIA",
-        "AppleTV",
-        "Apple TV",
-        "GoogleTV",
-        "Android TV",
-        "AFT",
-        "Roku",
-        "Web0S",
-        "WebOS TV",
-        "Tizen TV",
-        "HbbTV",
-        "CrKey",
-    ]) {
-        return DeviceType::Tv;
-    }
-    match w.category.as_str() {
-        "crawler" => DeviceType::Bot,
-        "pc" => DeviceType::Desktop,
-        "smartphone" => {
-            if w.os == "iPad"
-                || ua.contains("iPad")
-                || ua.contains("Tablet")
-                || (w.os == "Android" && !ua.contains("Mobile"))
-            {
-                DeviceType::Tablet
-            } else {
-                DeviceType::Mobile
-            }
-        }
-        "mobilephone" => DeviceType::Mobile,
-        "appliance" => DeviceType::Console,
-        _ => DeviceType::Unknown,
     }
 }
 
@@ -446,9 +708,6 @@ fn apply_hints(info: &mut ClientInfo, h: &ClientHints) {
         if let Some(v) = structured_value(&h.platform_version) {
             info.os_version = Some(v.to_owned());
         }
-    }
-    if let Some(m) = structured_value(&h.model) {
-        info.model = Some(m.to_owned());
     }
     match h.mobile {
         Some(true) if info.device_type != Some(DeviceType::Tablet) => {
@@ -515,8 +774,9 @@ mod tests {
         let s = p.parse("Mozilla/5.0 (Linux; Android 13; SM-S911B) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/112.0.0.0 Mobile Safari/537.36", &none);
         assert_eq!(
             (s.brand.as_deref(), s.model.as_deref()),
-            (Some("Samsung"), Some("SM-S911B"))
+            (Some("Samsung"), Some("Galaxy S23"))
         );
+        assert_eq!(s.model_code.as_deref(), Some("SM-S911B"));
         let tab = p.parse("Mozilla/5.0 (Linux; Android 12; SM-X200) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/112.0.0.0 Safari/537.36", &none);
         assert_eq!(tab.device_type, Some(DeviceType::Tablet));
         let pixel = p.parse("Mozilla/5.0 (Linux; Android 14; Pixel 8 Pro) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Mobile Safari/537.36", &none);
@@ -533,11 +793,11 @@ mod tests {
         // (agent, brand, model, os)
         type Case<'a> = (&'a str, Option<&'a str>, Option<&'a str>, Option<&'a str>);
         let cases: [Case; 13] = [
-            ("Mozilla/5.0 (iPad; CPU OS 5_1_1 like Mac OS X) AppleWebKit/534.46 (KHTML, like Gecko) Mobile/9B206 [FBAN/FBIOS;FBAV/5.4.2;FBBV/114387;FBDV/iPad3,2;FBMD/iPad;FBSN/iPhone OS;FBSV/5.1.1]", Some("Apple"), Some("iPad3,2"), Some("iOS")),
-            ("atc/1.0 watchOS/5.1.3 model/Watch3,4 hwp/t8004 build/16S535 (6; dt:156)", Some("Apple"), Some("Watch3,4"), Some("watchOS")),
+            ("Mozilla/5.0 (iPad; CPU OS 5_1_1 like Mac OS X) AppleWebKit/534.46 (KHTML, like Gecko) Mobile/9B206 [FBAN/FBIOS;FBAV/5.4.2;FBBV/114387;FBDV/iPad3,2;FBMD/iPad;FBSN/iPhone OS;FBSV/5.1.1]", Some("Apple"), Some("iPad (3rd generation)"), Some("iOS")),
+            ("atc/1.0 watchOS/5.1.3 model/Watch3,4 hwp/t8004 build/16S535 (6; dt:156)", Some("Apple"), Some("Apple Watch Series 3"), Some("watchOS")),
             ("AppleCoreMedia/1.0.0.16A303 (HomePod; U; CPU OS 12_0 like Mac OS X; en_us)", Some("Apple"), Some("HomePod"), None),
             ("AppleTV/1.1", Some("Apple"), Some("AppleTV"), Some("tvOS")),
-            ("Mozilla/5.0 (iPad4,5; iOS 7.0.4) FreeWheelAdManager/5.3.0-r9485;com.cnn.iphone CNN/4622", Some("Apple"), Some("iPad4,5"), Some("iOS")),
+            ("Mozilla/5.0 (iPad4,5; iOS 7.0.4) FreeWheelAdManager/5.3.0-r9485;com.cnn.iphone CNN/4622", Some("Apple"), Some("iPad mini 2"), Some("iOS")),
             ("Mozilla/5.0 (iPad; U; CPU iPhone OS 3_2 like Mac OS X; en-us) AppleWebKit/531.21.10 (KHTML, like Gecko) Version/4.0.4 Mobile/7B314 Safari/531.21.10", Some("Apple"), Some("iPad"), Some("iOS")),
             ("netbarrierd/572 CFNetwork/673.5 Darwin/13.4.0 (x86_64) (MacBookPro11%2C1)", Some("Apple"), Some("MacBookPro11,1"), None),
             ("MobileSafari/602.1 CFNetwork/808.1.4 Darwin/16.1.0", Some("Apple"), None, Some("iOS")),
@@ -585,13 +845,14 @@ mod tests {
             (Some("Google"), Some("Pixel 7"), Some(DeviceType::Mobile))
         );
         // The hinted model's maker comes from the same rules as the string's.
-        for (model, brand) in [
-            ("SM-S918B", Some("Samsung")),
-            ("Redmi Note 12", Some("Xiaomi")),
-            ("ONEPLUS A6003", Some("OnePlus")),
-            ("moto g(7)", Some("Motorola")),
-            ("Pixelbook Go", Some("Google")),
-            ("ZZ-Unknown 3", None),
+        // Its marketing name comes from the tables; the hinted code is kept.
+        for (model, brand, name) in [
+            ("SM-S918B", Some("Samsung"), "Galaxy S23 Ultra"),
+            ("Redmi Note 12", Some("Xiaomi"), "Redmi Note 12"),
+            ("ONEPLUS A6003", Some("OnePlus"), "OnePlus 6"),
+            ("moto g(7)", Some("Motorola"), "moto g(7)"),
+            ("Pixelbook Go", Some("Google"), "Pixelbook Go"),
+            ("ZZ-Unknown 3", None, "ZZ-Unknown 3"),
         ] {
             let hinted = ClientHints {
                 model: Some(format!("\"{model}\"")),
@@ -599,8 +860,12 @@ mod tests {
             };
             let i = p.parse(reduced, &hinted);
             assert_eq!(
-                (i.brand.as_deref(), i.model.as_deref()),
-                (brand, Some(model)),
+                (
+                    i.brand.as_deref(),
+                    i.model.as_deref(),
+                    i.model_code.as_deref()
+                ),
+                (brand, Some(name), Some(model)),
                 "{model}"
             );
         }

@@ -20,16 +20,19 @@ pub fn run(args: &[&str], stdin: Option<&str>) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .expect("beacon runs");
-    if let Some(input) = stdin {
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(input.as_bytes())
-            .expect("write stdin");
+    // Written from a thread while the output is read: a large input would fill
+    // the pipes both ways and neither side would move.
+    let writer = child.stdin.take().map(|mut pipe| {
+        let input = stdin.unwrap_or_default().to_owned();
+        std::thread::spawn(move || {
+            let _ = pipe.write_all(input.as_bytes());
+        })
+    });
+    let out = child.wait_with_output().expect("beacon exits");
+    if let Some(w) = writer {
+        w.join().expect("stdin writer");
     }
-    drop(child.stdin.take());
-    child.wait_with_output().expect("beacon exits")
+    out
 }
 
 pub fn text(b: &[u8]) -> String {
