@@ -446,13 +446,17 @@ impl UserAgentParser {
             "Viera",
             "tvOS",
             "TV Safari",
+            "WebTV",
         ]) || fire_tv(ua)
             || model.ends_with(" TV")
             || model.starts_with("Apple TV")
         {
             return (DeviceType::Tv, false);
         }
-        if has(&["iPad", "Tablet", "Kindle", "Silk/"])
+        // "Tablet PC 2.0" is a Windows component, not a tablet.
+        let tablet_word = ua.contains("Tablet") && !ua.contains("Tablet PC");
+        if tablet_word
+            || has(&["iPad", "Kindle", "Silk/"])
             || tablet_name(model)
             || tablet_name(code)
             || samsung_class(code) == Some(DeviceType::Tablet)
@@ -484,13 +488,36 @@ impl UserAgentParser {
             // An iOS app's networking stack that names no model.
             return (DeviceType::Mobile, true);
         }
+        // Feature phones: their browsers and platforms, or a maker named with no
+        // desktop around it.
+        let phone_platform = has(&[
+            "MIDP",
+            "UP.Browser",
+            "Obigo",
+            "KaiOS",
+            "KAIOS",
+            "Symbian",
+            "Series60",
+            "Series40",
+            "BlackBerry",
+            "Opera Mini",
+            "NetFront",
+            "Windows Phone",
+            "Windows CE",
+            "(Mobile;",
+        ]);
+        let desktop_platform = has(&["Windows NT", "X11;", "Macintosh", "CrOS"]);
         match w.category.as_str() {
+            "pc" if info.brand.is_some() && !apple && !desktop_platform => {
+                (DeviceType::Mobile, true)
+            }
             "pc" => (DeviceType::Desktop, false),
             "smartphone" | "mobilephone" => (DeviceType::Mobile, false),
             "appliance" => (DeviceType::Console, false),
             "crawler" if has(&["Mobile"]) => (DeviceType::Mobile, false),
             "crawler" => (DeviceType::Desktop, true),
-            _ if self.app.is_match(ua) && info.brand.is_some() => (DeviceType::Mobile, true),
+            _ if phone_platform => (DeviceType::Mobile, false),
+            _ if info.brand.is_some() && !desktop_platform => (DeviceType::Mobile, true),
             _ => (DeviceType::Unknown, false),
         }
     }

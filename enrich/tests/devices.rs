@@ -145,4 +145,18 @@ fn a_screen_decides_where_the_agent_does_not() {
     // A stated "Mobile" is not second-guessed by the screen.
     let phone = "Mozilla/5.0 (Linux; Android 11; XY-700) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/108.0.0.0 Mobile Safari/537.36";
     assert_eq!(ty(phone, Some((800, 1280))).as_deref(), Some("mobile"));
+    // Windows' "Tablet PC" component is on desktops.
+    let ie = "Mozilla/4.0 (compatible; MSIE 8.0; Windows NT 6.1; WOW64; Trident/4.0; SLCC2; .NET CLR 2.0.50727; Tablet PC 2.0)";
+    assert_eq!(ty(ie, None).as_deref(), Some("desktop"));
+    // Feature phones: by their platform, or by a maker named with no desktop around it.
+    let kaios = "Mozilla/5.0 (Mobile; Nokia_8110_4G; rv:48.0) Gecko/48.0 Firefox/48.0 KAIOS/2.5.1";
+    assert_eq!(ty(kaios, None).as_deref(), Some("mobile"));
+    assert_eq!(
+        ty("ALCATEL-OT510A/382 ObigoInternetBrowser/Q05A", None).as_deref(),
+        Some("mobile")
+    );
+    assert_eq!(
+        ty("Mozilla/4.0 WebTV/2.6 (compatible; MSIE 4.0)", None).as_deref(),
+        Some("tv")
+    );
 }
