@@ -82,12 +82,9 @@ impl AgentFacts {
             browser_version: text(client.browser_version),
             os: text(client.os),
             os_version: text(client.os_version),
-            // The bot detector is the one judge of bots: an agent it lets through
-            // is not typed as one by the parser's crawler list.
-            device_type: client.device_type.map(|t| match (t, &bot) {
-                (DeviceType::Bot, None) => DeviceType::Unknown,
-                (t, _) => t,
-            }),
+            // Bots are the bot detector's call (the Bots step types them); the
+            // parser types the hardware an agent claims.
+            device_type: client.device_type,
             brand: text(client.brand),
             model: text(client.model),
             model_code: text(client.model_code),

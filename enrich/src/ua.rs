@@ -15,7 +15,8 @@ pub struct ClientInfo {
     pub os: Option<String>,
     /// OS version.
     pub os_version: Option<String>,
-    /// Device type.
+    /// Device type of the hardware the agent claims; never `Bot` (whether an agent
+    /// is a bot is [`BotDetector`](crate::BotDetector)'s call).
     pub device_type: Option<DeviceType>,
     /// Device maker.
     pub brand: Option<String>,
