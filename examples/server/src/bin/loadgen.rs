@@ -13,7 +13,9 @@
 //! A soak: `--rate 3000` bounds the hits per second (over all connections),
 //! `--queries 4` adds connections that ask queries, funnels, goals and realtime in
 //! a loop; at the end the events the server stores for the site are compared with
-//! the hits it acknowledged. Reads need a token: `--token bk_...` (or
+//! the hits it acknowledged. `--read-site bench.example --read-range all
+//! --read-pause-ms 0` makes the reads heavy: back to back, over a whole imported
+//! site, an attribution query among them. Reads need a token: `--token bk_...` (or
 //! `BEACON_TOKEN`; `beacon tokens create --agency owner --scope read`).
 //!
 //! `loadgen --peer 127.0.0.1:8001` serves the peer instead: an axum server that
@@ -38,6 +40,11 @@ struct Args {
     unique_visitors: bool,
     rate: Option<f64>,
     queries: usize,
+    /// The site and range the reads ask about (default: the loaded site, "day").
+    read_site: Option<String>,
+    read_range: String,
+    /// The pause between one reader's requests.
+    read_pause: Duration,
 }
 
 /// The `Authorization` header line reads send (from `--token` or `BEACON_TOKEN`).
@@ -54,6 +61,9 @@ fn args() -> Args {
         unique_visitors: false,
         rate: None,
         queries: 0,
+        read_site: None,
+        read_range: "day".into(),
+        read_pause: Duration::from_millis(100),
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -71,6 +81,9 @@ fn args() -> Args {
             "--peer" => a.peer = Some(v),
             "--rate" => a.rate = v.parse().ok().filter(|r: &f64| *r > 0.0),
             "--queries" => a.queries = v.parse().unwrap_or(0),
+            "--read-site" => a.read_site = Some(v),
+            "--read-range" => a.read_range = v,
+            "--read-pause-ms" => a.read_pause = Duration::from_millis(v.parse().unwrap_or(100)),
             "--token" => {
                 let _ = AUTHORIZATION.set(format!("Authorization: Bearer {v}\r\n"));
             }
@@ -204,33 +217,47 @@ async fn request(addr: &str, method: &str, path: &str, body: &str) -> Option<(u1
 
 /// Reads in a loop (a query, a funnel, goals, realtime in turn) until `until`:
 /// latencies in µs and status counts.
-async fn reader(addr: String, site: String, until: Instant) -> (Vec<u32>, BTreeMap<u16, u64>) {
+async fn reader(
+    addr: String,
+    site: String,
+    range: String,
+    pause: Duration,
+    until: Instant,
+) -> (Vec<u32>, BTreeMap<u16, u64>) {
+    let range = serde_json::to_string(&range).unwrap_or_else(|_| "\"day\"".into());
     let reads = [
         (
             "POST",
             "/api/v1/query".to_owned(),
             format!(
-                r#"{{"site":"{site}","date_range":"day","metrics":["visitors","visits","pageviews","bounce_rate","visit_duration"]}}"#
+                r#"{{"site":"{site}","date_range":{range},"metrics":["visitors","visits","pageviews","bounce_rate","visit_duration"]}}"#
             ),
         ),
         (
             "POST",
             "/api/v1/query".to_owned(),
             format!(
-                r#"{{"site":"{site}","date_range":"day","metrics":["visitors","pageviews"],"dimensions":["page"],"limit":10}}"#
+                r#"{{"site":"{site}","date_range":{range},"metrics":["visitors","pageviews"],"dimensions":["page"],"limit":10}}"#
             ),
         ),
         (
             "POST",
             "/api/v1/funnel".to_owned(),
             format!(
-                r#"{{"site":"{site}","date_range":"day","steps":[{{"page":"/p/1"}},{{"page":"/p/2*"}}]}}"#
+                r#"{{"site":"{site}","date_range":{range},"steps":[{{"page":"/p/1"}},{{"page":"/p/2*"}}]}}"#
             ),
         ),
         (
             "POST",
             "/api/v1/goals".to_owned(),
-            format!(r#"{{"site":"{site}","date_range":"day","goals":[{{"page":"/p/3*"}}]}}"#),
+            format!(r#"{{"site":"{site}","date_range":{range},"goals":[{{"page":"/p/3*"}}]}}"#),
+        ),
+        (
+            "POST",
+            "/api/v1/query".to_owned(),
+            format!(
+                r#"{{"site":"{site}","date_range":{range},"metrics":["revenue","conversions"],"dimensions":["source"],"attribution":{{"model":"first_touch"}}}}"#
+            ),
         ),
         (
             "GET",
@@ -247,7 +274,7 @@ async fn reader(addr: String, site: String, until: Instant) -> (Vec<u32>, BTreeM
         let status = request(&addr, method, path, body).await.map_or(0, |r| r.0);
         lat.push(t.elapsed().as_micros() as u32);
         *statuses.entry(status).or_default() += 1;
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(pause).await;
     }
     (lat, statuses)
 }
@@ -294,7 +321,15 @@ async fn run(a: Args) {
         .rate
         .map(|r| Duration::from_secs_f64(a.connections as f64 / r));
     let readers: Vec<_> = (0..a.queries)
-        .map(|_| tokio::spawn(reader(a.addr.clone(), a.site.clone(), until)))
+        .map(|_| {
+            tokio::spawn(reader(
+                a.addr.clone(),
+                a.read_site.clone().unwrap_or_else(|| a.site.clone()),
+                a.read_range.clone(),
+                a.read_pause,
+                until,
+            ))
+        })
         .collect();
     let mut tasks = Vec::new();
     for id in 0..a.connections {
