@@ -273,7 +273,7 @@ impl BotDetector {
         // "CUBOT", "Discovery", "Radar 4G", "Forward Ruby"): isbot's broad words
         // and the library names never read it; only a crawler the crawler list
         // names ("...; en-us; Catchpoint)") is found there.
-        let token = crate::ua::device_model_token(ua);
+        let token = crate::ua::android_model_token(ua);
         if let Some(t) = token {
             if let Some(i) = self
                 .crawler_set

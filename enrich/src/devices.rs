@@ -82,7 +82,7 @@ fn key(code: &str) -> String {
 
 /// Two brand spellings name the same maker (`XiaoMi` and `Xiaomi`, `Sony Ericsson`
 /// and `SonyEricsson`, `LGE` and `LG`).
-pub fn same_brand(a: &str, b: &str) -> bool {
+pub(crate) fn same_brand(a: &str, b: &str) -> bool {
     fold_brand(a) == fold_brand(b)
 }
 

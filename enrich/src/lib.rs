@@ -45,7 +45,7 @@ mod url;
 
 pub use beacon_core::ClientHints;
 pub use bots::{BotDetector, BotListError, BotReason};
-pub use devices::{same_brand, DeviceName, DeviceNames};
+pub use devices::{DeviceName, DeviceNames};
 pub use enricher::{flat_json, EnrichError, Enricher, EnricherBuilder, Request, Step};
 pub use geo::{GeoDatabases, GeoError, GeoFacts, GeoKind};
 pub use network::{NetworkClassifier, NetworkVerdict};

@@ -36,7 +36,7 @@ pub struct ClientInfo {
 /// SM-G991B Build/…)`, `CUBOT KINGKONG 5 Pro` in `(Linux; Android 11;CUBOT
 /// KINGKONG 5 Pro)`. The one home of where a model sits in the string: the parser
 /// names it, the bot detector never reads it.
-fn android_model_token(ua: &str) -> Option<regex::Match<'_>> {
+pub(crate) fn android_model_token(ua: &str) -> Option<regex::Match<'_>> {
     static TOKEN: std::sync::LazyLock<Regex> = std::sync::LazyLock::new(|| {
         Regex::new(
             r"Android[ /][^;)]*;(?: [a-z]{2}[-_][A-Za-z]{2};)? ?([^;)]+?)(?: Build/| MIUI/|\))",
@@ -55,11 +55,6 @@ fn android_model_token(ua: &str) -> Option<regex::Match<'_>> {
         && t != "Mobile"
         && t != "Tablet")
         .then_some(m)
-}
-
-/// The Android model token of `ua` (see [`android_model_token`]).
-pub(crate) fn device_model_token(ua: &str) -> Option<regex::Match<'_>> {
-    android_model_token(ua)
 }
 
 /// `ua` with its model `token` replaced by `device` (borrowed when there is none).
@@ -277,7 +272,7 @@ impl UserAgentParser {
             os_version,
             ..ClientInfo::default()
         };
-        let (code_like, hand) = match self.hand_device(ua, token) {
+        let (mut code_like, hand) = match self.hand_device(ua, token) {
             Some((b, m, c)) => (c, Some((b, m))),
             None => (false, None),
         };
@@ -310,7 +305,6 @@ impl UserAgentParser {
         } else {
             self.uap_device(ua)
         };
-        let mut code_like = code_like;
         match (hand, uap) {
             // uap-core knows the maker: its brand; the hand rules' model where they
             // name the same maker (their spellings are the readable ones).
