@@ -18,8 +18,9 @@ use crate::store::{
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use std::collections::HashSet;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 /// The in-memory reference engine: answers every request kind of the contract.
 ///
@@ -37,8 +38,25 @@ use std::sync::{Mutex, RwLock};
 /// [`MemoryConfig`], so that one value serves an app that embeds Beacon.
 #[derive(Debug, Default)]
 pub struct MemoryStore {
-    sites: RwLock<HashMap<String, SiteData>>,
+    /// Held only to find or add a site's slot: never across a request.
+    sites: RwLock<HashMap<String, Arc<SiteSlot>>>,
     config: MemoryConfig,
+}
+
+/// One site: its data, read by requests, and the intake where appends wait while
+/// requests hold the data.
+#[derive(Debug)]
+struct SiteSlot {
+    data: RwLock<SiteData>,
+    intake: Mutex<Intake>,
+}
+
+/// Events appended while requests held a site's data, in arrival order, and their
+/// ids; merged into the data before the next request reads it.
+#[derive(Debug, Default)]
+struct Intake {
+    events: Vec<Event>,
+    ids: HashSet<u128>,
 }
 
 /// Memory held by a [`MemoryStore`].
@@ -50,18 +68,124 @@ pub struct MemoryUsage {
     pub heap_bytes: usize,
 }
 
+impl SiteSlot {
+    fn new() -> Self {
+        Self {
+            data: RwLock::new(SiteData::new(
+                i64::from(Site::DEFAULT_SESSION_TIMEOUT_SECS) * 1000,
+            )),
+            intake: Mutex::new(Intake::default()),
+        }
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, SiteData> {
+        self.data.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn intake(&self) -> MutexGuard<'_, Intake> {
+        self.intake.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The data under its write lock, with the intake merged in.
+    fn write(&self) -> RwLockWriteGuard<'_, SiteData> {
+        let mut data = self.data.write().unwrap_or_else(|e| e.into_inner());
+        Self::merge(&mut data, &mut self.intake());
+        data
+    }
+
+    /// The data under its read lock, with everything appended before the call in it.
+    fn settled(&self) -> RwLockReadGuard<'_, SiteData> {
+        if !self.intake().events.is_empty() {
+            drop(self.write());
+        }
+        self.read()
+    }
+
+    /// Moves the intake's events into the data (an id held already was counted
+    /// stored when it waited: it is dropped here).
+    fn merge(data: &mut SiteData, intake: &mut Intake) {
+        if intake.events.is_empty() {
+            return;
+        }
+        for e in intake.events.drain(..) {
+            data.push(&e);
+        }
+        intake.ids = HashSet::new();
+    }
+
+    /// Appends one site's run of events. Never waits for requests: when they hold
+    /// the data, the run waits in the intake instead.
+    fn append(&self, run: &[Event], report: &mut AppendReport) {
+        if let Ok(mut data) = self.data.try_write() {
+            Self::merge(&mut data, &mut self.intake());
+            for e in run {
+                if data.push(e) {
+                    report.stored += 1;
+                } else {
+                    report.duplicates.push(e.id);
+                }
+            }
+            return;
+        }
+        let mut intake = self.intake();
+        // Readers only (no request waiting to write): the id check is exact. Otherwise
+        // an id held by the data is found out when the intake is merged.
+        let data = self.data.try_read().ok();
+        for e in run {
+            let id = e.id.as_u128();
+            let held =
+                id != 0 && (intake.ids.contains(&id) || data.as_ref().is_some_and(|d| d.holds(id)));
+            if held {
+                report.duplicates.push(e.id);
+                continue;
+            }
+            if id != 0 {
+                intake.ids.insert(id);
+            }
+            intake.events.push(e.clone());
+            report.stored += 1;
+        }
+    }
+
+    /// Whether an event with this id is held or waiting; `false` when the data is
+    /// held by a request waiting to rebuild it (that cannot be told without waiting).
+    fn holds_now(&self, id: u128) -> bool {
+        if id == 0 {
+            return false;
+        }
+        if self.intake().ids.contains(&id) {
+            return true;
+        }
+        self.data.try_read().is_ok_and(|d| d.holds(id))
+    }
+}
+
 impl MemoryStore {
     /// An empty store.
     pub fn new() -> Self {
         Self::default()
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, SiteData>> {
-        self.sites.read().unwrap_or_else(|e| e.into_inner())
+    fn slot(&self, site: &str) -> Option<Arc<SiteSlot>> {
+        let sites = self.sites.read().unwrap_or_else(|e| e.into_inner());
+        sites.get(site).cloned()
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, SiteData>> {
-        self.sites.write().unwrap_or_else(|e| e.into_inner())
+    fn slot_or_new(&self, site: &str) -> Arc<SiteSlot> {
+        if let Some(slot) = self.slot(site) {
+            return slot;
+        }
+        let mut sites = self.sites.write().unwrap_or_else(|e| e.into_inner());
+        Arc::clone(
+            sites
+                .entry(site.to_owned())
+                .or_insert_with(|| Arc::new(SiteSlot::new())),
+        )
+    }
+
+    fn slots(&self) -> Vec<Arc<SiteSlot>> {
+        let sites = self.sites.read().unwrap_or_else(|e| e.into_inner());
+        sites.values().cloned().collect()
     }
 
     /// The configuration it holds.
@@ -88,62 +212,52 @@ impl MemoryStore {
     /// Makes room for `additional` more events of `site` (a loader that knows how many
     /// it will append saves the columns' regrowth).
     pub fn reserve_sync(&self, site: &str, additional: usize) {
-        self.write()
-            .entry(site.to_owned())
-            .or_insert_with(|| SiteData::new(Site::DEFAULT_SESSION_TIMEOUT_SECS as i64 * 1000))
-            .table
-            .reserve(additional);
+        self.slot_or_new(site).write().table.reserve(additional);
     }
 
     /// Whether an event with id `id` of `site` is held.
     pub fn holds_sync(&self, site: &str, id: uuid::Uuid) -> bool {
-        self.read().get(site).is_some_and(|d| d.holds(id.as_u128()))
+        self.slot(site)
+            .is_some_and(|s| s.settled().holds(id.as_u128()))
     }
 
-    /// For each event, whether the store holds an event of its site with its id
-    /// (under one lock for the batch).
+    /// For each event, whether the store holds an event of its site with its id.
+    /// It never waits for requests in flight: an event whose site a request is
+    /// waiting to rebuild counts as not held, and [`MemoryStore::append_sync`] drops
+    /// it if it is.
     pub fn holds_each(&self, events: &[&Event]) -> Vec<bool> {
-        let sites = self.read();
-        let mut last: Option<(&str, Option<&SiteData>)> = None;
+        let mut last: Option<(&str, Option<Arc<SiteSlot>>)> = None;
         events
             .iter()
             .map(|e| {
-                let data = match last {
-                    Some((site, d)) if site == e.site => d,
+                let slot = match &last {
+                    Some((site, s)) if *site == e.site => s.clone(),
                     _ => {
-                        let d = sites.get(&e.site);
-                        last = Some((&e.site, d));
-                        d
+                        let s = self.slot(&e.site);
+                        last = Some((&e.site, s.clone()));
+                        s
                     }
                 };
-                data.is_some_and(|d| d.holds(e.id.as_u128()))
+                slot.is_some_and(|s| s.holds_now(e.id.as_u128()))
             })
             .collect()
     }
 
-    /// Appends events (synchronous form of [`EventStore::append`]).
+    /// Appends events (synchronous form of [`EventStore::append`]). It never waits
+    /// for requests reading the site: while they run, events wait in the site's
+    /// intake, and the next request merges them in first, so that what was appended
+    /// before a request began is in its answer. The id check is exact unless a
+    /// request is waiting to rebuild the site; then an id held already is counted
+    /// stored, and dropped when merged (the data holds it once either way).
     pub fn append_sync(&self, events: &[Event]) -> Result<AppendReport, StoreError> {
-        let mut sites = self.write();
         let mut report = AppendReport::default();
-        // Events come in runs of one site: look each run's table up once.
+        // Events come in runs of one site: look each run's slot up once.
         let mut rest = events;
         while let Some(first) = rest.first() {
             let n = rest.iter().take_while(|e| e.site == first.site).count();
             let (run, tail) = rest.split_at(n);
             rest = tail;
-            let data = match sites.get_mut(&first.site) {
-                Some(d) => d,
-                None => sites.entry(first.site.clone()).or_insert_with(|| {
-                    SiteData::new(i64::from(Site::DEFAULT_SESSION_TIMEOUT_SECS) * 1000)
-                }),
-            };
-            for e in run {
-                if data.push(e) {
-                    report.stored += 1;
-                } else {
-                    report.duplicates.push(e.id);
-                }
-            }
+            self.slot_or_new(&first.site).append(run, &mut report);
         }
         Ok(report)
     }
@@ -151,8 +265,8 @@ impl MemoryStore {
     /// Orders newly appended events and derives sessions now, rather than on the next
     /// request (with each site's last timeout).
     pub fn build(&self) {
-        for d in self.write().values_mut() {
-            d.table.build();
+        for slot in self.slots() {
+            slot.write().table.build();
         }
     }
 
@@ -161,28 +275,22 @@ impl MemoryStore {
     /// answered from empty data.
     fn with_prepared<T>(&self, site: &Site, f: impl Fn(&SiteData) -> T) -> T {
         let timeout = site.session_timeout_ms();
+        let Some(slot) = self.slot(&site.domain) else {
+            return f(&SiteData::new(timeout));
+        };
         for _ in 0..4 {
             {
-                let sites = self.read();
-                match sites.get(&site.domain) {
-                    None => return f(&SiteData::new(timeout)),
-                    Some(d) if d.table.is_ready(timeout) => return f(d),
-                    Some(_) => {}
+                let data = slot.settled();
+                if data.table.is_ready(timeout) {
+                    return f(&data);
                 }
             }
-            if let Some(d) = self.write().get_mut(&site.domain) {
-                d.prepare(timeout);
-            }
+            slot.write().prepare(timeout);
         }
         // Requests with other timeouts keep rebuilding it: answer under the write lock.
-        let mut sites = self.write();
-        match sites.get_mut(&site.domain) {
-            Some(d) => {
-                d.prepare(timeout);
-                f(d)
-            }
-            None => f(&SiteData::new(timeout)),
-        }
+        let mut data = slot.write();
+        data.prepare(timeout);
+        f(&data)
     }
 
     fn resolve(&self, site: &Site, range: &DateRange, now: DateTime<Utc>) -> ResolvedRange {
@@ -195,7 +303,7 @@ impl MemoryStore {
     }
 
     fn extent_sync(&self, site: &str) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
-        let (lo, hi) = self.read().get(site)?.extent()?;
+        let (lo, hi) = self.slot(site)?.settled().extent()?;
         Some((
             DateTime::from_timestamp_millis(lo)?,
             DateTime::from_timestamp_millis(hi)?,
@@ -256,22 +364,28 @@ impl MemoryStore {
 
     /// Events and heap bytes held.
     pub fn memory_usage(&self) -> MemoryUsage {
-        let sites = self.read();
-        MemoryUsage {
-            events: sites.values().map(SiteData::len).sum(),
-            heap_bytes: sites.values().map(|d| d.table.heap_bytes()).sum(),
+        let mut usage = MemoryUsage {
+            events: 0,
+            heap_bytes: 0,
+        };
+        for slot in self.slots() {
+            let data = slot.settled();
+            usage.events += data.len();
+            usage.heap_bytes += data.table.heap_bytes();
         }
+        usage
     }
 
     /// The next batch of a scan after `cursor` (a table key, then a ledger index).
     fn scan_batch(&self, req: &ScanRequest, cursor: &mut ScanCursor) -> Vec<Event> {
         let limit = req.batch_limit();
         let mut out = Vec::new();
-        let mut sites = self.write();
-        let Some(d) = sites.get_mut(&req.site) else {
+        let Some(slot) = self.slot(&req.site) else {
             cursor.done = true;
             return out;
         };
+        let mut data = slot.write();
+        let d = &mut *data;
         if !cursor.table_done {
             let t = &mut d.table;
             t.build();
@@ -344,10 +458,10 @@ impl EventStore for MemoryStore {
     }
 
     async fn erase(&self, site: &str, scope: EraseScope) -> Result<u64, StoreError> {
-        let mut sites = self.write();
-        let Some(d) = sites.get_mut(site) else {
+        let Some(slot) = self.slot(site) else {
             return Ok(0);
         };
+        let mut d = slot.write();
         Ok(match scope {
             EraseScope::All => d.erase(None),
             EraseScope::Visitor(v) => d.erase(Some(&v)),
@@ -420,7 +534,7 @@ impl MemoryConfig {
         Self::default()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<ConfigKey, Vec<u8>>> {
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<ConfigKey, Vec<u8>>> {
         self.records.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -531,11 +645,8 @@ mod tests {
     use super::*;
     use crate::context::Cancel;
 
-    /// A cancelled request stops with `Stopped`, whichever engine runs it.
-    #[test]
-    fn a_cancelled_request_stops() {
-        let store = MemoryStore::new();
-        let events: Vec<Event> = (0..10_000u32)
+    fn events(n: u32) -> Vec<Event> {
+        (0..n)
             .map(|i| {
                 let mut e = Event {
                     id: uuid::Uuid::from_u128(u128::from(i) + 1),
@@ -550,8 +661,63 @@ mod tests {
                 e.page.path = format!("/p/{}", i % 301);
                 e
             })
-            .collect();
-        store.append_sync(&events).expect("append");
+            .collect()
+    }
+
+    fn pageviews(store: &MemoryStore) -> f64 {
+        let q = Query::from_json(r#"{"site":"a.com","date_range":"all","metrics":["pageviews"]}"#)
+            .expect("query");
+        let now = DateTime::from_timestamp_millis(1_772_400_000_000).expect("now");
+        let result = store
+            .query_sync(&Site::new("a.com"), &q, &Context::at(now))
+            .expect("query");
+        result
+            .get(&[], crate::Metric::Pageviews)
+            .map_or(0.0, |v| v.as_f64())
+    }
+
+    /// An append never waits for a request holding the site: it waits in the
+    /// intake, its ids are checked there, and the next request reads it.
+    #[test]
+    fn appends_while_a_request_reads_wait_in_the_intake_not_for_the_request() {
+        let store = MemoryStore::new();
+        let all = events(300);
+        store.append_sync(&all[..100]).expect("append");
+        assert_eq!(pageviews(&store), 100.0);
+        let slot = store.slot("a.com").expect("slot");
+        let reading = slot.read();
+        // With the old single lock this append waited for `reading` (here: forever).
+        let report = store.append_sync(&all[50..200]).expect("append");
+        assert_eq!(
+            report.stored, 100,
+            "ids held by the data are known while it is read"
+        );
+        assert_eq!(report.duplicates.len(), 50);
+        let again = store.append_sync(&all[150..300]).expect("append");
+        assert_eq!(again.stored, 100, "ids waiting in the intake are known too");
+        assert_eq!(again.duplicates.len(), 50);
+        assert_eq!(slot.intake().events.len(), 200);
+        let held: Vec<&Event> = all.iter().collect();
+        assert!(store.holds_each(&held).iter().all(|&h| h));
+        drop(reading);
+        assert_eq!(
+            pageviews(&store),
+            300.0,
+            "the next request merges the intake first"
+        );
+        assert!(slot.intake().events.is_empty());
+        assert_eq!(store.memory_usage().events, 300);
+        // With nothing reading, appends go straight to the data.
+        let report = store.append_sync(&all).expect("append");
+        assert_eq!((report.stored, report.duplicates.len()), (0, 300));
+        assert!(slot.intake().events.is_empty());
+    }
+
+    /// A cancelled request stops with `Stopped`, whichever engine runs it.
+    #[test]
+    fn a_cancelled_request_stops() {
+        let store = MemoryStore::new();
+        store.append_sync(&events(10_000)).expect("append");
         let site = Site::new("a.com");
         let now = DateTime::from_timestamp_millis(1_772_400_000_000).expect("now");
         let cancel = Cancel::new();

@@ -228,8 +228,11 @@ async fn pending_deliveries_survive_a_restart() {
     .await;
     let down = Arc::new(Receiver::default());
     down.fail_first.store(usize::MAX, Ordering::SeqCst);
+    // The retry a minute away (policy()'s cap of 200 ms lifted: under it the retry
+    // could fall due within the check below).
     let slow = WebhookPolicy {
         base_delay: Duration::from_secs(60),
+        max_delay: Duration::from_secs(3600),
         ..policy()
     };
     let p = pipeline(&store, Arc::clone(&down), slow);
@@ -384,6 +387,7 @@ async fn erasing_a_visitor_reaches_events_sessions_and_pending_deliveries() {
     down.fail_first.store(usize::MAX, Ordering::SeqCst);
     let slow = WebhookPolicy {
         base_delay: Duration::from_secs(60),
+        max_delay: Duration::from_secs(3600),
         ..policy()
     };
     let p = pipeline(&store, Arc::clone(&down), slow);
