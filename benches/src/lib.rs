@@ -177,6 +177,49 @@ pub fn generate(site: &str, n: usize, seed: u64) -> Vec<Event> {
     Traffic::new(site, n, seed).collect()
 }
 
+/// A consumer address that the ip-location-db country database in `../shared/data`
+/// places in each of the generator's countries.
+pub const COUNTRY_ADDRESSES: [(&str, &str); 10] = [
+    ("US", "73.0.0.1"),
+    ("DE", "91.64.0.1"),
+    ("FR", "90.0.0.1"),
+    ("GB", "86.0.0.1"),
+    ("IN", "49.36.0.1"),
+    ("BR", "177.0.0.1"),
+    ("JP", "126.0.0.1"),
+    ("CA", "24.114.0.1"),
+    ("NL", "77.160.0.1"),
+    ("ES", "83.32.0.1"),
+];
+
+/// A real user agent for each of the generator's (browser, os) pairs.
+pub const BROWSER_AGENTS: [(&str, &str, &str); 4] = [
+    ("Chrome", "Windows", "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36"),
+    ("Safari", "iOS", "Mozilla/5.0 (iPhone; CPU iPhone OS 17_2 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.2 Mobile/15E148 Safari/604.1"),
+    ("Firefox", "Linux", "Mozilla/5.0 (X11; Linux x86_64; rv:121.0) Gecko/20100101 Firefox/121.0"),
+    ("Chrome", "Android", "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Mobile Safari/537.36"),
+];
+
+/// [`hit_json`] with the client a browser would send: a user agent for the event's
+/// browser and an address in its country, so that `beacon import` (given the country
+/// database) derives the device and the country itself.
+pub fn realistic_hit_json(e: &Event) -> serde_json::Value {
+    let mut hit = hit_json(e);
+    let country = e.location.country.as_ref().map(|c| c.as_str());
+    if let Some((_, ip)) = COUNTRY_ADDRESSES.iter().find(|(c, _)| Some(*c) == country) {
+        hit["ip"] = (*ip).into();
+    }
+    let browser = e.device.browser.as_ref().map(|t| t.as_str());
+    let os = e.device.os.as_ref().map(|t| t.as_str());
+    if let Some((_, _, ua)) = BROWSER_AGENTS
+        .iter()
+        .find(|(b, o, _)| Some(*b) == browser && Some(*o) == os)
+    {
+        hit["user_agent"] = (*ua).into();
+    }
+    hit
+}
+
 /// An event of the generator as the hit `beacon import` takes for it (client
 /// visitor ids, so no user agents or addresses are needed).
 pub fn hit_json(e: &Event) -> serde_json::Value {

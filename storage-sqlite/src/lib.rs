@@ -298,7 +298,7 @@ impl SqliteStore {
                         let Some((count, codec, body)) = next else {
                             return Ok(());
                         };
-                        memory.append_sync(&decode_batch(&codec, &body, count)?)?;
+                        memory.load_sync(&decode_batch(&codec, &body, count)?)?;
                     }
                 })
             })

@@ -77,6 +77,7 @@ impl Src {
 }
 
 /// What a pass needs besides the table.
+#[derive(Clone)]
 pub(super) struct Ctx<'a> {
     pub(super) t: &'a SiteTable,
     pub(super) start: i64,
@@ -444,12 +445,130 @@ impl Needs {
     }
 }
 
-/// One pass over the table, filling `groups`.
+/// Sessions below which a pass runs on one thread: splitting costs a thread start
+/// and a merge of the groups.
+const SPLIT_MIN_SESSIONS: usize = 65_536;
+
+/// Threads a pass may use: the cores, at most 8.
+fn pass_threads() -> usize {
+    static N: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *N.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get().min(8)))
+}
+
+/// `parts` ranges covering `0..n` sessions, cut only between visitors (a visitor's
+/// sessions are adjacent): each part then counts its visitors alone, and the parts'
+/// distinct counts add up.
+fn visitor_parts(t: &SiteTable, parts: usize) -> Vec<std::ops::Range<usize>> {
+    let n = t.sessions.len();
+    let visitor = |si: usize| t.visitor[t.sessions[si].rows().start];
+    let mut cuts = vec![0];
+    for i in 1..parts {
+        let mut b = (n * i / parts).max(*cuts.last().unwrap_or(&0));
+        while b > 0 && b < n && visitor(b) == visitor(b - 1) {
+            b += 1;
+        }
+        cuts.push(b);
+    }
+    cuts.push(n);
+    cuts.windows(2)
+        .map(|w| w[0]..w[1])
+        .filter(|r| !r.is_empty())
+        .collect()
+}
+
+impl Groups {
+    /// Adds `other`'s accumulators into this one's (groups of disjoint visitors).
+    fn absorb(&mut self, other: Groups) {
+        for (k, (h, a)) in other.keys.iter().zip(other.hot.iter().zip(&other.accs)) {
+            let g = self.slot(*k);
+            let hot = &mut self.hot[g];
+            hot.visitors += h.visitors;
+            hot.events += h.events;
+            hot.pageviews += h.pageviews;
+            let acc = &mut self.accs[g];
+            acc.visits += a.visits;
+            acc.bounces += a.bounces;
+            acc.duration_ms += a.duration_ms;
+            acc.visit_pageviews += a.visit_pageviews;
+            acc.conversions += a.conversions;
+            acc.revenue += a.revenue;
+            acc.engaged_ms += a.engaged_ms;
+            acc.engaged_pageviews += a.engaged_pageviews;
+            acc.scroll_sum += a.scroll_sum;
+            acc.scroll_pairs += a.scroll_pairs;
+        }
+    }
+}
+
+/// Runs `work` over the table's sessions, split across the cores by visitor when
+/// the table is large (see [`visitor_parts`]): one result per part, in order.
+pub(super) fn by_visitor_parts<T: Send>(
+    c: &Ctx<'_>,
+    work: impl Fn(&Ctx<'_>, std::ops::Range<usize>) -> Result<T, QueryError> + Sync,
+) -> Result<Vec<T>, QueryError> {
+    let n = c.t.sessions.len();
+    let threads = pass_threads();
+    #[cfg(test)]
+    let threads = tests::THREADS.with(|t| t.get()).unwrap_or(threads);
+    #[cfg(test)]
+    let n_min = tests::SPLIT_MIN
+        .with(|t| t.get())
+        .unwrap_or(SPLIT_MIN_SESSIONS);
+    #[cfg(not(test))]
+    let n_min = SPLIT_MIN_SESSIONS;
+    if threads < 2 || n < n_min {
+        return Ok(vec![work(c, 0..n)?]);
+    }
+    let mut parts = visitor_parts(c.t, threads).into_iter();
+    let first = parts.next().unwrap_or(0..0);
+    let work = &work;
+    let (mine, others) = std::thread::scope(|scope| {
+        let handles: Vec<_> = parts
+            .map(|range| {
+                let c = c.clone();
+                scope.spawn(move || work(&c, range))
+            })
+            .collect();
+        let mine = work(c, first);
+        let others: Vec<Result<T, QueryError>> = handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect();
+        (mine, others)
+    });
+    let mut out = vec![mine?];
+    for r in others {
+        out.push(r?);
+    }
+    Ok(out)
+}
+
+/// A pass over the whole table into `groups`, split across the cores by visitor
+/// when the table is large (each part into groups of its own, merged after).
+fn pass_all(
+    c: &Ctx<'_>,
+    filter: Option<&Compiled>,
+    groups: &mut Groups,
+    needs: Needs,
+) -> Result<(), QueryError> {
+    let dims = groups.dims.clone();
+    let parts = by_visitor_parts(c, |c, range| {
+        let mut g = Groups::new(dims.clone(), c);
+        pass(c, filter, &mut g, needs, range).map(|()| g)
+    })?;
+    for g in parts {
+        groups.absorb(g);
+    }
+    Ok(())
+}
+
+/// One pass over the table's sessions `sessions`, filling `groups`.
 fn pass(
     c: &Ctx<'_>,
     filter: Option<&Compiled>,
     groups: &mut Groups,
     needs: Needs,
+    sessions: std::ops::Range<usize>,
 ) -> Result<(), QueryError> {
     let t = c.t;
     let visit_dims_vary = groups
@@ -466,7 +585,8 @@ fn pass(
         && !needs.conversions;
     let mut engaged: Vec<(u32, u64)> = Vec::new();
     let mut scroll: Vec<(u32, u32, u8)> = Vec::new();
-    for (si, s) in t.sessions.iter().enumerate() {
+    for si in sessions {
+        let s = &t.sessions[si];
         if si % CHECK_EVERY == 0 {
             c.check()?;
         }
@@ -678,7 +798,7 @@ pub(crate) fn execute(
     if srcs.is_empty() {
         groups.slot([NULL; Query::MAX_DIMENSIONS]);
     }
-    pass(
+    pass_all(
         &c,
         compile(&all_filters)?.as_ref(),
         &mut groups,
@@ -712,7 +832,7 @@ pub(crate) fn execute(
                 .map(|(_, s)| *s)
                 .collect();
             let mut g = Groups::new(dims, &c);
-            pass(&c, compile(&kept)?.as_ref(), &mut g, Needs::default())?;
+            pass_all(&c, compile(&kept)?.as_ref(), &mut g, Needs::default())?;
             Some((g, goal_pos))
         } else {
             None
@@ -839,5 +959,147 @@ pub(super) fn finish(
         total_rows,
         currency: c.currency,
         query: q.to_json(Some((range.from, range.to))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::context::Context;
+    use crate::event::{Event, EventKind};
+    use crate::money::{Currency, Money};
+    use crate::query::Query;
+    use crate::site::Site;
+    use crate::MemoryStore;
+    use chrono::DateTime;
+    use std::cell::Cell;
+
+    thread_local! {
+        /// Threads a pass on this thread uses, instead of the cores.
+        pub(super) static THREADS: Cell<Option<usize>> = const { Cell::new(None) };
+        /// Sessions from which a pass on this thread splits.
+        pub(super) static SPLIT_MIN: Cell<Option<usize>> = const { Cell::new(None) };
+    }
+
+    /// Visitors with several sessions each, of every kind of event, over 10 days.
+    fn traffic() -> Vec<Event> {
+        let mut out = Vec::new();
+        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+        let mut next = |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        let t0 = 1_772_323_200_000i64;
+        let mut id = 1u128;
+        for v in 0..400u32 {
+            let mut t = t0 + next(86_400_000) as i64;
+            for _ in 0..1 + next(6) {
+                let source = ["Google", "Bing", ""][next(3) as usize];
+                let country = ["DE", "US", "FR", "JP"][next(4) as usize];
+                for i in 0..1 + next(5) {
+                    let kind = match (i, next(10)) {
+                        (0, _) | (_, 0..=4) => EventKind::Pageview,
+                        (_, 5..=6) => EventKind::Engagement,
+                        (_, 7..=8) => EventKind::Goal,
+                        _ => EventKind::Purchase,
+                    };
+                    let mut e = Event {
+                        id: uuid::Uuid::from_u128(id),
+                        site: "a.com".into(),
+                        kind,
+                        timestamp: DateTime::from_timestamp_millis(t).expect("time"),
+                        ..Event::default()
+                    };
+                    id += 1;
+                    e.identity.visitor_id = format!("v{v}");
+                    e.page.path = format!("/p/{}", next(12));
+                    if !source.is_empty() {
+                        e.acquisition.source = Some(source.into());
+                    }
+                    e.location.country = Some(country.into());
+                    match kind {
+                        EventKind::Goal => {
+                            e.name = Some(["signup", "trial"][next(2) as usize].into())
+                        }
+                        EventKind::Purchase => {
+                            e.commerce.revenue = Some(Money {
+                                minor: 100 + next(5000) as i64,
+                                currency: Currency::USD,
+                            })
+                        }
+                        EventKind::Engagement => {
+                            e.engagement.time_ms = Some(next(60_000));
+                            e.engagement.scroll_depth = Some(next(101) as u8);
+                        }
+                        _ => {}
+                    }
+                    out.push(e);
+                    t += 1_000 + next(400_000) as i64;
+                }
+                t += 1_800_001 + next(200_000_000) as i64;
+            }
+        }
+        out
+    }
+
+    /// A pass split across threads by visitor gives the single pass's answer, for
+    /// every family of metric, dimensions of both levels, filters and goal rates.
+    #[test]
+    fn a_pass_split_by_visitor_answers_as_one_pass() {
+        let store = MemoryStore::new();
+        store.append_sync(&traffic()).expect("append");
+        let site = Site::new("a.com");
+        let now = Context::at(DateTime::from_timestamp_millis(1_773_532_800_000).expect("now"));
+        let all = r#""metrics":["visitors","visits","pageviews","events","bounce_rate","visit_duration","views_per_visit","conversions","conversion_rate","revenue","time_on_page","scroll_depth"]"#;
+        let queries = [
+            format!(r#"{{"site":"a.com","date_range":"all",{all}}}"#),
+            format!(r#"{{"site":"a.com","date_range":["2026-03-02","2026-03-06"],{all},"dimensions":["page"],"limit":100}}"#),
+            format!(r#"{{"site":"a.com","date_range":"all",{all},"dimensions":["source","country"],"limit":100}}"#),
+            format!(r#"{{"site":"a.com","date_range":"all",{all},"dimensions":["time:day"],"filters":[["is","country",["DE","JP"]]]}}"#),
+            format!(r#"{{"site":"a.com","date_range":"all",{all},"dimensions":["goal"],"filters":[["contains","page",["/p/1"]]]}}"#),
+            r#"{"site":"a.com","date_range":"all","metrics":["visitors","conversion_rate"],"filters":[["is","goal",["signup"]]],"dimensions":["entry_page"],"limit":100}"#.to_owned(),
+        ];
+        for text in &queries {
+            let q = Query::from_json(text).expect("query");
+            THREADS.with(|t| t.set(Some(1)));
+            let one = store.query_sync(&site, &q, &now).expect("one pass");
+            for threads in [2, 3, 7] {
+                THREADS.with(|t| t.set(Some(threads)));
+                SPLIT_MIN.with(|t| t.set(Some(1)));
+                let split = store.query_sync(&site, &q, &now).expect("split pass");
+                assert_eq!(split.rows, one.rows, "{threads} threads: {text}");
+                assert_eq!(split.total_rows, one.total_rows);
+            }
+            SPLIT_MIN.with(|t| t.set(None));
+            THREADS.with(|t| t.set(None));
+            assert!(!one.rows.is_empty(), "{text}");
+        }
+    }
+
+    /// A funnel split across threads by visitor counts as one pass, breakdown too.
+    #[test]
+    fn a_funnel_split_by_visitor_counts_as_one_pass() {
+        let store = MemoryStore::new();
+        store.append_sync(&traffic()).expect("append");
+        let site = Site::new("a.com");
+        let now = Context::at(DateTime::from_timestamp_millis(1_773_532_800_000).expect("now"));
+        for text in [
+            r#"{"site":"a.com","date_range":"all","window":"2h","steps":[{"page":"/p/1"},{"page":"/p/*"},{"goal":"signup"}]}"#,
+            r#"{"site":"a.com","date_range":["2026-03-02","2026-03-08"],"window":"3d","steps":[{"page":"/p/2"},{"goal":"trial"}],"breakdown":"source"}"#,
+        ] {
+            let f = crate::Funnel::from_json(text).expect("funnel");
+            THREADS.with(|t| t.set(Some(1)));
+            let one = store.funnel_sync(&site, &f, &now).expect("one pass");
+            assert!(one.steps[0].visitors > 0, "{text}");
+            for threads in [2, 5] {
+                THREADS.with(|t| t.set(Some(threads)));
+                SPLIT_MIN.with(|t| t.set(Some(1)));
+                let split = store.funnel_sync(&site, &f, &now).expect("split pass");
+                assert_eq!(split, one, "{threads} threads: {text}");
+            }
+            SPLIT_MIN.with(|t| t.set(None));
+            THREADS.with(|t| t.set(None));
+        }
     }
 }

@@ -1,6 +1,6 @@
 //! Funnels (contract section 5) on a site's table.
 
-use super::exec::{Ctx, Src, CHECK_EVERY};
+use super::exec::{by_visitor_parts, Ctx, Src, CHECK_EVERY};
 use super::table::{Interner, SiteTable};
 use crate::context::Context;
 use crate::error::QueryError;
@@ -128,52 +128,76 @@ pub(crate) fn run(
     let masks = Masks::new(f, t, &c)?;
     let group = f.breakdown.as_ref().map(|d| Src::of(d, t));
     let n = f.steps.len();
-    let mut counts = vec![0u64; n];
-    let mut by_group: HashMap<u32, Vec<u64>> = HashMap::new();
-    let (mut ts, mut mask, mut groups) = (Vec::new(), Vec::new(), Vec::new());
-    let mut flush = |ts: &mut Vec<i64>, mask: &mut Vec<u32>, groups: &mut Vec<u32>| {
-        if mask.iter().any(|m| m & 1 == 1) {
-            let (k, first) = reach(ts, mask, n, f.window_ms);
-            for x in counts.iter_mut().take(k) {
-                *x += 1;
-            }
-            if group.is_some() && k > 0 {
-                let g = by_group.entry(groups[first]).or_insert_with(|| vec![0; n]);
-                for x in g.iter_mut().take(k) {
+    // Each part of the visitors counts alone; the parts' counts add up.
+    let parts = by_visitor_parts(&c, |c, sessions| {
+        let mut counts = vec![0u64; n];
+        let mut by_group: HashMap<u32, Vec<u64>> = HashMap::new();
+        let (mut ts, mut mask, mut groups) = (Vec::new(), Vec::new(), Vec::new());
+        let mut flush = |ts: &mut Vec<i64>, mask: &mut Vec<u32>, groups: &mut Vec<u32>| {
+            if mask.iter().any(|m| m & 1 == 1) {
+                let (k, first) = reach(ts, mask, n, f.window_ms);
+                for x in counts.iter_mut().take(k) {
                     *x += 1;
                 }
+                if group.is_some() && k > 0 {
+                    let g = by_group.entry(groups[first]).or_insert_with(|| vec![0; n]);
+                    for x in g.iter_mut().take(k) {
+                        *x += 1;
+                    }
+                }
             }
-        }
-        ts.clear();
-        mask.clear();
-        groups.clear();
-    };
-    let mut visitor = None;
-    for (si, s) in t.sessions.iter().enumerate() {
-        if si % CHECK_EVERY == 0 {
-            c.check()?;
-        }
-        let (first_ts, last_ts) = t.span(s);
-        if last_ts < c.start || first_ts >= c.end {
-            continue;
-        }
-        let v = t.visitor[s.first as usize];
-        if visitor != Some(v) {
-            flush(&mut ts, &mut mask, &mut groups);
-            visitor = Some(v);
-        }
-        let g = group.map_or(0, |src| c.row_value(src, s.first as usize, s));
-        for r in s.rows() {
-            let time = t.ts[r];
-            if time < c.start || time >= c.end || (!f.include_bots && t.is_bot(r)) {
+            ts.clear();
+            mask.clear();
+            groups.clear();
+        };
+        let mut visitor = None;
+        for si in sessions {
+            let s = &t.sessions[si];
+            if si % CHECK_EVERY == 0 {
+                c.check()?;
+            }
+            let (first_ts, last_ts) = t.span(s);
+            if last_ts < c.start || first_ts >= c.end {
                 continue;
             }
-            ts.push(time);
-            mask.push(masks.of(t, r));
-            groups.push(g);
+            let v = t.visitor[s.first as usize];
+            if visitor != Some(v) {
+                flush(&mut ts, &mut mask, &mut groups);
+                visitor = Some(v);
+            }
+            let g = group.map_or(0, |src| c.row_value(src, s.first as usize, s));
+            for r in s.rows() {
+                // A row that matches no step never advances a path, and the window
+                // ends at the first matching row past it: such rows are left out.
+                let m = masks.of(t, r);
+                if m == 0 {
+                    continue;
+                }
+                let time = t.ts[r];
+                if time < c.start || time >= c.end || (!f.include_bots && t.is_bot(r)) {
+                    continue;
+                }
+                ts.push(time);
+                mask.push(m);
+                groups.push(g);
+            }
+        }
+        flush(&mut ts, &mut mask, &mut groups);
+        Ok((counts, by_group))
+    })?;
+    let mut counts = vec![0u64; n];
+    let mut by_group: HashMap<u32, Vec<u64>> = HashMap::new();
+    for (part, groups) in parts {
+        for (x, y) in counts.iter_mut().zip(part) {
+            *x += y;
+        }
+        for (id, g) in groups {
+            let into = by_group.entry(id).or_insert_with(|| vec![0; n]);
+            for (x, y) in into.iter_mut().zip(g) {
+                *x += y;
+            }
         }
     }
-    flush(&mut ts, &mut mask, &mut groups);
     let breakdown = group.map(|src| {
         let mut rows: Vec<(Option<String>, Vec<StepResult>)> = by_group
             .into_iter()
