@@ -249,3 +249,36 @@ pub fn hit_json(e: &Event) -> serde_json::Value {
     }
     hit
 }
+
+/// A free loopback port.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// The median of `v` (the upper one of an even count).
+pub fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Starts `bin serve` on the store under `data_dir`, listening on loopback `port`;
+/// its standard error is piped, for the caller to read.
+pub fn spawn_server(bin: &str, data_dir: &str, port: u16) -> std::process::Child {
+    use std::process::{Command, Stdio};
+    Command::new(bin)
+        .args([
+            "serve",
+            "--data-dir",
+            data_dir,
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("server starts")
+}

@@ -256,15 +256,20 @@ impl MemoryStore {
     /// stored, and dropped when merged (the data holds it once either way).
     pub fn append_sync(&self, events: &[Event]) -> Result<AppendReport, StoreError> {
         let mut report = AppendReport::default();
-        // Events come in runs of one site: look each run's slot up once.
+        self.site_runs(events, |slot, run| slot.append(run, &mut report));
+        Ok(report)
+    }
+
+    /// Calls `f` with each run of one site's events and that site's slot (events
+    /// come in such runs: each run's slot is looked up once).
+    fn site_runs(&self, events: &[Event], mut f: impl FnMut(&SiteSlot, &[Event])) {
         let mut rest = events;
         while let Some(first) = rest.first() {
             let n = rest.iter().take_while(|e| e.site == first.site).count();
             let (run, tail) = rest.split_at(n);
             rest = tail;
-            self.slot_or_new(&first.site).append(run, &mut report);
+            f(&self.slot_or_new(&first.site), run);
         }
-        Ok(report)
     }
 
     /// Appends events waiting for each site's lock where requests hold it: for bulk
@@ -272,14 +277,9 @@ impl MemoryStore {
     /// copies through the intake, and serve no requests yet.
     pub fn load_sync(&self, events: &[Event]) -> Result<AppendReport, StoreError> {
         let mut report = AppendReport::default();
-        let mut rest = events;
-        while let Some(first) = rest.first() {
-            let n = rest.iter().take_while(|e| e.site == first.site).count();
-            let (run, tail) = rest.split_at(n);
-            rest = tail;
-            let slot = self.slot_or_new(&first.site);
-            SiteSlot::push_run(&mut slot.write(), run, &mut report);
-        }
+        self.site_runs(events, |slot, run| {
+            SiteSlot::push_run(&mut slot.write(), run, &mut report)
+        });
         Ok(report)
     }
 

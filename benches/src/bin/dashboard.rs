@@ -14,28 +14,16 @@
 // A command-line tool: standard output is its product.
 #![allow(clippy::print_stdout)]
 
-use beacon_benches::{hit_json, Traffic};
+use beacon_benches::{free_port, hit_json, median, spawn_server, Traffic};
 use beacon_testkit::http::request;
 use beacon_testkit::webdriver::Browser;
 use serde_json::{json, Value};
 use std::io::{BufRead, Write};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 const SITE: &str = "bench.example";
 const RANGE: [&str; 2] = ["2026-03-01", "2026-03-30"];
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
 
 fn beacon(bin: &str, args: &[&str]) -> String {
     let out = Command::new(bin)
@@ -155,18 +143,7 @@ fn main() {
         ],
     );
     let port = free_port();
-    let mut server = Command::new(&bin)
-        .args([
-            "serve",
-            "--data-dir",
-            d,
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("server starts");
+    let mut server = spawn_server(&bin, d, port);
     let stderr = server.stderr.take().expect("stderr");
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -230,7 +207,7 @@ fn main() {
         .status();
     let _ = server.wait();
     let _ = std::fs::remove_dir_all(&dir);
-    let (bm, pm) = (median(browser), median(peer));
+    let (bm, pm) = (median(&browser), median(&peer));
     println!("| {events} events, 30 days, {runs} runs | median ms |");
     println!("|---|---:|");
     println!("| dashboard first render (chromium, navigation to every panel drawn) | {bm:.0} |");

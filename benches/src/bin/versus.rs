@@ -19,7 +19,9 @@
 // A command-line tool: standard output is its product.
 #![allow(clippy::print_stdout)]
 
-use beacon_benches::{realistic_hit_json, Traffic, COUNTRY_ADDRESSES};
+use beacon_benches::{
+    free_port, median, realistic_hit_json, spawn_server, Traffic, COUNTRY_ADDRESSES,
+};
 use beacon_core::Event;
 use beacon_testkit::http::request;
 use serde_json::{json, Value};
@@ -71,12 +73,6 @@ fn args() -> Args {
     a
 }
 
-fn median(v: &[f64]) -> f64 {
-    let mut v = v.to_vec();
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 fn beacon(bin: &str, args: &[&str]) -> String {
     let out = Command::new(bin).args(args).output().expect("beacon runs");
     assert!(
@@ -85,13 +81,6 @@ fn beacon(bin: &str, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
 
 fn bytes_under(p: &Path) -> u64 {
@@ -360,18 +349,7 @@ fn main() {
     // with every event.
     let port = free_port();
     let started = Instant::now();
-    let child = Command::new(&a.beacon)
-        .args([
-            "serve",
-            "--data-dir",
-            d,
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("server starts");
+    let child = spawn_server(&a.beacon, d, port);
     let mut server = Server {
         child,
         addr: SocketAddr::from(([127, 0, 0, 1], port)),
