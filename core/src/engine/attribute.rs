@@ -293,6 +293,17 @@ fn group_by_visitor<T: Copy>(
     visitor: impl Fn(&T) -> u32,
     within: impl Fn(&T, &T) -> std::cmp::Ordering,
 ) {
+    // A store's own table hands them over in this order already: one check, no sort.
+    let ordered = items
+        .windows(2)
+        .all(|w| match visitor(&w[0]).cmp(&visitor(&w[1])) {
+            std::cmp::Ordering::Less => true,
+            std::cmp::Ordering::Equal => within(&w[0], &w[1]) != std::cmp::Ordering::Greater,
+            std::cmp::Ordering::Greater => false,
+        });
+    if ordered {
+        return;
+    }
     let Some(max) = items.iter().map(&visitor).max() else {
         return;
     };
