@@ -235,15 +235,12 @@ impl MemoryStore {
         events
             .iter()
             .map(|e| {
-                let slot = match &last {
-                    Some((site, s)) if *site == e.site => s.clone(),
-                    _ => {
-                        let s = self.slot(&e.site);
-                        last = Some((&e.site, s.clone()));
-                        s
-                    }
-                };
-                slot.is_some_and(|s| s.holds_now(e.id.as_u128()))
+                if last.as_ref().is_none_or(|(site, _)| *site != e.site) {
+                    last = Some((&e.site, self.slot(&e.site)));
+                }
+                last.as_ref()
+                    .and_then(|(_, slot)| slot.as_ref())
+                    .is_some_and(|s| s.holds_now(e.id.as_u128()))
             })
             .collect()
     }
@@ -383,15 +380,16 @@ impl MemoryStore {
         Ok(self.with_prepared(site, |d| engine::realtime(&d.table, req, since, cx))?)
     }
 
-    /// Events and heap bytes held.
+    /// Events and heap bytes held (events waiting in an intake counted, their bytes
+    /// not). It waits for no request: health checks call it.
     pub fn memory_usage(&self) -> MemoryUsage {
         let mut usage = MemoryUsage {
             events: 0,
             heap_bytes: 0,
         };
         for slot in self.slots() {
-            let data = slot.settled();
-            usage.events += data.len();
+            let data = slot.read();
+            usage.events += data.len() + slot.intake().events.len();
             usage.heap_bytes += data.table.heap_bytes();
         }
         usage
@@ -718,6 +716,11 @@ mod tests {
         assert_eq!(again.stored, 100, "ids waiting in the intake are known too");
         assert_eq!(again.duplicates.len(), 50);
         assert_eq!(slot.intake().events.len(), 200);
+        assert_eq!(
+            store.memory_usage().events,
+            300,
+            "counted without waiting for the request"
+        );
         let held: Vec<&Event> = all.iter().collect();
         assert!(store.holds_each(&held).iter().all(|&h| h));
         drop(reading);

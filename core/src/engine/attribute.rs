@@ -2,7 +2,7 @@
 //! table's derived sessions are the touches, its purchase (or goal) rows in the range
 //! the conversions, and the refund ledger reverses the credit of refunded orders.
 
-use super::exec::{finish, Compiled, Ctx, Key, Src, CHECK_EVERY};
+use super::exec::{finish, Compiled, Ctx, Key, KeyIndex, Src, CHECK_EVERY};
 use super::models::shares_into;
 use super::table::NULL;
 use super::SiteData;
@@ -116,21 +116,22 @@ pub(crate) fn run(
     let window_ms = lookback_ms(q);
     let (start, end) = (c.start, c.end);
     let mut tp = Touchpoints::new();
-    let mut keys = KeyNumbers::new(&srcs, &c);
+    let mut keys = KeyIndex::new(&srcs, &c);
     if srcs.is_empty() {
         // No dimensions: one row, as for any query.
         keys.number([NULL; Query::MAX_DIMENSIONS]);
     }
     // A visitor's sessions come together (the table is ordered by visitor): they are
     // held until the visitor's last, and handed over only when the visitor converted.
-    let mut held: Vec<(u32, i64, Key)> = Vec::new();
+    let mut current: Option<u32> = None;
+    let mut held: Vec<(i64, Key)> = Vec::new();
     let mut converted = false;
-    let mut hand_over = |held: &mut Vec<(u32, i64, Key)>, tp: &mut Touchpoints, converted: bool| {
-        if converted {
-            for (visitor, first_ts, key) in held.iter() {
-                let k = keys.number(*key);
+    let mut hand_over = |visitor: Option<u32>, held: &mut Vec<(i64, Key)>, tp: &mut Touchpoints| {
+        if let Some(v) = visitor {
+            for (first_ts, key) in held.iter() {
+                let (k, _) = keys.number(*key);
                 let has_value = srcs.first().is_some_and(|src| c.is_nonempty(*src, key[0]));
-                tp.push_session(*visitor, *first_ts, k, has_value);
+                tp.push_session(v, *first_ts, k, has_value);
             }
         }
         held.clear();
@@ -145,9 +146,9 @@ pub(crate) fn run(
         }
         let first = s.first as usize;
         let visitor = t.visitor[first];
-        if held.last().is_some_and(|h| h.0 != visitor) {
-            hand_over(&mut held, &mut tp, converted);
-            converted = false;
+        if current != Some(visitor) {
+            hand_over(current.filter(|_| converted), &mut held, &mut tp);
+            (current, converted) = (Some(visitor), false);
         }
         let first_is_bot = !q.include_bots && t.is_bot(first);
         if !first_is_bot && first_ts >= start.saturating_sub(window_ms) {
@@ -155,7 +156,7 @@ pub(crate) fn run(
             for (i, src) in srcs.iter().enumerate() {
                 key[i] = c.row_value(*src, first, s);
             }
-            held.push((visitor, first_ts, key));
+            held.push((first_ts, key));
         }
         if last_ts < start {
             continue;
@@ -207,8 +208,8 @@ pub(crate) fn run(
             converted = true;
         }
     }
-    hand_over(&mut held, &mut tp, converted);
-    let keys = keys.into_keys();
+    hand_over(current.filter(|_| converted), &mut held, &mut tp);
+    let keys = keys.keys;
     tp.reserve_keys(keys.len());
     c.check()?;
     let credits = tp.credit(a.model, a.window_days, a.half_life_days);
@@ -244,44 +245,6 @@ pub(crate) fn run(
         .filter(|(_, r)| srcs.is_empty() || r.metrics.iter().any(|m| m.units != 0))
         .collect();
     Ok(finish(&c, q, &srcs, rows, range))
-}
-
-/// Numbers the credited dimension tuples in order of first use: a dense table for
-/// one dimension (its dictionary's size), a hash map for several.
-struct KeyNumbers {
-    dense: Option<Vec<u32>>,
-    map: HashMap<Key, u32>,
-    keys: Vec<Key>,
-}
-
-impl KeyNumbers {
-    fn new(srcs: &[Src], c: &Ctx<'_>) -> Self {
-        Self {
-            dense: match srcs {
-                [one] => Some(vec![u32::MAX; c.space_size(*one)]),
-                _ => None,
-            },
-            map: HashMap::new(),
-            keys: Vec::new(),
-        }
-    }
-
-    fn number(&mut self, key: Key) -> u32 {
-        let next = self.keys.len() as u32;
-        let slot = match &mut self.dense {
-            Some(d) => &mut d[key[0] as usize],
-            None => self.map.entry(key).or_insert(u32::MAX),
-        };
-        if *slot == u32::MAX {
-            *slot = next;
-            self.keys.push(key);
-        }
-        *slot
-    }
-
-    fn into_keys(self) -> Vec<Key> {
-        self.keys
-    }
 }
 
 /// Orders `items` by visitor number, then by `within`: a stable LSD radix sort on the

@@ -332,29 +332,67 @@ impl Default for Acc {
 
 pub(super) type Key = [u32; Query::MAX_DIMENSIONS];
 
-/// Maps dimension value tuples to accumulators: a dense table for one dimension,
-/// a hash map for several.
-struct Groups {
-    dims: Vec<Src>,
+/// Numbers dimension value tuples in order of first use: a dense table for none
+/// or one dimension (its dictionary's size), a hash map for several.
+pub(super) struct KeyIndex {
     dense: Option<Vec<u32>>,
     map: HashMap<Key, u32>,
-    keys: Vec<Key>,
+    /// The tuples, by number.
+    pub(super) keys: Vec<Key>,
+}
+
+impl KeyIndex {
+    pub(super) fn new(dims: &[Src], c: &Ctx<'_>) -> Self {
+        Self {
+            dense: match dims {
+                [] => Some(vec![u32::MAX; 1]),
+                [one] => Some(vec![u32::MAX; c.space_size(*one)]),
+                _ => None,
+            },
+            map: HashMap::new(),
+            keys: Vec::new(),
+        }
+    }
+
+    /// The number of `key`, if it has one.
+    #[inline(always)]
+    fn find(&self, key: &Key) -> Option<u32> {
+        match &self.dense {
+            Some(d) => d.get(key[0] as usize).copied().filter(|&g| g != u32::MAX),
+            None => self.map.get(key).copied(),
+        }
+    }
+
+    /// The number of `key`, a new one on its first use, and whether it is new.
+    #[inline(always)]
+    pub(super) fn number(&mut self, key: Key) -> (u32, bool) {
+        let next = self.keys.len() as u32;
+        let slot = match &mut self.dense {
+            Some(d) => &mut d[key[0] as usize],
+            None => self.map.entry(key).or_insert(u32::MAX),
+        };
+        if *slot != u32::MAX {
+            return (*slot, false);
+        }
+        *slot = next;
+        self.keys.push(key);
+        (next, true)
+    }
+}
+
+/// Maps dimension value tuples to accumulators.
+struct Groups {
+    dims: Vec<Src>,
+    index: KeyIndex,
     hot: Vec<Hot>,
     accs: Vec<Acc>,
 }
 
 impl Groups {
     fn new(dims: Vec<Src>, c: &Ctx<'_>) -> Self {
-        let dense = match dims.as_slice() {
-            [] => Some(vec![u32::MAX; 1]),
-            [one] => Some(vec![u32::MAX; c.space_size(*one)]),
-            _ => None,
-        };
         Self {
+            index: KeyIndex::new(&dims, c),
             dims,
-            dense,
-            map: HashMap::new(),
-            keys: Vec::new(),
             hot: Vec::new(),
             accs: Vec::new(),
         }
@@ -362,22 +400,10 @@ impl Groups {
 
     #[inline(always)]
     fn slot(&mut self, key: Key) -> usize {
-        let existing = match &self.dense {
-            Some(d) => d[key[0] as usize],
-            None => self.map.get(&key).copied().unwrap_or(u32::MAX),
-        };
-        if existing != u32::MAX {
-            return existing as usize;
-        }
-        let g = self.accs.len() as u32;
-        self.accs.push(Acc::default());
-        self.hot.push(Hot::default());
-        self.keys.push(key);
-        match &mut self.dense {
-            Some(d) => d[key[0] as usize] = g,
-            None => {
-                self.map.insert(key, g);
-            }
+        let (g, new) = self.index.number(key);
+        if new {
+            self.accs.push(Acc::default());
+            self.hot.push(Hot::default());
         }
         g as usize
     }
@@ -479,7 +505,12 @@ fn visitor_parts(t: &SiteTable, parts: usize) -> Vec<std::ops::Range<usize>> {
 impl Groups {
     /// Adds `other`'s accumulators into this one's (groups of disjoint visitors).
     fn absorb(&mut self, other: Groups) {
-        for (k, (h, a)) in other.keys.iter().zip(other.hot.iter().zip(&other.accs)) {
+        for (k, (h, a)) in other
+            .index
+            .keys
+            .iter()
+            .zip(other.hot.iter().zip(&other.accs))
+        {
             let g = self.slot(*k);
             let hot = &mut self.hot[g];
             hot.visitors += h.visitors;
@@ -507,15 +538,9 @@ pub(super) fn by_visitor_parts<T: Send>(
     work: impl Fn(&Ctx<'_>, std::ops::Range<usize>) -> Result<T, QueryError> + Sync,
 ) -> Result<Vec<T>, QueryError> {
     let n = c.t.sessions.len();
-    let threads = pass_threads();
+    let (threads, n_min) = (pass_threads(), SPLIT_MIN_SESSIONS);
     #[cfg(test)]
-    let threads = tests::THREADS.with(|t| t.get()).unwrap_or(threads);
-    #[cfg(test)]
-    let n_min = tests::SPLIT_MIN
-        .with(|t| t.get())
-        .unwrap_or(SPLIT_MIN_SESSIONS);
-    #[cfg(not(test))]
-    let n_min = SPLIT_MIN_SESSIONS;
+    let (threads, n_min) = tests::SPLIT.with(|s| s.get()).unwrap_or((threads, n_min));
     if threads < 2 || n < n_min {
         return Ok(vec![work(c, 0..n)?]);
     }
@@ -849,20 +874,15 @@ pub(crate) fn execute(
                         j += 1;
                     }
                 }
-                let found = match &g.dense {
-                    Some(d) => d.get(k[0] as usize).copied().unwrap_or(u32::MAX),
-                    None => g.map.get(&k).copied().unwrap_or(u32::MAX),
-                };
-                if found == u32::MAX {
-                    0
-                } else {
-                    g.hot[found as usize].visitors
-                }
+                g.index
+                    .find(&k)
+                    .map_or(0, |found| g.hot[found as usize].visitors)
             }
         }
     };
 
     let rows: Vec<(Key, ResultRow)> = groups
+        .index
         .keys
         .iter()
         .zip(groups.hot.iter().zip(&groups.accs))
@@ -974,10 +994,17 @@ mod tests {
     use std::cell::Cell;
 
     thread_local! {
-        /// Threads a pass on this thread uses, instead of the cores.
-        pub(super) static THREADS: Cell<Option<usize>> = const { Cell::new(None) };
-        /// Sessions from which a pass on this thread splits.
-        pub(super) static SPLIT_MIN: Cell<Option<usize>> = const { Cell::new(None) };
+        /// Threads a pass on this thread uses, and the sessions from which it splits,
+        /// instead of the cores and `SPLIT_MIN_SESSIONS`.
+        pub(super) static SPLIT: Cell<Option<(usize, usize)>> = const { Cell::new(None) };
+    }
+
+    /// `f` with passes on this thread split into `threads` parts (or not split, at 1).
+    fn split_into<T>(threads: usize, f: impl FnOnce() -> T) -> T {
+        SPLIT.with(|s| s.set(Some((threads, 1))));
+        let out = f();
+        SPLIT.with(|s| s.set(None));
+        out
     }
 
     /// Visitors with several sessions each, of every kind of event, over 10 days.
@@ -1062,17 +1089,13 @@ mod tests {
         ];
         for text in &queries {
             let q = Query::from_json(text).expect("query");
-            THREADS.with(|t| t.set(Some(1)));
-            let one = store.query_sync(&site, &q, &now).expect("one pass");
+            let one = split_into(1, || store.query_sync(&site, &q, &now)).expect("one pass");
             for threads in [2, 3, 7] {
-                THREADS.with(|t| t.set(Some(threads)));
-                SPLIT_MIN.with(|t| t.set(Some(1)));
-                let split = store.query_sync(&site, &q, &now).expect("split pass");
+                let split =
+                    split_into(threads, || store.query_sync(&site, &q, &now)).expect("split");
                 assert_eq!(split.rows, one.rows, "{threads} threads: {text}");
                 assert_eq!(split.total_rows, one.total_rows);
             }
-            SPLIT_MIN.with(|t| t.set(None));
-            THREADS.with(|t| t.set(None));
             assert!(!one.rows.is_empty(), "{text}");
         }
     }
@@ -1089,17 +1112,13 @@ mod tests {
             r#"{"site":"a.com","date_range":["2026-03-02","2026-03-08"],"window":"3d","steps":[{"page":"/p/2"},{"goal":"trial"}],"breakdown":"source"}"#,
         ] {
             let f = crate::Funnel::from_json(text).expect("funnel");
-            THREADS.with(|t| t.set(Some(1)));
-            let one = store.funnel_sync(&site, &f, &now).expect("one pass");
+            let one = split_into(1, || store.funnel_sync(&site, &f, &now)).expect("one pass");
             assert!(one.steps[0].visitors > 0, "{text}");
             for threads in [2, 5] {
-                THREADS.with(|t| t.set(Some(threads)));
-                SPLIT_MIN.with(|t| t.set(Some(1)));
-                let split = store.funnel_sync(&site, &f, &now).expect("split pass");
+                let split =
+                    split_into(threads, || store.funnel_sync(&site, &f, &now)).expect("split");
                 assert_eq!(split, one, "{threads} threads: {text}");
             }
-            SPLIT_MIN.with(|t| t.set(None));
-            THREADS.with(|t| t.set(None));
         }
     }
 }

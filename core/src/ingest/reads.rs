@@ -25,7 +25,7 @@ pub enum ReadError {
 /// Runs reads (queries, funnels, goals, realtime) on threads of its own, never on
 /// the async workers that serve ingest and health checks: `slots` threads, each one
 /// read at a time, later reads queued in arrival order. The threads run at a lower
-/// scheduling priority (nice 10 on Linux), so that a core busy with reads still
+/// scheduling priority (nice 9 on Linux), so that a core busy with reads still
 /// serves ingest first. Each read runs within `budget`, waiting in the queue
 /// included, and is stopped through its [`Cancel`] flag when the budget is spent,
 /// when the caller's future is dropped (a client that went away), or on
@@ -53,7 +53,7 @@ impl Drop for CancelOnDrop {
 
 /// The pool threads' priority: below the default, so that ingest comes first.
 fn lower_this_threads_priority() {
-    // 23 of 0..=99 maps to nice 9 or 10 (the crate's scale runs from nice 19 to -20).
+    // 23 of 0..=99 maps to nice 9 (the crate's scale runs from nice 19 to -20).
     let low = thread_priority::ThreadPriorityValue::try_from(23u8)
         .map(thread_priority::ThreadPriority::Crossplatform);
     match low.map(thread_priority::set_current_thread_priority) {
