@@ -28,7 +28,8 @@
 //! ```
 //!
 //! Data directory layout: `<dir>/beacon.sqlite` (with SQLite's `-wal` and `-shm`
-//! files beside it). Tables:
+//! files beside it) and `<dir>/beacon.snapshot`, see [snapshot](crate#snapshot).
+//! Tables:
 //! - `batches (id, site, events, codec, body, min_ts, max_ts)`: the events of one
 //!   site from one commit (at most [`BATCH`]), see [`batches`](crate#batches);
 //!   `min_ts` / `max_ts` (ms) let a scan skip batches outside its range;
@@ -37,6 +38,7 @@
 //!   stored again (`payment_ids (id)` of earlier versions, when present, is still
 //!   consulted);
 //! - `config (kind, scope, name, value)`: configuration records.
+//! - `meta (key, value)`: the erase `generation`, raised by every erase.
 //!
 //! # Batches
 //!
@@ -47,6 +49,23 @@
 //! event, with its key and index, cost more than everything else in ingest, and
 //! reading 10M rows back dominated restart.
 //!
+//! # Snapshot
+//!
+//! Decoding every batch and interning its strings again made a restart of 10M
+//! events take about 16 s. [`SqliteStore::close`] therefore writes what memory
+//! holds ([`MemoryStore::write_snapshot`]: dictionaries and columns) to
+//! `beacon.snapshot`, in an LZ4 frame with a content checksum, behind a header
+//! naming the last batch it holds, how many batches and events up to it, and the
+//! erase generation. `open` also writes one after reading a million events or more
+//! from the log (a store that was killed, not closed). The snapshot is a cache: the
+//! next open loads it only when the log's batches up to that one still count the
+//! same and no erase happened since, then reads the batches after it; otherwise,
+//! or when it does not read back, it is removed and the whole log is loaded. An
+//! erase removes it at once (it holds the erased events). It is written to a
+//! temporary file, synced, and renamed, so a crash leaves the old one or the new
+//! one; and only by a process whose memory holds exactly the log (no other process
+//! wrote batches or erased since it counted them).
+//!
 //! # Older data directories
 //!
 //! A store written by an earlier version is converted when opened: one `events`
@@ -55,6 +74,7 @@
 
 mod batches;
 mod config;
+mod snapshot;
 
 pub use batches::BATCH;
 
@@ -72,11 +92,16 @@ use chrono::{DateTime, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 use std::collections::{BTreeMap, HashSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
 /// Batches read per query on open.
 const LOAD_PAGE: i64 = 16;
+
+/// Events read from the log (not from the snapshot) on open that make `open` write a
+/// new snapshot before it returns: a store killed rather than closed loads its log
+/// once, not on every start.
+const SNAPSHOT_AFTER_REPLAY: u64 = 1_000_000;
 
 /// How often the background task moves the write-ahead log into the database.
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
@@ -91,6 +116,26 @@ pub struct SqliteStore {
     /// Sites read from `config`, kept for lookups on every hit.
     sites: RwLock<BTreeMap<String, Site>>,
     checkpointer: tokio::task::AbortHandle,
+    dir: PathBuf,
+    /// What memory holds of the log (changed under `commit`).
+    coverage: Mutex<Coverage>,
+}
+
+/// What this process's memory holds of the batch log, so that a snapshot of it
+/// can say which batches it covers.
+#[derive(Debug, Default, Clone, Copy)]
+struct Coverage {
+    /// Batch rows loaded or written by this process: while `whole`, every row of
+    /// the log.
+    batches: i64,
+    /// The log's erase generation that memory reflects.
+    generation: i64,
+    /// False once another process changed the log under this one (memory may then
+    /// miss batches): no snapshot is written.
+    whole: bool,
+    /// Events stored or erased since the snapshot on disk was written (or, without
+    /// one, since open): a snapshot is worth writing when there are any.
+    changed: u64,
 }
 
 impl Drop for SqliteStore {
@@ -187,6 +232,7 @@ impl SqliteStore {
             "CREATE INDEX IF NOT EXISTS batches_site ON batches (site)",
             "CREATE TABLE IF NOT EXISTS payments (site TEXT NOT NULL, id BLOB NOT NULL, PRIMARY KEY (site, id)) WITHOUT ROWID",
             "CREATE TABLE IF NOT EXISTS config (kind TEXT NOT NULL, scope TEXT NOT NULL, name TEXT NOT NULL, value BLOB NOT NULL, PRIMARY KEY (kind, scope, name)) WITHOUT ROWID",
+            "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID",
         ] {
             sqlx::query(ddl).execute(&pool).await.map_err(failed("create schema"))?;
         }
@@ -212,10 +258,15 @@ impl SqliteStore {
             commit: tokio::sync::Mutex::new(()),
             sites: RwLock::new(BTreeMap::new()),
             checkpointer,
+            dir: dir.to_owned(),
+            coverage: Mutex::new(Coverage::default()),
         };
         config::convert_legacy_tables(&store.pool).await?;
         store.convert_event_rows().await?;
-        store.load().await?;
+        let replayed = store.load().await?;
+        if replayed >= SNAPSHOT_AFTER_REPLAY {
+            store.write_snapshot().await?;
+        }
         Ok(store)
     }
 
@@ -272,12 +323,87 @@ impl SqliteStore {
         Ok(())
     }
 
-    async fn load(&self) -> Result<(), StoreError> {
-        let started = std::time::Instant::now();
-        let counts = sqlx::query("SELECT site, SUM(events) FROM batches GROUP BY site")
-            .fetch_all(&self.pool)
+    /// The log's erase generation: raised by every erase, so that a snapshot written
+    /// before one is not trusted after it.
+    async fn generation(conn: &mut sqlx::SqliteConnection) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT value FROM meta WHERE key = 'generation'")
+            .fetch_optional(conn)
             .await
-            .map_err(failed("load events"))?;
+            .map_err(failed("read generation"))?;
+        Ok(row.map_or(0, |r| r.get(0)))
+    }
+
+    /// Batch rows and their events with ids up to `last` (`i64::MAX`: all), and the
+    /// highest id among them.
+    async fn count_batches(
+        conn: &mut sqlx::SqliteConnection,
+        last: i64,
+    ) -> Result<(i64, i64, i64), StoreError> {
+        let row = sqlx::query(
+            "SELECT COUNT(*), COALESCE(SUM(events), 0), COALESCE(MAX(id), 0) FROM batches WHERE id <= ?",
+        )
+        .bind(last)
+        .fetch_one(conn)
+        .await
+        .map_err(failed("count batches"))?;
+        Ok((row.get(0), row.get(1), row.get(2)))
+    }
+
+    /// Loads the snapshot when it holds what the log holds up to its last batch;
+    /// returns what it covers. A stale or unreadable snapshot is removed (it may
+    /// hold erased events) and memory is left empty.
+    async fn restore(&self, generation: i64) -> Result<Option<snapshot::Covers>, StoreError> {
+        let Some(covers) = snapshot::covers(&self.dir) else {
+            snapshot::remove(&self.dir)?;
+            return Ok(None);
+        };
+        let mut conn = self.pool.acquire().await.map_err(failed("connect"))?;
+        let (batches, events, _) = Self::count_batches(&mut conn, covers.last_batch).await?;
+        drop(conn);
+        let current =
+            batches == covers.batches && events == covers.events && generation == covers.generation;
+        if !current {
+            tracing::info!(
+                snapshot_generation = covers.generation,
+                generation,
+                "snapshot is stale: loading the log"
+            );
+            snapshot::remove(&self.dir)?;
+            return Ok(None);
+        }
+        let (dir, memory) = (self.dir.clone(), Arc::clone(&self.memory));
+        let read = tokio::task::spawn_blocking(move || snapshot::read(&dir, &memory))
+            .await
+            .map_err(failed("read snapshot"))?;
+        match read {
+            Ok(events) => {
+                tracing::debug!(events, last_batch = covers.last_batch, "snapshot loaded");
+                Ok(Some(covers))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "snapshot unreadable: loading the log");
+                snapshot::remove(&self.dir)?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Loads memory: the snapshot when it is current, then the log's batches after
+    /// it. Returns how many events came from the log.
+    async fn load(&self) -> Result<u64, StoreError> {
+        let started = std::time::Instant::now();
+        let mut conn = self.pool.acquire().await.map_err(failed("connect"))?;
+        let generation = Self::generation(&mut conn).await?;
+        drop(conn);
+        let covers = self.restore(generation).await?;
+        let restored_ms = started.elapsed().as_millis() as u64;
+        let first_after = covers.map_or(0, |c| c.last_batch);
+        let counts =
+            sqlx::query("SELECT site, SUM(events) FROM batches WHERE id > ? GROUP BY site")
+                .bind(first_after)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(failed("load events"))?;
         for row in counts {
             let n = usize::try_from(row.get::<i64, _>(1)).unwrap_or(0);
             self.memory.reserve_sync(row.get(0), n);
@@ -303,7 +429,8 @@ impl SqliteStore {
                 })
             })
             .collect();
-        let mut after = 0i64;
+        let mut after = first_after;
+        let (mut rows_read, mut events_read) = (0i64, 0u64);
         let fetched: Result<(), StoreError> = 'fetch: loop {
             let rows = match sqlx::query(
                 "SELECT id, events, codec, body FROM batches WHERE id > ? ORDER BY id LIMIT ?",
@@ -322,6 +449,8 @@ impl SqliteStore {
             after = last.get(0);
             for r in rows {
                 let count = usize::try_from(r.get::<i64, _>(1)).unwrap_or(0);
+                rows_read += 1;
+                events_read += count as u64;
                 if tx.send((count, r.get(2), r.get(3))).await.is_err() {
                     // Every decoder stopped: their error is reported below.
                     break 'fetch Ok(());
@@ -336,11 +465,81 @@ impl SqliteStore {
         let read_ms = started.elapsed().as_millis() as u64;
         self.memory.build();
         tracing::debug!(
-            read_ms,
+            restored_ms,
+            read_ms = read_ms - restored_ms,
             built_ms = started.elapsed().as_millis() as u64 - read_ms,
+            events_read,
             "events loaded"
         );
-        Ok(())
+        *self.coverage.lock().unwrap_or_else(|e| e.into_inner()) = Coverage {
+            batches: covers.map_or(0, |c| c.batches) + rows_read,
+            generation,
+            whole: true,
+            changed: events_read,
+        };
+        Ok(events_read)
+    }
+
+    /// Writes memory as the snapshot beside the database, when memory holds exactly
+    /// the log (no other process wrote or erased since this one counted) and the
+    /// snapshot on disk is behind. Appends wait meanwhile. Returns whether one was
+    /// written.
+    async fn write_snapshot(&self) -> Result<bool, StoreError> {
+        let _one_at_a_time = self.commit.lock().await;
+        let known = *self.coverage.lock().unwrap_or_else(|e| e.into_inner());
+        if !known.whole || known.changed == 0 {
+            return Ok(false);
+        }
+        let mut conn = self.pool.acquire().await.map_err(failed("connect"))?;
+        let generation = Self::generation(&mut conn).await?;
+        let (batches, events, last_batch) = Self::count_batches(&mut conn, i64::MAX).await?;
+        drop(conn);
+        if batches != known.batches || generation != known.generation {
+            tracing::info!(
+                batches,
+                known = known.batches,
+                "another process changed the log: no snapshot"
+            );
+            self.coverage
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .whole = false;
+            return Ok(false);
+        }
+        let covers = snapshot::Covers {
+            last_batch,
+            batches,
+            events,
+            generation,
+        };
+        let started = std::time::Instant::now();
+        let (dir, memory) = (self.dir.clone(), Arc::clone(&self.memory));
+        let written = tokio::task::spawn_blocking(move || snapshot::write(&dir, &memory, covers))
+            .await
+            .map_err(failed("write snapshot"))??;
+        // Another process that erased meanwhile could not see this snapshot to remove
+        // it: it must not outlive the erase.
+        let mut conn = self.pool.acquire().await.map_err(failed("connect"))?;
+        if Self::generation(&mut conn).await? != generation {
+            snapshot::remove(&self.dir)?;
+            self.coverage
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .whole = false;
+            return Ok(false);
+        }
+        drop(conn);
+        tracing::debug!(
+            events = written,
+            last_batch,
+            ms = started.elapsed().as_millis() as u64,
+            "snapshot written"
+        );
+        self.coverage
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .changed = 0;
+        Ok(true)
     }
 
     /// The in-memory engine that answers (heap figures, synchronous reads).
@@ -370,7 +569,7 @@ impl SqliteStore {
             // rolls some back by itself), it is never used again.
             conn.close_on_drop();
         }
-        let (kept, payment_dups) = written?;
+        let (kept, payment_dups, batches) = written?;
         duplicates.extend(payment_dups);
         // Committed: now visible to requests.
         let stored = if kept.len() == events.len() {
@@ -379,18 +578,24 @@ impl SqliteStore {
             let owned: Vec<Event> = kept.into_iter().cloned().collect();
             self.memory.append_sync(&owned)?.stored
         };
+        {
+            let mut c = self.coverage.lock().unwrap_or_else(|e| e.into_inner());
+            c.batches += batches;
+            c.changed += stored as u64;
+        }
         Ok(AppendReport::new(stored, duplicates))
     }
 
     /// One write transaction on `conn`: payment ids, then batches (`encoded`, when
     /// given, holds the batches of all `total` events, which `new` then is). Returns
-    /// the events kept and the ids of payments stored before.
+    /// the events kept, the ids of payments stored before and how many batch rows
+    /// were written.
     async fn write_events<'e>(
         conn: &mut sqlx::SqliteConnection,
         new: &[&'e Event],
         total: usize,
         encoded: Option<Vec<StoredBatch>>,
-    ) -> Result<(Vec<&'e Event>, Vec<uuid::Uuid>), StoreError> {
+    ) -> Result<(Vec<&'e Event>, Vec<uuid::Uuid>, i64), StoreError> {
         let mut tx = sqlx::Connection::begin_with(conn, "BEGIN IMMEDIATE")
             .await
             .map_err(failed("begin"))?;
@@ -411,11 +616,17 @@ impl SqliteStore {
         };
         write_batches(&mut tx, &batches).await?;
         tx.commit().await.map_err(failed("commit"))?;
-        Ok((kept, duplicates))
+        Ok((kept, duplicates, batches.len() as i64))
     }
 
-    /// Closes the database cleanly (checkpoints the WAL).
+    /// Closes the database cleanly: writes the memory snapshot when events were
+    /// stored or erased since the last one (the next open then loads it instead of
+    /// decoding the log), and checkpoints the WAL. A snapshot that cannot be written
+    /// is logged; the log holds every event either way.
     pub async fn close(&self) {
+        if let Err(e) = self.write_snapshot().await {
+            tracing::warn!(error = %e, "snapshot not written: the next open loads the log");
+        }
         self.pool.close().await;
     }
 
@@ -502,6 +713,8 @@ impl EventStore for SqliteStore {
             let mut tx = sqlx::Connection::begin_with(&mut *conn, "BEGIN IMMEDIATE")
                 .await
                 .map_err(failed("begin"))?;
+            let before = Self::count_batches(&mut tx, i64::MAX).await?.0;
+            let generation_before = Self::generation(&mut tx).await?;
             match &scope {
                 EraseScope::Visitor(v) => erase_visitor(&mut tx, site, v).await?,
                 EraseScope::Before(t) => {
@@ -515,14 +728,36 @@ impl EventStore for SqliteStore {
                         .map_err(failed("erase"))?;
                 }
             }
-            tx.commit().await.map_err(failed("commit"))
+            // A snapshot written before this erase holds what it erased: the new
+            // generation makes it stale.
+            sqlx::query(
+                "INSERT INTO meta (key, value) VALUES ('generation', 1) \
+                 ON CONFLICT (key) DO UPDATE SET value = value + 1",
+            )
+            .execute(&mut *tx)
+            .await
+            .map_err(failed("erase"))?;
+            let after = Self::count_batches(&mut tx, i64::MAX).await?.0;
+            tx.commit().await.map_err(failed("commit"))?;
+            Ok::<_, StoreError>((before, generation_before, after))
         }
         .await;
         if erased.is_err() {
             conn.close_on_drop();
         }
-        erased?;
-        self.memory.erase(site, scope).await
+        let (before, generation_before, after) = erased?;
+        let removed = self.memory.erase(site, scope).await?;
+        {
+            let mut c = self.coverage.lock().unwrap_or_else(|e| e.into_inner());
+            // Memory held the whole log before the erase only if nothing else wrote.
+            c.whole &= c.batches == before && c.generation == generation_before;
+            c.batches = after;
+            c.generation = generation_before + 1;
+            c.changed += removed.max(1);
+        }
+        // The erased events leave the disk now, not at the next close.
+        snapshot::remove(&self.dir)?;
+        Ok(removed)
     }
 
     /// Encodes the batches on the calling thread (an import prepares on every core).

@@ -12,7 +12,10 @@
 //!
 //! `cargo build --release -p beacon-server && cargo run --release -p beacon-benches
 //! --bin versus -- [--beacon target/release/beacon] [--events 10000000] [--runs 7]
-//! [--python python3] [--threads 2]`
+//! [--python python3] [--threads 2] [--keep DIR]`
+//!
+//! `--keep DIR` works in DIR and leaves the hits, the CSV and Beacon's data
+//! directory there (for profiling a restart on the same store).
 //!
 //! Without `duckdb` (`pip install duckdb`) the DuckDB column is left out.
 
@@ -46,6 +49,7 @@ struct Args {
     python: String,
     threads: usize,
     country_db: String,
+    keep: Option<String>,
 }
 
 fn args() -> Args {
@@ -56,6 +60,7 @@ fn args() -> Args {
         python: "python3".into(),
         threads: 2,
         country_db: COUNTRY_DB.into(),
+        keep: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -67,6 +72,7 @@ fn args() -> Args {
             "--python" => a.python = v,
             "--threads" => a.threads = v.parse().expect("--threads N"),
             "--country-db" => a.country_db = v,
+            "--keep" => a.keep = Some(v),
             _ => panic!("unknown argument {k}"),
         }
     }
@@ -295,7 +301,10 @@ fn post(addr: SocketAddr, auth: &str, path: &str, body: &Value) -> (f64, Value) 
 
 fn main() {
     let a = args();
-    let dir = std::env::temp_dir().join(format!("beacon-versus-{}", std::process::id()));
+    let dir = a.keep.as_ref().map_or_else(
+        || std::env::temp_dir().join(format!("beacon-versus-{}", std::process::id())),
+        std::path::PathBuf::from,
+    );
     let data = dir.join("data");
     std::fs::create_dir_all(&dir).expect("temp dir");
     check_enrichment(&a.beacon, &a.country_db);
@@ -413,7 +422,9 @@ fn main() {
     drop(server);
 
     let duck = duckdb(&a, &dir, &csv);
-    let _ = std::fs::remove_dir_all(&dir);
+    if a.keep.is_none() {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     let n = a.events as f64;
     println!(

@@ -10,6 +10,7 @@ mod funnel;
 mod goals;
 mod models;
 mod realtime;
+mod snapshot;
 mod table;
 
 pub use attribute::{Credit, Touchpoints};
@@ -20,6 +21,7 @@ pub(crate) use exec::execute;
 pub(crate) use funnel::run as funnel;
 pub(crate) use goals::run as goals;
 pub(crate) use realtime::run as realtime;
+pub(crate) use snapshot::{corrupt as snapshot_error, Dec, Enc};
 pub(crate) use table::SiteTable;
 
 use crate::event::Event;
@@ -67,6 +69,30 @@ impl SiteData {
         }
         self.ledger.events.push(e.clone());
         true
+    }
+
+    /// Writes the site's table and ledger.
+    pub(crate) fn write_snapshot(&self, e: &mut Enc<'_>) -> Result<(), crate::StoreError> {
+        self.table.write_to(e)?;
+        e.json(&self.ledger.events)
+    }
+
+    /// Reads what `write_snapshot` wrote: data ready for the engines.
+    pub(crate) fn read_snapshot(d: &mut Dec<'_>) -> Result<Self, crate::StoreError> {
+        let table = SiteTable::read_from(d)?;
+        let events: Vec<Event> = d.json()?;
+        let mut ids = HashSet::with_capacity(events.len());
+        for e in &events {
+            let id = e.id.as_u128();
+            snapshot::check(
+                id == 0 || (!table.holds(id) && ids.insert(id)),
+                "an event id is held twice",
+            )?;
+        }
+        Ok(Self {
+            table,
+            ledger: Ledger { events, ids },
+        })
     }
 
     /// Sessions derived with `timeout_ms`, rows ordered: ready for the engines.

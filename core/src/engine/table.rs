@@ -1,6 +1,8 @@
 //! The columnar table of one site: dictionary-encoded columns, rows kept ordered by
 //! (visitor, time, id) after a build, and sessions derived as their own columns.
 
+use super::snapshot::{check, corrupt, Dec, Enc};
+use crate::error::StoreError;
 use crate::event::{BotInfo, DeviceType, Event, EventKind, VisitorType};
 use crate::hash::{FastBuild, FastHasher, IdentityBuild};
 use crate::money::Money;
@@ -746,4 +748,284 @@ impl SiteTable {
             self.ts[(s.first + s.len - 1) as usize],
         )
     }
+}
+
+/// A rich row's values as a snapshot holds them.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct RichSnapshot {
+    revenue: Option<Money>,
+    goal_value: Option<Money>,
+    order_id: Option<String>,
+    props: Vec<(u32, u32)>,
+    engaged: Option<(u32, u8)>,
+}
+
+impl Interner {
+    fn write_to(&self, e: &mut Enc<'_>) -> Result<(), StoreError> {
+        e.bytes(self.arena.as_bytes())?;
+        e.slice(&self.ends)
+    }
+
+    /// Reads what `write_to` wrote and indexes the strings again.
+    fn read_from(d: &mut Dec<'_>) -> Result<Self, StoreError> {
+        let arena = d.string()?;
+        let ends: Vec<u32> = d.slice()?;
+        let mut by_hash = HashMap::with_capacity_and_hasher(ends.len(), IdentityBuild::default());
+        let mut collisions: HashMap<Box<str>, u32, FastBuild> = HashMap::default();
+        let mut start = 0usize;
+        for (i, &end) in ends.iter().enumerate() {
+            let end = end as usize;
+            check(
+                end >= start && end <= arena.len() && arena.is_char_boundary(end),
+                "a dictionary's string bounds are out of order",
+            )?;
+            let s = &arena[start..end];
+            start = end;
+            let id = u32::try_from(i + 1).map_err(corrupt)?;
+            match by_hash.entry(hash_str(s)) {
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(id);
+                }
+                std::collections::hash_map::Entry::Occupied(_) => {
+                    collisions.insert(s.into(), id);
+                }
+            }
+        }
+        Ok(Self {
+            arena,
+            ends,
+            by_hash,
+            collisions,
+        })
+    }
+}
+
+impl<const N: usize> TupleInterner<N> {
+    fn write_to(&self, e: &mut Enc<'_>) -> Result<(), StoreError> {
+        let flat: Vec<u32> = self.values.iter().flatten().copied().collect();
+        e.slice(&flat)
+    }
+
+    /// Reads what `write_to` wrote; every value id must be one of `space`.
+    fn read_from(d: &mut Dec<'_>, space: usize) -> Result<Self, StoreError> {
+        let flat: Vec<u32> = d.slice()?;
+        check(flat.len() % N == 0, "a tuple dictionary is cut short")?;
+        check(
+            flat.iter().all(|&v| (v as usize) < space),
+            "a tuple names a value that is not in the dictionary",
+        )?;
+        let mut t = Self::default();
+        for chunk in flat.chunks_exact(N) {
+            let mut tuple = [NULL; N];
+            tuple.copy_from_slice(chunk);
+            let id = u32::try_from(t.values.len()).map_err(corrupt)?;
+            t.values.push(tuple);
+            t.map.insert(tuple, id);
+        }
+        Ok(t)
+    }
+}
+
+impl SiteTable {
+    /// Writes the table (dictionaries, columns, the build state; not the indexes,
+    /// which `read_from` rebuilds).
+    pub(crate) fn write_to(&self, e: &mut Enc<'_>) -> Result<(), StoreError> {
+        e.put(self.timeout_ms)?;
+        e.len(self.sorted)?;
+        for dict in [&self.visitors, &self.paths, &self.names, &self.strings] {
+            dict.write_to(e)?;
+        }
+        self.clients.write_to(e)?;
+        self.acqs.write_to(e)?;
+        let times: Vec<u32> = self.engaged.iter().map(|g| g.time_ms).collect();
+        let scrolls: Vec<u8> = self.engaged.iter().map(|g| g.scroll).collect();
+        e.slice(&times)?;
+        e.slice(&scrolls)?;
+        let rich: Vec<RichSnapshot> = self
+            .rich
+            .iter()
+            .map(|x| RichSnapshot {
+                revenue: x.revenue,
+                goal_value: x.goal_value,
+                order_id: x.order_id.as_deref().map(str::to_owned),
+                props: x.props.to_vec(),
+                engaged: x.engaged.map(|g| (g.time_ms, g.scroll)),
+            })
+            .collect();
+        e.json(&rich)?;
+        e.slice(&self.ts)?;
+        e.slice(&self.id)?;
+        let kinds: Vec<u8> = self.kind.iter().map(|&k| kind_index(k)).collect();
+        e.slice(&kinds)?;
+        for col in [
+            &self.visitor,
+            &self.name,
+            &self.path,
+            &self.client,
+            &self.acq,
+            &self.extra,
+        ] {
+            e.slice(col)?;
+        }
+        Ok(())
+    }
+
+    /// Reads what `write_to` wrote, checks that every id it holds is in range, rebuilds
+    /// the indexes and derives sessions: the table is ready for requests.
+    pub(crate) fn read_from(d: &mut Dec<'_>) -> Result<Self, StoreError> {
+        let timeout_ms: i64 = d.get()?;
+        let sorted = d.len()?;
+        let visitors = Interner::read_from(d)?;
+        let paths = Interner::read_from(d)?;
+        let names = Interner::read_from(d)?;
+        let strings = Interner::read_from(d)?;
+        let clients = TupleInterner::<{ client::N }>::read_from(d, strings.space())?;
+        let acqs = TupleInterner::<{ acq::N }>::read_from(d, strings.space())?;
+        let times: Vec<u32> = d.slice()?;
+        let scrolls: Vec<u8> = d.slice()?;
+        check(
+            times.len() == scrolls.len(),
+            "engagement columns differ in length",
+        )?;
+        let engaged: Vec<Engaged> = times
+            .into_iter()
+            .zip(scrolls)
+            .map(|(time_ms, scroll)| Engaged { time_ms, scroll })
+            .collect();
+        let rich: Vec<RichSnapshot> = d.json()?;
+        let space = strings.space();
+        check(
+            rich.iter()
+                .flat_map(|x| &x.props)
+                .all(|&(k, v)| (k as usize) < space && (v as usize) < space),
+            "a property names a value that is not in the dictionary",
+        )?;
+        let rich: Vec<Rich> = rich
+            .into_iter()
+            .map(|x| Rich {
+                revenue: x.revenue,
+                goal_value: x.goal_value,
+                order_id: x.order_id.map(Into::into),
+                props: x.props.into(),
+                engaged: x
+                    .engaged
+                    .map(|(time_ms, scroll)| Engaged { time_ms, scroll }),
+            })
+            .collect();
+        let ts: Vec<i64> = d.slice()?;
+        let id: Vec<u128> = d.slice()?;
+        let kinds: Vec<u8> = d.slice()?;
+        let kind = kinds
+            .into_iter()
+            .map(|k| EventKind::ALL.get(k as usize).copied())
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| corrupt("an event kind is unknown"))?;
+        let mut cols: Vec<Vec<u32>> = Vec::with_capacity(6);
+        for _ in 0..6 {
+            cols.push(d.slice()?);
+        }
+        let n = ts.len();
+        check(
+            u32::try_from(n).is_ok(),
+            "it holds more rows than a table can",
+        )?;
+        check(
+            id.len() == n && kind.len() == n && cols.iter().all(|c| c.len() == n),
+            "columns differ in length",
+        )?;
+        check(sorted <= n, "more rows are said ordered than it holds")?;
+        let [visitor, name, path, client, acq, extra]: [Vec<u32>; 6] = cols
+            .try_into()
+            .map_err(|_| corrupt("columns are missing"))?;
+        let within = |col: &[u32], space: usize| col.iter().all(|&v| (v as usize) < space);
+        check(
+            visitor.iter().all(|&v| v != NULL) && within(&visitor, visitors.space()),
+            "a row's visitor is not in the dictionary",
+        )?;
+        check(
+            within(&path, paths.space()) && within(&name, names.space()),
+            "a row's path or name is not in the dictionary",
+        )?;
+        check(
+            within(&client, clients.values.len()) && within(&acq, acqs.values.len()),
+            "a row's client or acquisition is not in the dictionary",
+        )?;
+        check(
+            extra.iter().all(|&x| match x {
+                0 => true,
+                i if i & RICH != 0 => ((i & !RICH) as usize) < rich.len(),
+                i => (i as usize) <= engaged.len(),
+            }),
+            "a row's extra values are missing",
+        )?;
+        let mut t = Self {
+            visitors,
+            paths,
+            names,
+            strings,
+            clients,
+            acqs,
+            engaged,
+            rich,
+            ts,
+            id,
+            visitor,
+            kind,
+            name,
+            path,
+            client,
+            acq,
+            extra,
+            sorted,
+            timeout_ms,
+            ..Self::default()
+        };
+        check(
+            (1..sorted).all(|r| t.key(r - 1) <= t.key(r)),
+            "rows said ordered are not",
+        )?;
+        t.index_ids()?;
+        t.client_memo = Self::memo(&t.strings, &t.clients);
+        t.acq_memo = Self::memo(&t.strings, &t.acqs);
+        t.build();
+        Ok(t)
+    }
+
+    /// The fingerprint memo of a tuple dictionary, as interning built it.
+    fn memo<const N: usize>(
+        strings: &Interner,
+        tuples: &TupleInterner<N>,
+    ) -> HashMap<u64, u32, IdentityBuild> {
+        let mut memo =
+            HashMap::with_capacity_and_hasher(tuples.values.len(), IdentityBuild::default());
+        for (id, tuple) in tuples.values.iter().enumerate() {
+            memo.insert(fingerprint(&tuple.map(|v| strings.get(v))), id as u32);
+        }
+        memo
+    }
+
+    /// Indexes the rows by event id; an id held twice is an error.
+    fn index_ids(&mut self) -> Result<(), StoreError> {
+        let ids = &self.id;
+        let mut index =
+            hashbrown::HashTable::with_capacity(ids.iter().filter(|&&i| i != 0).count());
+        for (row, &id) in ids.iter().enumerate() {
+            if id == 0 {
+                continue;
+            }
+            let h = hash_id(id);
+            check(
+                index.find(h, |&r: &u32| ids[r as usize] == id).is_none(),
+                "an event id is held twice",
+            )?;
+            index.insert_unique(h, row as u32, |&r| hash_id(ids[r as usize]));
+        }
+        self.by_id = index;
+        Ok(())
+    }
+}
+
+/// An event kind's position in [`EventKind::ALL`].
+fn kind_index(k: EventKind) -> u8 {
+    EventKind::ALL.iter().position(|&x| x == k).unwrap_or(0) as u8
 }
