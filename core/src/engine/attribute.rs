@@ -2,7 +2,7 @@
 //! table's derived sessions are the touches, its purchase (or goal) rows in the range
 //! the conversions, and the refund ledger reverses the credit of refunded orders.
 
-use super::exec::{finish, Compiled, Ctx, Key, KeyIndex, Src, CHECK_EVERY};
+use super::exec::{by_visitor_parts, finish, Compiled, Ctx, Key, KeyIndex, Src, CHECK_EVERY};
 use super::models::shares_into;
 use super::table::NULL;
 use super::SiteData;
@@ -113,106 +113,37 @@ pub(crate) fn run(
         }
     }
 
-    let window_ms = lookback_ms(q);
-    let (start, end) = (c.start, c.end);
-    let mut tp = Touchpoints::new();
+    let scan = Scan {
+        q,
+        a,
+        srcs: &srcs,
+        filter: filter.as_ref(),
+        refunded: &refunded,
+        goal_mode,
+    };
+    // Split by visitor across the cores: a visitor's touches and conversions are in
+    // one part, and the parts' fixed-point sums add up exactly.
+    let parts = by_visitor_parts(&c, |c, range| scan.part(c, range))?;
     let mut keys = KeyIndex::new(&srcs, &c);
     if srcs.is_empty() {
         // No dimensions: one row, as for any query.
         keys.number([NULL; Query::MAX_DIMENSIONS]);
     }
-    // A visitor's sessions come together (the table is ordered by visitor): they are
-    // held until the visitor's last, and handed over only when the visitor converted.
-    let mut current: Option<u32> = None;
-    let mut held: Vec<(i64, Key)> = Vec::new();
-    let mut converted = false;
-    let mut hand_over = |visitor: Option<u32>, held: &mut Vec<(i64, Key)>, tp: &mut Touchpoints| {
-        if let Some(v) = visitor {
-            for (first_ts, key) in held.iter() {
-                let (k, _) = keys.number(*key);
-                let has_value = srcs.first().is_some_and(|src| c.is_nonempty(*src, key[0]));
-                tp.push_session(v, *first_ts, k, has_value);
+    let mut sums: Vec<Fixed> = Vec::new();
+    for (part_keys, part_sums) in parts {
+        for (key, (revenue, conversions)) in part_keys.into_iter().zip(part_sums) {
+            let (k, _) = keys.number(key);
+            let k = k as usize;
+            if k >= sums.len() {
+                sums.resize(k + 1, (0, 0));
             }
-        }
-        held.clear();
-    };
-    for (si, s) in t.sessions.iter().enumerate() {
-        if si % CHECK_EVERY == 0 {
-            c.check()?;
-        }
-        let (first_ts, last_ts) = t.span(s);
-        if first_ts >= end || last_ts < start.saturating_sub(window_ms) {
-            continue;
-        }
-        let first = s.first as usize;
-        let visitor = t.visitor[first];
-        if current != Some(visitor) {
-            hand_over(current.filter(|_| converted), &mut held, &mut tp);
-            (current, converted) = (Some(visitor), false);
-        }
-        let first_is_bot = !q.include_bots && t.is_bot(first);
-        if !first_is_bot && first_ts >= start.saturating_sub(window_ms) {
-            let mut key = [NULL; Query::MAX_DIMENSIONS];
-            for (i, src) in srcs.iter().enumerate() {
-                key[i] = c.row_value(*src, first, s);
-            }
-            held.push((first_ts, key));
-        }
-        if last_ts < start {
-            continue;
-        }
-        for r in s.rows() {
-            let ts = t.ts[r];
-            if ts < start || ts >= end || (!q.include_bots && t.is_bot(r)) {
-                continue;
-            }
-            let kind = t.kind[r];
-            let candidate = match kind {
-                EventKind::Purchase => true,
-                EventKind::Goal => goal_mode,
-                _ => false,
-            };
-            if !candidate || filter.as_ref().is_some_and(|f| !f.eval(&c, r, s)) {
-                continue;
-            }
-            let extra = t.extra(r);
-            let (amount, count) = match kind {
-                EventKind::Purchase => match extra.and_then(|x| x.revenue) {
-                    Some(m) => {
-                        let back = extra
-                            .and_then(|x| x.order_id)
-                            .and_then(|o| refunded.get(o))
-                            .map_or(0, |r| r.of(m));
-                        let net = Money {
-                            minor: m.minor - back,
-                            currency: m.currency,
-                        };
-                        let count = if back >= m.minor && m.minor > 0 {
-                            0.0
-                        } else {
-                            1.0
-                        };
-                        (to_target(net, c.currency, &a.rates).unwrap_or(0.0), count)
-                    }
-                    None => (0.0, 1.0),
-                },
-                _ => (
-                    extra
-                        .and_then(|x| x.goal_value)
-                        .and_then(|m| to_target(m, c.currency, &a.rates))
-                        .unwrap_or(0.0),
-                    1.0,
-                ),
-            };
-            tp.push_conversion(visitor, ts, amount, count);
-            converted = true;
+            sums[k].0 += revenue;
+            sums[k].1 += conversions;
         }
     }
-    hand_over(current.filter(|_| converted), &mut held, &mut tp);
     let keys = keys.keys;
-    tp.reserve_keys(keys.len());
-    c.check()?;
-    let credits = tp.credit(a.model, a.window_days, a.half_life_days);
+    sums.resize(keys.len(), (0, 0));
+    let credits: Vec<Credit> = sums.into_iter().map(Credit::from_fixed).collect();
     let exp = c.currency.exponent();
     let rows: Vec<(Key, ResultRow)> = keys
         .into_iter()
@@ -245,6 +176,136 @@ pub(crate) fn run(
         .filter(|(_, r)| srcs.is_empty() || r.metrics.iter().any(|m| m.units != 0))
         .collect();
     Ok(finish(&c, q, &srcs, rows, range))
+}
+
+/// A key's credited (revenue, conversions) in fixed point (see [`FIXED`]).
+type Fixed = (i128, i128);
+
+/// What every part of an attribution scan shares.
+struct Scan<'a> {
+    q: &'a Query,
+    a: &'a crate::query::Attribution,
+    srcs: &'a [Src],
+    filter: Option<&'a Compiled>,
+    refunded: &'a HashMap<&'a str, Refunded>,
+    goal_mode: bool,
+}
+
+impl Scan<'_> {
+    /// Touches and conversions of the sessions `range` (whole visitors), credited:
+    /// the keys met, by number, and each key's fixed-point sums.
+    fn part(
+        &self,
+        c: &Ctx<'_>,
+        range: std::ops::Range<usize>,
+    ) -> Result<(Vec<Key>, Vec<Fixed>), QueryError> {
+        let (q, a, srcs, filter, refunded) =
+            (self.q, self.a, self.srcs, self.filter, self.refunded);
+        let goal_mode = self.goal_mode;
+        let t = c.t;
+        let window_ms = lookback_ms(q);
+        let (start, end) = (c.start, c.end);
+        let mut tp = Touchpoints::new();
+        let mut keys = KeyIndex::new(srcs, c);
+        if srcs.is_empty() {
+            keys.number([NULL; Query::MAX_DIMENSIONS]);
+        }
+        // A visitor's sessions come together (the table is ordered by visitor): they are
+        // held until the visitor's last, and handed over only when the visitor converted.
+        let mut current: Option<u32> = None;
+        let mut held: Vec<(i64, Key)> = Vec::new();
+        let mut converted = false;
+        let mut hand_over =
+            |visitor: Option<u32>, held: &mut Vec<(i64, Key)>, tp: &mut Touchpoints| {
+                if let Some(v) = visitor {
+                    for (first_ts, key) in held.iter() {
+                        let (k, _) = keys.number(*key);
+                        let has_value = srcs.first().is_some_and(|src| c.is_nonempty(*src, key[0]));
+                        tp.push_session(v, *first_ts, k, has_value);
+                    }
+                }
+                held.clear();
+            };
+        for si in range {
+            let s = &t.sessions[si];
+            if si % CHECK_EVERY == 0 {
+                c.check()?;
+            }
+            let (first_ts, last_ts) = t.span(s);
+            if first_ts >= end || last_ts < start.saturating_sub(window_ms) {
+                continue;
+            }
+            let first = s.first as usize;
+            let visitor = t.visitor[first];
+            if current != Some(visitor) {
+                hand_over(current.filter(|_| converted), &mut held, &mut tp);
+                (current, converted) = (Some(visitor), false);
+            }
+            let first_is_bot = !q.include_bots && s.first_is_bot();
+            if !first_is_bot && first_ts >= start.saturating_sub(window_ms) {
+                let mut key = [NULL; Query::MAX_DIMENSIONS];
+                for (i, src) in srcs.iter().enumerate() {
+                    key[i] = c.row_value(*src, first, s);
+                }
+                held.push((first_ts, key));
+            }
+            if last_ts < start {
+                continue;
+            }
+            for r in s.rows() {
+                let ts = t.ts[r];
+                if ts < start || ts >= end || (!q.include_bots && t.is_bot(r)) {
+                    continue;
+                }
+                let kind = t.kind[r];
+                let candidate = match kind {
+                    EventKind::Purchase => true,
+                    EventKind::Goal => goal_mode,
+                    _ => false,
+                };
+                if !candidate || filter.is_some_and(|f| !f.eval(c, r, s)) {
+                    continue;
+                }
+                let extra = t.extra(r);
+                let (amount, count) = match kind {
+                    EventKind::Purchase => match extra.and_then(|x| x.revenue) {
+                        Some(m) => {
+                            let back = extra
+                                .and_then(|x| x.order_id)
+                                .and_then(|o| refunded.get(o))
+                                .map_or(0, |r| r.of(m));
+                            let net = Money {
+                                minor: m.minor - back,
+                                currency: m.currency,
+                            };
+                            let count = if back >= m.minor && m.minor > 0 {
+                                0.0
+                            } else {
+                                1.0
+                            };
+                            (to_target(net, c.currency, &a.rates).unwrap_or(0.0), count)
+                        }
+                        None => (0.0, 1.0),
+                    },
+                    _ => (
+                        extra
+                            .and_then(|x| x.goal_value)
+                            .and_then(|m| to_target(m, c.currency, &a.rates))
+                            .unwrap_or(0.0),
+                        1.0,
+                    ),
+                };
+                tp.push_conversion(visitor, ts, amount, count);
+                converted = true;
+            }
+        }
+        hand_over(current.filter(|_| converted), &mut held, &mut tp);
+        let keys = keys.keys;
+        tp.reserve_keys(keys.len());
+        c.check()?;
+        let sums = tp.credit_fixed(a.model, a.window_days, a.half_life_days);
+        Ok((keys, sums))
+    }
 }
 
 /// Orders `items` by visitor number, then by `within`: a stable LSD radix sort on the
@@ -324,6 +385,15 @@ pub struct Credit {
     pub revenue: f64,
     /// Credited conversions (fractions under multi-touch models).
     pub conversions: f64,
+}
+
+impl Credit {
+    fn from_fixed((revenue, conversions): Fixed) -> Self {
+        Self {
+            revenue: revenue as f64 / FIXED,
+            conversions: conversions as f64 / FIXED,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -432,6 +502,20 @@ impl Touchpoints {
         window_days: u32,
         half_life_days: f64,
     ) -> Vec<Credit> {
+        self.credit_fixed(model, window_days, half_life_days)
+            .into_iter()
+            .map(Credit::from_fixed)
+            .collect()
+    }
+
+    /// [`Touchpoints::credit`]'s sums in fixed point (revenue, conversions), which
+    /// the parts of a split scan add up exactly.
+    pub(crate) fn credit_fixed(
+        &mut self,
+        model: AttributionModel,
+        window_days: u32,
+        half_life_days: f64,
+    ) -> Vec<Fixed> {
         group_by_visitor(
             &mut self.conversions,
             |c| c.visitor,
@@ -496,11 +580,6 @@ impl Touchpoints {
                 sum.1 += fixed(share * c.count);
             }
         }
-        sums.into_iter()
-            .map(|(revenue, conversions)| Credit {
-                revenue: revenue as f64 / FIXED,
-                conversions: conversions as f64 / FIXED,
-            })
-            .collect()
+        sums
     }
 }

@@ -610,8 +610,13 @@ fn pass(
         && !needs.conversions;
     let mut engaged: Vec<(u32, u64)> = Vec::new();
     let mut scroll: Vec<(u32, u32, u8)> = Vec::new();
+    // The visitor's ordinal in this pass, from the sessions' own flags (sessions are
+    // ordered by visitor): the groups' distinct-visitor stamps without reading the
+    // visitor column.
+    let mut visitor = 0u32;
     for si in sessions {
         let s = &t.sessions[si];
+        visitor = visitor.wrapping_add(u32::from(s.starts_visitor()));
         if si % CHECK_EVERY == 0 {
             c.check()?;
         }
@@ -621,12 +626,11 @@ fn pass(
         let counts_visit = needs.visits
             && start_ts >= c.start
             && start_ts < c.end
-            && (c.include_bots || !t.is_bot(rows.start));
+            && (c.include_bots || !s.first_is_bot());
         let events_in_range = end_ts >= c.start && start_ts < c.end;
         if !counts_visit && !events_in_range {
             continue;
         }
-        let visitor = t.visitor[rows.start];
         if session_fast_path
             && start_ts >= c.start
             && end_ts < c.end
@@ -1097,6 +1101,44 @@ mod tests {
                 assert_eq!(split.total_rows, one.total_rows);
             }
             assert!(!one.rows.is_empty(), "{text}");
+        }
+    }
+
+    /// Attribution split across threads by visitor credits exactly as one pass:
+    /// every model, with and without dimensions, with a filter and goals.
+    #[test]
+    fn an_attribution_split_by_visitor_credits_as_one_pass() {
+        let store = MemoryStore::new();
+        store.append_sync(&traffic()).expect("append");
+        let site = Site::new("a.com");
+        let now = Context::at(DateTime::from_timestamp_millis(1_773_532_800_000).expect("now"));
+        for model in [
+            "first_touch",
+            "last_touch",
+            "last_non_direct",
+            "linear",
+            "time_decay",
+            "position_based",
+        ] {
+            for (dims, filters) in [
+                (r#"["source"]"#, "[]"),
+                ("[]", "[]"),
+                (r#"["source","country"]"#, "[]"),
+                (r#"["source"]"#, r#"[["is","goal",["trial"]]]"#),
+                (r#"["country"]"#, r#"[["is_not","country",["JP"]]]"#),
+            ] {
+                let text = format!(
+                    r#"{{"site":"a.com","date_range":["2026-03-03","2026-03-09"],"metrics":["revenue","conversions"],"dimensions":{dims},"filters":{filters},"attribution":{{"model":"{model}","window_days":3}}}}"#
+                );
+                let q = Query::from_json(&text).expect("query");
+                let one = split_into(1, || store.query_sync(&site, &q, &now)).expect("one pass");
+                assert!(!one.rows.is_empty(), "{text}");
+                for threads in [2, 3, 7] {
+                    let split =
+                        split_into(threads, || store.query_sync(&site, &q, &now)).expect("split");
+                    assert_eq!(split, one, "{threads} threads: {text}");
+                }
+            }
         }
     }
 

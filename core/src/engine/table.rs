@@ -202,8 +202,9 @@ const RICH: u32 = 1 << 31;
 pub(crate) struct Sess {
     pub(crate) first: u32,
     pub(crate) len: u32,
-    /// Pageviews in the low 30 bits; bit 31 marks a goal, purchase or custom event,
-    /// bit 30 a row classified as a bot.
+    /// Pageviews in the low 28 bits (saturating); bit 31 marks a goal, purchase or
+    /// custom event, bit 30 a row classified as a bot, bit 29 a first row classified
+    /// as a bot, bit 28 the visitor's first session.
     flags_and_pageviews: u32,
     /// Path id of the last pageview (NULL without one).
     pub(crate) exit_path: u32,
@@ -211,10 +212,23 @@ pub(crate) struct Sess {
 
 const INTERACTION: u32 = 1 << 31;
 const BOT_ROWS: u32 = 1 << 30;
+const BOT_FIRST: u32 = 1 << 29;
+const NEW_VISITOR: u32 = 1 << 28;
+const PAGEVIEWS: u32 = NEW_VISITOR - 1;
 
 impl Sess {
     pub(crate) fn pageviews(&self) -> u32 {
-        self.flags_and_pageviews & !(INTERACTION | BOT_ROWS)
+        self.flags_and_pageviews & PAGEVIEWS
+    }
+    /// Whether the session's first row is classified as a bot (then its visit does
+    /// not count without bots), without reading the rows.
+    pub(crate) fn first_is_bot(&self) -> bool {
+        self.flags_and_pageviews & BOT_FIRST != 0
+    }
+    /// Whether this is the first session of its visitor (sessions are ordered by
+    /// visitor), without reading the rows.
+    pub(crate) fn starts_visitor(&self) -> bool {
+        self.flags_and_pageviews & NEW_VISITOR != 0
     }
     /// Whether some row of the session is classified as a bot.
     pub(crate) fn has_bot_rows(&self) -> bool {
@@ -224,7 +238,7 @@ impl Sess {
         self.first as usize..(self.first + self.len) as usize
     }
     pub(crate) fn is_bounce(&self) -> bool {
-        self.flags_and_pageviews & !BOT_ROWS == 1
+        self.flags_and_pageviews & (INTERACTION | PAGEVIEWS) == 1
     }
 }
 
@@ -583,14 +597,20 @@ impl SiteTable {
     fn derive_sessions(&mut self) {
         let mut sessions: Vec<Sess> = Vec::with_capacity(self.sessions.len().max(self.len() / 4));
         for r in 0..self.len() {
-            let starts = r == 0
-                || self.visitor[r] != self.visitor[r - 1]
-                || self.ts[r] - self.ts[r - 1] > self.timeout_ms;
-            if starts {
+            let new_visitor = r == 0 || self.visitor[r] != self.visitor[r - 1];
+            let bot = self.clients.values[self.client[r] as usize][client::BOT] != NULL;
+            if new_visitor || self.ts[r] - self.ts[r - 1] > self.timeout_ms {
+                let mut flags = 0;
+                if new_visitor {
+                    flags |= NEW_VISITOR;
+                }
+                if bot {
+                    flags |= BOT_FIRST;
+                }
                 sessions.push(Sess {
                     first: r as u32,
                     len: 0,
-                    flags_and_pageviews: 0,
+                    flags_and_pageviews: flags,
                     exit_path: NULL,
                 });
             }
@@ -598,13 +618,15 @@ impl SiteTable {
             s.len += 1;
             match self.kind[r] {
                 EventKind::Pageview => {
-                    s.flags_and_pageviews += 1;
+                    if s.pageviews() < PAGEVIEWS {
+                        s.flags_and_pageviews += 1;
+                    }
                     s.exit_path = self.path[r];
                 }
                 k if k.is_interaction() => s.flags_and_pageviews |= INTERACTION,
                 _ => {}
             }
-            if self.clients.values[self.client[r] as usize][client::BOT] != NULL {
+            if bot {
                 s.flags_and_pageviews |= BOT_ROWS;
             }
         }
