@@ -213,15 +213,22 @@ impl Scan<'_> {
         // A visitor's sessions come together (the table is ordered by visitor): they are
         // held until the visitor's last, and handed over only when the visitor converted.
         let mut current: Option<u32> = None;
-        let mut held: Vec<(i64, Key)> = Vec::new();
+        // (first instant, session number) of the visitor's touches so far.
+        let mut held: Vec<(i64, u32)> = Vec::new();
         let mut converted = false;
         let mut hand_over =
-            |visitor: Option<u32>, held: &mut Vec<(i64, Key)>, tp: &mut Touchpoints| {
+            |visitor: Option<u32>, held: &mut Vec<(i64, u32)>, tp: &mut Touchpoints| {
                 if let Some(v) = visitor {
-                    for (first_ts, key) in held.iter() {
-                        let (k, _) = keys.number(*key);
+                    for &(first_ts, si) in held.iter() {
+                        // Keys only for the touches of visitors who converted.
+                        let s = &t.sessions[si as usize];
+                        let mut key = [NULL; Query::MAX_DIMENSIONS];
+                        for (i, src) in srcs.iter().enumerate() {
+                            key[i] = c.row_value(*src, s.first as usize, s);
+                        }
+                        let (k, _) = keys.number(key);
                         let has_value = srcs.first().is_some_and(|src| c.is_nonempty(*src, key[0]));
-                        tp.push_session(v, *first_ts, k, has_value);
+                        tp.push_session(v, first_ts, k, has_value);
                     }
                 }
                 held.clear();
@@ -243,18 +250,17 @@ impl Scan<'_> {
             }
             let first_is_bot = !q.include_bots && s.first_is_bot();
             if !first_is_bot && first_ts >= start.saturating_sub(window_ms) {
-                let mut key = [NULL; Query::MAX_DIMENSIONS];
-                for (i, src) in srcs.iter().enumerate() {
-                    key[i] = c.row_value(*src, first, s);
-                }
-                held.push((first_ts, key));
+                held.push((first_ts, si as u32));
             }
-            if last_ts < start {
+            // Only goals, purchases and custom events set the flag: a session without
+            // it holds no conversion.
+            if last_ts < start || !s.has_interaction() {
                 continue;
             }
+            let check_bots = !q.include_bots && s.has_bot_rows();
             for r in s.rows() {
                 let ts = t.ts[r];
-                if ts < start || ts >= end || (!q.include_bots && t.is_bot(r)) {
+                if ts < start || ts >= end || (check_bots && t.is_bot(r)) {
                     continue;
                 }
                 let kind = t.kind[r];

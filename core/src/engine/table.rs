@@ -220,6 +220,10 @@ impl Sess {
     pub(crate) fn pageviews(&self) -> u32 {
         self.flags_and_pageviews & PAGEVIEWS
     }
+    /// Whether the session holds a goal, purchase or custom event.
+    pub(crate) fn has_interaction(&self) -> bool {
+        self.flags_and_pageviews & INTERACTION != 0
+    }
     /// Whether the session's first row is classified as a bot (then its visit does
     /// not count without bots), without reading the rows.
     pub(crate) fn first_is_bot(&self) -> bool {
@@ -544,6 +548,7 @@ impl SiteTable {
             let already_ordered = perm.iter().enumerate().all(|(k, &p)| p as usize == k);
             if !already_ordered {
                 self.apply(&perm);
+                self.renumber_extras();
             }
             self.sorted = n;
         }
@@ -592,6 +597,61 @@ impl SiteTable {
         for r in self.by_id.iter_mut() {
             *r = moved_to[*r as usize];
         }
+    }
+
+    /// Renumbers the rich and engagement entries in row order (and drops those of
+    /// removed rows): a scan in row order then reads them in order too, not at
+    /// random (a cache miss per purchase was a fifth of an attribution query).
+    fn renumber_extras(&mut self) {
+        let (mut next_rich, mut next_engaged) = (0u32, 1u32);
+        let in_order = self.rich.len() + self.engaged.len()
+            == self.extra.iter().filter(|&&x| x != 0).count()
+            && self.extra.iter().all(|&x| match x {
+                0 => true,
+                i if i & RICH != 0 => {
+                    next_rich += 1;
+                    i & !RICH == next_rich - 1
+                }
+                i => {
+                    next_engaged += 1;
+                    i == next_engaged - 1
+                }
+            });
+        if in_order {
+            return;
+        }
+        let mut old_rich: Vec<Option<Rich>> = std::mem::take(&mut self.rich)
+            .into_iter()
+            .map(Some)
+            .collect();
+        let old_engaged = std::mem::take(&mut self.engaged);
+        let mut rich = Vec::with_capacity(old_rich.len());
+        let mut engaged = Vec::with_capacity(old_engaged.len());
+        for x in &mut self.extra {
+            match *x {
+                0 => {}
+                i if i & RICH != 0 => {
+                    if let Some(entry) = old_rich
+                        .get_mut((i & !RICH) as usize)
+                        .and_then(Option::take)
+                    {
+                        rich.push(entry);
+                        *x = RICH | (rich.len() - 1) as u32;
+                    } else {
+                        *x = 0;
+                    }
+                }
+                i => match old_engaged.get(i as usize - 1) {
+                    Some(&g) => {
+                        engaged.push(g);
+                        *x = engaged.len() as u32;
+                    }
+                    None => *x = 0,
+                },
+            }
+        }
+        self.rich = rich;
+        self.engaged = engaged;
     }
 
     fn derive_sessions(&mut self) {
@@ -651,6 +711,7 @@ impl SiteTable {
                 }
             }
             self.apply(&perm);
+            self.renumber_extras();
             self.sorted = sorted_kept;
             self.built = false;
         }
@@ -1007,6 +1068,7 @@ impl SiteTable {
             "rows said ordered are not",
         )?;
         t.index_ids()?;
+        t.renumber_extras();
         t.client_memo = Self::memo(&t.strings, &t.clients);
         t.acq_memo = Self::memo(&t.strings, &t.acqs);
         t.build();
