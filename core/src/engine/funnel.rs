@@ -87,13 +87,46 @@ impl Masks {
         })
     }
 
-    fn of(&self, t: &SiteTable, r: usize) -> u32 {
-        match t.kind[r] {
-            EventKind::Pageview => self.page[t.path[r] as usize],
-            EventKind::Goal => self.goal[t.name[r] as usize],
-            EventKind::Custom => self.event[t.name[r] as usize],
-            _ => 0,
+    /// The tables as [`Rows::of`] reads them.
+    fn rows(&self) -> Rows<'_> {
+        let mut by_kind = [(0u32, 0u32, 0u32); EventKind::ALL.len()];
+        for kind in EventKind::ALL {
+            by_kind[kind as usize] = match kind {
+                EventKind::Pageview => (u32::MAX, 0, 0),
+                EventKind::Goal => (0, u32::MAX, 0),
+                EventKind::Custom => (0, u32::MAX, 32),
+                _ => (0, 0, 0),
+            };
         }
+        Rows {
+            page: &self.page,
+            names: self
+                .goal
+                .iter()
+                .zip(&self.event)
+                .map(|(&g, &e)| u64::from(g) | u64::from(e) << 32)
+                .collect(),
+            by_kind,
+        }
+    }
+}
+
+/// The step masks of rows without a branch on the kind: most rows match no step,
+/// and a mispredicted branch per row cost more than reading both columns.
+struct Rows<'a> {
+    page: &'a [u32],
+    /// Per name: goal steps in the low half, event steps in the high half.
+    names: Vec<u64>,
+    /// Per kind: the page mask's gate, the name mask's gate and its shift.
+    by_kind: [(u32, u32, u32); EventKind::ALL.len()],
+}
+
+impl Rows<'_> {
+    #[inline(always)]
+    fn of(&self, t: &SiteTable, r: usize) -> u32 {
+        let (page_gate, name_gate, shift) = self.by_kind[t.kind[r] as usize];
+        (self.page[t.path[r] as usize] & page_gate)
+            | ((self.names[t.name[r] as usize] >> shift) as u32 & name_gate)
     }
 }
 
@@ -126,6 +159,7 @@ pub(crate) fn run(
 ) -> Result<FunnelResult, QueryError> {
     let c = Ctx::new(t, range.start_ms(), range.end_ms(), f.include_bots, cx);
     let masks = Masks::new(f, t, &c)?;
+    let steps = masks.rows();
     let group = f.breakdown.as_ref().map(|d| Src::of(d, t));
     let n = f.steps.len();
     // Each part of the visitors counts alone; the parts' counts add up.
@@ -150,37 +184,40 @@ pub(crate) fn run(
             mask.clear();
             groups.clear();
         };
+        // The part's rows in one scan (sessions are runs of rows in order): a row
+        // that matches no step never advances a path, and the window ends at the
+        // first matching row past it, so such rows are left out; the session of a
+        // matching row is found by walking forward.
         let mut visitor = None;
-        for si in sessions {
-            let s = &t.sessions[si];
-            if si % CHECK_EVERY == 0 {
+        let rows = match (sessions.clone().next(), sessions.clone().next_back()) {
+            (Some(a), Some(b)) => t.sessions[a].first as usize..t.sessions[b].rows().end,
+            _ => 0..0,
+        };
+        let mut si = sessions.start;
+        for r in rows {
+            if r % (CHECK_EVERY * 8) == 0 {
                 c.check()?;
             }
-            let (first_ts, last_ts) = t.span(s);
-            if last_ts < c.start || first_ts >= c.end {
+            let m = steps.of(t, r);
+            if m == 0 {
                 continue;
             }
-            let v = t.visitor[s.first as usize];
+            let time = t.ts[r];
+            if time < c.start || time >= c.end || (!f.include_bots && t.is_bot(r)) {
+                continue;
+            }
+            while t.sessions[si].rows().end <= r {
+                si += 1;
+            }
+            let s = &t.sessions[si];
+            let v = t.visitor[r];
             if visitor != Some(v) {
                 flush(&mut ts, &mut mask, &mut groups);
                 visitor = Some(v);
             }
-            let g = group.map_or(0, |src| c.row_value(src, s.first as usize, s));
-            for r in s.rows() {
-                // A row that matches no step never advances a path, and the window
-                // ends at the first matching row past it: such rows are left out.
-                let m = masks.of(t, r);
-                if m == 0 {
-                    continue;
-                }
-                let time = t.ts[r];
-                if time < c.start || time >= c.end || (!f.include_bots && t.is_bot(r)) {
-                    continue;
-                }
-                ts.push(time);
-                mask.push(m);
-                groups.push(g);
-            }
+            ts.push(time);
+            mask.push(m);
+            groups.push(group.map_or(0, |src| c.row_value(src, s.first as usize, s)));
         }
         flush(&mut ts, &mut mask, &mut groups);
         Ok((counts, by_group))
