@@ -233,17 +233,20 @@ impl Scan<'_> {
                 }
                 held.clear();
             };
+        let mut ordinal = 0u32;
         for si in range {
             let s = &t.sessions[si];
             if si % CHECK_EVERY == 0 {
                 c.check()?;
             }
+            // The visitor's ordinal in this part (sessions are ordered by visitor and
+            // flag a visitor's first): a part credits its own visitors alone.
+            ordinal = ordinal.wrapping_add(u32::from(s.starts_visitor()));
             let (first_ts, last_ts) = t.span(s);
             if first_ts >= end || last_ts < start.saturating_sub(window_ms) {
                 continue;
             }
-            let first = s.first as usize;
-            let visitor = t.visitor[first];
+            let visitor = ordinal;
             if current != Some(visitor) {
                 hand_over(current.filter(|_| converted), &mut held, &mut tp);
                 (current, converted) = (Some(visitor), false);
@@ -541,14 +544,22 @@ impl Touchpoints {
                 .get(v as usize / 64)
                 .is_some_and(|w| (w >> (v % 64)) & 1 == 1)
         };
-        let mut sessions: Vec<SessionTouch> = self
-            .sessions
-            .iter()
-            .filter(|s| touched(s.visitor))
-            .copied()
-            .collect();
+        // The store engines hand over only converting visitors' sessions: those are
+        // ordered in place (the order pushed never matters), not copied.
+        let mut filtered: Vec<SessionTouch>;
+        let sessions: &mut Vec<SessionTouch> = if self.sessions.iter().all(|s| touched(s.visitor)) {
+            &mut self.sessions
+        } else {
+            filtered = self
+                .sessions
+                .iter()
+                .filter(|s| touched(s.visitor))
+                .copied()
+                .collect();
+            &mut filtered
+        };
         group_by_visitor(
-            &mut sessions,
+            sessions,
             |s| s.visitor,
             |a, b| (a.start_ms, a.key, a.has_value).cmp(&(b.start_ms, b.key, b.has_value)),
         );
@@ -559,7 +570,7 @@ impl Touchpoints {
         let mut sums = vec![(0i128, 0i128); self.key_count];
         let fixed = |x: f64| (x * FIXED).round() as i128;
         let (mut touches, mut shares) = (Vec::new(), Vec::new());
-        let sessions = &sessions;
+        let sessions = &*sessions;
         let (mut run_start, mut run_end) = (0usize, 0usize);
         let mut run_visitor = None;
         for c in &self.conversions {
