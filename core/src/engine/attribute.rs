@@ -575,10 +575,16 @@ impl Touchpoints {
         let mut run_visitor = None;
         for c in &self.conversions {
             if run_visitor != Some(c.visitor) {
+                // Both are ordered by visitor: walk forward (a binary search per
+                // visitor missed the cache at every step).
                 run_start = run_end.max(run_start);
-                run_start += sessions[run_start..].partition_point(|s| s.visitor < c.visitor);
-                run_end =
-                    run_start + sessions[run_start..].partition_point(|s| s.visitor == c.visitor);
+                while run_start < sessions.len() && sessions[run_start].visitor < c.visitor {
+                    run_start += 1;
+                }
+                run_end = run_start;
+                while run_end < sessions.len() && sessions[run_end].visitor == c.visitor {
+                    run_end += 1;
+                }
                 run_visitor = Some(c.visitor);
             }
             let run = &sessions[run_start..run_end];
