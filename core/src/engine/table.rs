@@ -76,15 +76,25 @@ impl Interner {
         self.ends
             .push(u32::try_from(self.arena.len()).expect("dictionary under 4 GiB"));
         let id = u32::try_from(self.ends.len()).expect("fewer than 2^32 distinct values");
-        match self.by_hash.entry(hash_str(s)) {
+        Self::index(&mut self.by_hash, &mut self.collisions, s, id);
+        id
+    }
+
+    /// Indexes string `s` as `id` (a hash held already sends it to `collisions`).
+    fn index(
+        by_hash: &mut HashMap<u64, u32, IdentityBuild>,
+        collisions: &mut HashMap<Box<str>, u32, FastBuild>,
+        s: &str,
+        id: u32,
+    ) {
+        match by_hash.entry(hash_str(s)) {
             std::collections::hash_map::Entry::Vacant(v) => {
                 v.insert(id);
             }
             std::collections::hash_map::Entry::Occupied(_) => {
-                self.collisions.insert(s.into(), id);
+                collisions.insert(s.into(), id);
             }
         }
-        id
     }
     pub(crate) fn lookup(&self, s: &str) -> Option<u32> {
         match self.by_hash.get(&hash_str(s)) {
@@ -865,14 +875,7 @@ impl Interner {
             let s = &arena[start..end];
             start = end;
             let id = u32::try_from(i + 1).map_err(corrupt)?;
-            match by_hash.entry(hash_str(s)) {
-                std::collections::hash_map::Entry::Vacant(v) => {
-                    v.insert(id);
-                }
-                std::collections::hash_map::Entry::Occupied(_) => {
-                    collisions.insert(s.into(), id);
-                }
-            }
+            Self::index(&mut by_hash, &mut collisions, s, id);
         }
         Ok(Self {
             arena,
