@@ -627,6 +627,16 @@ impl SqliteStore {
         if let Err(e) = self.write_snapshot().await {
             tracing::warn!(error = %e, "snapshot not written: the next open loads the log");
         }
+        // The last connection's close would checkpoint and remove the WAL, but a
+        // process that exits right after `close` can outrun the connection threads
+        // and leave the whole WAL on disk (44 B/event after an import). TRUNCATE
+        // copies it into the database and empties the file now.
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(&self.pool)
+            .await
+        {
+            tracing::warn!(error = %e, "wal checkpoint on close failed");
+        }
         self.pool.close().await;
     }
 
@@ -906,6 +916,37 @@ mod tests {
             .await
             .expect("count")
             .get(0)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn close_leaves_no_write_ahead_log_behind() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = open(dir.path()).await;
+        for batch in 0..40u128 {
+            let events: Vec<Event> = (0..2_000u128)
+                .map(|i| {
+                    let mut e = event(
+                        &format!("visitor-{i}"),
+                        (i % 60) as u32,
+                        EventKind::Pageview,
+                    );
+                    e.id = uuid::Uuid::from_u128(batch << 32 | i);
+                    e
+                })
+                .collect();
+            store.append(&events).await.expect("append");
+        }
+        let wal = dir.path().join("beacon.sqlite-wal");
+        assert!(
+            std::fs::metadata(&wal).is_ok_and(|m| m.len() > 0),
+            "the appends went through the WAL"
+        );
+        store.close().await;
+        let left = std::fs::metadata(&wal).map_or(0, |m| m.len());
+        assert_eq!(left, 0, "close empties the WAL into the database");
+        let reopened = open(dir.path()).await;
+        assert_eq!(reopened.stats().await.expect("stats").events, Some(80_000));
+        reopened.close().await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
