@@ -211,6 +211,20 @@ pub enum DeviceType {
 }
 
 impl DeviceType {
+    /// Every kind of device.
+    pub const ALL: [DeviceType; 7] = [
+        DeviceType::Desktop,
+        DeviceType::Mobile,
+        DeviceType::Tablet,
+        DeviceType::Tv,
+        DeviceType::Console,
+        DeviceType::Bot,
+        DeviceType::Unknown,
+    ];
+    /// Parses the JSON name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|d| d.as_str() == s)
+    }
     /// The JSON name (`"desktop"`).
     pub fn as_str(&self) -> &'static str {
         match self {
@@ -313,6 +327,18 @@ pub enum VisitorType {
 }
 
 impl VisitorType {
+    /// Every visitor type.
+    pub const ALL: [VisitorType; 5] = [
+        VisitorType::Business,
+        VisitorType::Consumer,
+        VisitorType::Hosting,
+        VisitorType::Bot,
+        VisitorType::Privacy,
+    ];
+    /// Parses the JSON name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|v| v.as_str() == s)
+    }
     /// The JSON name (`"business"`).
     pub fn as_str(&self) -> &'static str {
         match self {
@@ -496,6 +522,49 @@ impl Event {
 mod tests {
     use super::*;
     use crate::money::{Currency, Money};
+
+    #[test]
+    fn the_lists_of_kinds_hold_every_variant_and_parse_back() {
+        // Exhaustive matches: a new variant fails to compile here until listed.
+        let listed = |d: DeviceType| match d {
+            DeviceType::Desktop
+            | DeviceType::Mobile
+            | DeviceType::Tablet
+            | DeviceType::Tv
+            | DeviceType::Console
+            | DeviceType::Bot
+            | DeviceType::Unknown => DeviceType::ALL.contains(&d),
+        };
+        assert!(DeviceType::ALL.into_iter().all(listed));
+        let listed = |v: VisitorType| match v {
+            VisitorType::Business
+            | VisitorType::Consumer
+            | VisitorType::Hosting
+            | VisitorType::Bot
+            | VisitorType::Privacy => VisitorType::ALL.contains(&v),
+        };
+        assert!(VisitorType::ALL.into_iter().all(listed));
+        let listed = |k: EventKind| match k {
+            EventKind::Pageview
+            | EventKind::Goal
+            | EventKind::Purchase
+            | EventKind::Custom
+            | EventKind::Engagement
+            | EventKind::Refund => EventKind::ALL.contains(&k),
+        };
+        assert!(EventKind::ALL.into_iter().all(listed));
+        for d in DeviceType::ALL {
+            assert_eq!(DeviceType::parse(d.as_str()), Some(d));
+        }
+        for v in VisitorType::ALL {
+            assert_eq!(VisitorType::parse(v.as_str()), Some(v));
+        }
+        for k in EventKind::ALL {
+            assert_eq!(EventKind::parse(k.as_str()), Some(k));
+        }
+        assert_eq!(DeviceType::parse("fridge"), None);
+        assert_eq!(VisitorType::parse(""), None);
+    }
 
     #[test]
     fn json_round_trip_and_compact_form() {

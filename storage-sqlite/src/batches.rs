@@ -1,7 +1,6 @@
-//! Stored batches: events of one site from one commit, as MessagePack maps (the
-//! field names of the event's JSON) compressed with LZ4 behind their size; older
-//! stores' JSON-line batches are read too. And the SQL that writes, rewrites and
-//! remembers them.
+//! Stored batches: events of one site from one commit, in columns under zstd
+//! ([`crate::columns`]); older stores' MessagePack and JSON-line batches under LZ4
+//! are read too. And the SQL that writes, rewrites and remembers them.
 
 use beacon_core::{Event, EventKind, StoreError};
 use sqlx::Row;
@@ -11,7 +10,10 @@ use std::collections::HashSet;
 pub const BATCH: usize = 8192;
 
 /// The codec of the batches written.
-pub(crate) const CODEC: &str = "msgpack+lz4";
+pub(crate) const CODEC: &str = "columns+zstd";
+
+/// The codec of earlier versions (MessagePack maps under LZ4): still read.
+pub(crate) const MSGPACK_CODEC: &str = "msgpack+lz4";
 
 /// The codec earlier versions wrote: still read.
 pub(crate) const JSON_CODEC: &str = "ndjson+lz4";
@@ -209,15 +211,15 @@ pub(crate) async fn erase_visitor(
         for row in &rows {
             let (batch, codec, body): (i64, String, Vec<u8>) = (row.get(0), row.get(1), row.get(2));
             let bytes = decompress(&codec, &body)?;
-            let finder = if codec == JSON_CODEC {
-                &finders.0
-            } else {
-                &finders.1
+            let finder = match codec.as_str() {
+                JSON_CODEC => &finders.0,
+                MSGPACK_CODEC => &finders.1,
+                _ => &finders.2,
             };
             if finder.find(&bytes).is_none() {
                 continue;
             }
-            let events = decode_events(&codec, &bytes, 0)?;
+            let events = decode_events(&codec, &bytes, 0, site)?;
             let kept: Vec<&Event> = events
                 .iter()
                 .filter(|e| e.identity.visitor_id != visitor)
@@ -269,7 +271,7 @@ pub(crate) async fn erase_before(tx: &mut Tx<'_>, site: &str, ms: i64) -> Result
         .map_err(failed("erase"))?;
     for row in &rows {
         let (batch, codec, body): (i64, String, Vec<u8>) = (row.get(0), row.get(1), row.get(2));
-        let events = decode_events(&codec, &decompress(&codec, &body)?, 0)?;
+        let events = decode_events(&codec, &decompress(&codec, &body)?, 0, site)?;
         let kept: Vec<&Event> = events
             .iter()
             .filter(|e| e.timestamp.timestamp_millis() >= ms)
@@ -280,12 +282,14 @@ pub(crate) async fn erase_before(tx: &mut Tx<'_>, site: &str, ms: i64) -> Result
 }
 
 /// What a batch holding events of `visitor` contains, in each codec: the field and
-/// its value as that codec writes them (both write the shortest form, so a batch
-/// without the bytes holds none of the visitor's events).
+/// its value as the JSON and MessagePack codecs write them (both write the shortest
+/// form), and the id itself (an entry of the visitor column's dictionary); a batch
+/// without the bytes holds none of the visitor's events.
 fn visitor_needles(
     visitor: &str,
 ) -> Result<
     (
+        memchr::memmem::Finder<'static>,
         memchr::memmem::Finder<'static>,
         memchr::memmem::Finder<'static>,
     ),
@@ -299,60 +303,59 @@ fn visitor_needles(
     Ok((
         memchr::memmem::Finder::new(&json).into_owned(),
         memchr::memmem::Finder::new(&packed).into_owned(),
+        memchr::memmem::Finder::new(visitor.as_bytes()).into_owned(),
     ))
 }
 
-thread_local! {
-    /// Each encoding thread's text and compression buffers, kept between batches: a
-    /// fresh multi-megabyte buffer per batch was paid for in page faults and zeroing.
-    static BUFFERS: std::cell::RefCell<(Vec<u8>, Vec<u8>)> = const {
-        std::cell::RefCell::new((Vec::new(), Vec::new()))
-    };
+/// The events (all of one site) in the codec written, [`CODEC`].
+pub(crate) fn encode_batch(events: &[&Event]) -> Result<Vec<u8>, StoreError> {
+    crate::columns::encode(events)
 }
 
 /// The events as MessagePack maps one after another, LZ4-compressed, behind the
 /// uncompressed size (little-endian `u32`, as `lz4_flex::decompress_size_prepended`
-/// reads it).
-pub(crate) fn encode_batch(events: &[&Event]) -> Result<Vec<u8>, StoreError> {
-    BUFFERS.with_borrow_mut(|(text, out)| {
-        text.clear();
-        for e in events {
-            rmp_serde::encode::write_named(&mut *text, e).map_err(failed("encode event"))?;
-        }
-        let size = u32::try_from(text.len()).map_err(failed("encode events"))?;
-        let bound = 4 + lz4_flex::block::get_maximum_output_size(text.len());
-        if out.len() < bound {
-            out.resize(bound, 0);
-        }
-        out[..4].copy_from_slice(&size.to_le_bytes());
-        let n = lz4_flex::block::compress_into(text, &mut out[4..])
-            .map_err(failed("compress events"))?;
-        Ok(out[..4 + n].to_vec())
-    })
-}
-
-pub(crate) fn decompress(codec: &str, body: &[u8]) -> Result<Vec<u8>, StoreError> {
-    if codec != CODEC && codec != JSON_CODEC {
-        return Err(corrupt("a batch", format!("unknown codec {codec:?}")));
+/// reads it): the codec of earlier versions, written by tests only.
+#[cfg(test)]
+pub(crate) fn encode_msgpack(events: &[&Event]) -> Result<Vec<u8>, StoreError> {
+    let mut text = Vec::new();
+    for e in events {
+        rmp_serde::encode::write_named(&mut text, e).map_err(failed("encode event"))?;
     }
-    lz4_flex::decompress_size_prepended(body).map_err(|e| corrupt("a batch", e))
+    Ok(lz4_flex::compress_prepend_size(&text))
 }
 
-/// Decodes a batch of (about) `count` events.
+/// The uncompressed bytes of a batch's body in `codec`.
+pub(crate) fn decompress(codec: &str, body: &[u8]) -> Result<Vec<u8>, StoreError> {
+    match codec {
+        CODEC => crate::columns::decompress(body),
+        MSGPACK_CODEC | JSON_CODEC => {
+            lz4_flex::decompress_size_prepended(body).map_err(|e| corrupt("a batch", e))
+        }
+        _ => Err(corrupt("a batch", format!("unknown codec {codec:?}"))),
+    }
+}
+
+/// Decodes a batch of `site` of (about) `count` events.
 pub(crate) fn decode_batch(
     codec: &str,
     body: &[u8],
     count: usize,
+    site: &str,
 ) -> Result<Vec<Event>, StoreError> {
-    decode_events(codec, &decompress(codec, body)?, count)
+    decode_events(codec, &decompress(codec, body)?, count, site)
 }
 
-/// Decodes a decompressed batch of `codec`.
+/// Decodes a decompressed batch of `codec` (of `site`: the columns codec does not
+/// repeat it per event).
 pub(crate) fn decode_events(
     codec: &str,
     bytes: &[u8],
     count: usize,
+    site: &str,
 ) -> Result<Vec<Event>, StoreError> {
+    if codec == CODEC {
+        return crate::columns::decode(bytes, site);
+    }
     if codec == JSON_CODEC {
         return decode_lines(bytes, count);
     }

@@ -1,5 +1,5 @@
 //! The memory snapshot beside the database: `beacon.snapshot`, what
-//! [`MemoryStore::write_snapshot`] writes, in an LZ4 frame with a content checksum,
+//! [`MemoryStore::write_snapshot`] writes, in a zstd frame with a content checksum,
 //! behind a header that says which batches of the log it holds. It is a cache of
 //! the log, never the only copy of anything: the store trusts it only while the
 //! log's batches up to its last one are what they were when it was written, and
@@ -10,7 +10,11 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 pub(crate) const FILE: &str = "beacon.snapshot";
-const MAGIC: &[u8; 16] = b"BEACON-SNAPSHOT1";
+/// Version 1 was an LZ4 frame; version 2, a zstd frame at [`LEVEL`], is 26 B/event
+/// rather than 35 (realistic traffic) and reads faster. A version-1 snapshot is not
+/// read: the log is loaded and a new snapshot written.
+const MAGIC: &[u8; 16] = b"BEACON-SNAPSHOT2";
+const LEVEL: i32 = 1;
 const HEADER: usize = 16 + 4 * 8;
 
 /// Which batches of the log a snapshot holds: every batch with an id up to
@@ -64,7 +68,8 @@ pub(crate) fn read(dir: &Path, memory: &MemoryStore) -> Result<u64, StoreError> 
     let mut h = [0u8; HEADER];
     f.read_exact(&mut h).map_err(io("read snapshot"))?;
     let mut frame =
-        lz4_flex::frame::FrameDecoder::new(std::io::BufReader::with_capacity(1 << 20, f));
+        zstd::stream::read::Decoder::with_buffer(std::io::BufReader::with_capacity(1 << 20, f))
+            .map_err(io("read snapshot"))?;
     memory.read_snapshot(&mut frame)
 }
 
@@ -86,13 +91,10 @@ pub(crate) fn write(dir: &Path, memory: &MemoryStore, covers: Covers) -> Result<
         h.extend_from_slice(&v.to_le_bytes());
     }
     out.write_all(&h).map_err(io("write snapshot"))?;
-    let mut info = lz4_flex::frame::FrameInfo::new();
-    info.content_checksum = true;
-    let mut frame = lz4_flex::frame::FrameEncoder::with_frame_info(info, out);
+    let mut frame = zstd::stream::write::Encoder::new(out, LEVEL).map_err(io("write snapshot"))?;
+    frame.include_checksum(true).map_err(io("write snapshot"))?;
     let events = memory.write_snapshot(&mut frame)?;
-    let out = frame
-        .finish()
-        .map_err(|e| StoreError::backend("write snapshot", e))?;
+    let out = frame.finish().map_err(io("write snapshot"))?;
     let file = out
         .into_inner()
         .map_err(|e| StoreError::backend("write snapshot", e.into_error()))?;

@@ -939,12 +939,39 @@ impl SiteTable {
             })
             .collect();
         e.json(&rich)?;
-        e.slice(&self.ts)?;
-        e.slice(&self.id)?;
+        // Rows are ordered by visitor and time: times and visitors as differences from
+        // the row before, and a UUIDv7's time part as its difference from the row's
+        // time, leave the compressor runs of small numbers (26 -> 20 B/event).
+        let mut before = 0i64;
+        let ts: Vec<u64> = self
+            .ts
+            .iter()
+            .map(|&t| zigzag(t.wrapping_sub(std::mem::replace(&mut before, t))))
+            .collect();
+        e.slice(&ts)?;
+        let id_times: Vec<u64> = self
+            .id
+            .iter()
+            .zip(&self.ts)
+            .map(|(&id, &t)| zigzag(((id >> 80) as i64).wrapping_sub(t)))
+            .collect();
+        e.slice(&id_times)?;
+        let id_rest: Vec<u8> = self
+            .id
+            .iter()
+            .flat_map(|&id| id.to_be_bytes()[6..].to_vec())
+            .collect();
+        e.slice(&id_rest)?;
         let kinds: Vec<u8> = self.kind.iter().map(|&k| kind_index(k)).collect();
         e.slice(&kinds)?;
+        let mut before = 0u32;
+        let visitor: Vec<u32> = self
+            .visitor
+            .iter()
+            .map(|&v| v.wrapping_sub(std::mem::replace(&mut before, v)))
+            .collect();
         for col in [
-            &self.visitor,
+            &visitor,
             &self.name,
             &self.path,
             &self.client,
@@ -998,8 +1025,34 @@ impl SiteTable {
                     .map(|(time_ms, scroll)| Engaged { time_ms, scroll }),
             })
             .collect();
-        let ts: Vec<i64> = d.slice()?;
-        let id: Vec<u128> = d.slice()?;
+        let mut before = 0i64;
+        let ts: Vec<i64> = d
+            .slice::<u64>()?
+            .into_iter()
+            .map(|z| {
+                before = before.wrapping_add(unzigzag(z));
+                before
+            })
+            .collect();
+        let id_times: Vec<u64> = d.slice()?;
+        let id_rest: Vec<u8> = d.slice()?;
+        check(
+            id_times.len() == ts.len() && id_rest.len() == ts.len() * 10,
+            "id columns differ in length",
+        )?;
+        let id = id_times
+            .iter()
+            .zip(&ts)
+            .zip(id_rest.chunks_exact(10))
+            .map(|((&z, &t), rest)| {
+                let time = t.wrapping_add(unzigzag(z));
+                let mut b = [0u8; 16];
+                b[..6].copy_from_slice(&u64::try_from(time).ok()?.to_be_bytes()[2..]);
+                b[6..].copy_from_slice(rest);
+                (time < 1 << 48).then_some(u128::from_be_bytes(b))
+            })
+            .collect::<Option<Vec<u128>>>()
+            .ok_or_else(|| corrupt("an id's time part is out of range"))?;
         let kinds: Vec<u8> = d.slice()?;
         let kind = kinds
             .into_iter()
@@ -1020,9 +1073,14 @@ impl SiteTable {
             "columns differ in length",
         )?;
         check(sorted <= n, "more rows are said ordered than it holds")?;
-        let [visitor, name, path, client, acq, extra]: [Vec<u32>; 6] = cols
+        let [mut visitor, name, path, client, acq, extra]: [Vec<u32>; 6] = cols
             .try_into()
             .map_err(|_| corrupt("columns are missing"))?;
+        let mut before = 0u32;
+        for v in &mut visitor {
+            before = before.wrapping_add(*v);
+            *v = before;
+        }
         let within = |col: &[u32], space: usize| col.iter().all(|&v| (v as usize) < space);
         check(
             visitor.iter().all(|&v| v != NULL) && within(&visitor, visitors.space()),
@@ -1115,4 +1173,14 @@ impl SiteTable {
 /// An event kind's position in [`EventKind::ALL`].
 fn kind_index(k: EventKind) -> u8 {
     EventKind::ALL.iter().position(|&x| x == k).unwrap_or(0) as u8
+}
+
+/// A signed number as an unsigned one, small either side of zero.
+fn zigzag(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+/// The number [`zigzag`] gave `z` for.
+fn unzigzag(z: u64) -> i64 {
+    (z >> 1) as i64 ^ -((z & 1) as i64)
 }
