@@ -940,8 +940,9 @@ impl SiteTable {
             .collect();
         e.json(&rich)?;
         // Rows are ordered by visitor and time: times and visitors as differences from
-        // the row before, and a UUIDv7's time part as its difference from the row's
-        // time, leave the compressor runs of small numbers (26 -> 20 B/event).
+        // the row before, and a UUIDv7's time part masked by the row's time (zero when
+        // the id was made for it), leave the compressor runs of small numbers and
+        // zeros (26 -> 21 B/event). Each reads back in place.
         let mut before = 0i64;
         let ts: Vec<u64> = self
             .ts
@@ -949,19 +950,13 @@ impl SiteTable {
             .map(|&t| zigzag(t.wrapping_sub(std::mem::replace(&mut before, t))))
             .collect();
         e.slice(&ts)?;
-        let id_times: Vec<u64> = self
+        let id: Vec<u128> = self
             .id
             .iter()
             .zip(&self.ts)
-            .map(|(&id, &t)| zigzag(((id >> 80) as i64).wrapping_sub(t)))
+            .map(|(&id, &t)| id ^ id_time_mask(t))
             .collect();
-        e.slice(&id_times)?;
-        let id_rest: Vec<u8> = self
-            .id
-            .iter()
-            .flat_map(|&id| id.to_be_bytes()[6..].to_vec())
-            .collect();
-        e.slice(&id_rest)?;
+        e.slice(&id)?;
         let kinds: Vec<u8> = self.kind.iter().map(|&k| kind_index(k)).collect();
         e.slice(&kinds)?;
         let mut before = 0u32;
@@ -1025,34 +1020,16 @@ impl SiteTable {
                     .map(|(time_ms, scroll)| Engaged { time_ms, scroll }),
             })
             .collect();
+        let mut ts: Vec<i64> = d.slice()?;
         let mut before = 0i64;
-        let ts: Vec<i64> = d
-            .slice::<u64>()?
-            .into_iter()
-            .map(|z| {
-                before = before.wrapping_add(unzigzag(z));
-                before
-            })
-            .collect();
-        let id_times: Vec<u64> = d.slice()?;
-        let id_rest: Vec<u8> = d.slice()?;
-        check(
-            id_times.len() == ts.len() && id_rest.len() == ts.len() * 10,
-            "id columns differ in length",
-        )?;
-        let id = id_times
-            .iter()
-            .zip(&ts)
-            .zip(id_rest.chunks_exact(10))
-            .map(|((&z, &t), rest)| {
-                let time = t.wrapping_add(unzigzag(z));
-                let mut b = [0u8; 16];
-                b[..6].copy_from_slice(&u64::try_from(time).ok()?.to_be_bytes()[2..]);
-                b[6..].copy_from_slice(rest);
-                (time < 1 << 48).then_some(u128::from_be_bytes(b))
-            })
-            .collect::<Option<Vec<u128>>>()
-            .ok_or_else(|| corrupt("an id's time part is out of range"))?;
+        for t in &mut ts {
+            before = before.wrapping_add(unzigzag(*t as u64));
+            *t = before;
+        }
+        let mut id: Vec<u128> = d.slice()?;
+        for (id, &t) in id.iter_mut().zip(&ts) {
+            *id ^= id_time_mask(t);
+        }
         let kinds: Vec<u8> = d.slice()?;
         let kind = kinds
             .into_iter()
@@ -1173,6 +1150,11 @@ impl SiteTable {
 /// An event kind's position in [`EventKind::ALL`].
 fn kind_index(k: EventKind) -> u8 {
     EventKind::ALL.iter().position(|&x| x == k).unwrap_or(0) as u8
+}
+
+/// The time part a UUIDv7 made at `ms` has (its first 48 bits), in place.
+fn id_time_mask(ms: i64) -> u128 {
+    u128::from(ms as u64 & ((1 << 48) - 1)) << 80
 }
 
 /// A signed number as an unsigned one, small either side of zero.
