@@ -283,7 +283,7 @@ pub(crate) async fn erase_before(tx: &mut Tx<'_>, site: &str, ms: i64) -> Result
 
 /// What a batch holding events of `visitor` contains, in each codec: the field and
 /// its value as the JSON and MessagePack codecs write them (both write the shortest
-/// form), and the id itself (an entry of the visitor column's dictionary); a batch
+/// form), and the id as the columns codec's dictionary holds it; a batch
 /// without the bytes holds none of the visitor's events.
 fn visitor_needles(
     visitor: &str,
@@ -303,7 +303,7 @@ fn visitor_needles(
     Ok((
         memchr::memmem::Finder::new(&json).into_owned(),
         memchr::memmem::Finder::new(&packed).into_owned(),
-        memchr::memmem::Finder::new(visitor.as_bytes()).into_owned(),
+        memchr::memmem::Finder::new(&crate::columns::needle(visitor)).into_owned(),
     ))
 }
 

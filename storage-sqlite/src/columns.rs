@@ -87,11 +87,7 @@ impl<'e> W<'e> {
         let i = *self.dict.entry(s).or_insert_with(|| {
             if is_hex(s) {
                 push_varint(&mut self.entries, (s.len() as u128) << 1 | 1);
-                self.entries.extend(
-                    s.as_bytes()
-                        .chunks_exact(2)
-                        .map(|p| nibble(p[0]) << 4 | nibble(p[1])),
-                );
+                self.entries.extend(hex_bytes(s));
             } else {
                 push_varint(&mut self.entries, (s.len() as u128) << 1);
                 self.entries.extend_from_slice(s.as_bytes());
@@ -153,6 +149,23 @@ fn from_millis(ms: i64, sub: u32) -> Option<DateTime<Utc>> {
     let nanos =
         u32::try_from(ms.rem_euclid(1000)).ok()? * 1_000_000 + sub / 2 + (sub & 1) * 1_000_000_000;
     DateTime::from_timestamp(ms.div_euclid(1000), nanos)
+}
+
+/// The bytes a batch holding string `s` (as a dictionary entry) contains once
+/// decompressed: a batch without them holds no event with that value.
+pub(crate) fn needle(s: &str) -> Vec<u8> {
+    if is_hex(s) {
+        hex_bytes(s).collect()
+    } else {
+        s.as_bytes().to_vec()
+    }
+}
+
+/// The bytes of lowercase hexadecimal `s`, two digits each.
+fn hex_bytes(s: &str) -> impl Iterator<Item = u8> + '_ {
+    s.as_bytes()
+        .chunks_exact(2)
+        .map(|p| nibble(p[0]) << 4 | nibble(p[1]))
 }
 
 /// Whether `s` is written as bytes of two hexadecimal digits each: an even number
