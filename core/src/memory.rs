@@ -44,7 +44,7 @@ pub struct MemoryStore {
 }
 
 /// The first bytes of a memory snapshot (its format's version is the last two).
-const SNAPSHOT_MAGIC: &[u8; 8] = b"BCNMEM02";
+const SNAPSHOT_MAGIC: &[u8; 8] = b"BCNMEM03";
 
 /// One site: its data, read by requests, and the intake where appends wait while
 /// requests hold the data.

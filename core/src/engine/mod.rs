@@ -8,6 +8,7 @@ mod attribute;
 mod exec;
 mod funnel;
 mod goals;
+mod ids;
 mod models;
 mod realtime;
 mod snapshot;

@@ -51,7 +51,7 @@ macro_rules! le {
         }
     )*};
 }
-le!(u8, u32, u64, i64, u128);
+le!(u8, u16, u32, u64, i64, u128);
 
 /// Buffered writes of a snapshot.
 pub(crate) struct Enc<'w> {

@@ -1,6 +1,7 @@
 //! The columnar table of one site: dictionary-encoded columns, rows kept ordered by
 //! (visitor, time, id) after a build, and sessions derived as their own columns.
 
+use super::ids::Ids;
 use super::snapshot::{check, corrupt, Dec, Enc};
 use crate::error::StoreError;
 use crate::event::{BotInfo, DeviceType, Event, EventKind, VisitorType};
@@ -272,7 +273,7 @@ pub(crate) struct SiteTable {
     rich: Vec<Rich>,
 
     pub(crate) ts: Vec<i64>,
-    pub(crate) id: Vec<u128>,
+    ids: Ids,
     /// Rows by event id (the nil id is not indexed): what makes appends idempotent.
     by_id: hashbrown::HashTable<u32>,
     pub(crate) visitor: Vec<u32>,
@@ -304,10 +305,16 @@ impl SiteTable {
         self.ts.len()
     }
 
+    /// The event id of row `r`.
+    #[inline]
+    pub(crate) fn id(&self, r: usize) -> u128 {
+        self.ids.get(r, self.ts[r])
+    }
+
     /// Makes room for `additional` more rows (and as many visitors, at most).
     pub(crate) fn reserve(&mut self, additional: usize) {
         self.ts.reserve(additional);
-        self.id.reserve(additional);
+        self.ids.reserve(additional);
         self.visitor.reserve(additional);
         self.kind.reserve(additional);
         self.name.reserve(additional);
@@ -316,9 +323,10 @@ impl SiteTable {
         self.acq.reserve(additional);
         self.extra.reserve(additional);
         self.visitors.reserve(additional / 4);
-        let ids = &self.id;
-        self.by_id
-            .reserve(additional, |&r| hash_id(ids[r as usize]));
+        let (ids, ts) = (&self.ids, &self.ts);
+        self.by_id.reserve(additional, |&r| {
+            hash_id(ids.get(r as usize, ts[r as usize]))
+        });
     }
 
     pub(crate) fn set_timeout(&mut self, timeout_ms: i64) {
@@ -354,7 +362,7 @@ impl SiteTable {
         id != 0
             && self
                 .by_id
-                .find(hash_id(id), |&r| self.id[r as usize] == id)
+                .find(hash_id(id), |&r| self.id(r as usize) == id)
                 .is_some()
     }
 
@@ -366,9 +374,10 @@ impl SiteTable {
         }
         if id != 0 {
             let row = u32::try_from(self.len()).expect("fewer than 2^32 rows");
-            let ids = &self.id;
-            self.by_id
-                .insert_unique(hash_id(id), row, |&r| hash_id(ids[r as usize]));
+            let (ids, ts) = (&self.ids, &self.ts);
+            self.by_id.insert_unique(hash_id(id), row, |&r| {
+                hash_id(ids.get(r as usize, ts[r as usize]))
+            });
         }
         let a = &e.acquisition;
         let client_id = Self::tuple(
@@ -444,8 +453,9 @@ impl SiteTable {
         } else {
             0
         };
-        self.ts.push(e.timestamp.timestamp_millis());
-        self.id.push(e.id.as_u128());
+        let ms = e.timestamp.timestamp_millis();
+        self.ts.push(ms);
+        self.ids.push(e.id.as_u128(), ms);
         self.visitor
             .push(self.visitors.id(Some(&e.identity.visitor_id)));
         self.kind.push(e.kind);
@@ -511,7 +521,7 @@ impl SiteTable {
 
     /// The canonical order's key of row `r`.
     pub(crate) fn key(&self, r: usize) -> (u32, i64, u128) {
-        (self.visitor[r], self.ts[r], self.id[r])
+        (self.visitor[r], self.ts[r], self.id(r))
     }
 
     /// The first row of a built table whose key is not before `key`.
@@ -570,7 +580,7 @@ impl SiteTable {
     /// Gives back the growth slack of the columns.
     fn shrink(&mut self) {
         self.ts.shrink_to_fit();
-        self.id.shrink_to_fit();
+        self.ids.shrink_to_fit();
         self.visitor.shrink_to_fit();
         self.kind.shrink_to_fit();
         self.name.shrink_to_fit();
@@ -591,7 +601,7 @@ impl SiteTable {
             *col = out;
         }
         permute(&mut self.ts, perm);
-        permute(&mut self.id, perm);
+        self.ids.permute(perm);
         permute(&mut self.visitor, perm);
         permute(&mut self.kind, perm);
         permute(&mut self.name, perm);
@@ -715,7 +725,7 @@ impl SiteTable {
             let sorted_kept = perm.iter().filter(|&&p| (p as usize) < self.sorted).count();
             // Forget the removed rows' ids first: the index then follows `apply`.
             for r in (0..self.len() as u32).filter(|&r| !kept[r as usize]) {
-                let id = self.id[r as usize];
+                let id = self.id(r as usize);
                 if let Ok(entry) = self.by_id.find_entry(hash_id(id), |&x| x == r) {
                     entry.remove();
                 }
@@ -731,7 +741,7 @@ impl SiteTable {
     /// Rebuilds an event from the columns (the fields this engine keeps).
     pub(crate) fn event(&self, site: &str, r: usize) -> Event {
         let mut e = Event {
-            id: uuid::Uuid::from_u128(self.id[r]),
+            id: uuid::Uuid::from_u128(self.id(r)),
             site: site.to_owned(),
             kind: self.kind[r],
             name: self.names.get(self.name[r]).map(str::to_owned),
@@ -803,7 +813,7 @@ impl SiteTable {
     /// Heap bytes held by this table (columns, dictionaries, sessions).
     pub(crate) fn heap_bytes(&self) -> usize {
         let cols = self.ts.capacity() * 8
-            + self.id.capacity() * 16
+            + self.ids.heap_bytes()
             + (self.visitor.capacity() + self.name.capacity() + self.path.capacity()) * 4
             + (self.client.capacity() + self.acq.capacity() + self.extra.capacity()) * 4
             + self.kind.capacity();
@@ -950,13 +960,10 @@ impl SiteTable {
             .map(|&t| zigzag(t.wrapping_sub(std::mem::replace(&mut before, t))))
             .collect();
         e.slice(&ts)?;
-        let id: Vec<u128> = self
-            .id
-            .iter()
-            .zip(&self.ts)
-            .map(|(&id, &t)| id ^ id_time_mask(t))
-            .collect();
-        e.slice(&id)?;
+        let (low, mid, odd) = self.ids.parts();
+        e.slice(low)?;
+        e.slice(mid)?;
+        e.slice(odd)?;
         let kinds: Vec<u8> = self.kind.iter().map(|&k| kind_index(k)).collect();
         e.slice(&kinds)?;
         let mut before = 0u32;
@@ -1026,10 +1033,9 @@ impl SiteTable {
             before = before.wrapping_add(unzigzag(*t as u64));
             *t = before;
         }
-        let mut id: Vec<u128> = d.slice()?;
-        for (id, &t) in id.iter_mut().zip(&ts) {
-            *id ^= id_time_mask(t);
-        }
+        let (low, mid, odd) = (d.slice()?, d.slice()?, d.slice()?);
+        let ids = Ids::from_parts(low, mid, odd, ts.len())
+            .ok_or_else(|| corrupt("id columns differ in length or range"))?;
         let kinds: Vec<u8> = d.slice()?;
         let kind = kinds
             .into_iter()
@@ -1046,7 +1052,7 @@ impl SiteTable {
             "it holds more rows than a table can",
         )?;
         check(
-            id.len() == n && kind.len() == n && cols.iter().all(|c| c.len() == n),
+            kind.len() == n && cols.iter().all(|c| c.len() == n),
             "columns differ in length",
         )?;
         check(sorted <= n, "more rows are said ordered than it holds")?;
@@ -1089,7 +1095,7 @@ impl SiteTable {
             engaged,
             rich,
             ts,
-            id,
+            ids,
             visitor,
             kind,
             name,
@@ -1128,19 +1134,19 @@ impl SiteTable {
 
     /// Indexes the rows by event id; an id held twice is an error.
     fn index_ids(&mut self) -> Result<(), StoreError> {
-        let ids = &self.id;
-        let mut index =
-            hashbrown::HashTable::with_capacity(ids.iter().filter(|&&i| i != 0).count());
-        for (row, &id) in ids.iter().enumerate() {
-            if id == 0 {
+        let id = |r: usize| self.id(r);
+        let mut index = hashbrown::HashTable::with_capacity(self.len());
+        for row in 0..self.len() {
+            let rid = id(row);
+            if rid == 0 {
                 continue;
             }
-            let h = hash_id(id);
+            let h = hash_id(rid);
             check(
-                index.find(h, |&r: &u32| ids[r as usize] == id).is_none(),
+                index.find(h, |&r: &u32| id(r as usize) == rid).is_none(),
                 "an event id is held twice",
             )?;
-            index.insert_unique(h, row as u32, |&r| hash_id(ids[r as usize]));
+            index.insert_unique(h, row as u32, |&r| hash_id(id(r as usize)));
         }
         self.by_id = index;
         Ok(())
@@ -1150,11 +1156,6 @@ impl SiteTable {
 /// An event kind's position in [`EventKind::ALL`].
 fn kind_index(k: EventKind) -> u8 {
     EventKind::ALL.iter().position(|&x| x == k).unwrap_or(0) as u8
-}
-
-/// The time part a UUIDv7 made at `ms` has (its first 48 bits), in place.
-fn id_time_mask(ms: i64) -> u128 {
-    u128::from(ms as u64 & ((1 << 48) - 1)) << 80
 }
 
 /// A signed number as an unsigned one, small either side of zero.
