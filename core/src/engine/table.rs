@@ -177,12 +177,16 @@ pub(crate) mod acq {
     pub(crate) const N: usize = 8;
 }
 
-/// Engagement figures, compact: `u32::MAX` / `u8::MAX` mean "not reported".
+/// Engagement figures, compact: `u32::MAX` / `u8::MAX` mean "not reported". Packed:
+/// 5 bytes, not 8 (its fields are only ever read by value).
 #[derive(Debug, Clone, Copy)]
+#[repr(C, packed)]
 pub(crate) struct Engaged {
     time_ms: u32,
     scroll: u8,
 }
+
+const _: () = assert!(size_of::<Engaged>() == 5);
 
 /// Commerce and properties, which few events carry.
 #[derive(Debug, Clone, Default)]
