@@ -437,43 +437,29 @@ impl Column for bool {
     }
 }
 
-impl Column for Option<f64> {
-    fn put<'e>(w: &mut W<'e>, v: &'e Self) {
-        match v {
-            None => w.bytes(&[0]),
-            Some(f) => {
-                w.bytes(&[1]);
-                w.bytes(&f.to_bits().to_le_bytes());
+macro_rules! optional_float {
+    ($($t:ty => $bits:ty),*) => {$(
+        impl Column for Option<$t> {
+            fn put<'e>(w: &mut W<'e>, v: &'e Self) {
+                match v {
+                    None => w.bytes(&[0]),
+                    Some(f) => {
+                        w.bytes(&[1]);
+                        w.bytes(&f.to_bits().to_le_bytes());
+                    }
+                }
+            }
+            fn take(r: &mut R<'_>) -> Result<Self, StoreError> {
+                Ok(if r.flag()? {
+                    Some(<$t>::from_bits(<$bits>::from_le_bytes(r.bytes()?)))
+                } else {
+                    None
+                })
             }
         }
-    }
-    fn take(r: &mut R<'_>) -> Result<Self, StoreError> {
-        Ok(if r.flag()? {
-            Some(f64::from_bits(u64::from_le_bytes(r.bytes()?)))
-        } else {
-            None
-        })
-    }
+    )*};
 }
-
-impl Column for Option<f32> {
-    fn put<'e>(w: &mut W<'e>, v: &'e Self) {
-        match v {
-            None => w.bytes(&[0]),
-            Some(f) => {
-                w.bytes(&[1]);
-                w.bytes(&f.to_bits().to_le_bytes());
-            }
-        }
-    }
-    fn take(r: &mut R<'_>) -> Result<Self, StoreError> {
-        Ok(if r.flag()? {
-            Some(f32::from_bits(u32::from_le_bytes(r.bytes()?)))
-        } else {
-            None
-        })
-    }
-}
+optional_float!(f64 => u64, f32 => u32);
 
 impl Column for Option<(u32, u32)> {
     fn put<'e>(w: &mut W<'e>, v: &'e Self) {
@@ -530,33 +516,26 @@ impl Column for EventKind {
     }
 }
 
-impl Column for Option<DeviceType> {
-    fn put<'e>(w: &mut W<'e>, v: &'e Self) {
-        w.optional(v.map(|d| d.as_str()));
-    }
-    fn take(r: &mut R<'_>) -> Result<Self, StoreError> {
-        r.optional()?
-            .map(|i| {
-                let s = &r.dict[i];
-                DeviceType::parse(s).ok_or_else(|| r.error(format!("unknown device {s:?}")))
-            })
-            .transpose()
-    }
+/// Optional enums stored by their JSON name (`as_str`, read back with `parse`).
+macro_rules! optional_named {
+    ($($t:ty => $what:literal),*) => {$(
+        impl Column for Option<$t> {
+            fn put<'e>(w: &mut W<'e>, v: &'e Self) {
+                w.optional(v.map(|d| d.as_str()));
+            }
+            fn take(r: &mut R<'_>) -> Result<Self, StoreError> {
+                r.optional()?
+                    .map(|i| {
+                        let s = &r.dict[i];
+                        <$t>::parse(s)
+                            .ok_or_else(|| r.error(format!(concat!("unknown ", $what, " {:?}"), s)))
+                    })
+                    .transpose()
+            }
+        }
+    )*};
 }
-
-impl Column for Option<VisitorType> {
-    fn put<'e>(w: &mut W<'e>, v: &'e Self) {
-        w.optional(v.map(|t| t.as_str()));
-    }
-    fn take(r: &mut R<'_>) -> Result<Self, StoreError> {
-        r.optional()?
-            .map(|i| {
-                let s = &r.dict[i];
-                VisitorType::parse(s).ok_or_else(|| r.error(format!("unknown visitor type {s:?}")))
-            })
-            .transpose()
-    }
-}
+optional_named!(DeviceType => "device", VisitorType => "visitor type");
 
 impl Column for Option<Money> {
     fn put<'e>(w: &mut W<'e>, v: &'e Self) {
