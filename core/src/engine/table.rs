@@ -16,8 +16,7 @@ pub(crate) const NULL: u32 = 0;
 
 /// A string dictionary: id 0 is "missing", ids from 1 are strings in first-seen order.
 /// Strings live once, concatenated in an arena; the index holds ids alone, hashed by
-/// their string (5 bytes a slot: a map from the hash to the id took 13, 3 B/event
-/// for the visitor ids of 10M realistic events).
+/// their string (5 bytes a slot; a map from the hash to the id took 13).
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Interner {
     arena: String,
@@ -955,9 +954,8 @@ impl SiteTable {
             .collect();
         e.json(&rich)?;
         // Rows are ordered by visitor and time: times and visitors as differences from
-        // the row before, and a UUIDv7's time part masked by the row's time (zero when
-        // the id was made for it), leave the compressor runs of small numbers and
-        // zeros (26 -> 21 B/event). Each reads back in place.
+        // the row before leave the compressor runs of small numbers, and read back in
+        // place. Ids as [`Ids`] holds them (their time part from the time column).
         let mut before = 0i64;
         let ts: Vec<u64> = self
             .ts
