@@ -242,3 +242,102 @@ proptest! {
         }
     }
 }
+
+/// First- or last-touch conversions by source, straight from the definitions: each
+/// purchase in `from..to` that no bot made credits the source of the first (or
+/// last) session of its visitor that started at most `window_ms` before it, up to
+/// it, among sessions whose first event is no bot's.
+fn naive_attribution(
+    events: &[Event],
+    (from, to): (i64, i64),
+    window_ms: i64,
+    first_touch: bool,
+) -> BTreeMap<Option<String>, f64> {
+    let mut by_visitor: BTreeMap<&str, Vec<&Event>> = BTreeMap::new();
+    for e in events {
+        by_visitor
+            .entry(&e.identity.visitor_id)
+            .or_default()
+            .push(e);
+    }
+    let mut out: BTreeMap<Option<String>, f64> = BTreeMap::new();
+    for (_, mut evs) in by_visitor {
+        evs.sort_by_key(|e| (e.timestamp, e.id));
+        let mut sessions: Vec<Vec<&Event>> = Vec::new();
+        for e in evs {
+            match sessions.last_mut() {
+                Some(s)
+                    if (e.timestamp - s.last().expect("non-empty").timestamp)
+                        .num_milliseconds()
+                        <= T =>
+                {
+                    s.push(e)
+                }
+                _ => sessions.push(vec![e]),
+            }
+        }
+        let ms = |e: &Event| e.timestamp.timestamp_millis();
+        let touches: Vec<&Event> = sessions
+            .iter()
+            .map(|s| s[0])
+            .filter(|first| !first.is_bot())
+            .collect();
+        for e in sessions.iter().flatten() {
+            if e.kind != EventKind::Purchase || e.is_bot() || !(from..to).contains(&ms(e)) {
+                continue;
+            }
+            let mut within = touches
+                .iter()
+                .filter(|t| ms(t) >= ms(e) - window_ms && ms(t) <= ms(e));
+            let touch = if first_touch {
+                within.next()
+            } else {
+                within.next_back()
+            };
+            if let Some(t) = touch {
+                *out.entry(t.acquisition.source.as_deref().map(str::to_owned))
+                    .or_default() += 1.0;
+            }
+        }
+    }
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+    #[test]
+    fn attribution_equals_the_definitions(
+        raws in prop::collection::vec(raw(), 0..120),
+        batch in 1usize..10,
+        day in 0u32..3,
+        window_days in 1u32..3,
+        first_touch in any::<bool>(),
+    ) {
+        let events: Vec<Event> = raws.iter().enumerate().map(|(i, r)| to_event(i, r)).collect();
+        let store = MemoryStore::new();
+        let site = Site::new("p.test");
+        store.put_site_sync(site.clone()).expect("site");
+        for chunk in events.chunks(batch) {
+            store.append_sync(chunk).expect("append");
+        }
+        let date = (start() + chrono::Duration::days(i64::from(day))).date_naive();
+        let from = beacon_core::backend::day_start(site.timezone, date).timestamp_millis();
+        let model = if first_touch { "first_touch" } else { "last_touch" };
+        let want = naive_attribution(
+            &events,
+            (from, from + 86_400_000),
+            i64::from(window_days) * 86_400_000,
+            first_touch,
+        );
+        let q = Query::from_json(&format!(
+            r#"{{"site":"p.test","date_range":["{date}","{date}"],"metrics":["conversions"],
+                "dimensions":["source"],"attribution":{{"model":"{model}","window_days":{window_days}}}}}"#
+        )).expect("query");
+        let now = start() + chrono::Duration::days(10);
+        let got = store.query_sync(&site, &q, &now.into()).expect("query");
+        let got: BTreeMap<Option<String>, f64> = got.rows.iter()
+            .map(|r| (r.dimensions.first().cloned().flatten(), r.metrics[0].as_f64()))
+            .collect();
+        prop_assert_eq!(got, want);
+    }
+}

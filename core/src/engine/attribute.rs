@@ -199,65 +199,75 @@ impl Scan<'_> {
         c: &Ctx<'_>,
         range: std::ops::Range<usize>,
     ) -> Result<(Vec<Key>, Vec<Fixed>), QueryError> {
-        let (q, a, srcs, filter, refunded) =
-            (self.q, self.a, self.srcs, self.filter, self.refunded);
+        let (q, a, srcs, filter) = (self.q, self.a, self.srcs, self.filter);
         let goal_mode = self.goal_mode;
         let t = c.t;
         let window_ms = lookback_ms(q);
         let (start, end) = (c.start, c.end);
-        let mut tp = Touchpoints::new();
         let mut keys = KeyIndex::new(srcs, c);
         if srcs.is_empty() {
             keys.number([NULL; Query::MAX_DIMENSIONS]);
         }
-        // A visitor's sessions come together (the table is ordered by visitor): they are
-        // held until the visitor's last, and handed over only when the visitor converted.
-        let mut current: Option<u32> = None;
-        // (first instant, session number) of the visitor's touches so far.
-        let mut held: Vec<(i64, u32)> = Vec::new();
-        let mut converted = false;
-        let mut hand_over =
-            |visitor: Option<u32>, held: &mut Vec<(i64, u32)>, tp: &mut Touchpoints| {
-                if let Some(v) = visitor {
-                    for &(first_ts, si) in held.iter() {
-                        // Keys only for the touches of visitors who converted.
-                        let s = &t.sessions[si as usize];
-                        let mut key = [NULL; Query::MAX_DIMENSIONS];
-                        for (i, src) in srcs.iter().enumerate() {
-                            key[i] = c.row_value(*src, s.first as usize, s);
-                        }
-                        let (k, _) = keys.number(key);
-                        let has_value = srcs.first().is_some_and(|src| c.is_nonempty(*src, key[0]));
-                        tp.push_session(v, first_ts, k, has_value);
-                    }
+        let mut pending = Pending::new(Credited {
+            model: a.model,
+            window_ms: i64::from(a.window_days) * 86_400_000,
+            half_life_days: a.half_life_days,
+        });
+        // A visitor's sessions come together (the table is ordered by visitor, and
+        // flags a visitor's first session): when the visitor converted, their touches
+        // are read back from their run of sessions. Nothing grows with the table: a
+        // batch of converted visitors at most.
+        let touch_from = start.saturating_sub(window_ms);
+        let mut hand_over = |visitor: std::ops::Range<usize>, pending: &mut Pending| {
+            if pending.rows.len() == pending.rows_handed {
+                return;
+            }
+            for si in visitor {
+                let s = &t.sessions[si];
+                let first_ts = t.ts[s.first as usize];
+                if first_ts < touch_from || first_ts >= end || (!q.include_bots && s.first_is_bot())
+                {
+                    continue;
                 }
-                held.clear();
-            };
-        let mut ordinal = 0u32;
-        for si in range {
+                // Keys only for the touches of visitors who converted.
+                let mut key = [NULL; Query::MAX_DIMENSIONS];
+                for (i, src) in srcs.iter().enumerate() {
+                    key[i] = c.row_value(*src, s.first as usize, s);
+                }
+                let (k, _) = keys.number(key);
+                let has_value = srcs.first().is_some_and(|src| c.is_nonempty(*src, key[0]));
+                pending.touches.push(SessionTouch {
+                    visitor: 0,
+                    start_ms: first_ts,
+                    key: k,
+                    has_value,
+                });
+            }
+            pending.rows_handed = pending.rows.len();
+            pending
+                .visitors
+                .push((pending.touches.len(), pending.rows.len()));
+            if pending.rows.len() >= Pending::BATCH {
+                pending.credit_all(self, c, keys.keys.len());
+            }
+        };
+        let mut visitor_first = range.start;
+        for si in range.clone() {
             let s = &t.sessions[si];
             if si % CHECK_EVERY == 0 {
                 c.check()?;
             }
-            // The visitor's ordinal in this part (sessions are ordered by visitor and
-            // flag a visitor's first): a part credits its own visitors alone.
-            ordinal = ordinal.wrapping_add(u32::from(s.starts_visitor()));
-            let (first_ts, last_ts) = t.span(s);
-            if first_ts >= end || last_ts < start.saturating_sub(window_ms) {
-                continue;
-            }
-            let visitor = ordinal;
-            if current != Some(visitor) {
-                hand_over(current.filter(|_| converted), &mut held, &mut tp);
-                (current, converted) = (Some(visitor), false);
-            }
-            let first_is_bot = !q.include_bots && s.first_is_bot();
-            if !first_is_bot && first_ts >= start.saturating_sub(window_ms) {
-                held.push((first_ts, si as u32));
+            if s.starts_visitor() {
+                hand_over(visitor_first..si, &mut pending);
+                visitor_first = si;
             }
             // Only goals, purchases and custom events set the flag: a session without
             // it holds no conversion.
-            if last_ts < start || !s.has_interaction() {
+            if !s.has_interaction() {
+                continue;
+            }
+            let (first_ts, last_ts) = t.span(s);
+            if last_ts < start || first_ts >= end {
                 continue;
             }
             let check_bots = !q.include_bots && s.has_bot_rows();
@@ -266,8 +276,7 @@ impl Scan<'_> {
                 if ts < start || ts >= end || (check_bots && t.is_bot(r)) {
                     continue;
                 }
-                let kind = t.kind[r];
-                let candidate = match kind {
+                let candidate = match t.kind[r] {
                     EventKind::Purchase => true,
                     EventKind::Goal => goal_mode,
                     _ => false,
@@ -275,45 +284,118 @@ impl Scan<'_> {
                 if !candidate || filter.is_some_and(|f| !f.eval(c, r, s)) {
                     continue;
                 }
-                let extra = t.extra(r);
-                let (amount, count) = match kind {
-                    EventKind::Purchase => match extra.and_then(|x| x.revenue) {
-                        Some(m) => {
-                            let back = extra
-                                .and_then(|x| x.order_id)
-                                .and_then(|o| refunded.get(o))
-                                .map_or(0, |r| r.of(m));
-                            let net = Money {
-                                minor: m.minor - back,
-                                currency: m.currency,
-                            };
-                            let count = if back >= m.minor && m.minor > 0 {
-                                0.0
-                            } else {
-                                1.0
-                            };
-                            (to_target(net, c.currency, &a.rates).unwrap_or(0.0), count)
-                        }
-                        None => (0.0, 1.0),
-                    },
-                    _ => (
-                        extra
-                            .and_then(|x| x.goal_value)
-                            .and_then(|m| to_target(m, c.currency, &a.rates))
-                            .unwrap_or(0.0),
-                        1.0,
-                    ),
-                };
-                tp.push_conversion(visitor, ts, amount, count);
-                converted = true;
+                pending.rows.push(r as u32);
             }
         }
-        hand_over(current.filter(|_| converted), &mut held, &mut tp);
+        hand_over(visitor_first..range.end, &mut pending);
+        pending.credit_all(self, c, keys.keys.len());
         let keys = keys.keys;
-        tp.reserve_keys(keys.len());
-        c.check()?;
-        let sums = tp.credit_fixed(a.model, a.window_days, a.half_life_days);
+        let mut sums = pending.sums;
+        sums.resize(keys.len(), (0, 0));
         Ok((keys, sums))
+    }
+
+    /// What conversion row `r` (a purchase or goal) is worth and counts: a purchase
+    /// net of its order's refunds (a fully refunded order counts 0), in the query
+    /// currency (0 without a rate).
+    fn value(&self, c: &Ctx<'_>, r: usize) -> (f64, f64) {
+        let extra = c.t.extra(r);
+        let rates = &self.a.rates;
+        match c.t.kind[r] {
+            EventKind::Purchase => match extra.and_then(|x| x.revenue) {
+                Some(m) => {
+                    let back = extra
+                        .and_then(|x| x.order_id)
+                        .and_then(|o| self.refunded.get(o))
+                        .map_or(0, |r| r.of(m));
+                    let net = Money {
+                        minor: m.minor - back,
+                        currency: m.currency,
+                    };
+                    let count = if back >= m.minor && m.minor > 0 {
+                        0.0
+                    } else {
+                        1.0
+                    };
+                    (to_target(net, c.currency, rates).unwrap_or(0.0), count)
+                }
+                None => (0.0, 1.0),
+            },
+            _ => (
+                extra
+                    .and_then(|x| x.goal_value)
+                    .and_then(|m| to_target(m, c.currency, rates))
+                    .unwrap_or(0.0),
+                1.0,
+            ),
+        }
+    }
+}
+
+/// Converted visitors of a scan waiting to be credited, in a batch: their rows'
+/// values are looked up together, so the reads of rarely touched columns overlap
+/// instead of stalling the scan one by one.
+#[derive(Debug)]
+struct Pending {
+    credit: Credited,
+    /// The visitors' touches, ordered by start within each visitor.
+    touches: Vec<SessionTouch>,
+    /// Conversion rows, in row order within each visitor.
+    rows: Vec<u32>,
+    /// Rows of `rows` already handed over with their visitor's touches.
+    rows_handed: usize,
+    /// Per visitor: where their touches and rows end.
+    visitors: Vec<(usize, usize)>,
+    conversions: Vec<ConversionTouch>,
+    scratch: Scratch,
+    sums: Vec<Fixed>,
+}
+
+impl Pending {
+    /// Conversions held before the batch is credited.
+    const BATCH: usize = 512;
+
+    fn new(credit: Credited) -> Self {
+        Self {
+            credit,
+            touches: Vec::new(),
+            rows: Vec::new(),
+            rows_handed: 0,
+            visitors: Vec::new(),
+            conversions: Vec::new(),
+            scratch: Scratch::default(),
+            sums: Vec::new(),
+        }
+    }
+
+    /// Credits every visitor held, into `sums` (one per key number, `keys` of them).
+    fn credit_all(&mut self, scan: &Scan<'_>, c: &Ctx<'_>, keys: usize) {
+        self.conversions.clear();
+        let t = c.t;
+        self.conversions.extend(self.rows.iter().map(|&r| {
+            let (amount, count) = scan.value(c, r as usize);
+            ConversionTouch {
+                visitor: 0,
+                at_ms: t.ts[r as usize],
+                seq: 0,
+                amount,
+                count,
+            }
+        }));
+        self.sums.resize(self.sums.len().max(keys), (0, 0));
+        let (mut touches_from, mut rows_from) = (0, 0);
+        for &(touches_end, rows_end) in &self.visitors {
+            let run = &self.touches[touches_from..touches_end];
+            for conversion in &self.conversions[rows_from..rows_end] {
+                self.credit
+                    .one(run, conversion, &mut self.scratch, &mut self.sums);
+            }
+            (touches_from, rows_from) = (touches_end, rows_end);
+        }
+        self.touches.clear();
+        self.rows.clear();
+        self.rows_handed = 0;
+        self.visitors.clear();
     }
 }
 
@@ -564,12 +646,8 @@ impl Touchpoints {
             |a, b| (a.start_ms, a.key, a.has_value).cmp(&(b.start_ms, b.key, b.has_value)),
         );
         let window_ms = i64::from(window_days) * 86_400_000;
-        // Each credit in fixed point (2^-40 units), summed exactly: the totals do not
-        // depend on the order conversions are met in (visitor numbers follow the
-        // order events arrived in), so every backend and arrival order agrees.
         let mut sums = vec![(0i128, 0i128); self.key_count];
-        let fixed = |x: f64| (x * FIXED).round() as i128;
-        let (mut touches, mut shares) = (Vec::new(), Vec::new());
+        let mut scratch = Scratch::default();
         let sessions = &*sessions;
         let (mut run_start, mut run_end) = (0usize, 0usize);
         let mut run_visitor = None;
@@ -587,22 +665,68 @@ impl Touchpoints {
                 }
                 run_visitor = Some(c.visitor);
             }
-            let run = &sessions[run_start..run_end];
-            let lo = run.partition_point(|s| s.start_ms < c.at_ms - window_ms);
-            let hi = run.partition_point(|s| s.start_ms <= c.at_ms);
-            let run = &run[lo..hi.max(lo)];
-            touches.clear();
-            touches.extend(run.iter().map(|s| (s.start_ms, s.has_value)));
-            shares_into(model, &touches, c.at_ms, half_life_days, &mut shares);
-            for (s, &share) in run.iter().zip(&shares) {
-                if share == 0.0 {
-                    continue;
-                }
-                let sum = &mut sums[s.key as usize];
-                sum.0 += fixed(share * c.amount);
-                sum.1 += fixed(share * c.count);
-            }
+            let credit = Credited {
+                model,
+                window_ms,
+                half_life_days,
+            };
+            credit.one(&sessions[run_start..run_end], c, &mut scratch, &mut sums);
         }
         sums
+    }
+}
+
+/// Buffers one conversion's credit reuses.
+#[derive(Debug, Default)]
+struct Scratch {
+    touches: Vec<(i64, bool)>,
+    shares: Vec<f64>,
+}
+
+/// How conversions are credited: the one rule both the store engines' scan and
+/// [`Touchpoints::credit`] apply.
+#[derive(Debug, Clone, Copy)]
+struct Credited {
+    model: AttributionModel,
+    window_ms: i64,
+    half_life_days: f64,
+}
+
+impl Credited {
+    /// Credits conversion `c` to the keys of its touches among `run` (its visitor's
+    /// sessions ordered by start): those that started at most the window before it,
+    /// up to it. Each credit is added in fixed point (2^-40 units), summed exactly:
+    /// the totals do not depend on the order conversions are met in, so every
+    /// backend and arrival order agrees.
+    fn one(
+        &self,
+        run: &[SessionTouch],
+        c: &ConversionTouch,
+        scratch: &mut Scratch,
+        sums: &mut [Fixed],
+    ) {
+        let fixed = |x: f64| (x * FIXED).round() as i128;
+        let lo = run.partition_point(|s| s.start_ms < c.at_ms - self.window_ms);
+        let hi = run.partition_point(|s| s.start_ms <= c.at_ms);
+        let run = &run[lo..hi.max(lo)];
+        scratch.touches.clear();
+        scratch
+            .touches
+            .extend(run.iter().map(|s| (s.start_ms, s.has_value)));
+        shares_into(
+            self.model,
+            &scratch.touches,
+            c.at_ms,
+            self.half_life_days,
+            &mut scratch.shares,
+        );
+        for (s, &share) in run.iter().zip(&scratch.shares) {
+            if share == 0.0 {
+                continue;
+            }
+            let sum = &mut sums[s.key as usize];
+            sum.0 += fixed(share * c.amount);
+            sum.1 += fixed(share * c.count);
+        }
     }
 }

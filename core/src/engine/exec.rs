@@ -608,13 +608,24 @@ fn pass(
         && !needs.engaged_time
         && !needs.scroll
         && !needs.conversions;
+    // Without dimensions (main stats), runs of whole sessions add up in registers.
+    let totals = session_fast_path && groups.dims.is_empty();
     let mut engaged: Vec<(u32, u64)> = Vec::new();
     let mut scroll: Vec<(u32, u32, u8)> = Vec::new();
     // The visitor's ordinal in this pass, from the sessions' own flags (sessions are
     // ordered by visitor): the groups' distinct-visitor stamps without reading the
     // visitor column.
     let mut visitor = 0u32;
-    for si in sessions {
+    let mut next = sessions.start;
+    while next < sessions.end {
+        if totals {
+            next = totals_run(c, groups, needs.visits, next..sessions.end, &mut visitor)?;
+            if next == sessions.end {
+                break;
+            }
+        }
+        let si = next;
+        next += 1;
         let s = &t.sessions[si];
         visitor = visitor.wrapping_add(u32::from(s.starts_visitor()));
         if si % CHECK_EVERY == 0 {
@@ -746,6 +757,86 @@ fn pass(
         }
     }
     Ok(())
+}
+
+/// Sums of a run of sessions, held in registers.
+#[derive(Debug, Default)]
+struct Totals {
+    events: u64,
+    pageviews: u64,
+    visitors: u64,
+    visits: u64,
+    bounces: u64,
+    duration_ms: u64,
+    visit_pageviews: u64,
+}
+
+/// [`pass`]'s session fast path for a pass without dimensions or filters: adds the
+/// sessions of `sessions` while each is wholly in range without bot rows (or wholly
+/// out of it) into the one group, and returns the first session that is neither
+/// (for [`pass`] to take row by row), or the end. `visitor` is the pass's visitor
+/// ordinal, advanced past the sessions taken.
+fn totals_run(
+    c: &Ctx<'_>,
+    groups: &mut Groups,
+    visits: bool,
+    sessions: std::ops::Range<usize>,
+    visitor: &mut u32,
+) -> Result<usize, QueryError> {
+    let key = [NULL; Query::MAX_DIMENSIONS];
+    let mut stamp = groups
+        .index
+        .find(&key)
+        .map_or(Hot::default().visitor_stamp, |g| {
+            groups.hot[g as usize].visitor_stamp
+        });
+    let (t, start, end) = (c.t, c.start, c.end);
+    let (ts, all) = (&t.ts[..], &t.sessions[..]);
+    let mut sum = Totals::default();
+    let mut v = *visitor;
+    let mut si = sessions.start;
+    while si < sessions.end {
+        let s = &all[si];
+        if si % CHECK_EVERY == 0 {
+            c.check()?;
+        }
+        let first = s.first as usize;
+        let (a, b) = (ts[first], ts[first + s.len as usize - 1]);
+        let nv = v.wrapping_add(u32::from(s.starts_visitor()));
+        if b >= start && a < end {
+            if a < start || b >= end || s.has_bot_rows() {
+                break;
+            }
+            let pageviews = u64::from(s.pageviews());
+            sum.events += u64::from(s.len);
+            sum.pageviews += pageviews;
+            sum.visitors += u64::from(stamp != nv);
+            stamp = nv;
+            if visits {
+                sum.visits += 1;
+                sum.bounces += u64::from(s.is_bounce());
+                sum.duration_ms += (b - a) as u64;
+                sum.visit_pageviews += pageviews;
+            }
+        }
+        v = nv;
+        si += 1;
+    }
+    *visitor = v;
+    if sum.events > 0 {
+        let g = groups.slot(key);
+        let hot = &mut groups.hot[g];
+        hot.events += sum.events;
+        hot.pageviews += sum.pageviews;
+        hot.visitors += sum.visitors;
+        hot.visitor_stamp = stamp;
+        let acc = &mut groups.accs[g];
+        acc.visits += sum.visits;
+        acc.bounces += sum.bounces;
+        acc.duration_ms += sum.duration_ms;
+        acc.visit_pageviews += sum.visit_pageviews;
+    }
+    Ok(si)
 }
 
 /// Engaged milliseconds per path within one session.

@@ -1012,6 +1012,33 @@ pub(super) async fn funnel_page_globs_and_event_steps(store: &dyn EventStore) {
     .await;
 }
 
+/// A glob step that matches many pages (more than engines special-case): v1..v6
+/// each view a different /docs page, and v2, v4 and v6 then sign up; v7 signs up
+/// after /pricing only, and v8 views /docs itself (not under the glob). 6, 3.
+pub(super) async fn funnel_step_matching_many_pages(store: &dyn EventStore) {
+    let mut events = Vec::new();
+    for i in 1..=6 {
+        let v = format!("v{i}");
+        events.push(Ev::pageview(
+            &v,
+            "2026-03-01T10:00:00",
+            &format!("/docs/p{i}"),
+        ));
+        if i % 2 == 0 {
+            events.push(Ev::goal(&v, "2026-03-01T10:05:00", "/signup", "signup"));
+        }
+    }
+    events.push(Ev::pageview("v7", "2026-03-01T10:00:00", "/pricing"));
+    events.push(Ev::goal("v7", "2026-03-01T10:05:00", "/signup", "signup"));
+    events.push(Ev::pageview("v8", "2026-03-01T10:00:00", "/docs"));
+    let f = Fixture::new(store, site("funnel-many-pages"), events).await;
+    f.expect_funnel(
+        json!({"date_range": MAR1, "steps": [{"page": "/docs/*"}, {"goal": "signup"}]}),
+        &[6, 3],
+    )
+    .await;
+}
+
 /// Breakdown by source: v1 (Google) does both steps; v2 starts from Bing at 10:00
 /// and again from Google at 12:00 but never reaches /pricing (its best path begins
 /// in the Bing visit); v3 (direct) does both. Groups by visitors at step 1, then by

@@ -72,6 +72,7 @@ macro_rules! __event_cases {
             funnel_steps_in_order_within_window,
             funnel_steps_must_be_strictly_later,
             funnel_page_globs_and_event_steps,
+            funnel_step_matching_many_pages,
             funnel_breakdown_by_session_source,
             funnel_leaves_bots_out_unless_asked,
             goals_by_page_event_and_attribute,
