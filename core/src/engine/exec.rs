@@ -179,12 +179,12 @@ impl<'a> Ctx<'a> {
     pub(super) fn row_value(&self, src: Src, r: usize, s: &Sess) -> u32 {
         let t = self.t;
         match src {
-            Src::Path => t.path[r],
-            Src::Entry => t.path[s.first as usize],
+            Src::Path => t.path.get(r),
+            Src::Entry => t.path.get(s.first as usize),
             Src::Exit => s.exit_path,
             Src::Goal => {
                 if t.kind[r].is_conversion() {
-                    t.name[r]
+                    t.name.get(r)
                 } else {
                     NULL
                 }
@@ -718,7 +718,7 @@ fn pass(
                     acc.engaged_pageviews += 1;
                     acc.engaged_ms += engaged
                         .iter()
-                        .find(|(p, _)| *p == t.path[r])
+                        .find(|(p, _)| *p == t.path.get(r))
                         .map_or(0, |(_, ms)| *ms);
                 }
                 EventKind::Goal | EventKind::Purchase => {
@@ -740,10 +740,10 @@ fn pass(
                     if let Some(depth) = t.extra(r).and_then(|x| x.scroll) {
                         match scroll
                             .iter_mut()
-                            .find(|(gg, p, _)| *gg == g as u32 && *p == t.path[r])
+                            .find(|(gg, p, _)| *gg == g as u32 && *p == t.path.get(r))
                         {
                             Some(pair) => pair.2 = pair.2.max(depth),
-                            None => scroll.push((g as u32, t.path[r], depth)),
+                            None => scroll.push((g as u32, t.path.get(r), depth)),
                         }
                     }
                 }
@@ -848,9 +848,9 @@ fn collect_engaged(t: &SiteTable, s: &Sess, out: &mut Vec<(u32, u64)>) {
         let Some(ms) = t.extra(r).and_then(|x| x.time_ms) else {
             continue;
         };
-        match out.iter_mut().find(|(p, _)| *p == t.path[r]) {
+        match out.iter_mut().find(|(p, _)| *p == t.path.get(r)) {
             Some(e) => e.1 += ms,
-            None => out.push((t.path[r], ms)),
+            None => out.push((t.path.get(r), ms)),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Funnels (contract section 5) on a site's table.
 
 use super::exec::{by_visitor_parts, Ctx, Src, CHECK_EVERY};
+use super::narrow::Run;
 use super::table::{Interner, SiteTable, NULL};
 use crate::context::Context;
 use crate::error::QueryError;
@@ -194,15 +195,38 @@ impl Rows<'_> {
     ) -> u64 {
         let mut bits = 0u64;
         let kinds = &t.kind[rows.clone()];
-        let paths = &t.path[rows.clone()];
-        let names = &t.name[rows.clone()];
-        let ts = &t.ts[rows];
+        let ts = &t.ts[rows.clone()];
+        match (t.path.run(rows.clone()), t.name.run(rows)) {
+            (Run::U16(p), Run::U16(n)) => self.masks(kinds, p, n, out),
+            (Run::U16(p), Run::U32(n)) => self.masks(kinds, p, n, out),
+            (Run::U32(p), Run::U16(n)) => self.masks(kinds, p, n, out),
+            (Run::U32(p), Run::U32(n)) => self.masks(kinds, p, n, out),
+        }
+        let _ = (start, end);
+        for (i, &m) in out.iter().take(ts.len()).enumerate() {
+            bits |= u64::from(m != 0) << i;
+        }
+        bits
+    }
+}
+
+impl Rows<'_> {
+    /// The masks of rows of `kinds`, `paths` and `names` into `out`, in the
+    /// columns' own widths.
+    #[inline(always)]
+    fn masks<P: Copy + Into<u32>, N: Copy + Into<u32>>(
+        &self,
+        kinds: &[EventKind],
+        paths: &[P],
+        names: &[N],
+        out: &mut [u32; 64],
+    ) {
         let rows = kinds.iter().zip(paths).zip(names);
         match &self.few {
             Some(few) => {
                 let pageview = EventKind::Pageview as u8;
                 for (o, ((&k, &p), &n)) in out.iter_mut().zip(rows) {
-                    let k = k as u8;
+                    let (k, p, n) = (k as u8, p.into(), n.into());
                     let mut page = 0;
                     for &(id, m) in &few.pages {
                         page |= if p == id { m } else { 0 };
@@ -216,14 +240,10 @@ impl Rows<'_> {
             }
             None => {
                 for (o, ((&k, &p), &n)) in out.iter_mut().zip(rows) {
-                    *o = self.of(k, p, n);
+                    *o = self.of(k, p.into(), n.into());
                 }
             }
         }
-        for (i, (&m, &time)) in out.iter().zip(ts).enumerate() {
-            bits |= u64::from((m != 0) & (time >= start) & (time < end)) << i;
-        }
-        bits
     }
 }
 
@@ -307,6 +327,9 @@ pub(crate) fn run(
                 bits &= bits - 1;
                 let r = from + i;
                 let time = t.ts[r];
+                if time < c.start || time >= c.end {
+                    continue;
+                }
                 while t.sessions[si].rows().end <= r {
                     si += 1;
                     ordinal = ordinal.wrapping_add(u32::from(t.sessions[si].starts_visitor()));

@@ -75,9 +75,9 @@ pub(crate) fn run(
             visitors += 1;
         }
         let m = match t.kind[r] {
-            EventKind::Pageview => &page[t.path[r] as usize],
-            EventKind::Goal => &goal[t.name[r] as usize],
-            EventKind::Custom => &custom[t.name[r] as usize],
+            EventKind::Pageview => &page[t.path.get(r) as usize],
+            EventKind::Goal => &goal[t.name.get(r) as usize],
+            EventKind::Custom => &custom[t.name.get(r) as usize],
             _ => &empty,
         };
         for (w, &bits) in m.iter().enumerate() {

@@ -10,6 +10,7 @@ mod funnel;
 mod goals;
 mod ids;
 mod models;
+mod narrow;
 mod realtime;
 mod snapshot;
 mod table;

@@ -75,7 +75,7 @@ pub(crate) fn run(
                 visitors += 1;
             }
             if t.kind[r] == EventKind::Pageview {
-                pages.add(t.path[r], v);
+                pages.add(t.path.get(r), v);
             }
             sources.add(c.row_value(source, r, s), v);
         }

@@ -2,6 +2,7 @@
 //! (visitor, time, id) after a build, and sessions derived as their own columns.
 
 use super::ids::Ids;
+use super::narrow::Narrow;
 use super::snapshot::{check, corrupt, Dec, Enc};
 use crate::error::StoreError;
 use crate::event::{BotInfo, DeviceType, Event, EventKind, VisitorType};
@@ -282,10 +283,10 @@ pub(crate) struct SiteTable {
     by_id: hashbrown::HashTable<u32>,
     pub(crate) visitor: Vec<u32>,
     pub(crate) kind: Vec<EventKind>,
-    pub(crate) name: Vec<u32>,
-    pub(crate) path: Vec<u32>,
-    pub(crate) client: Vec<u32>,
-    pub(crate) acq: Vec<u32>,
+    pub(crate) name: Narrow,
+    pub(crate) path: Narrow,
+    pub(crate) client: Narrow,
+    pub(crate) acq: Narrow,
     /// See [`RICH`].
     pub(crate) extra: Vec<u32>,
 
@@ -510,12 +511,12 @@ impl SiteTable {
 
     #[inline(always)]
     pub(crate) fn client_field(&self, r: usize, field: usize) -> u32 {
-        self.clients.values[self.client[r] as usize][field]
+        self.clients.values[self.client.get(r) as usize][field]
     }
 
     #[inline(always)]
     pub(crate) fn acq_field(&self, r: usize, field: usize) -> u32 {
-        self.acqs.values[self.acq[r] as usize][field]
+        self.acqs.values[self.acq.get(r) as usize][field]
     }
 
     #[inline(always)]
@@ -608,10 +609,10 @@ impl SiteTable {
         self.ids.permute(perm);
         permute(&mut self.visitor, perm);
         permute(&mut self.kind, perm);
-        permute(&mut self.name, perm);
-        permute(&mut self.path, perm);
-        permute(&mut self.client, perm);
-        permute(&mut self.acq, perm);
+        self.name.permute(perm);
+        self.path.permute(perm);
+        self.client.permute(perm);
+        self.acq.permute(perm);
         permute(&mut self.extra, perm);
         // Rows moved: the id index follows them.
         let mut moved_to = vec![0u32; perm.iter().map(|&p| p as usize + 1).max().unwrap_or(0)];
@@ -682,7 +683,7 @@ impl SiteTable {
         let mut sessions: Vec<Sess> = Vec::with_capacity(self.sessions.len().max(self.len() / 4));
         for r in 0..self.len() {
             let new_visitor = r == 0 || self.visitor[r] != self.visitor[r - 1];
-            let bot = self.clients.values[self.client[r] as usize][client::BOT] != NULL;
+            let bot = self.clients.values[self.client.get(r) as usize][client::BOT] != NULL;
             if new_visitor || self.ts[r] - self.ts[r - 1] > self.timeout_ms {
                 let mut flags = 0;
                 if new_visitor {
@@ -705,7 +706,7 @@ impl SiteTable {
                     if s.pageviews() < PAGEVIEWS {
                         s.flags_and_pageviews += 1;
                     }
-                    s.exit_path = self.path[r];
+                    s.exit_path = self.path.get(r);
                 }
                 k if k.is_interaction() => s.flags_and_pageviews |= INTERACTION,
                 _ => {}
@@ -748,7 +749,7 @@ impl SiteTable {
             id: uuid::Uuid::from_u128(self.id(r)),
             site: site.to_owned(),
             kind: self.kind[r],
-            name: self.names.get(self.name[r]).map(str::to_owned),
+            name: self.names.get(self.name.get(r)).map(str::to_owned),
             timestamp: chrono::DateTime::from_timestamp_millis(self.ts[r]).unwrap_or_default(),
             ..Event::default()
         };
@@ -759,8 +760,12 @@ impl SiteTable {
             .get(self.visitor[r])
             .unwrap_or_default()
             .to_owned();
-        e.page.path = self.paths.get(self.path[r]).unwrap_or_default().to_owned();
-        let c = self.clients.values[self.client[r] as usize];
+        e.page.path = self
+            .paths
+            .get(self.path.get(r))
+            .unwrap_or_default()
+            .to_owned();
+        let c = self.clients.values[self.client.get(r) as usize];
         e.page.host = st(c[client::HOST]).unwrap_or_default();
         e.page.url = format!("https://{}{}", e.page.host, e.page.path);
         e.device.device_type = self.strings.get(c[client::DEVICE]).map(|d| match d {
@@ -790,7 +795,7 @@ impl SiteTable {
                 _ => None,
             });
         e.bot = tx(c[client::BOT]).map(|reason| BotInfo { reason });
-        let a = self.acqs.values[self.acq[r] as usize];
+        let a = self.acqs.values[self.acq.get(r) as usize];
         e.acquisition.source = tx(a[acq::SOURCE]);
         e.page.referrer = st(a[acq::REFERRER]);
         e.acquisition.channel = tx(a[acq::CHANNEL]);
@@ -818,8 +823,11 @@ impl SiteTable {
     pub(crate) fn heap_bytes(&self) -> usize {
         let cols = self.ts.capacity() * 8
             + self.ids.heap_bytes()
-            + (self.visitor.capacity() + self.name.capacity() + self.path.capacity()) * 4
-            + (self.client.capacity() + self.acq.capacity() + self.extra.capacity()) * 4
+            + (self.visitor.capacity() + self.extra.capacity()) * 4
+            + self.name.heap_bytes()
+            + self.path.heap_bytes()
+            + self.client.heap_bytes()
+            + self.acq.heap_bytes()
             + self.kind.capacity();
         let extras: usize = self.engaged.capacity() * size_of::<Engaged>()
             + self.rich.capacity() * size_of::<Rich>()
@@ -975,16 +983,11 @@ impl SiteTable {
             .iter()
             .map(|&v| v.wrapping_sub(std::mem::replace(&mut before, v)))
             .collect();
-        for col in [
-            &visitor,
-            &self.name,
-            &self.path,
-            &self.client,
-            &self.acq,
-            &self.extra,
-        ] {
-            e.slice(col)?;
+        e.slice(&visitor)?;
+        for col in [&self.name, &self.path, &self.client, &self.acq] {
+            e.slice(&col.to_vec())?;
         }
+        e.slice(&self.extra)?;
         Ok(())
     }
 
@@ -1101,10 +1104,10 @@ impl SiteTable {
             ids,
             visitor,
             kind,
-            name,
-            path,
-            client,
-            acq,
+            name: Narrow::from_vec(name),
+            path: Narrow::from_vec(path),
+            client: Narrow::from_vec(client),
+            acq: Narrow::from_vec(acq),
             extra,
             sorted,
             timeout_ms,
