@@ -218,6 +218,7 @@ impl Scan<'_> {
         // are read back from their run of sessions. Nothing grows with the table: a
         // batch of converted visitors at most.
         let touch_from = start.saturating_sub(window_ms);
+        let mut nonempty: Vec<Option<bool>> = Vec::new();
         let mut hand_over = |visitor: std::ops::Range<usize>, pending: &mut Pending| {
             if pending.rows.len() == pending.rows_handed {
                 return;
@@ -235,7 +236,13 @@ impl Scan<'_> {
                     key[i] = c.row_value(*src, s.first as usize, s);
                 }
                 let (k, _) = keys.number(key);
-                let has_value = srcs.first().is_some_and(|src| c.is_nonempty(*src, key[0]));
+                // Whether the key's first value is non-empty, once per key.
+                if nonempty.len() <= k as usize {
+                    nonempty.resize(k as usize + 1, None);
+                }
+                let has_value = *nonempty[k as usize].get_or_insert_with(|| {
+                    srcs.first().is_some_and(|src| c.is_nonempty(*src, key[0]))
+                });
                 pending.touches.push(SessionTouch {
                     visitor: 0,
                     start_ms: first_ts,
@@ -705,7 +712,16 @@ impl Credited {
         scratch: &mut Scratch,
         sums: &mut [Fixed],
     ) {
-        let fixed = |x: f64| (x * FIXED).round() as i128;
+        let fixed = |x: f64| {
+            let v = (x * FIXED).round();
+            // The same integer; through i64 when it fits (a float to i128 cast is a
+            // library call).
+            if v.abs() < 9.0e18 {
+                v as i64 as i128
+            } else {
+                v as i128
+            }
+        };
         let lo = run.partition_point(|s| s.start_ms < c.at_ms - self.window_ms);
         let hi = run.partition_point(|s| s.start_ms <= c.at_ms);
         let run = &run[lo..hi.max(lo)];

@@ -284,23 +284,35 @@ pub(crate) fn run(
         let mut counts = vec![0u64; n];
         let mut by_group: HashMap<u32, Vec<u64>> = HashMap::new();
         let (mut ts, mut mask, mut groups) = (Vec::new(), Vec::new(), Vec::new());
-        let mut flush = |ts: &mut Vec<i64>, mask: &mut Vec<u32>, groups: &mut Vec<u32>| {
-            if mask.iter().any(|m| m & 1 == 1) {
-                let (k, first) = reach(ts, mask, n, f.window_ms);
-                for x in counts.iter_mut().take(k) {
-                    *x += 1;
-                }
-                if group.is_some() && k > 0 {
-                    let g = by_group.entry(groups[first]).or_insert_with(|| vec![0; n]);
-                    for x in g.iter_mut().take(k) {
+        let mut at: Vec<u32> = Vec::new();
+        // With the range holding every row, a row's time is read only when its
+        // visitor reached the first step (`at` holds the rows, `ts` their times).
+        let whole = t
+            .bounds()
+            .is_some_and(|(lo, hi)| c.start <= lo && hi < c.end);
+        let mut flush =
+            |ts: &mut Vec<i64>, at: &mut Vec<u32>, mask: &mut Vec<u32>, groups: &mut Vec<u32>| {
+                if mask.iter().any(|m| m & 1 == 1) {
+                    if whole {
+                        ts.clear();
+                        ts.extend(at.iter().map(|&r| t.ts[r as usize]));
+                    }
+                    let (k, first) = reach(ts, mask, n, f.window_ms);
+                    for x in counts.iter_mut().take(k) {
                         *x += 1;
                     }
+                    if group.is_some() && k > 0 {
+                        let g = by_group.entry(groups[first]).or_insert_with(|| vec![0; n]);
+                        for x in g.iter_mut().take(k) {
+                            *x += 1;
+                        }
+                    }
                 }
-            }
-            ts.clear();
-            mask.clear();
-            groups.clear();
-        };
+                ts.clear();
+                at.clear();
+                mask.clear();
+                groups.clear();
+            };
         // The part's rows in one scan (sessions are runs of rows in order): a row
         // that matches no step never advances a path, and the window ends at the
         // first matching row past it, so such rows are left out; the session of a
@@ -313,6 +325,7 @@ pub(crate) fn run(
         let mut si = sessions.start;
         let mut ordinal = 0u32;
         let mut masks = [0u32; 64];
+        let mut times = [0i64; 64];
         let mut from = rows.start;
         while from < rows.end {
             if (from - rows.start) % (CHECK_EVERY * 8) < 64 {
@@ -321,13 +334,22 @@ pub(crate) fn run(
             let to = (from + 64).min(rows.end);
             // Rows that match are rare and scattered: their masks come from one sweep
             // of the block, then only they are visited.
-            let mut bits = steps.block(t, from..to, (c.start, c.end), &mut masks);
+            let found = steps.block(t, from..to, (c.start, c.end), &mut masks);
+            // The matching rows' times first, in a loop of independent reads: their
+            // cache misses overlap instead of each waiting behind the last.
+            let mut bits = if whole { 0 } else { found };
+            while bits != 0 {
+                let i = bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                times[i] = t.ts[from + i];
+            }
+            let mut bits = found;
             while bits != 0 {
                 let i = bits.trailing_zeros() as usize;
                 bits &= bits - 1;
                 let r = from + i;
-                let time = t.ts[r];
-                if time < c.start || time >= c.end {
+                let time = times[i];
+                if !whole && (time < c.start || time >= c.end) {
                     continue;
                 }
                 while t.sessions[si].rows().end <= r {
@@ -342,16 +364,20 @@ pub(crate) fn run(
                 // visitor's first session), not by the visitor column.
                 let v = ordinal;
                 if visitor != Some(v) {
-                    flush(&mut ts, &mut mask, &mut groups);
+                    flush(&mut ts, &mut at, &mut mask, &mut groups);
                     visitor = Some(v);
                 }
-                ts.push(time);
+                if whole {
+                    at.push(r as u32);
+                } else {
+                    ts.push(time);
+                }
                 mask.push(masks[i]);
                 groups.push(group.map_or(0, |src| c.row_value(src, s.first as usize, s)));
             }
             from = to;
         }
-        flush(&mut ts, &mut mask, &mut groups);
+        flush(&mut ts, &mut at, &mut mask, &mut groups);
         Ok((counts, by_group))
     })?;
     let mut counts = vec![0u64; n];

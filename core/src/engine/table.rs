@@ -294,6 +294,8 @@ pub(crate) struct SiteTable {
     sorted: usize,
     /// Derived sessions; valid when `built`.
     pub(crate) sessions: Vec<Sess>,
+    /// First and last instants of the rows; valid when `built`.
+    bounds: Option<(i64, i64)>,
     built: bool,
     timeout_ms: i64,
 }
@@ -578,8 +580,23 @@ impl SiteTable {
             self.sorted = n;
         }
         self.derive_sessions();
+        self.bounds = self
+            .sessions
+            .iter()
+            .map(|s| self.span(s))
+            .reduce(|(a, b), (c, d)| (a.min(c), b.max(d)));
         self.shrink();
         self.built = true;
+    }
+
+    /// The first and last instants of the rows, ms (`None` when empty): kept by
+    /// [`SiteTable::build`], read from the rows otherwise.
+    pub(crate) fn bounds(&self) -> Option<(i64, i64)> {
+        if self.built {
+            self.bounds
+        } else {
+            self.extent()
+        }
     }
 
     /// Gives back the growth slack of the columns.
