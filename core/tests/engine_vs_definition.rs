@@ -88,13 +88,9 @@ fn to_event(i: usize, r: &Raw) -> Event {
     e
 }
 
-/// Metrics per group, straight from the definitions.
-fn naive(
-    events: &[Event],
-    from: i64,
-    to: i64,
-    dim: Option<&str>,
-) -> BTreeMap<Option<String>, Vec<f64>> {
+/// Each visitor's sessions, straight from the definition: events in time order,
+/// a new session after more than 30 minutes without one.
+fn naive_sessions(events: &[Event]) -> BTreeMap<&str, Vec<Vec<&Event>>> {
     let mut by_visitor: BTreeMap<&str, Vec<&Event>> = BTreeMap::new();
     for e in events {
         by_visitor
@@ -102,6 +98,35 @@ fn naive(
             .or_default()
             .push(e);
     }
+    by_visitor
+        .into_iter()
+        .map(|(visitor, mut evs)| {
+            evs.sort_by_key(|e| (e.timestamp, e.id));
+            let mut sessions: Vec<Vec<&Event>> = Vec::new();
+            for e in evs {
+                match sessions.last_mut() {
+                    Some(s)
+                        if (e.timestamp - s.last().expect("non-empty").timestamp)
+                            .num_milliseconds()
+                            <= T =>
+                    {
+                        s.push(e)
+                    }
+                    _ => sessions.push(vec![e]),
+                }
+            }
+            (visitor, sessions)
+        })
+        .collect()
+}
+
+/// Metrics per group, straight from the definitions.
+fn naive(
+    events: &[Event],
+    from: i64,
+    to: i64,
+    dim: Option<&str>,
+) -> BTreeMap<Option<String>, Vec<f64>> {
     #[derive(Default)]
     struct G {
         visitors: BTreeSet<String>,
@@ -114,21 +139,7 @@ fn naive(
         converters: BTreeSet<String>,
     }
     let mut groups: BTreeMap<Option<String>, G> = BTreeMap::new();
-    for (visitor, mut evs) in by_visitor {
-        evs.sort_by_key(|e| (e.timestamp, e.id));
-        let mut sessions: Vec<Vec<&Event>> = Vec::new();
-        for e in evs {
-            match sessions.last_mut() {
-                Some(s)
-                    if (e.timestamp - s.last().expect("non-empty").timestamp)
-                        .num_milliseconds()
-                        <= T =>
-                {
-                    s.push(e)
-                }
-                _ => sessions.push(vec![e]),
-            }
-        }
+    for (visitor, sessions) in naive_sessions(events) {
         for s in sessions {
             let first = s[0];
             let in_range = |e: &Event| (from..to).contains(&e.timestamp.timestamp_millis());
@@ -253,29 +264,8 @@ fn naive_attribution(
     window_ms: i64,
     first_touch: bool,
 ) -> BTreeMap<Option<String>, f64> {
-    let mut by_visitor: BTreeMap<&str, Vec<&Event>> = BTreeMap::new();
-    for e in events {
-        by_visitor
-            .entry(&e.identity.visitor_id)
-            .or_default()
-            .push(e);
-    }
     let mut out: BTreeMap<Option<String>, f64> = BTreeMap::new();
-    for (_, mut evs) in by_visitor {
-        evs.sort_by_key(|e| (e.timestamp, e.id));
-        let mut sessions: Vec<Vec<&Event>> = Vec::new();
-        for e in evs {
-            match sessions.last_mut() {
-                Some(s)
-                    if (e.timestamp - s.last().expect("non-empty").timestamp)
-                        .num_milliseconds()
-                        <= T =>
-                {
-                    s.push(e)
-                }
-                _ => sessions.push(vec![e]),
-            }
-        }
+    for sessions in naive_sessions(events).into_values() {
         let ms = |e: &Event| e.timestamp.timestamp_millis();
         let touches: Vec<&Event> = sessions
             .iter()

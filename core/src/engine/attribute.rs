@@ -655,6 +655,11 @@ impl Touchpoints {
         let window_ms = i64::from(window_days) * 86_400_000;
         let mut sums = vec![(0i128, 0i128); self.key_count];
         let mut scratch = Scratch::default();
+        let credit = Credited {
+            model,
+            window_ms,
+            half_life_days,
+        };
         let sessions = &*sessions;
         let (mut run_start, mut run_end) = (0usize, 0usize);
         let mut run_visitor = None;
@@ -672,11 +677,6 @@ impl Touchpoints {
                 }
                 run_visitor = Some(c.visitor);
             }
-            let credit = Credited {
-                model,
-                window_ms,
-                half_life_days,
-            };
             credit.one(&sessions[run_start..run_end], c, &mut scratch, &mut sums);
         }
         sums

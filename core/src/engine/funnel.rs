@@ -182,31 +182,22 @@ impl Rows<'_> {
     }
 
     /// The masks of rows `rows` (at most 64) into `out`, and the bit set of those
-    /// in `start..end` that match some step: the columns are read in one branch-free
-    /// sweep. Reading every row's time costs less than missing the cache on the
-    /// times of the matching rows alone.
+    /// that match some step: the columns are read in one branch-free sweep (times
+    /// are not: they are read for the matching rows alone).
     #[inline(always)]
-    fn block(
-        &self,
-        t: &SiteTable,
-        rows: std::ops::Range<usize>,
-        (start, end): (i64, i64),
-        out: &mut [u32; 64],
-    ) -> u64 {
-        let mut bits = 0u64;
+    fn block(&self, t: &SiteTable, rows: std::ops::Range<usize>, out: &mut [u32; 64]) -> u64 {
+        let len = rows.len();
         let kinds = &t.kind[rows.clone()];
-        let ts = &t.ts[rows.clone()];
         match (t.path.run(rows.clone()), t.name.run(rows)) {
             (Run::U16(p), Run::U16(n)) => self.masks(kinds, p, n, out),
             (Run::U16(p), Run::U32(n)) => self.masks(kinds, p, n, out),
             (Run::U32(p), Run::U16(n)) => self.masks(kinds, p, n, out),
             (Run::U32(p), Run::U32(n)) => self.masks(kinds, p, n, out),
         }
-        let _ = (start, end);
-        for (i, &m) in out.iter().take(ts.len()).enumerate() {
-            bits |= u64::from(m != 0) << i;
-        }
-        bits
+        out[..len]
+            .iter()
+            .enumerate()
+            .fold(0u64, |bits, (i, &m)| bits | u64::from(m != 0) << i)
     }
 }
 
@@ -334,7 +325,7 @@ pub(crate) fn run(
             let to = (from + 64).min(rows.end);
             // Rows that match are rare and scattered: their masks come from one sweep
             // of the block, then only they are visited.
-            let found = steps.block(t, from..to, (c.start, c.end), &mut masks);
+            let found = steps.block(t, from..to, &mut masks);
             // The matching rows' times first, in a loop of independent reads: their
             // cache misses overlap instead of each waiting behind the last.
             let mut bits = if whole { 0 } else { found };
