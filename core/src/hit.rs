@@ -195,9 +195,47 @@ struct PlainHit {
     screen: Option<serde::de::IgnoredAny>,
     viewport: Option<serde::de::IgnoredAny>,
     pixel_ratio: Option<serde::de::IgnoredAny>,
-    revenue: Option<serde::de::IgnoredAny>,
+    revenue: Option<PlainMoney>,
     props: Option<serde::de::IgnoredAny>,
-    engagement: Option<serde::de::IgnoredAny>,
+    engagement: Option<PlainEngagement>,
+}
+
+/// `revenue` as [`PlainHit`] reads it: both fields strings.
+#[derive(serde::Deserialize)]
+struct PlainMoney {
+    amount: String,
+    currency: String,
+}
+
+/// `engagement` as [`PlainHit`] reads it: whole numbers (their bounds are checked
+/// by [`PlainEngagement::within_bounds`]; outside them the general path answers).
+#[derive(serde::Deserialize)]
+struct PlainEngagement {
+    time_ms: Option<u64>,
+    scroll_depth: Option<u64>,
+    clicks: Option<u64>,
+    form_submits: Option<u64>,
+    video_plays: Option<u64>,
+    downloads: Option<u64>,
+}
+
+impl PlainEngagement {
+    /// The figures, when each is within the bound [`Hit::from_value`] holds it to.
+    fn within_bounds(self) -> Option<Engagement> {
+        let bounded = |v: Option<u64>, max: u64| match v {
+            Some(v) if v > max => Err(()),
+            v => Ok(v),
+        };
+        let count = |v: Option<u64>| bounded(v, 1_000_000).map(|v| v.map(|v| v as u32));
+        Some(Engagement {
+            time_ms: bounded(self.time_ms, 86_400_000).ok()?,
+            scroll_depth: bounded(self.scroll_depth, 100).ok()?.map(|v| v as u8),
+            clicks: count(self.clicks).ok()?,
+            form_submits: count(self.form_submits).ok()?,
+            video_plays: count(self.video_plays).ok()?,
+            downloads: count(self.downloads).ok()?,
+        })
+    }
 }
 
 impl PlainHit {
@@ -210,12 +248,14 @@ impl PlainHit {
         let nested = p.screen.is_some()
             || p.viewport.is_some()
             || p.pixel_ratio.is_some()
-            || p.revenue.is_some()
-            || p.props.is_some()
-            || p.engagement.is_some();
+            || p.props.is_some();
         if nested {
             return None;
         }
+        let engagement = match p.engagement {
+            Some(e) => Some(e.within_bounds()?),
+            None => None,
+        };
         Some(Hit {
             site: p.site,
             kind: p.kind,
@@ -230,6 +270,11 @@ impl PlainHit {
             language: p.language,
             name: p.goal.or(p.name),
             order_id: p.order_id,
+            revenue: p.revenue.map(|m| RawMoney {
+                amount: m.amount,
+                currency: m.currency,
+            }),
+            engagement,
             ..Hit::default()
         })
     }
@@ -964,6 +1009,21 @@ mod tests {
                 Just("true".to_owned()),
                 Just("[1, 2]".to_owned()),
                 Just(r#"{"amount": "1.00", "currency": "USD"}"#.to_owned()),
+                Just(r#"{"amount": 1, "currency": "USD"}"#.to_owned()),
+                Just(r#"{"amount": "1.00"}"#.to_owned()),
+                Just(r#"{"time_ms": 5, "scroll_depth": 50, "other": [1]}"#.to_owned()),
+                Just(r#"{"time_ms": 86400001}"#.to_owned()),
+                Just(r#"{"scroll_depth": 101, "clicks": null}"#.to_owned()),
+                Just(
+                    r#"{"clicks": 1000000, "form_submits": 2, "video_plays": 3, "downloads": 4}"#
+                        .to_owned()
+                ),
+                Just(r#"{"downloads": 1000001}"#.to_owned()),
+                Just(r#"{"time_ms": 1.5}"#.to_owned()),
+                Just(r#"{"time_ms": -1}"#.to_owned()),
+                Just(r#"{"time_ms": -0}"#.to_owned()),
+                Just(r#"{"time_ms": 5, "time_ms": 6}"#.to_owned()),
+                Just("{}".to_owned()),
             ]
         }
 
@@ -991,6 +1051,12 @@ mod tests {
             assert!(PlainHit::parse(br#"{"site": 5}"#).is_none());
             assert!(PlainHit::parse(br#"{"props": {"a": "1"}}"#).is_none());
             assert!(PlainHit::parse(br#"{"site": "a", "site": "b"}"#).is_none());
+            assert!(PlainHit::parse(br#"{"engagement": {"scroll_depth": 101}}"#).is_none());
+            assert!(PlainHit::parse(br#"{"revenue": {"amount": 1, "currency": "USD"}}"#).is_none());
+            let read = PlainHit::parse(br#"{"engagement": {"time_ms": 5}, "revenue": {"amount": "1.00", "currency": "EUR"}}"#)
+                .expect("typed");
+            assert_eq!(read.engagement.and_then(|e| e.time_ms), Some(5));
+            assert_eq!(read.revenue.map(|m| m.currency).as_deref(), Some("EUR"));
         }
     }
 }

@@ -321,6 +321,19 @@ impl Sessionizer {
         ts_ms: i64,
         timeout_ms: i64,
     ) -> Observation {
+        self.observe_unless_stale(site, visitor, ts_ms, timeout_ms, i64::MAX)
+    }
+
+    /// [`Sessionizer::observe`], forgetting the visitor's state first when it
+    /// expired more than `grace_ms` before `ts_ms` (one lookup for both).
+    pub(crate) fn observe_unless_stale(
+        &mut self,
+        site: &str,
+        visitor: &str,
+        ts_ms: i64,
+        timeout_ms: i64,
+        grace_ms: i64,
+    ) -> Observation {
         let expected = self.expected_visitors;
         let visitors = match self.sites.get_mut(site) {
             Some(v) => v,
@@ -329,7 +342,12 @@ impl Sessionizer {
             }),
         };
         let state = match visitors.get_mut(visitor) {
-            Some(state) => state,
+            Some(state) => {
+                if state.expires_ms.saturating_add(grace_ms) < ts_ms {
+                    *state = VisitorSessions::default();
+                }
+                state
+            }
             None => visitors.entry(visitor.to_owned()).or_default(),
         };
         Observation::new(site, visitor.to_owned(), state.place(ts_ms, timeout_ms))

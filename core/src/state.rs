@@ -76,7 +76,7 @@ pub trait SessionState: Send + Sync {
 /// closest to expiry are forgotten first when it is exceeded).
 pub struct MemorySessionState {
     shards: Vec<Mutex<Sessionizer>>,
-    hasher: std::collections::hash_map::RandomState,
+    hasher: crate::hash::FastBuild,
     max_visitors: usize,
     grace_ms: i64,
 }
@@ -111,7 +111,7 @@ impl MemorySessionState {
             shards: (0..SHARDS)
                 .map(|_| Mutex::new(Sessionizer::with_expected_visitors(n / SHARDS)))
                 .collect(),
-            hasher: std::collections::hash_map::RandomState::new(),
+            hasher: crate::hash::FastBuild::default(),
             max_visitors: usize::MAX,
             grace_ms: Self::DEFAULT_GRACE_MS,
         }
@@ -137,22 +137,31 @@ impl MemorySessionState {
     fn shard(&self, visitor: &str) -> std::sync::MutexGuard<'_, Sessionizer> {
         let mut h = self.hasher.build_hasher();
         h.write(visitor.as_bytes());
-        let i = (h.finish() % SHARDS as u64) as usize;
+        // The top bits of a second mix: the shard's own map hashes the same key with
+        // the same hasher, and taking its low bits here would leave most of that
+        // map's buckets unused.
+        let i = (h.finish().wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 60) as usize % SHARDS;
         self.shards[i].lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn chosen(&self, site: &str, visitor: VisitorRef<'_>, ts_ms: i64, timeout_ms: i64) -> String {
+    fn chosen<'v>(
+        &self,
+        site: &str,
+        visitor: VisitorRef<'v>,
+        ts_ms: i64,
+        timeout_ms: i64,
+    ) -> &'v str {
         match visitor {
-            VisitorRef::Id(id) => id.to_owned(),
+            VisitorRef::Id(id) => id,
             VisitorRef::Cookieless { today, yesterday } => {
                 if today != yesterday
                     && self
                         .shard(yesterday)
                         .has_open_session(site, yesterday, ts_ms, timeout_ms)
                 {
-                    yesterday.to_owned()
+                    yesterday
                 } else {
-                    today.to_owned()
+                    today
                 }
             }
         }
@@ -167,15 +176,9 @@ impl MemorySessionState {
         timeout_ms: i64,
     ) -> Observation {
         let id = self.chosen(site, visitor, ts_ms, timeout_ms);
-        let mut shard = self.shard(&id);
         // State past its grace is gone, evicted yet or not.
-        if shard
-            .get(site, &id)
-            .is_some_and(|s| s.expires_ms.saturating_add(self.grace_ms) < ts_ms)
-        {
-            shard.forget(site, &id);
-        }
-        shard.observe(site, &id, ts_ms, timeout_ms)
+        self.shard(id)
+            .observe_unless_stale(site, id, ts_ms, timeout_ms, self.grace_ms)
     }
 
     /// Visitors tracked.
@@ -242,7 +245,7 @@ impl SessionState for MemorySessionState {
         ts_ms: i64,
         timeout_ms: i64,
     ) -> Result<String, StoreError> {
-        Ok(self.chosen(site, visitor, ts_ms, timeout_ms))
+        Ok(self.chosen(site, visitor, ts_ms, timeout_ms).to_owned())
     }
 
     async fn evict_idle(&self, now_ms: i64) -> Result<u64, StoreError> {

@@ -376,15 +376,20 @@ impl SiteTable {
     /// Adds an event; `false` (and nothing added) when its id is held already.
     pub(crate) fn push(&mut self, e: &Event) -> bool {
         let id = e.id.as_u128();
-        if self.holds(id) {
-            return false;
-        }
         if id != 0 {
+            // One probe both finds a held id and, when there is none, the slot for it.
             let row = u32::try_from(self.len()).expect("fewer than 2^32 rows");
             let (ids, ts) = (&self.ids, &self.ts);
-            self.by_id.insert_unique(hash_id(id), row, |&r| {
-                hash_id(ids.get(r as usize, ts[r as usize]))
-            });
+            match self.by_id.entry(
+                hash_id(id),
+                |&r| ids.get(r as usize, ts[r as usize]) == id,
+                |&r| hash_id(ids.get(r as usize, ts[r as usize])),
+            ) {
+                hashbrown::hash_table::Entry::Occupied(_) => return false,
+                hashbrown::hash_table::Entry::Vacant(slot) => {
+                    slot.insert(row);
+                }
+            }
         }
         let a = &e.acquisition;
         let client_id = Self::tuple(

@@ -147,6 +147,15 @@ impl Importer {
         self
     }
 
+    /// Sizes the session state for an input of `bytes`: one visitor per 2 KiB, at
+    /// most 2 million. A hit's line is some 300 bytes, and realistic traffic has 4 to
+    /// 12 lines a visitor (the state grows past the guess; sizing it for one visitor
+    /// a line cost more in fresh pages than growing saves).
+    pub fn input_bytes(self, bytes: u64) -> Self {
+        let n = usize::try_from(bytes / 2048).map_or(2_000_000, |n| n.min(2_000_000));
+        self.expected_visitors(n)
+    }
+
     /// Called with each rejected line, in the order of the input.
     pub fn on_rejected(mut self, f: impl FnMut(&RejectedLine) + Send + 'static) -> Self {
         self.on_rejected = Some(Box::new(f));
@@ -170,11 +179,10 @@ impl Importer {
             source,
         })?;
         if self.expected_visitors == 0 {
-            // A hit's line is rarely under 256 bytes; bounded in what it may cost.
-            let size = file.metadata().map_or(0, |m| m.len());
-            self.expected_visitors = usize::try_from(size / 256).map_or(0, |n| n.min(2_000_000));
+            self = self.input_bytes(file.metadata().map_or(0, |m| m.len()));
         }
-        self.run(std::io::BufReader::new(file)).await
+        self.run(std::io::BufReader::with_capacity(1 << 20, file))
+            .await
     }
 
     /// Imports every line of `reader`; every event counted is committed before
@@ -239,29 +247,39 @@ impl Importer {
 /// storage), and the rejected lines.
 type Prepared = (u64, PreparedEvents, Vec<RejectedLine>);
 
-/// A line as read: NDJSON bytes (checked and parsed by a worker), or a record
-/// already parsed; with the bytes its event id is derived from.
+/// A line as read: NDJSON bytes (a range of its chunk's text, checked and parsed by
+/// a worker), or a record already parsed; with the bytes its event id is derived
+/// from.
 enum Raw {
-    Json(Vec<u8>),
+    Json(std::ops::Range<usize>),
     #[cfg_attr(not(feature = "csv"), allow(dead_code))]
     Parsed(Box<Result<Hit, ValidationError>>, Vec<u8>),
 }
 
+/// Lines read together: the NDJSON lines' bytes in one buffer (one allocation a
+/// chunk, not one a line), and each line's number and form.
+#[derive(Default)]
+struct Chunk {
+    text: Vec<u8>,
+    lines: Vec<(u64, Raw)>,
+}
+
 impl Raw {
-    /// The line's hit, or why it is not one.
-    fn hit(self) -> (Result<Hit, ValidationError>, Vec<u8>) {
+    /// The line's hit, or why it is not one; and its bytes.
+    fn hit(self, text: &[u8]) -> (Result<Hit, ValidationError>, std::borrow::Cow<'_, [u8]>) {
         match self {
-            Raw::Json(bytes) => {
-                let hit = match std::str::from_utf8(&bytes) {
+            Raw::Json(range) => {
+                let bytes = &text[range];
+                let hit = match std::str::from_utf8(bytes) {
                     Ok(text) => Hit::from_json(text.as_bytes()),
                     Err(e) => Err(ValidationError::new(
                         "hit",
                         format!("is not valid UTF-8 (at byte {})", e.valid_up_to()),
                     )),
                 };
-                (hit, bytes)
+                (hit, std::borrow::Cow::Borrowed(bytes))
             }
-            Raw::Parsed(hit, bytes) => (*hit, bytes),
+            Raw::Parsed(hit, bytes) => (*hit, std::borrow::Cow::Owned(bytes)),
         }
     }
 }
@@ -281,37 +299,37 @@ fn produce<R: BufRead>(
     tx: Sender,
 ) {
     let ctx = ValidationContext::import(prep.clock.now());
-    let (work, jobs) = std::sync::mpsc::sync_channel::<(u64, Vec<(u64, Raw)>)>(threads);
+    let (work, jobs) = std::sync::mpsc::sync_channel::<(u64, Chunk)>(threads);
     let jobs = std::sync::Mutex::new(jobs);
-    let prepare =
-        |lines: Vec<(u64, Raw)>| -> Result<(PreparedEvents, Vec<RejectedLine>), ImportError> {
-            // One trip into the runtime per chunk, not per line.
-            let (events, rejected) = runtime.block_on(async {
-                let (mut events, mut rejected) = (Vec::with_capacity(lines.len()), Vec::new());
-                let mut sites = HashMap::new();
-                for (line, raw) in lines {
-                    let (parsed, bytes) = raw.hit();
-                    let prepared = match parsed.and_then(|h| h.validate(&ctx, site)) {
-                        Ok(v) => {
-                            prep.prepare(v, None, EventId::Line(line, &bytes), &mut sites)
-                                .await
-                        }
-                        Err(e) => Err(e.into()),
-                    };
-                    match prepared {
-                        Ok(e) => events.push(e),
-                        Err(e) if e.is_client_error() => rejected.push(RejectedLine {
-                            line,
-                            reason: e.to_string(),
-                        }),
-                        // The store failing is no fault of the line: the import stops.
-                        Err(e) => return Err(ImportError::Ingest(e)),
+    let prepare = |chunk: Chunk| -> Result<(PreparedEvents, Vec<RejectedLine>), ImportError> {
+        let Chunk { text, lines } = chunk;
+        // One trip into the runtime per chunk, not per line.
+        let (events, rejected) = runtime.block_on(async {
+            let (mut events, mut rejected) = (Vec::with_capacity(lines.len()), Vec::new());
+            let mut sites = HashMap::new();
+            for (line, raw) in lines {
+                let (parsed, bytes) = raw.hit(&text);
+                let prepared = match parsed.and_then(|h| h.validate(&ctx, site)) {
+                    Ok(v) => {
+                        prep.prepare(v, None, EventId::Line(line, &bytes), &mut sites)
+                            .await
                     }
+                    Err(e) => Err(e.into()),
+                };
+                match prepared {
+                    Ok(e) => events.push(e),
+                    Err(e) if e.is_client_error() => rejected.push(RejectedLine {
+                        line,
+                        reason: e.to_string(),
+                    }),
+                    // The store failing is no fault of the line: the import stops.
+                    Err(e) => return Err(ImportError::Ingest(e)),
                 }
-                Ok((events, rejected))
-            })?;
-            Ok((prep.events.prepare(events)?, rejected))
-        };
+            }
+            Ok((events, rejected))
+        })?;
+        Ok((prep.events.prepare(events)?, rejected))
+    };
     std::thread::scope(|s| {
         for _ in 0..threads {
             let (jobs, tx, prepare) = (&jobs, &tx, &prepare);
@@ -325,7 +343,7 @@ fn produce<R: BufRead>(
             });
         }
         let mut seq = 0u64;
-        let mut send = |chunk: Vec<(u64, Raw)>| {
+        let mut send = |chunk: Chunk| {
             let sent = work.send((seq, chunk)).is_ok();
             seq += 1;
             sent
@@ -346,13 +364,13 @@ fn produce<R: BufRead>(
 /// Reads NDJSON lines as bytes (a line that is not UTF-8 is a rejected line).
 fn ndjson<R: BufRead>(
     mut reader: R,
-    send: &mut dyn FnMut(Vec<(u64, Raw)>) -> bool,
+    send: &mut dyn FnMut(Chunk) -> bool,
 ) -> Result<(), ImportError> {
-    let mut chunk = Vec::with_capacity(CHUNK);
+    let mut chunk = Chunk::default();
     let mut line_no = 0u64;
     loop {
-        let mut line = Vec::new();
-        match reader.read_until(b'\n', &mut line) {
+        let start = chunk.text.len();
+        match reader.read_until(b'\n', &mut chunk.text) {
             Ok(0) => break,
             Ok(_) => {}
             Err(source) => {
@@ -363,18 +381,30 @@ fn ndjson<R: BufRead>(
             }
         }
         line_no += 1;
-        while line.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
-            line.pop();
+        let text = &mut chunk.text;
+        while text.len() > start && matches!(text.last(), Some(b'\n' | b'\r')) {
+            text.pop();
         }
-        if line.iter().all(u8::is_ascii_whitespace) {
+        if text[start..].iter().all(u8::is_ascii_whitespace) {
+            text.truncate(start);
             continue;
         }
-        chunk.push((line_no, Raw::Json(line)));
-        if chunk.len() >= CHUNK && !send(std::mem::take(&mut chunk)) {
-            return Ok(());
+        let end = text.len();
+        chunk.lines.push((line_no, Raw::Json(start..end)));
+        if chunk.lines.len() >= CHUNK {
+            let full = std::mem::replace(
+                &mut chunk,
+                Chunk {
+                    text: Vec::with_capacity(end + end / 8),
+                    lines: Vec::with_capacity(CHUNK),
+                },
+            );
+            if !send(full) {
+                return Ok(());
+            }
         }
     }
-    if !chunk.is_empty() {
+    if !chunk.lines.is_empty() {
         send(chunk);
     }
     Ok(())
@@ -384,14 +414,14 @@ fn ndjson<R: BufRead>(
 #[cfg(feature = "csv")]
 fn csv_records<R: BufRead>(
     reader: R,
-    send: &mut dyn FnMut(Vec<(u64, Raw)>) -> bool,
+    send: &mut dyn FnMut(Chunk) -> bool,
 ) -> Result<(), ImportError> {
     let mut r = csv::ReaderBuilder::new().flexible(true).from_reader(reader);
     let headers = r
         .headers()
         .map_err(|e| ImportError::Header(e.to_string()))?
         .clone();
-    let mut chunk = Vec::with_capacity(CHUNK);
+    let mut chunk = Chunk::default();
     let mut last_line = 1u64;
     for rec in r.byte_records() {
         // The line the record starts on (a quoted field may span lines).
@@ -411,12 +441,14 @@ fn csv_records<R: BufRead>(
             }
             Err(e) => (Err(ValidationError::new("hit", e.to_string())), Vec::new()),
         };
-        chunk.push((line_no, Raw::Parsed(Box::new(parsed), bytes)));
-        if chunk.len() >= CHUNK && !send(std::mem::take(&mut chunk)) {
+        chunk
+            .lines
+            .push((line_no, Raw::Parsed(Box::new(parsed), bytes)));
+        if chunk.lines.len() >= CHUNK && !send(std::mem::take(&mut chunk)) {
             return Ok(());
         }
     }
-    if !chunk.is_empty() {
+    if !chunk.lines.is_empty() {
         send(chunk);
     }
     Ok(())

@@ -734,10 +734,8 @@ async fn run(cli: Cli) -> Result<(), Fail> {
             } else {
                 let f = std::fs::File::open(&file).map_err(|e| usage(format!("{file}: {e}")))?;
                 size = f.metadata().map_or(0, |m| m.len());
-                Box::new(std::io::BufReader::new(f))
+                Box::new(std::io::BufReader::with_capacity(1 << 20, f))
             };
-            // At most one visitor per line, and a hit's line is rarely under 256 bytes.
-            let expected_visitors = usize::try_from(size / 256).map_or(0, |n| n.min(2_000_000));
             let enricher = Enricher::builder()
                 .geo(geo(geoip_city.as_deref(), geoip_asn.as_deref())?)
                 .build()?;
@@ -753,7 +751,7 @@ async fn run(cli: Cli) -> Result<(), Fail> {
                     Format::Ndjson => ImportFormat::Ndjson,
                     Format::Csv => ImportFormat::Csv,
                 })
-                .expected_visitors(expected_visitors)
+                .input_bytes(size)
                 .on_rejected(|r| eprintln!("{r}"));
             if let Some(s) = site {
                 importer = importer.site(s).create_site(true);
