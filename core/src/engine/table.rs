@@ -992,7 +992,7 @@ impl SiteTable {
             .iter()
             .map(|&t| zigzag(t.wrapping_sub(std::mem::replace(&mut before, t))))
             .collect();
-        e.slice(&ts)?;
+        e.planes(&ts)?;
         let (low, mid, odd) = self.ids.parts();
         e.slice(low)?;
         e.slice(mid)?;
@@ -1005,9 +1005,9 @@ impl SiteTable {
             .iter()
             .map(|&v| v.wrapping_sub(std::mem::replace(&mut before, v)))
             .collect();
-        e.slice(&visitor)?;
+        e.planes(&visitor)?;
         for col in [&self.name, &self.path, &self.client, &self.acq] {
-            e.slice(&col.to_vec())?;
+            e.planes(&col.to_vec())?;
         }
         e.slice(&self.extra)?;
         Ok(())
@@ -1055,7 +1055,7 @@ impl SiteTable {
                     .map(|(time_ms, scroll)| Engaged { time_ms, scroll }),
             })
             .collect();
-        let mut ts: Vec<i64> = d.slice()?;
+        let mut ts: Vec<i64> = d.planes()?;
         let mut before = 0i64;
         for t in &mut ts {
             before = before.wrapping_add(unzigzag(*t as u64));
@@ -1071,9 +1071,11 @@ impl SiteTable {
             .collect::<Option<Vec<_>>>()
             .ok_or_else(|| corrupt("an event kind is unknown"))?;
         let mut cols: Vec<Vec<u32>> = Vec::with_capacity(6);
-        for _ in 0..6 {
-            cols.push(d.slice()?);
+        // Visitors, names, paths, clients and acquisitions in byte planes; extras not.
+        for _ in 0..5 {
+            cols.push(d.planes()?);
         }
+        cols.push(d.slice()?);
         let n = ts.len();
         check(
             u32::try_from(n).is_ok(),

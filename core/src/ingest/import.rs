@@ -106,8 +106,9 @@ impl std::fmt::Debug for Importer {
     }
 }
 
-/// Lines per chunk: a worker's unit of work, and one append.
-const CHUNK: usize = 4096;
+/// Lines per chunk: a worker's unit of work, and one append (one stored batch of
+/// at most the store's batch size: `beacon-storage-sqlite`'s is 16,384 too).
+const CHUNK: usize = 16384;
 
 impl Importer {
     pub(crate) fn new(pipeline: &Pipeline) -> Self {
