@@ -302,14 +302,18 @@ fn produce<R: BufRead>(
     let ctx = ValidationContext::import(prep.clock.now());
     let (work, jobs) = std::sync::mpsc::sync_channel::<(u64, Chunk)>(threads);
     let jobs = std::sync::Mutex::new(jobs);
-    let prepare = |chunk: Chunk| -> Result<(PreparedEvents, Vec<RejectedLine>), ImportError> {
-        let Chunk { text, lines } = chunk;
+    // Chunks' buffers go back to the reader once their lines are prepared: a chunk's
+    // text is megabytes, and fresh ones cost a page fault every 4 KiB.
+    // Bounded: a reader that takes none (CSV) leaves the rest to be dropped.
+    let (spare, spares) = std::sync::mpsc::sync_channel::<Chunk>(threads * 2 + 2);
+    let prepare = |mut chunk: Chunk| -> Result<(PreparedEvents, Vec<RejectedLine>), ImportError> {
         // One trip into the runtime per chunk, not per line.
-        let (events, rejected) = runtime.block_on(async {
+        let prepared = runtime.block_on(async {
+            let Chunk { text, lines } = &mut chunk;
             let (mut events, mut rejected) = (Vec::with_capacity(lines.len()), Vec::new());
             let mut sites = HashMap::new();
-            for (line, raw) in lines {
-                let (parsed, bytes) = raw.hit(&text);
+            for (line, raw) in lines.drain(..) {
+                let (parsed, bytes) = raw.hit(text);
                 let prepared = match parsed.and_then(|h| h.validate(&ctx, site)) {
                     Ok(v) => {
                         prep.prepare(v, None, EventId::Line(line, &bytes), &mut sites)
@@ -328,7 +332,11 @@ fn produce<R: BufRead>(
                 }
             }
             Ok((events, rejected))
-        })?;
+        });
+        chunk.text.clear();
+        // When the reader has stopped or has spares enough, the buffers are dropped.
+        let _ = spare.try_send(chunk);
+        let (events, rejected) = prepared?;
         Ok((prep.events.prepare(events)?, rejected))
     };
     std::thread::scope(|s| {
@@ -350,7 +358,7 @@ fn produce<R: BufRead>(
             sent
         };
         let read = match format {
-            ImportFormat::Ndjson => ndjson(reader, &mut send),
+            ImportFormat::Ndjson => ndjson(reader, &mut send, &spares),
             #[cfg(feature = "csv")]
             ImportFormat::Csv => csv_records(reader, &mut send),
         };
@@ -366,6 +374,7 @@ fn produce<R: BufRead>(
 fn ndjson<R: BufRead>(
     mut reader: R,
     send: &mut dyn FnMut(Chunk) -> bool,
+    spares: &std::sync::mpsc::Receiver<Chunk>,
 ) -> Result<(), ImportError> {
     let mut chunk = Chunk::default();
     let mut line_no = 0u64;
@@ -393,13 +402,11 @@ fn ndjson<R: BufRead>(
         let end = text.len();
         chunk.lines.push((line_no, Raw::Json(start..end)));
         if chunk.lines.len() >= CHUNK {
-            let full = std::mem::replace(
-                &mut chunk,
-                Chunk {
-                    text: Vec::with_capacity(end + end / 8),
-                    lines: Vec::with_capacity(CHUNK),
-                },
-            );
+            let next = spares.try_recv().unwrap_or_else(|_| Chunk {
+                text: Vec::with_capacity(end + end / 8),
+                lines: Vec::with_capacity(CHUNK),
+            });
+            let full = std::mem::replace(&mut chunk, next);
             if !send(full) {
                 return Ok(());
             }
