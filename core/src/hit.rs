@@ -244,7 +244,17 @@ impl PlainHit {
         if bytes.trim_ascii_start().first() != Some(&b'{') {
             return None;
         }
-        let p: PlainHit = serde_json::from_slice(bytes).ok()?;
+        Self::into_hit(serde_json::from_slice(bytes).ok()?)
+    }
+
+    fn parse_str(text: &str) -> Option<Hit> {
+        if text.trim_ascii_start().as_bytes().first() != Some(&b'{') {
+            return None;
+        }
+        Self::into_hit(serde_json::from_str(text).ok()?)
+    }
+
+    fn into_hit(p: PlainHit) -> Option<Hit> {
         let nested = p.screen.is_some()
             || p.viewport.is_some()
             || p.pixel_ratio.is_some()
@@ -329,6 +339,20 @@ impl Hit {
         if let Some(hit) = PlainHit::parse(bytes) {
             return Ok(hit);
         }
+        Self::from_json_general(bytes)
+    }
+
+    /// [`Hit::from_json`] of text known to be UTF-8 (an import checks each line
+    /// first), without checking each string again.
+    pub fn from_json_str(text: &str) -> Result<Hit, ValidationError> {
+        if let Some(hit) = PlainHit::parse_str(text) {
+            return Ok(hit);
+        }
+        Self::from_json_general(text.as_bytes())
+    }
+
+    /// The general path: any JSON object, with errors naming the field.
+    fn from_json_general(bytes: &[u8]) -> Result<Hit, ValidationError> {
         let value: Value = serde_json::from_slice(bytes)
             .map_err(|e| ValidationError::new("hit", format!("must be a JSON object ({e})")))?;
         Self::from_value(&value)
@@ -498,16 +522,42 @@ impl Hit {
         ctx: &ValidationContext,
         default_site: Option<&str>,
     ) -> Result<ValidatedHit, ValidationError> {
+        self.validate_with(
+            ctx,
+            default_site,
+            |event, ip, user_agent, client_visitor_id| ValidatedHit {
+                event,
+                ip,
+                user_agent,
+                client_visitor_id,
+            },
+        )
+    }
+
+    /// [`Hit::validate`], handing the event and the request facts to `finish`
+    /// rather than returning them together: an import pushes the event straight
+    /// into its chunk (an event is over a kilobyte; each move of it is a copy).
+    #[inline]
+    pub(crate) fn validate_with<R>(
+        self,
+        ctx: &ValidationContext,
+        default_site: Option<&str>,
+        finish: impl FnOnce(Event, Option<IpAddr>, Option<String>, Option<String>) -> R,
+    ) -> Result<R, ValidationError> {
         let lim = &ctx.limits;
-        let site = match self
-            .site
-            .as_deref()
-            .filter(|s| !s.is_empty())
-            .or(default_site)
-        {
-            Some(s) if s.len() <= 253 => s.to_ascii_lowercase(),
-            Some(_) => return err("site", "must be at most 253 characters"),
-            None => return err("site", "is required"),
+        let site = match (self.site.filter(|s| !s.is_empty()), default_site) {
+            (Some(own), _) => own,
+            (None, Some(default)) => default.to_owned(),
+            (None, None) => return err("site", "is required"),
+        };
+        if site.len() > 253 {
+            return err("site", "must be at most 253 characters");
+        }
+        // The hit's own string when it is lowercase already (nearly always).
+        let site = if site.bytes().any(|b| b.is_ascii_uppercase()) {
+            site.to_ascii_lowercase()
+        } else {
+            site
         };
         let kind = match self.kind.as_deref() {
             None => return err("type", "is required"),
@@ -523,7 +573,7 @@ impl Hit {
                 }
             },
         };
-        let page = validate_url(self.url.as_deref(), lim)?;
+        let page = validate_url(self.url, lim)?;
         let (referrer, referrer_domain) = validate_referrer(self.referrer.as_deref(), lim)?;
 
         let client_ts = match self.timestamp.as_deref() {
@@ -636,12 +686,7 @@ impl Hit {
             },
             ..Event::default()
         };
-        Ok(ValidatedHit {
-            event,
-            ip,
-            user_agent,
-            client_visitor_id,
-        })
+        Ok(finish(event, ip, user_agent, client_visitor_id))
     }
 }
 
@@ -751,12 +796,19 @@ fn url_parts<'u>(url: Option<&'u str>, lim: &Limits) -> VResult<(&'u str, UrlPar
     Ok((raw, parsed))
 }
 
-fn validate_url(url: Option<&str>, lim: &Limits) -> VResult<Page> {
-    let (raw, parsed) = url_parts(url, lim)?;
+fn validate_url(url: Option<String>, lim: &Limits) -> VResult<Page> {
+    let (host, path) = {
+        let (_, parsed) = url_parts(url.as_deref(), lim)?;
+        (
+            parsed.host.map(|h| h.into_owned()).unwrap_or_default(),
+            parsed.path.into_owned(),
+        )
+    };
     Ok(Page {
-        url: raw.to_owned(),
-        host: parsed.host.map(|h| h.into_owned()).unwrap_or_default(),
-        path: parsed.path.into_owned(),
+        // The hit's own string: `url_parts` checked it is there.
+        url: url.unwrap_or_default(),
+        host,
+        path,
         ..Page::default()
     })
 }

@@ -157,16 +157,15 @@ impl SiteSlot {
         }
     }
 
-    /// Whether an event with this id is held or waiting; `false` when the data is
-    /// held by a request waiting to rebuild it (that cannot be told without waiting).
-    fn holds_now(&self, id: u128) -> bool {
-        if id == 0 {
-            return false;
-        }
-        if self.intake().ids.contains(&id) {
-            return true;
-        }
-        self.data.try_read().is_ok_and(|d| d.holds(id))
+    /// Whether an event with each of these ids is held or waiting, pushed to `out`;
+    /// `false` when the data is held by a request waiting to rebuild it (that cannot
+    /// be told without waiting). One lock of each kind for the run.
+    fn holds_each_now(&self, ids: impl Iterator<Item = u128>, out: &mut Vec<bool>) {
+        let intake = self.intake();
+        let data = self.data.try_read().ok();
+        out.extend(ids.map(|id| {
+            id != 0 && (intake.ids.contains(&id) || data.as_ref().is_some_and(|d| d.holds(id)))
+        }));
     }
 }
 
@@ -236,18 +235,19 @@ impl MemoryStore {
     /// waiting to rebuild counts as not held, and [`MemoryStore::append_sync`] drops
     /// it if it is.
     pub fn holds_each(&self, events: &[&Event]) -> Vec<bool> {
-        let mut last: Option<(&str, Option<Arc<SiteSlot>>)> = None;
-        events
-            .iter()
-            .map(|e| {
-                if last.as_ref().is_none_or(|(site, _)| *site != e.site) {
-                    last = Some((&e.site, self.slot(&e.site)));
-                }
-                last.as_ref()
-                    .and_then(|(_, slot)| slot.as_ref())
-                    .is_some_and(|s| s.holds_now(e.id.as_u128()))
-            })
-            .collect()
+        let mut held = Vec::with_capacity(events.len());
+        let mut rest = events;
+        // By runs of one site: its slot and locks are taken once a run.
+        while let Some(first) = rest.first() {
+            let n = rest.iter().take_while(|e| e.site == first.site).count();
+            let (run, tail) = rest.split_at(n);
+            rest = tail;
+            match self.slot(&first.site) {
+                Some(slot) => slot.holds_each_now(run.iter().map(|e| e.id.as_u128()), &mut held),
+                None => held.resize(held.len() + run.len(), false),
+            }
+        }
+        held
     }
 
     /// Appends events (synchronous form of [`EventStore::append`]). It never waits
@@ -551,6 +551,10 @@ struct ScanCursor {
 impl EventStore for MemoryStore {
     async fn append(&self, events: &[Event]) -> Result<AppendReport, StoreError> {
         self.append_sync(events)
+    }
+
+    fn reserve(&self, site: &str, additional: usize) {
+        self.reserve_sync(site, additional);
     }
 
     async fn scan(&self, req: &ScanRequest) -> Result<EventBatches<'_>, StoreError> {

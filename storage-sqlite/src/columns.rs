@@ -60,7 +60,28 @@ struct W<'e> {
     prev: i64,
 }
 
+/// A column writer's buffers, kept from one batch to the next by each encoding
+/// thread (a batch's columns are about the size of the one before; fresh buffers
+/// regrow and fault their pages in again, batch after batch).
+#[derive(Default)]
+struct Spare {
+    values: Vec<u8>,
+    entries: Vec<u8>,
+    /// The size of the column's last dictionary.
+    dict: usize,
+}
+
 impl<'e> W<'e> {
+    /// A writer in `spare`'s buffers, its dictionary sized as the last one was.
+    fn from_spare(spare: Spare) -> Self {
+        W {
+            values: spare.values,
+            entries: spare.entries,
+            dict: HashMap::with_capacity_and_hasher(spare.dict, Default::default()),
+            last: None,
+            prev: 0,
+        }
+    }
     fn varint(&mut self, v: u128) {
         push_varint(&mut self.values, v);
     }
@@ -75,7 +96,9 @@ impl<'e> W<'e> {
     /// stored in half the bytes, then its bytes.
     fn index(&mut self, s: &'e str) -> u32 {
         if let Some((l, i)) = self.last {
-            if l == s {
+            // Values from the enrichment's caches are shared: the same text at the
+            // same address needs no comparing.
+            if std::ptr::eq(l, s) || l == s {
                 return i;
             }
         }
@@ -114,8 +137,8 @@ impl<'e> W<'e> {
         self.prev = ms;
         self.varint(u128::from(sub));
     }
-    /// The column: its length, dictionary and values.
-    fn finish(self, out: &mut Vec<u8>) {
+    /// The column: its length, dictionary and values; returns the emptied buffers.
+    fn finish(self, out: &mut Vec<u8>) -> Spare {
         let mut head = Vec::new();
         push_varint(&mut head, self.dict.len() as u128);
         push_varint(
@@ -125,6 +148,14 @@ impl<'e> W<'e> {
         out.extend_from_slice(&head);
         out.extend_from_slice(&self.entries);
         out.extend_from_slice(&self.values);
+        let (mut values, mut entries) = (self.values, self.entries);
+        values.clear();
+        entries.clear();
+        Spare {
+            values,
+            entries,
+            dict: self.dict.len(),
+        }
     }
 }
 
@@ -194,6 +225,10 @@ fn unzigzag(z: u128) -> i128 {
 }
 
 fn push_varint(out: &mut Vec<u8>, mut v: u128) {
+    if v < 0x80 {
+        out.push(v as u8);
+        return;
+    }
     while v >= 0x80 {
         out.push((v as u8) | 0x80);
         v >>= 7;
@@ -591,53 +626,56 @@ impl Column for BTreeMap<String, String> {
 struct Derived;
 
 impl Derived {
-    fn put(events: &[&Event], raw: &mut Vec<u8>) {
+    /// How many columns [`Derived::put`] writes.
+    const COLUMNS: usize = 4;
+
+    fn put(events: &[&Event], raw: &mut Vec<u8>, spares: &mut [Spare; Self::COLUMNS]) {
         // The id: its UUIDv7 time part as the difference from the event's time
         // (none when the id was made for it), then its other ten bytes.
-        let mut w = W::default();
+        let mut w0 = W::from_spare(std::mem::take(&mut spares[0]));
         for e in events {
             let b = e.id.as_bytes();
             let prefix = b[..6].iter().fold(0i128, |a, &x| a << 8 | i128::from(x));
-            w.signed(prefix - i128::from(millis(&e.timestamp).0));
-            w.bytes(&b[6..]);
+            w0.signed(prefix - i128::from(millis(&e.timestamp).0));
+            w0.bytes(&b[6..]);
         }
-        w.finish(raw);
+        spares[0] = w0.finish(raw);
         // The client's time, as the difference from the event's.
-        let mut w = W::default();
+        let mut w1 = W::from_spare(std::mem::take(&mut spares[1]));
         for e in events {
             match &e.client_timestamp {
-                None => w.varint(0),
+                None => w1.varint(0),
                 Some(c) => {
                     let (ms, sub) = millis(c);
                     let d = i128::from(ms) - i128::from(millis(&e.timestamp).0);
-                    w.varint(zigzag(d) + 1);
-                    w.varint(u128::from(sub));
+                    w1.varint(zigzag(d) + 1);
+                    w1.varint(u128::from(sub));
                 }
             }
         }
-        w.finish(raw);
+        spares[1] = w1.finish(raw);
         // The session id: 0 for none, 1 for the id of the visitor's event before in
         // the batch, else 2 and its bytes.
-        let mut w = W::default();
+        let mut w2 = W::from_spare(std::mem::take(&mut spares[2]));
         let mut last: HashMap<&str, u64, foldhash::fast::RandomState> = HashMap::default();
         for e in events {
             match e.identity.session_id {
-                None => w.bytes(&[0]),
+                None => w2.bytes(&[0]),
                 Some(id) => match last.insert(&e.identity.visitor_id, id) {
-                    Some(before) if before == id => w.bytes(&[1]),
+                    Some(before) if before == id => w2.bytes(&[1]),
                     _ => {
-                        w.bytes(&[2]);
-                        w.bytes(&id.to_le_bytes());
+                        w2.bytes(&[2]);
+                        w2.bytes(&id.to_le_bytes());
                     }
                 },
             }
         }
-        w.finish(raw);
-        let mut w = W::default();
+        spares[2] = w2.finish(raw);
+        let mut w3 = W::from_spare(std::mem::take(&mut spares[3]));
         for e in events {
-            put_url(&mut w, e);
+            put_url(&mut w3, e);
         }
-        w.finish(raw);
+        spares[3] = w3.finish(raw);
     }
 
     fn take(events: &mut [Event], input: &mut &[u8]) -> Result<(), StoreError> {
@@ -816,10 +854,19 @@ macro_rules! columns {
     };
 }
 
+/// What an encoding thread keeps between batches: the column bytes, the zstd
+/// context and its output, and the column writers' buffers.
+#[derive(Default)]
+struct Encoder {
+    raw: Vec<u8>,
+    compressor: Option<zstd::bulk::Compressor<'static>>,
+    packed: Vec<u8>,
+    spares: Vec<Spare>,
+    derived: [Spare; Derived::COLUMNS],
+}
+
 thread_local! {
-    /// Each encoding thread's column bytes and zstd context, kept between batches.
-    static ENCODER: std::cell::RefCell<(Vec<u8>, Option<zstd::bulk::Compressor<'static>>)> =
-        const { std::cell::RefCell::new((Vec::new(), None)) };
+    static ENCODER: std::cell::RefCell<Option<Encoder>> = const { std::cell::RefCell::new(None) };
 }
 
 /// The events (all of one site) as a `columns+zstd` body.
@@ -829,7 +876,14 @@ pub(crate) fn encode(events: &[&Event]) -> Result<Vec<u8>, StoreError> {
             return Err(corrupt("events of more than one site in one batch"));
         }
     }
-    ENCODER.with_borrow_mut(|(raw, compressor)| {
+    ENCODER.with_borrow_mut(|encoder| {
+        let Encoder {
+            raw,
+            compressor,
+            packed,
+            spares,
+            derived,
+        } = encoder.get_or_insert_with(Encoder::default);
         raw.clear();
         raw.push(FORMAT);
         push_varint(raw, events.len() as u128);
@@ -838,7 +892,9 @@ pub(crate) fn encode(events: &[&Event]) -> Result<Vec<u8>, StoreError> {
         macro_rules! put {
             ($($($f:ident).+),*) => {
                 const COLUMNS: usize = [$(stringify!($($f).+)),*].len();
-                let mut writers: [W; COLUMNS] = std::array::from_fn(|_| W::default());
+                spares.resize_with(COLUMNS, Spare::default);
+                let mut writers: [W; COLUMNS] =
+                    std::array::from_fn(|i| W::from_spare(std::mem::take(&mut spares[i])));
                 for e in events {
                     let mut w = writers.iter_mut();
                     $(
@@ -847,13 +903,13 @@ pub(crate) fn encode(events: &[&Event]) -> Result<Vec<u8>, StoreError> {
                         }
                     )*
                 }
-                for w in writers {
-                    w.finish(raw);
+                for (spare, w) in spares.iter_mut().zip(writers) {
+                    *spare = w.finish(raw);
                 }
             };
         }
         columns!(put);
-        Derived::put(events, raw);
+        Derived::put(events, raw, derived);
         let size = u32::try_from(raw.len())
             .map_err(|e| StoreError::backend("encode a batch over 4 GiB", e))?;
         let compressor = match compressor {
@@ -867,12 +923,14 @@ pub(crate) fn encode(events: &[&Event]) -> Result<Vec<u8>, StoreError> {
                 compressor.insert(c)
             }
         };
-        let packed = compressor
-            .compress(raw)
+        packed.clear();
+        packed.reserve(zstd::zstd_safe::compress_bound(raw.len()));
+        compressor
+            .compress_to_buffer(&raw[..], packed)
             .map_err(|e| StoreError::backend("compress a batch", e))?;
         let mut body = Vec::with_capacity(4 + packed.len());
         body.extend_from_slice(&size.to_le_bytes());
-        body.extend_from_slice(&packed);
+        body.extend_from_slice(packed);
         Ok(body)
     })
 }

@@ -560,7 +560,7 @@ impl SqliteStore {
     async fn store_events(
         &self,
         events: &[Event],
-        encoded: Option<Vec<StoredBatch>>,
+        encoded: Option<&[StoredBatch]>,
     ) -> Result<AppendReport, StoreError> {
         if events.is_empty() {
             return Ok(AppendReport::default());
@@ -602,7 +602,7 @@ impl SqliteStore {
         conn: &mut sqlx::SqliteConnection,
         new: &[&'e Event],
         total: usize,
-        encoded: Option<Vec<StoredBatch>>,
+        encoded: Option<&[StoredBatch]>,
     ) -> Result<(Vec<&'e Event>, Vec<uuid::Uuid>, i64), StoreError> {
         let mut tx = sqlx::Connection::begin_with(conn, "BEGIN IMMEDIATE")
             .await
@@ -618,11 +618,15 @@ impl SqliteStore {
                     .map(|e| e.id),
             );
         }
+        let encoded_here;
         let batches = match encoded {
             Some(batches) if kept.len() == total => batches,
-            _ => encode_batches(&kept)?,
+            _ => {
+                encoded_here = encode_batches(&kept)?;
+                &encoded_here[..]
+            }
         };
-        write_batches(&mut tx, &batches).await?;
+        write_batches(&mut tx, batches).await?;
         tx.commit().await.map_err(failed("commit"))?;
         Ok((kept, duplicates, batches.len() as i64))
     }
@@ -778,6 +782,10 @@ impl EventStore for SqliteStore {
         Ok(removed)
     }
 
+    fn reserve(&self, site: &str, additional: usize) {
+        self.memory.reserve_sync(site, additional);
+    }
+
     /// Encodes the batches on the calling thread (an import prepares on every core).
     fn prepare(&self, events: Vec<Event>) -> Result<PreparedEvents, StoreError> {
         let refs: Vec<&Event> = events.iter().collect();
@@ -785,10 +793,12 @@ impl EventStore for SqliteStore {
         Ok(PreparedEvents::with_payload(events, Box::new(batches)))
     }
 
-    async fn append_prepared(&self, events: PreparedEvents) -> Result<AppendReport, StoreError> {
-        let (events, payload) = events.into_parts();
-        let encoded = payload.and_then(|p| p.downcast::<Vec<StoredBatch>>().ok());
-        self.store_events(&events, encoded.map(|b| *b)).await
+    async fn append_prepared(&self, events: &PreparedEvents) -> Result<AppendReport, StoreError> {
+        let encoded = events
+            .payload()
+            .and_then(|p| p.downcast_ref::<Vec<StoredBatch>>());
+        self.store_events(events.events(), encoded.map(Vec::as_slice))
+            .await
     }
 
     async fn extent(
@@ -1091,7 +1101,7 @@ mod tests {
             .await
             .expect("redelivery");
         let prepared = store.prepare(vec![purchase.clone()]).expect("encode");
-        let again = store.append_prepared(prepared).await.expect("again");
+        let again = store.append_prepared(&prepared).await.expect("again");
         assert_eq!((again.stored, again.duplicates), (0, vec![purchase.id]));
         store.close().await;
         let store = open(dir.path()).await;

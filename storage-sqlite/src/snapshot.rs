@@ -93,6 +93,13 @@ pub(crate) fn write(dir: &Path, memory: &MemoryStore, covers: Covers) -> Result<
     out.write_all(&h).map_err(io("write snapshot"))?;
     let mut frame = zstd::stream::write::Encoder::new(out, LEVEL).map_err(io("write snapshot"))?;
     frame.include_checksum(true).map_err(io("write snapshot"))?;
+    // zstd compresses on worker threads of its own while this one lays out the
+    // columns (one frame all the same: any zstd decoder reads it); otherwise the
+    // snapshot that ends an import is one core's work while the other idles.
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    frame
+        .multithread(u32::try_from(workers).unwrap_or(1))
+        .map_err(io("write snapshot"))?;
     let events = memory.write_snapshot(&mut frame)?;
     let out = frame.finish().map_err(io("write snapshot"))?;
     let file = out

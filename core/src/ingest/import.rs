@@ -3,6 +3,7 @@
 
 use super::{import_preparer, EventId, IngestError, Pipeline, Preparer};
 use crate::error::{StoreError, ValidationError};
+use crate::event::Event;
 use crate::hit::{Hit, ValidationContext};
 use crate::site::Site;
 use crate::store::PreparedEvents;
@@ -93,6 +94,7 @@ pub struct Importer {
     site: Option<String>,
     create_site: bool,
     expected_visitors: usize,
+    input_bytes: u64,
     on_rejected: Option<Callback<RejectedLine>>,
     on_progress: Option<Callback<ImportReport>>,
 }
@@ -110,6 +112,9 @@ impl std::fmt::Debug for Importer {
 /// at most the store's batch size: `beacon-storage-sqlite`'s is 16,384 too).
 const CHUNK: usize = 16384;
 
+/// The most events an import asks the store to make room for at once.
+const MAX_RESERVE: u64 = 1 << 28;
+
 impl Importer {
     pub(crate) fn new(pipeline: &Pipeline) -> Self {
         Self {
@@ -118,6 +123,7 @@ impl Importer {
             site: None,
             create_site: false,
             expected_visitors: 0,
+            input_bytes: 0,
             on_rejected: None,
             on_progress: None,
         }
@@ -148,11 +154,17 @@ impl Importer {
         self
     }
 
-    /// Sizes the session state for an input of `bytes`: one visitor per 2 KiB, at
-    /// most 2 million. A hit's line is some 300 bytes, and realistic traffic has 4 to
-    /// 12 lines a visitor (the state grows past the guess; sizing it for one visitor
-    /// a line cost more in fresh pages than growing saves).
-    pub fn input_bytes(self, bytes: u64) -> Self {
+    /// Sizes the import for an input of `bytes`. The session state: one visitor per
+    /// 2 KiB, at most 2 million (a hit's line is some 300 bytes, and realistic
+    /// traffic has 4 to 12 lines a visitor; the state grows past the guess, and
+    /// sizing it for one visitor a line cost more in fresh pages than growing
+    /// saves). The store: once the first chunk of lines is read, the lines the
+    /// input holds at that chunk's bytes a line, as an [`EventStore::reserve`]
+    /// hint for the chunk's site (by its share of the chunk).
+    ///
+    /// [`EventStore::reserve`]: crate::backend::EventStore::reserve
+    pub fn input_bytes(mut self, bytes: u64) -> Self {
+        self.input_bytes = bytes;
         let n = usize::try_from(bytes / 2048).map_or(2_000_000, |n| n.min(2_000_000));
         self.expected_visitors(n)
     }
@@ -179,8 +191,12 @@ impl Importer {
             path: path.to_owned(),
             source,
         })?;
-        if self.expected_visitors == 0 {
+        if self.input_bytes == 0 {
+            let visitors = self.expected_visitors;
             self = self.input_bytes(file.metadata().map_or(0, |m| m.len()));
+            if visitors != 0 {
+                self.expected_visitors = visitors;
+            }
         }
         self.run(std::io::BufReader::with_capacity(1 << 20, file))
             .await
@@ -201,19 +217,22 @@ impl Importer {
         let prep = Arc::new(import_preparer(&self.pipeline, self.expected_visitors));
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         let (tx, mut rx) = tokio::sync::mpsc::channel(threads * 2);
+        // Committed chunks go back to the workers, who empty and refill them: a
+        // chunk's events are tens of megabytes, and fresh ones cost a page fault
+        // every 4 KiB (bounded: past it, the committer drops them).
+        let (spent, spent_rx) = std::sync::mpsc::sync_channel::<PreparedEvents>(threads * 2 + 2);
         let producer = {
             let prep = Arc::clone(&prep);
             let runtime = self.pipeline.runtime().clone();
-            let (format, site) = (self.format, self.site.clone());
+            let (format, site, bytes) = (self.format, self.site.clone(), self.input_bytes);
             tokio::task::spawn_blocking(move || {
                 produce(
                     &prep,
                     &runtime,
                     reader,
-                    format,
-                    site.as_deref(),
+                    (format, site.as_deref(), bytes),
                     threads,
-                    tx,
+                    (tx, spent_rx),
                 )
             })
         };
@@ -231,7 +250,8 @@ impl Importer {
                 if let Some(f) = &mut self.on_rejected {
                     rejected.iter().for_each(&mut *f);
                 }
-                report.imported += events.append_prepared(chunk).await?.stored as u64;
+                report.imported += events.append_prepared(&chunk).await?.stored as u64;
+                let _ = spent.try_send(chunk);
                 if let Some(f) = &mut self.on_progress {
                     f(&report);
                 }
@@ -272,7 +292,7 @@ impl Raw {
             Raw::Json(range) => {
                 let bytes = &text[range];
                 let hit = match std::str::from_utf8(bytes) {
-                    Ok(text) => Hit::from_json(text.as_bytes()),
+                    Ok(text) => Hit::from_json_str(text),
                     Err(e) => Err(ValidationError::new(
                         "hit",
                         format!("is not valid UTF-8 (at byte {})", e.valid_up_to()),
@@ -294,58 +314,93 @@ fn produce<R: BufRead>(
     prep: &Preparer,
     runtime: &tokio::runtime::Handle,
     reader: R,
-    format: ImportFormat,
-    site: Option<&str>,
+    (format, site, input_bytes): (ImportFormat, Option<&str>, u64),
     threads: usize,
-    tx: Sender,
+    (tx, spent): (Sender, std::sync::mpsc::Receiver<PreparedEvents>),
 ) {
     let ctx = ValidationContext::import(prep.clock.now());
+    let spent = std::sync::Mutex::new(spent);
+    // An emptied buffer of committed events (their strings freed on this worker,
+    // not on the committer), or a new one.
+    let buffer = |n: usize| -> Vec<Event> {
+        let used = spent.lock().unwrap_or_else(|e| e.into_inner()).try_recv();
+        match used {
+            Ok(used) => {
+                let mut events = used.into_parts().0;
+                events.clear();
+                events
+            }
+            Err(_) => Vec::with_capacity(n),
+        }
+    };
     let (work, jobs) = std::sync::mpsc::sync_channel::<(u64, Chunk)>(threads);
     let jobs = std::sync::Mutex::new(jobs);
     // Chunks' buffers go back to the reader once their lines are prepared: a chunk's
     // text is megabytes, and fresh ones cost a page fault every 4 KiB.
     // Bounded: a reader that takes none (CSV) leaves the rest to be dropped.
     let (spare, spares) = std::sync::mpsc::sync_channel::<Chunk>(threads * 2 + 2);
-    let prepare = |mut chunk: Chunk| -> Result<(PreparedEvents, Vec<RejectedLine>), ImportError> {
-        // One trip into the runtime per chunk, not per line.
-        let prepared = runtime.block_on(async {
-            let Chunk { text, lines } = &mut chunk;
-            let (mut events, mut rejected) = (Vec::with_capacity(lines.len()), Vec::new());
-            let mut sites = HashMap::new();
-            for (line, raw) in lines.drain(..) {
-                let (parsed, bytes) = raw.hit(text);
-                let prepared = match parsed.and_then(|h| h.validate(&ctx, site)) {
-                    Ok(v) => {
-                        prep.prepare(v, None, EventId::Line(line, &bytes), &mut sites)
-                            .await
+    let prepare =
+        |seq: u64, mut chunk: Chunk| -> Result<(PreparedEvents, Vec<RejectedLine>), ImportError> {
+            let (chunk_bytes, chunk_lines) = (chunk.text.len() as u64, chunk.lines.len() as u64);
+            // One trip into the runtime per chunk, not per line.
+            let prepared = runtime.block_on(async {
+                let Chunk { text, lines } = &mut chunk;
+                let (mut events, mut rejected) = (buffer(lines.len()), Vec::new());
+                let mut sites = HashMap::new();
+                for (line, raw) in lines.drain(..) {
+                    let (parsed, bytes) = raw.hit(text);
+                    // The event goes straight into the chunk; the facts stay here.
+                    let valid = parsed.and_then(|h| {
+                        h.validate_with(&ctx, site, |event, ip, agent, visitor| {
+                            events.push(event);
+                            (ip, agent, visitor)
+                        })
+                    });
+                    let prepared = match valid {
+                        Ok((ip, agent, visitor)) => {
+                            let id = EventId::Line(line, &bytes);
+                            prep.prepare_last(ip, agent, visitor, None, id, &mut sites, &mut events)
+                                .await
+                        }
+                        Err(e) => Err(e.into()),
+                    };
+                    match prepared {
+                        Ok(()) => {}
+                        Err(e) if e.is_client_error() => rejected.push(RejectedLine {
+                            line,
+                            reason: e.to_string(),
+                        }),
+                        // The store failing is no fault of the line: the import stops.
+                        Err(e) => return Err(ImportError::Ingest(e)),
                     }
-                    Err(e) => Err(e.into()),
-                };
-                match prepared {
-                    Ok(e) => events.push(e),
-                    Err(e) if e.is_client_error() => rejected.push(RejectedLine {
-                        line,
-                        reason: e.to_string(),
-                    }),
-                    // The store failing is no fault of the line: the import stops.
-                    Err(e) => return Err(ImportError::Ingest(e)),
+                }
+                Ok((events, rejected))
+            });
+            chunk.text.clear();
+            // When the reader has stopped or has spares enough, the buffers are dropped.
+            let _ = spare.try_send(chunk);
+            let (events, rejected) = prepared?;
+            // The first chunk is committed before any other: the store makes room for
+            // the rest of the input before it takes them.
+            if seq == 0 && chunk_bytes > 0 && input_bytes > chunk_bytes {
+                if let Some(first) = events.first() {
+                    let share = events.iter().filter(|e| e.site == first.site).count() as u64;
+                    let lines = input_bytes.saturating_mul(chunk_lines) / chunk_bytes;
+                    let expected = lines.saturating_mul(share) / chunk_lines.max(1);
+                    let rest = expected.saturating_sub(share).min(MAX_RESERVE);
+                    prep.events
+                        .reserve(&first.site, usize::try_from(rest).unwrap_or(0));
                 }
             }
-            Ok((events, rejected))
-        });
-        chunk.text.clear();
-        // When the reader has stopped or has spares enough, the buffers are dropped.
-        let _ = spare.try_send(chunk);
-        let (events, rejected) = prepared?;
-        Ok((prep.events.prepare(events)?, rejected))
-    };
+            Ok((prep.events.prepare(events)?, rejected))
+        };
     std::thread::scope(|s| {
         for _ in 0..threads {
             let (jobs, tx, prepare) = (&jobs, &tx, &prepare);
             s.spawn(move || loop {
                 let job = jobs.lock().unwrap_or_else(|e| e.into_inner()).recv();
                 let Ok((seq, lines)) = job else { break };
-                let done = prepare(lines).map(|(events, rejected)| (seq, events, rejected));
+                let done = prepare(seq, lines).map(|(events, rejected)| (seq, events, rejected));
                 if tx.blocking_send(done).is_err() {
                     break;
                 }
@@ -370,7 +425,9 @@ fn produce<R: BufRead>(
     });
 }
 
-/// Reads NDJSON lines as bytes (a line that is not UTF-8 is a rejected line).
+/// Reads NDJSON lines as bytes (a line that is not UTF-8 is a rejected line): the
+/// reader's buffer is copied into the chunk whole, and lines are found in place
+/// (one copy and one scan of the text, not a call per line).
 fn ndjson<R: BufRead>(
     mut reader: R,
     send: &mut dyn FnMut(Chunk) -> bool,
@@ -378,44 +435,74 @@ fn ndjson<R: BufRead>(
 ) -> Result<(), ImportError> {
     let mut chunk = Chunk::default();
     let mut line_no = 0u64;
+    // Where the line being read starts in the chunk's text.
+    let mut start = 0usize;
     loop {
-        let start = chunk.text.len();
-        match reader.read_until(b'\n', &mut chunk.text) {
-            Ok(0) => break,
-            Ok(_) => {}
+        let buf = match reader.fill_buf() {
+            Ok(buf) => buf,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(source) => {
                 return Err(ImportError::Read {
                     line: line_no + 1,
                     source,
                 })
             }
+        };
+        if buf.is_empty() {
+            break;
         }
-        line_no += 1;
-        let text = &mut chunk.text;
-        while text.len() > start && matches!(text.last(), Some(b'\n' | b'\r')) {
-            text.pop();
-        }
-        if text[start..].iter().all(u8::is_ascii_whitespace) {
-            text.truncate(start);
-            continue;
-        }
-        let end = text.len();
-        chunk.lines.push((line_no, Raw::Json(start..end)));
-        if chunk.lines.len() >= CHUNK {
-            let next = spares.try_recv().unwrap_or_else(|_| Chunk {
-                text: Vec::with_capacity(end + end / 8),
-                lines: Vec::with_capacity(CHUNK),
-            });
-            let full = std::mem::replace(&mut chunk, next);
-            if !send(full) {
-                return Ok(());
+        let n = buf.len();
+        let mut from = chunk.text.len();
+        chunk.text.extend_from_slice(buf);
+        reader.consume(n);
+        while let Some(i) = memchr::memchr(b'\n', &chunk.text[from..]) {
+            let end = from + i;
+            line_no += 1;
+            push_line(&mut chunk, line_no, start..end);
+            start = end + 1;
+            from = start;
+            if chunk.lines.len() >= CHUNK {
+                let mut next = spares.try_recv().unwrap_or_else(|_| Chunk {
+                    text: Vec::with_capacity(chunk.text.capacity()),
+                    lines: Vec::with_capacity(CHUNK),
+                });
+                // The rest of the buffer starts the next chunk.
+                next.text.extend_from_slice(&chunk.text[start..]);
+                chunk.text.truncate(start);
+                let full = std::mem::replace(&mut chunk, next);
+                if !send(full) {
+                    return Ok(());
+                }
+                start = 0;
+                from = 0;
             }
         }
+    }
+    if start < chunk.text.len() {
+        line_no += 1;
+        let end = chunk.text.len();
+        push_line(&mut chunk, line_no, start..end);
     }
     if !chunk.lines.is_empty() {
         send(chunk);
     }
     Ok(())
+}
+
+/// Adds line `line_no` at `range` of the chunk's text (its newline left out), less
+/// its trailing carriage returns; a blank line is skipped.
+fn push_line(chunk: &mut Chunk, line_no: u64, range: std::ops::Range<usize>) {
+    let mut end = range.end;
+    while end > range.start && matches!(chunk.text[end - 1], b'\n' | b'\r') {
+        end -= 1;
+    }
+    if chunk.text[range.start..end]
+        .iter()
+        .all(u8::is_ascii_whitespace)
+    {
+        return;
+    }
+    chunk.lines.push((line_no, Raw::Json(range.start..end)));
 }
 
 /// Reads CSV records: a header of hit field names, then hits.
@@ -460,4 +547,70 @@ fn csv_records<R: BufRead>(
         send(chunk);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each line `ndjson` hands on, as (number, text), in order.
+    fn read_all(input: &[u8], buffer: usize) -> Vec<(u64, String)> {
+        let (_spare, spares) = std::sync::mpsc::sync_channel::<Chunk>(1);
+        let mut out = Vec::new();
+        let mut send = |chunk: Chunk| {
+            assert!(
+                chunk.lines.len() <= CHUNK,
+                "a chunk holds at most CHUNK lines"
+            );
+            for (n, raw) in chunk.lines {
+                let Raw::Json(range) = raw else {
+                    panic!("NDJSON lines are bytes")
+                };
+                out.push((n, String::from_utf8_lossy(&chunk.text[range]).into_owned()));
+            }
+            true
+        };
+        let reader = std::io::BufReader::with_capacity(buffer, input);
+        ndjson(reader, &mut send, &spares).expect("read");
+        out
+    }
+
+    /// The same lines by the plain rule: split at `\n`, trailing `\r`s off, blank
+    /// lines skipped, numbered from 1 counting every line.
+    fn naive(input: &[u8]) -> Vec<(u64, String)> {
+        let text = String::from_utf8_lossy(input);
+        let mut lines: Vec<&str> = text.split('\n').collect();
+        if text.ends_with('\n') {
+            lines.pop();
+        }
+        lines
+            .into_iter()
+            .enumerate()
+            .map(|(i, l)| (i as u64 + 1, l.trim_end_matches('\r').to_owned()))
+            .filter(|(_, l)| !l.trim().is_empty())
+            .collect()
+    }
+
+    #[test]
+    fn ndjson_lines_are_found_across_buffers_and_chunks() {
+        let mut big = Vec::new();
+        for i in 0..(CHUNK * 2 + 123) {
+            match i % 7 {
+                0 => big.extend_from_slice(b"\r\n"),
+                1 => big.extend_from_slice(b"   \n"),
+                2 => big.extend_from_slice(format!("{{\"n\":{i}}}\r\n").as_bytes()),
+                _ => big.extend_from_slice(
+                    format!("{{\"line\":{i},\"pad\":\"{}\"}}\n", "x".repeat(i % 50)).as_bytes(),
+                ),
+            }
+        }
+        big.extend_from_slice(b"{\"last\":true}");
+        let inputs: [&[u8]; 6] = [b"", b"\n", b"{}", b"{}\n\n{}\r\n", b"\r\r\n{} \r\n", &big];
+        for input in inputs {
+            let want = naive(input);
+            for buffer in [1, 3, 64, 4096, 1 << 20] {
+                assert_eq!(read_all(input, buffer), want, "buffer {buffer}");
+            }
+        }
+    }
 }

@@ -513,10 +513,16 @@ async fn run(
                 let origin = who.as_ref().and_then(|w| w.origin.as_ref());
                 match pipeline
                     .preparer()
-                    .prepare(valid.clone(), origin, EventId::Random, &mut sites)
+                    .prepare(
+                        valid.clone(),
+                        origin,
+                        EventId::Random,
+                        &mut sites,
+                        &mut events,
+                    )
                     .await
                 {
-                    Ok(e) => events.push(e),
+                    Ok(()) => {}
                     Err(e) if e.is_client_error() => {
                         tracing::warn!(error = %e, "tracked event dropped");
                         counts.rejected.fetch_add(1, Ordering::Relaxed);

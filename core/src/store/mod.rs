@@ -317,6 +317,11 @@ impl PreparedEvents {
         &self.events
     }
 
+    /// The backend's payload, if it encoded one.
+    pub fn payload(&self) -> Option<&(dyn Any + Send + Sync)> {
+        self.payload.as_deref()
+    }
+
     /// The events and the payload.
     pub fn into_parts(self) -> (Vec<Event>, Option<Box<dyn Any + Send + Sync>>) {
         (self.events, self.payload)
@@ -358,6 +363,14 @@ pub trait EventStore: Send + Sync {
     /// Erases events of `site`; returns how many were removed.
     async fn erase(&self, site: &str, scope: EraseScope) -> Result<u64, StoreError>;
 
+    /// A hint that about `additional` more events of `site` are coming (an import
+    /// that knows its input's size): a store that holds events in memory makes room
+    /// for them at once rather than regrowing its columns step by step. The default
+    /// does nothing.
+    fn reserve(&self, site: &str, additional: usize) {
+        let _ = (site, additional);
+    }
+
     /// Encodes `events` for [`EventStore::append_prepared`] on the calling thread
     /// (CPU only: importers call it on every core, so that commits only write). The
     /// default encodes nothing.
@@ -365,8 +378,10 @@ pub trait EventStore: Send + Sync {
         Ok(PreparedEvents::plain(events))
     }
 
-    /// Appends prepared events, exactly as [`EventStore::append`] would.
-    async fn append_prepared(&self, events: PreparedEvents) -> Result<AppendReport, StoreError> {
+    /// Appends prepared events, exactly as [`EventStore::append`] would. The caller
+    /// keeps them: an importer empties and refills the same buffers chunk after
+    /// chunk (fresh ones of that size cost a page fault every 4 KiB).
+    async fn append_prepared(&self, events: &PreparedEvents) -> Result<AppendReport, StoreError> {
         self.append(events.events()).await
     }
 
