@@ -522,28 +522,6 @@ impl Hit {
         ctx: &ValidationContext,
         default_site: Option<&str>,
     ) -> Result<ValidatedHit, ValidationError> {
-        self.validate_with(
-            ctx,
-            default_site,
-            |event, ip, user_agent, client_visitor_id| ValidatedHit {
-                event,
-                ip,
-                user_agent,
-                client_visitor_id,
-            },
-        )
-    }
-
-    /// [`Hit::validate`], handing the event and the request facts to `finish`
-    /// rather than returning them together: an import pushes the event straight
-    /// into its chunk (an event is over a kilobyte; each move of it is a copy).
-    #[inline]
-    pub(crate) fn validate_with<R>(
-        self,
-        ctx: &ValidationContext,
-        default_site: Option<&str>,
-        finish: impl FnOnce(Event, Option<IpAddr>, Option<String>, Option<String>) -> R,
-    ) -> Result<R, ValidationError> {
         let lim = &ctx.limits;
         let site = match (self.site.filter(|s| !s.is_empty()), default_site) {
             (Some(own), _) => own,
@@ -686,7 +664,12 @@ impl Hit {
             },
             ..Event::default()
         };
-        Ok(finish(event, ip, user_agent, client_visitor_id))
+        Ok(ValidatedHit {
+            event,
+            ip,
+            user_agent,
+            client_visitor_id,
+        })
     }
 }
 

@@ -656,8 +656,13 @@ impl Derived {
         spares[1] = w1.finish(raw);
         // The session id: 0 for none, 1 for the id of the visitor's event before in
         // the batch, else 2 and its bytes.
-        let mut w2 = W::from_spare(std::mem::take(&mut spares[2]));
-        let mut last: HashMap<&str, u64, foldhash::fast::RandomState> = HashMap::default();
+        // This column keeps no dictionary: its spare remembers how many visitors
+        // the batch before had, to size the map of their last sessions.
+        let spare = std::mem::take(&mut spares[2]);
+        let visitors = spare.dict;
+        let mut w2 = W::from_spare(Spare { dict: 0, ..spare });
+        let mut last: HashMap<&str, u64, foldhash::fast::RandomState> =
+            HashMap::with_capacity_and_hasher(visitors, Default::default());
         for e in events {
             match e.identity.session_id {
                 None => w2.bytes(&[0]),
@@ -671,6 +676,7 @@ impl Derived {
             }
         }
         spares[2] = w2.finish(raw);
+        spares[2].dict = last.len();
         let mut w3 = W::from_spare(std::mem::take(&mut spares[3]));
         for e in events {
             put_url(&mut w3, e);

@@ -171,7 +171,8 @@ async fn checkpoint_in_background(pool: SqlitePool) {
 /// The events of `events` that are new: not held by `memory`, not earlier in
 /// `events`; and the ids of the others.
 fn fresh<'e>(memory: &MemoryStore, events: &'e [Event]) -> (Vec<&'e Event>, Vec<uuid::Uuid>) {
-    let mut seen: HashSet<(&str, uuid::Uuid), foldhash::fast::RandomState> = HashSet::default();
+    let mut seen: HashSet<(&str, uuid::Uuid), foldhash::fast::RandomState> =
+        HashSet::with_capacity_and_hasher(events.len(), Default::default());
     let mut candidates = Vec::with_capacity(events.len());
     let mut dup = Vec::new();
     for e in events {

@@ -349,18 +349,10 @@ fn produce<R: BufRead>(
                 let mut sites = HashMap::new();
                 for (line, raw) in lines.drain(..) {
                     let (parsed, bytes) = raw.hit(text);
-                    // The event goes straight into the chunk; the facts stay here.
-                    let valid = parsed.and_then(|h| {
-                        h.validate_with(&ctx, site, |event, ip, agent, visitor| {
-                            events.push(event);
-                            (ip, agent, visitor)
-                        })
-                    });
-                    let prepared = match valid {
-                        Ok((ip, agent, visitor)) => {
+                    let prepared = match parsed.and_then(|h| h.validate(&ctx, site)) {
+                        Ok(v) => {
                             let id = EventId::Line(line, &bytes);
-                            prep.prepare_last(ip, agent, visitor, None, id, &mut sites, &mut events)
-                                .await
+                            prep.prepare(v, None, id, &mut sites, &mut events).await
                         }
                         Err(e) => Err(e.into()),
                     };
@@ -382,14 +374,14 @@ fn produce<R: BufRead>(
             let (events, rejected) = prepared?;
             // The first chunk is committed before any other: the store makes room for
             // the rest of the input before it takes them.
-            if seq == 0 && chunk_bytes > 0 && input_bytes > chunk_bytes {
+            if seq == 0 {
                 if let Some(first) = events.first() {
                     let share = events.iter().filter(|e| e.site == first.site).count() as u64;
-                    let lines = input_bytes.saturating_mul(chunk_lines) / chunk_bytes;
-                    let expected = lines.saturating_mul(share) / chunk_lines.max(1);
-                    let rest = expected.saturating_sub(share).min(MAX_RESERVE);
-                    prep.events
-                        .reserve(&first.site, usize::try_from(rest).unwrap_or(0));
+                    let rest = still_to_come(input_bytes, chunk_bytes, chunk_lines, share);
+                    if rest > 0 {
+                        prep.events
+                            .reserve(&first.site, usize::try_from(rest).unwrap_or(0));
+                    }
                 }
             }
             Ok((prep.events.prepare(events)?, rejected))
@@ -425,9 +417,20 @@ fn produce<R: BufRead>(
     });
 }
 
-/// Reads NDJSON lines as bytes (a line that is not UTF-8 is a rejected line): the
-/// reader's buffer is copied into the chunk whole, and lines are found in place
-/// (one copy and one scan of the text, not a call per line).
+/// Events of the first chunk's site still to come, as [`Importer::input_bytes`]
+/// estimates them: the input's lines at the first chunk's bytes a line, times that
+/// site's share of the chunk (`share` of its `chunk_lines`), less the chunk's own;
+/// at most [`MAX_RESERVE`], and none for an input the chunk holds whole.
+fn still_to_come(input_bytes: u64, chunk_bytes: u64, chunk_lines: u64, share: u64) -> u64 {
+    if chunk_bytes == 0 || chunk_lines == 0 || input_bytes <= chunk_bytes {
+        return 0;
+    }
+    let lines = input_bytes.saturating_mul(chunk_lines) / chunk_bytes;
+    let expected = lines.saturating_mul(share) / chunk_lines;
+    expected.saturating_sub(share).min(MAX_RESERVE)
+}
+
+/// Reads NDJSON lines as bytes (a line that is not UTF-8 is a rejected line).
 fn ndjson<R: BufRead>(
     mut reader: R,
     send: &mut dyn FnMut(Chunk) -> bool,
@@ -435,74 +438,44 @@ fn ndjson<R: BufRead>(
 ) -> Result<(), ImportError> {
     let mut chunk = Chunk::default();
     let mut line_no = 0u64;
-    // Where the line being read starts in the chunk's text.
-    let mut start = 0usize;
     loop {
-        let buf = match reader.fill_buf() {
-            Ok(buf) => buf,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+        let start = chunk.text.len();
+        match reader.read_until(b'\n', &mut chunk.text) {
+            Ok(0) => break,
+            Ok(_) => {}
             Err(source) => {
                 return Err(ImportError::Read {
                     line: line_no + 1,
                     source,
                 })
             }
-        };
-        if buf.is_empty() {
-            break;
         }
-        let n = buf.len();
-        let mut from = chunk.text.len();
-        chunk.text.extend_from_slice(buf);
-        reader.consume(n);
-        while let Some(i) = memchr::memchr(b'\n', &chunk.text[from..]) {
-            let end = from + i;
-            line_no += 1;
-            push_line(&mut chunk, line_no, start..end);
-            start = end + 1;
-            from = start;
-            if chunk.lines.len() >= CHUNK {
-                let mut next = spares.try_recv().unwrap_or_else(|_| Chunk {
-                    text: Vec::with_capacity(chunk.text.capacity()),
-                    lines: Vec::with_capacity(CHUNK),
-                });
-                // The rest of the buffer starts the next chunk.
-                next.text.extend_from_slice(&chunk.text[start..]);
-                chunk.text.truncate(start);
-                let full = std::mem::replace(&mut chunk, next);
-                if !send(full) {
-                    return Ok(());
-                }
-                start = 0;
-                from = 0;
+        line_no += 1;
+        let text = &mut chunk.text;
+        while text.len() > start && matches!(text.last(), Some(b'\n' | b'\r')) {
+            text.pop();
+        }
+        if text[start..].iter().all(u8::is_ascii_whitespace) {
+            text.truncate(start);
+            continue;
+        }
+        let end = text.len();
+        chunk.lines.push((line_no, Raw::Json(start..end)));
+        if chunk.lines.len() >= CHUNK {
+            let next = spares.try_recv().unwrap_or_else(|_| Chunk {
+                text: Vec::with_capacity(end + end / 8),
+                lines: Vec::with_capacity(CHUNK),
+            });
+            let full = std::mem::replace(&mut chunk, next);
+            if !send(full) {
+                return Ok(());
             }
         }
-    }
-    if start < chunk.text.len() {
-        line_no += 1;
-        let end = chunk.text.len();
-        push_line(&mut chunk, line_no, start..end);
     }
     if !chunk.lines.is_empty() {
         send(chunk);
     }
     Ok(())
-}
-
-/// Adds line `line_no` at `range` of the chunk's text (its newline left out), less
-/// its trailing carriage returns; a blank line is skipped.
-fn push_line(chunk: &mut Chunk, line_no: u64, range: std::ops::Range<usize>) {
-    let mut end = range.end;
-    while end > range.start && matches!(chunk.text[end - 1], b'\n' | b'\r') {
-        end -= 1;
-    }
-    if chunk.text[range.start..end]
-        .iter()
-        .all(u8::is_ascii_whitespace)
-    {
-        return;
-    }
-    chunk.lines.push((line_no, Raw::Json(range.start..end)));
 }
 
 /// Reads CSV records: a header of hit field names, then hits.
@@ -589,6 +562,20 @@ mod tests {
             .map(|(i, l)| (i as u64 + 1, l.trim_end_matches('\r').to_owned()))
             .filter(|(_, l)| !l.trim().is_empty())
             .collect()
+    }
+
+    #[test]
+    fn the_store_is_told_of_the_lines_still_to_come() {
+        // 1 MB of 100-byte lines, the first chunk 100 of them, all of one site.
+        assert_eq!(still_to_come(1_000_000, 10_000, 100, 100), 9_900);
+        // The site has a quarter of the chunk: a quarter of the input.
+        assert_eq!(still_to_come(1_000_000, 10_000, 100, 25), 2_475);
+        // Standard input (size unknown), an input the chunk holds whole, no lines.
+        assert_eq!(still_to_come(0, 10_000, 100, 100), 0);
+        assert_eq!(still_to_come(10_000, 10_000, 100, 100), 0);
+        assert_eq!(still_to_come(1_000_000, 0, 0, 0), 0);
+        // Never more than the cap, however large the file.
+        assert_eq!(still_to_come(u64::MAX, 10, 100, 100), MAX_RESERVE);
     }
 
     #[test]

@@ -5,8 +5,8 @@
 //! - [`EventStore`]: events. Required: [`EventStore::append`] (idempotent by event
 //!   id), [`EventStore::scan`] (bounded batches), [`EventStore::erase`]. Defaulted:
 //!   `extent`, `query` (attribution included), `funnel`, `goals`, `realtime`,
-//!   `stats`, and the `prepare` / `append_prepared` pair for encoding off the
-//!   commit path.
+//!   `stats`, the `reserve` hint, and the `prepare` / `append_prepared` pair for
+//!   encoding off the commit path.
 //! - [`ConfigStore`]: configuration (sites, saved goals and funnels, secrets,
 //!   webhook delivery ids, salts): five required record methods, typed defaults.
 //! - [`crate::SessionState`] and [`crate::SaltStore`] (in `state`): shared ingest state.
