@@ -122,6 +122,98 @@ impl EventStore for Gated {
     }
 }
 
+/// Records what an import hands the store: each append's size and each hint.
+struct Recording {
+    inner: Arc<MemoryStore>,
+    appends: std::sync::Mutex<Vec<usize>>,
+    reserved: std::sync::Mutex<Vec<(String, usize)>>,
+}
+
+#[async_trait]
+impl EventStore for Recording {
+    async fn append(&self, events: &[Event]) -> Result<AppendReport, StoreError> {
+        self.appends.lock().unwrap().push(events.len());
+        self.inner.append(events).await
+    }
+
+    async fn scan(&self, req: &ScanRequest) -> Result<EventBatches<'_>, StoreError> {
+        self.inner.scan(req).await
+    }
+
+    async fn erase(&self, site: &str, scope: EraseScope) -> Result<u64, StoreError> {
+        self.inner.erase(site, scope).await
+    }
+
+    async fn stats(&self) -> Result<beacon_core::backend::StoreStats, StoreError> {
+        self.inner.stats().await
+    }
+
+    fn reserve(&self, site: &str, additional: usize) {
+        self.reserved
+            .lock()
+            .unwrap()
+            .push((site.to_owned(), additional));
+        self.inner.reserve(site, additional);
+    }
+}
+
+/// Five chunks and a bit: the workers refill the buffers of committed chunks, and
+/// the store hears how many lines are still to come once the first is read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_import_commits_each_line_once_and_tells_the_store_what_is_coming() {
+    const CHUNK: usize = 16_384;
+    let n = 5 * CHUNK + 7;
+    let path = std::env::temp_dir().join(format!("beacon-import-{}.ndjson", std::process::id()));
+    let mut file = String::new();
+    for i in 0..n {
+        file.push_str(&format!(
+            r#"{{"site":"example.com","type":"pageview","url":"https://example.com/p/{i}","visitor_id":"v{}","timestamp":"2026-01-01T10:{:02}:{:02}.{:03}Z"}}"#,
+            i % 500,
+            i / 60_000 % 60,
+            i / 1000 % 60,
+            i % 1000
+        ));
+        file.push('\n');
+    }
+    std::fs::write(&path, &file).unwrap();
+    let recording = Arc::new(Recording {
+        inner: store(),
+        appends: Default::default(),
+        reserved: Default::default(),
+    });
+    let pipeline = Pipeline::builder_with(
+        Arc::clone(&recording) as Arc<dyn EventStore>,
+        Arc::clone(&recording.inner) as Arc<dyn beacon_core::ConfigStore>,
+    )
+    .build()
+    .unwrap();
+    let report = pipeline.importer().run_file(&path).await.unwrap();
+    assert_eq!((report.imported, report.rejected), (n as u64, 0));
+    {
+        // A buffer refilled without being emptied would hand earlier lines over
+        // again: chunks past their size, and more events appended than lines.
+        let appends = recording.appends.lock().unwrap();
+        assert!(appends.iter().all(|&a| a <= CHUNK), "{appends:?}");
+        assert_eq!(appends.iter().sum::<usize>(), n, "{appends:?}");
+        // Every line is the same length give or take a few bytes: the estimate is
+        // within two percent of the lines after the first chunk.
+        let reserved = recording.reserved.lock().unwrap();
+        assert_eq!(reserved.len(), 1, "{reserved:?}");
+        let (site, rest) = &reserved[0];
+        assert_eq!(site, SITE);
+        let want = (n - CHUNK) as f64;
+        assert!(
+            (*rest as f64 - want).abs() < want / 50.0,
+            "{rest} for {want}"
+        );
+    }
+    assert_eq!(stored(recording.inner.as_ref()).await, n as u64);
+    let again = pipeline.importer().run_file(&path).await.unwrap();
+    assert_eq!((again.imported, again.rejected), (0, 0));
+    std::fs::remove_file(&path).unwrap();
+    pipeline.shutdown().await;
+}
+
 #[tokio::test]
 async fn a_batch_with_a_bad_hit_stores_nothing_and_names_the_hit() {
     let store = store();

@@ -341,7 +341,9 @@ fn produce<R: BufRead>(
     let (spare, spares) = std::sync::mpsc::sync_channel::<Chunk>(threads * 2 + 2);
     let prepare =
         |seq: u64, mut chunk: Chunk| -> Result<(PreparedEvents, Vec<RejectedLine>), ImportError> {
-            let (chunk_bytes, chunk_lines) = (chunk.text.len() as u64, chunk.lines.len() as u64);
+            // The text holds the lines without their line ends: one byte a line more.
+            let chunk_lines = chunk.lines.len() as u64;
+            let chunk_bytes = chunk.text.len() as u64 + chunk_lines;
             // One trip into the runtime per chunk, not per line.
             let prepared = runtime.block_on(async {
                 let Chunk { text, lines } = &mut chunk;
