@@ -344,7 +344,7 @@ impl Hit {
 
     /// [`Hit::from_json`] of text known to be UTF-8 (an import checks each line
     /// first), without checking each string again.
-    pub fn from_json_str(text: &str) -> Result<Hit, ValidationError> {
+    pub(crate) fn from_json_str(text: &str) -> Result<Hit, ValidationError> {
         if let Some(hit) = PlainHit::parse_str(text) {
             return Ok(hit);
         }

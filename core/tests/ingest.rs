@@ -52,6 +52,9 @@ struct Gated {
     entered: Arc<Semaphore>,
     faults: Faults,
     appends: AtomicUsize,
+    /// Each append's size, and each `reserve` hint.
+    sizes: std::sync::Mutex<Vec<usize>>,
+    reserved: std::sync::Mutex<Vec<(String, usize)>>,
 }
 
 impl Gated {
@@ -62,6 +65,8 @@ impl Gated {
             entered: Arc::new(Semaphore::new(0)),
             faults: Faults::default(),
             appends: AtomicUsize::new(0),
+            sizes: Default::default(),
+            reserved: Default::default(),
         })
     }
 
@@ -91,6 +96,7 @@ fn take(n: &AtomicUsize) -> bool {
 impl EventStore for Gated {
     async fn append(&self, events: &[Event]) -> Result<AppendReport, StoreError> {
         self.appends.fetch_add(1, Ordering::SeqCst);
+        self.sizes.lock().unwrap().push(events.len());
         self.entered.add_permits(1);
         if let Some(g) = &self.gate {
             g.acquire().await.unwrap().forget();
@@ -107,33 +113,6 @@ impl EventStore for Gated {
             return Err(StoreError::backend("append", "connection reset"));
         }
         Ok(report)
-    }
-
-    async fn scan(&self, req: &ScanRequest) -> Result<EventBatches<'_>, StoreError> {
-        self.inner.scan(req).await
-    }
-
-    async fn erase(&self, site: &str, scope: EraseScope) -> Result<u64, StoreError> {
-        self.inner.erase(site, scope).await
-    }
-
-    async fn stats(&self) -> Result<beacon_core::backend::StoreStats, StoreError> {
-        self.inner.stats().await
-    }
-}
-
-/// Records what an import hands the store: each append's size and each hint.
-struct Recording {
-    inner: Arc<MemoryStore>,
-    appends: std::sync::Mutex<Vec<usize>>,
-    reserved: std::sync::Mutex<Vec<(String, usize)>>,
-}
-
-#[async_trait]
-impl EventStore for Recording {
-    async fn append(&self, events: &[Event]) -> Result<AppendReport, StoreError> {
-        self.appends.lock().unwrap().push(events.len());
-        self.inner.append(events).await
     }
 
     async fn scan(&self, req: &ScanRequest) -> Result<EventBatches<'_>, StoreError> {
@@ -176,28 +155,19 @@ async fn a_large_import_commits_each_line_once_and_tells_the_store_what_is_comin
         file.push('\n');
     }
     std::fs::write(&path, &file).unwrap();
-    let recording = Arc::new(Recording {
-        inner: store(),
-        appends: Default::default(),
-        reserved: Default::default(),
-    });
-    let pipeline = Pipeline::builder_with(
-        Arc::clone(&recording) as Arc<dyn EventStore>,
-        Arc::clone(&recording.inner) as Arc<dyn beacon_core::ConfigStore>,
-    )
-    .build()
-    .unwrap();
+    let gated = Gated::new(store(), false);
+    let pipeline = gated.pipeline(4096);
     let report = pipeline.importer().run_file(&path).await.unwrap();
     assert_eq!((report.imported, report.rejected), (n as u64, 0));
     {
         // A buffer refilled without being emptied would hand earlier lines over
         // again: chunks past their size, and more events appended than lines.
-        let appends = recording.appends.lock().unwrap();
+        let appends = gated.sizes.lock().unwrap();
         assert!(appends.iter().all(|&a| a <= CHUNK), "{appends:?}");
         assert_eq!(appends.iter().sum::<usize>(), n, "{appends:?}");
         // Every line is the same length give or take a few bytes: the estimate is
         // within two percent of the lines after the first chunk.
-        let reserved = recording.reserved.lock().unwrap();
+        let reserved = gated.reserved.lock().unwrap();
         assert_eq!(reserved.len(), 1, "{reserved:?}");
         let (site, rest) = &reserved[0];
         assert_eq!(site, SITE);
@@ -207,7 +177,7 @@ async fn a_large_import_commits_each_line_once_and_tells_the_store_what_is_comin
             "{rest} for {want}"
         );
     }
-    assert_eq!(stored(recording.inner.as_ref()).await, n as u64);
+    assert_eq!(stored(gated.inner.as_ref()).await, n as u64);
     let again = pipeline.importer().run_file(&path).await.unwrap();
     assert_eq!((again.imported, again.rejected), (0, 0));
     std::fs::remove_file(&path).unwrap();

@@ -225,10 +225,6 @@ fn unzigzag(z: u128) -> i128 {
 }
 
 fn push_varint(out: &mut Vec<u8>, mut v: u128) {
-    if v < 0x80 {
-        out.push(v as u8);
-        return;
-    }
     while v >= 0x80 {
         out.push((v as u8) | 0x80);
         v >>= 7;
@@ -629,7 +625,15 @@ impl Derived {
     /// How many columns [`Derived::put`] writes.
     const COLUMNS: usize = 4;
 
-    fn put(events: &[&Event], raw: &mut Vec<u8>, spares: &mut [Spare; Self::COLUMNS]) {
+    /// Writes the columns into `raw` with `spares`' buffers; `visitors` is the
+    /// batch before's visitor count (it sizes the session column's map) and becomes
+    /// this one's.
+    fn put(
+        events: &[&Event],
+        raw: &mut Vec<u8>,
+        spares: &mut [Spare; Self::COLUMNS],
+        visitors: &mut usize,
+    ) {
         // The id: its UUIDv7 time part as the difference from the event's time
         // (none when the id was made for it), then its other ten bytes.
         let mut w0 = W::from_spare(std::mem::take(&mut spares[0]));
@@ -656,13 +660,9 @@ impl Derived {
         spares[1] = w1.finish(raw);
         // The session id: 0 for none, 1 for the id of the visitor's event before in
         // the batch, else 2 and its bytes.
-        // This column keeps no dictionary: its spare remembers how many visitors
-        // the batch before had, to size the map of their last sessions.
-        let spare = std::mem::take(&mut spares[2]);
-        let visitors = spare.dict;
-        let mut w2 = W::from_spare(Spare { dict: 0, ..spare });
+        let mut w2 = W::from_spare(std::mem::take(&mut spares[2]));
         let mut last: HashMap<&str, u64, foldhash::fast::RandomState> =
-            HashMap::with_capacity_and_hasher(visitors, Default::default());
+            HashMap::with_capacity_and_hasher(*visitors, Default::default());
         for e in events {
             match e.identity.session_id {
                 None => w2.bytes(&[0]),
@@ -676,7 +676,7 @@ impl Derived {
             }
         }
         spares[2] = w2.finish(raw);
-        spares[2].dict = last.len();
+        *visitors = last.len();
         let mut w3 = W::from_spare(std::mem::take(&mut spares[3]));
         for e in events {
             put_url(&mut w3, e);
@@ -861,7 +861,8 @@ macro_rules! columns {
 }
 
 /// What an encoding thread keeps between batches: the column bytes, the zstd
-/// context and its output, and the column writers' buffers.
+/// context and its output, the column writers' buffers, and the last batch's
+/// visitor count.
 #[derive(Default)]
 struct Encoder {
     raw: Vec<u8>,
@@ -869,6 +870,7 @@ struct Encoder {
     packed: Vec<u8>,
     spares: Vec<Spare>,
     derived: [Spare; Derived::COLUMNS],
+    visitors: usize,
 }
 
 thread_local! {
@@ -889,6 +891,7 @@ pub(crate) fn encode(events: &[&Event]) -> Result<Vec<u8>, StoreError> {
             packed,
             spares,
             derived,
+            visitors,
         } = encoder.get_or_insert_with(Encoder::default);
         raw.clear();
         raw.push(FORMAT);
@@ -915,7 +918,7 @@ pub(crate) fn encode(events: &[&Event]) -> Result<Vec<u8>, StoreError> {
             };
         }
         columns!(put);
-        Derived::put(events, raw, derived);
+        Derived::put(events, raw, derived, visitors);
         let size = u32::try_from(raw.len())
             .map_err(|e| StoreError::backend("encode a batch over 4 GiB", e))?;
         let compressor = match compressor {

@@ -179,11 +179,9 @@ impl Preparer {
     /// yet stored) at the end of `out`; `origin` overrides the hit's own address
     /// and agent. On an error `out` is as it was.
     ///
-    /// The event is built where it ends up: it is over a kilobyte, and returning
-    /// and pushing it cost two copies an event (memmove was 5% of an import).
-    ///
-    /// Not an `async fn`: the event moves to `out` before the future is made, so
-    /// that the future does not carry it.
+    /// Not an `async fn`: the event (over a kilobyte) moves to `out` before the
+    /// future is made, so that neither the future nor a return value carries a
+    /// copy of it.
     fn prepare<'a>(
         &'a self,
         v: ValidatedHit,
@@ -198,44 +196,28 @@ impl Preparer {
             user_agent,
             client_visitor_id,
         } = v;
+        let at = out.len();
         out.push(event);
-        self.prepare_last(ip, user_agent, client_visitor_id, origin, id, sites, out)
-    }
-
-    /// [`Preparer::prepare`] of the event last in `out`, with its hit's request
-    /// facts; on an error the event is taken off `out` again.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) async fn prepare_last(
-        &self,
-        mut ip: Option<std::net::IpAddr>,
-        mut user_agent: Option<String>,
-        client_visitor_id: Option<String>,
-        origin: Option<&Origin>,
-        id: EventId<'_>,
-        sites: &mut HashMap<String, Site>,
-        out: &mut Vec<Event>,
-    ) -> Result<(), IngestError> {
-        if let Some(o) = origin {
-            ip = o.ip.or(ip);
-            user_agent = o.user_agent.clone().or(user_agent);
+        async move {
+            let (ip, user_agent) = match origin {
+                Some(o) => (o.ip.or(ip), o.user_agent.clone().or(user_agent)),
+                None => (ip, user_agent),
+            };
+            let facts = Facts {
+                ip,
+                user_agent: user_agent.as_deref(),
+                client_visitor_id: client_visitor_id.as_deref(),
+                origin,
+            };
+            let done = match self.site(&out[at].site, sites).await {
+                Ok(site) => self.fill(&facts, &mut out[at], site, id).await,
+                Err(e) => Err(e),
+            };
+            if done.is_err() {
+                out.truncate(at);
+            }
+            done
         }
-        let Some(at) = out.len().checked_sub(1) else {
-            return Ok(());
-        };
-        let facts = Facts {
-            ip,
-            user_agent: user_agent.as_deref(),
-            client_visitor_id: client_visitor_id.as_deref(),
-            origin,
-        };
-        let done = match self.site(&out[at].site, sites).await {
-            Ok(site) => self.fill(&facts, &mut out[at], site, id).await,
-            Err(e) => Err(e),
-        };
-        if done.is_err() {
-            out.truncate(at);
-        }
-        done
     }
 
     /// [`Preparer::prepare`]'s work on the event in place.

@@ -380,7 +380,7 @@ pub trait EventStore: Send + Sync {
 
     /// Appends prepared events, exactly as [`EventStore::append`] would. The caller
     /// keeps them: an importer empties and refills the same buffers chunk after
-    /// chunk (fresh ones of that size cost a page fault every 4 KiB).
+    /// chunk rather than faulting in fresh ones of tens of megabytes.
     async fn append_prepared(&self, events: &PreparedEvents) -> Result<AppendReport, StoreError> {
         self.append(events.events()).await
     }
