@@ -160,10 +160,12 @@ impl EnricherBuilder {
     /// Builds the enricher (loads the embedded lists).
     pub fn build(self) -> Result<Enricher, EnrichError> {
         let network = NetworkClassifier::embedded();
+        let bots = BotDetector::embedded()?;
         Ok(Enricher {
             steps: self.steps,
             ua: UserAgentParser::new(),
-            bots: BotDetector::embedded()?,
+            no_agent: Arc::new(AgentFacts::new(ClientInfo::default(), bots.classify(None))),
+            bots,
             referrers: ReferrerClassifier::embedded()?,
             no_address: network.classify(None, &Default::default(), false),
             network,
@@ -189,6 +191,8 @@ pub struct Enricher {
     addresses: BoundedCache<IpAddr, AddressFacts>,
     /// The network verdict for a request without an address.
     no_address: NetworkVerdict,
+    /// The facts of a request without a user agent (built once, not per hit).
+    no_agent: Arc<AgentFacts>,
     datacenter_reason: Text,
     datacenter_is_bot: bool,
 }
@@ -411,7 +415,8 @@ impl Enricher {
                 let key = format!("{u}\u{1}{:?}", hints);
                 self.cache.get_or_insert_with(key.as_str(), make)
             }
-            None => Arc::new(make()),
+            // Without an agent, hints name no browser: the answer is always this one.
+            None => Arc::clone(&self.no_agent),
         }
     }
 }

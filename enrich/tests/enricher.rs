@@ -274,6 +274,38 @@ fn server_side_hits_without_a_user_agent_are_not_bots() {
     );
 }
 
+/// The facts of a hit without an agent are built once and shared: hints do not
+/// change them, and every such hit gets the same answer.
+#[test]
+fn hits_without_a_user_agent_share_one_answer_whatever_their_hints() {
+    let e = Enricher::new().expect("enricher");
+    let hints = ClientHints {
+        ua: Some(r#""Microsoft Edge";v="120", "Chromium";v="120""#.into()),
+        platform: Some("\"Windows\"".into()),
+        ..ClientHints::default()
+    };
+    for hints in [None, Some(&hints)] {
+        for _ in 0..2 {
+            let mut ev = Event::default();
+            let req = Request {
+                ip: None,
+                user_agent: None,
+                client_hints: hints,
+                server_side: false,
+            };
+            e.enrich(&mut ev, &req, &Site::new("a.com"));
+            assert_eq!(
+                (
+                    ev.bot.map(|b| b.reason).as_deref(),
+                    ev.device.browser.as_deref()
+                ),
+                (Some("missing user agent"), None)
+            );
+            assert_eq!(ev.device.device_type, Some(beacon_core::DeviceType::Bot));
+        }
+    }
+}
+
 #[test]
 fn the_enricher_is_shared_across_threads() {
     fn assert_send_sync<T: Send + Sync>() {}
