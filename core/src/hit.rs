@@ -6,6 +6,7 @@ use crate::money::{Currency, Money, MoneyError};
 use crate::url::UrlParts;
 use chrono::{DateTime, Duration, Utc};
 use serde_json::{Map, Value};
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
@@ -164,6 +165,63 @@ pub struct ValidatedHit {
     pub client_visitor_id: Option<String>,
 }
 
+/// [`ValidatedHit`] with the text validation only read (the agent, the visitor id)
+/// still borrowed from the line the hit was parsed from, where it could be.
+pub(crate) struct Validated<'a> {
+    pub(crate) event: Event,
+    pub(crate) ip: Option<IpAddr>,
+    pub(crate) user_agent: Option<Cow<'a, str>>,
+    pub(crate) client_visitor_id: Option<Cow<'a, str>>,
+}
+
+impl From<Validated<'_>> for ValidatedHit {
+    fn from(v: Validated<'_>) -> Self {
+        ValidatedHit {
+            event: v.event,
+            ip: v.ip,
+            user_agent: v.user_agent.map(Cow::into_owned),
+            client_visitor_id: v.client_visitor_id.map(Cow::into_owned),
+        }
+    }
+}
+
+impl From<ValidatedHit> for Validated<'static> {
+    fn from(v: ValidatedHit) -> Self {
+        Validated {
+            event: v.event,
+            ip: v.ip,
+            user_agent: v.user_agent.map(Cow::Owned),
+            client_visitor_id: v.client_visitor_id.map(Cow::Owned),
+        }
+    }
+}
+
+/// A hit as [`HitParts::validate`] reads it: the fields the event keeps owned (in
+/// `kept`, whose other text fields are empty), the text only read borrowed from the
+/// line where it could be. An import line's type, time, address, agent and visitor
+/// id then cost no allocation each.
+pub(crate) struct HitParts<'a> {
+    kept: Hit,
+    kind: Option<Cow<'a, str>>,
+    timestamp: Option<Cow<'a, str>>,
+    ip: Option<Cow<'a, str>>,
+    user_agent: Option<Cow<'a, str>>,
+    visitor_id: Option<Cow<'a, str>>,
+}
+
+impl From<Hit> for HitParts<'static> {
+    fn from(mut hit: Hit) -> Self {
+        HitParts {
+            kind: hit.kind.take().map(Cow::Owned),
+            timestamp: hit.timestamp.take().map(Cow::Owned),
+            ip: hit.ip.take().map(Cow::Owned),
+            user_agent: hit.user_agent.take().map(Cow::Owned),
+            visitor_id: hit.visitor_id.take().map(Cow::Owned),
+            kept: hit,
+        }
+    }
+}
+
 type VResult<T> = Result<T, ValidationError>;
 
 fn err<T>(field: &str, rule: impl Into<String>) -> VResult<T> {
@@ -175,18 +233,21 @@ fn err<T>(field: &str, rule: impl Into<String>) -> VResult<T> {
 /// duplicate key, bad JSON) is left to the general path, which names what is wrong;
 /// both give the same `Hit` wherever this one answers (a property test holds them
 /// to that).
+///
+/// The text validation only reads is borrowed from the input; a string with an
+/// escape in it cannot be, and leaves the hit to the general path too.
 #[derive(serde::Deserialize)]
-struct PlainHit {
+struct PlainHit<'a> {
     site: Option<String>,
     #[serde(rename = "type")]
-    kind: Option<String>,
+    kind: Option<&'a str>,
     url: Option<String>,
     referrer: Option<String>,
     title: Option<String>,
-    timestamp: Option<String>,
-    ip: Option<String>,
-    user_agent: Option<String>,
-    visitor_id: Option<String>,
+    timestamp: Option<&'a str>,
+    ip: Option<&'a str>,
+    user_agent: Option<&'a str>,
+    visitor_id: Option<&'a str>,
     user_id: Option<String>,
     language: Option<String>,
     goal: Option<String>,
@@ -238,23 +299,23 @@ impl PlainEngagement {
     }
 }
 
-impl PlainHit {
-    fn parse(bytes: &[u8]) -> Option<Hit> {
+impl<'a> PlainHit<'a> {
+    fn parse(bytes: &'a [u8]) -> Option<HitParts<'a>> {
         // A struct also accepts a JSON array; a hit must be an object.
         if bytes.trim_ascii_start().first() != Some(&b'{') {
             return None;
         }
-        Self::into_hit(serde_json::from_slice(bytes).ok()?)
+        Self::into_parts(serde_json::from_slice(bytes).ok()?)
     }
 
-    fn parse_str(text: &str) -> Option<Hit> {
+    fn parse_str(text: &'a str) -> Option<HitParts<'a>> {
         if text.trim_ascii_start().as_bytes().first() != Some(&b'{') {
             return None;
         }
-        Self::into_hit(serde_json::from_str(text).ok()?)
+        Self::into_parts(serde_json::from_str(text).ok()?)
     }
 
-    fn into_hit(p: PlainHit) -> Option<Hit> {
+    fn into_parts(p: PlainHit<'a>) -> Option<HitParts<'a>> {
         let nested = p.screen.is_some()
             || p.viewport.is_some()
             || p.pixel_ratio.is_some()
@@ -266,16 +327,11 @@ impl PlainHit {
             Some(e) => Some(e.within_bounds()?),
             None => None,
         };
-        Some(Hit {
+        let kept = Hit {
             site: p.site,
-            kind: p.kind,
             url: p.url,
             referrer: p.referrer,
             title: p.title,
-            timestamp: p.timestamp,
-            ip: p.ip,
-            user_agent: p.user_agent,
-            visitor_id: p.visitor_id,
             user_id: p.user_id,
             language: p.language,
             name: p.goal.or(p.name),
@@ -286,6 +342,14 @@ impl PlainHit {
             }),
             engagement,
             ..Hit::default()
+        };
+        Some(HitParts {
+            kept,
+            kind: p.kind.map(Cow::Borrowed),
+            timestamp: p.timestamp.map(Cow::Borrowed),
+            ip: p.ip.map(Cow::Borrowed),
+            user_agent: p.user_agent.map(Cow::Borrowed),
+            visitor_id: p.visitor_id.map(Cow::Borrowed),
         })
     }
 }
@@ -336,19 +400,20 @@ impl Hit {
     /// Parses a hit from JSON bytes. Type errors name the field; rules are checked by
     /// [`Hit::validate`]. Unknown fields are ignored. Never panics.
     pub fn from_json(bytes: &[u8]) -> Result<Hit, ValidationError> {
-        if let Some(hit) = PlainHit::parse(bytes) {
-            return Ok(hit);
+        if let Some(parts) = PlainHit::parse(bytes) {
+            return Ok(parts.into_hit());
         }
         Self::from_json_general(bytes)
     }
 
     /// [`Hit::from_json`] of text known to be UTF-8 (an import checks each line
-    /// first), without checking each string again.
-    pub(crate) fn from_json_str(text: &str) -> Result<Hit, ValidationError> {
-        if let Some(hit) = PlainHit::parse_str(text) {
-            return Ok(hit);
+    /// first), without checking each string again, and with the text validation
+    /// only reads borrowed from `text`.
+    pub(crate) fn parts_from_json_str(text: &str) -> Result<HitParts<'_>, ValidationError> {
+        if let Some(parts) = PlainHit::parse_str(text) {
+            return Ok(parts);
         }
-        Self::from_json_general(text.as_bytes())
+        Self::from_json_general(text.as_bytes()).map(HitParts::from)
     }
 
     /// The general path: any JSON object, with errors naming the field.
@@ -522,8 +587,41 @@ impl Hit {
         ctx: &ValidationContext,
         default_site: Option<&str>,
     ) -> Result<ValidatedHit, ValidationError> {
+        HitParts::from(self)
+            .validate(ctx, default_site)
+            .map(ValidatedHit::from)
+    }
+}
+
+impl<'a> HitParts<'a> {
+    /// The hit these parts are of.
+    fn into_hit(self) -> Hit {
+        Hit {
+            kind: self.kind.map(Cow::into_owned),
+            timestamp: self.timestamp.map(Cow::into_owned),
+            ip: self.ip.map(Cow::into_owned),
+            user_agent: self.user_agent.map(Cow::into_owned),
+            visitor_id: self.visitor_id.map(Cow::into_owned),
+            ..self.kept
+        }
+    }
+
+    /// [`Hit::validate`], keeping borrowed what was borrowed.
+    pub(crate) fn validate(
+        self,
+        ctx: &ValidationContext,
+        default_site: Option<&str>,
+    ) -> Result<Validated<'a>, ValidationError> {
+        let HitParts {
+            kept: hit,
+            kind,
+            timestamp,
+            ip,
+            user_agent,
+            visitor_id,
+        } = self;
         let lim = &ctx.limits;
-        let site = match (self.site.filter(|s| !s.is_empty()), default_site) {
+        let site = match (hit.site.filter(|s| !s.is_empty()), default_site) {
             (Some(own), _) => own,
             (None, Some(default)) => default.to_owned(),
             (None, None) => return err("site", "is required"),
@@ -537,7 +635,7 @@ impl Hit {
         } else {
             site
         };
-        let kind = match self.kind.as_deref() {
+        let kind = match kind.as_deref() {
             None => return err("type", "is required"),
             Some(k) => match EventKind::parse(k) {
                 Some(k) => k,
@@ -551,10 +649,10 @@ impl Hit {
                 }
             },
         };
-        let page = validate_url(self.url, lim)?;
-        let (referrer, referrer_domain) = validate_referrer(self.referrer.as_deref(), lim)?;
+        let page = validate_url(hit.url, lim)?;
+        let (referrer, referrer_domain) = validate_referrer(hit.referrer.as_deref(), lim)?;
 
-        let client_ts = match self.timestamp.as_deref() {
+        let client_ts = match timestamp.as_deref() {
             None => None,
             Some(s) => Some(
                 DateTime::parse_from_rfc3339(s)
@@ -602,7 +700,7 @@ impl Hit {
             }
         };
 
-        let ip = match self.ip.as_deref().filter(|s| !s.is_empty()) {
+        let ip = match ip.as_deref().filter(|s| !s.is_empty()) {
             None => None,
             Some(s) => Some(
                 s.trim()
@@ -610,22 +708,22 @@ impl Hit {
                     .map_err(|_| ValidationError::new("ip", "must be an IPv4 or IPv6 address"))?,
             ),
         };
-        let user_agent = bounded("user_agent", self.user_agent, lim.max_user_agent_len)?;
-        let client_visitor_id = bounded("visitor_id", self.visitor_id, lim.max_id_len)?;
-        let user_id = bounded("user_id", self.user_id, lim.max_id_len)?;
-        let title = bounded("title", self.title, lim.max_title_len)?;
-        let language = bounded("language", self.language, 35)?;
-        let order_id = bounded("order_id", self.order_id, MAX_ORDER_ID)?;
-        let name = bounded("goal", self.name, lim.max_name_len)?;
+        let user_agent = bounded("user_agent", user_agent, lim.max_user_agent_len)?;
+        let client_visitor_id = bounded("visitor_id", visitor_id, lim.max_id_len)?;
+        let user_id = bounded("user_id", hit.user_id, lim.max_id_len)?;
+        let title = bounded("title", hit.title, lim.max_title_len)?;
+        let language = bounded("language", hit.language, 35)?;
+        let order_id = bounded("order_id", hit.order_id, MAX_ORDER_ID)?;
+        let name = bounded("goal", hit.name, lim.max_name_len)?;
         check_needs(
             kind,
             name.is_some(),
-            self.revenue.is_some(),
+            hit.revenue.is_some(),
             order_id.is_some(),
-            self.engagement.as_ref(),
+            hit.engagement.as_ref(),
         )?;
-        let revenue = self.revenue.as_ref().map(parse_revenue).transpose()?;
-        check_props(&self.props, lim)?;
+        let revenue = hit.revenue.as_ref().map(parse_revenue).transpose()?;
+        check_props(&hit.props, lim)?;
 
         let event = Event {
             site,
@@ -644,27 +742,27 @@ impl Hit {
                 ..page
             },
             device: Device {
-                screen: self.screen,
-                viewport: self.viewport,
-                pixel_ratio: self.pixel_ratio,
+                screen: hit.screen,
+                viewport: hit.viewport,
+                pixel_ratio: hit.pixel_ratio,
                 language,
                 ..Device::default()
             },
-            engagement: self.engagement.unwrap_or_default(),
+            engagement: hit.engagement.unwrap_or_default(),
             commerce: Commerce {
                 revenue,
                 order_id,
                 goal_value: None,
                 refunded_total: None,
             },
-            props: self.props,
+            props: hit.props,
             identity: crate::event::Identity {
                 user_id,
                 ..Default::default()
             },
             ..Event::default()
         };
-        Ok(ValidatedHit {
+        Ok(Validated {
             event,
             ip,
             user_agent,
@@ -676,7 +774,11 @@ impl Hit {
 /// Longest order id, bytes.
 pub(crate) const MAX_ORDER_ID: usize = 200;
 
-fn bounded(field: &str, v: Option<String>, max: usize) -> VResult<Option<String>> {
+fn bounded<S: std::ops::Deref<Target = str>>(
+    field: &str,
+    v: Option<S>,
+    max: usize,
+) -> VResult<Option<S>> {
     check_bounded(field, v.as_deref(), max)?;
     Ok(v.filter(|s| !s.is_empty()))
 }
@@ -1072,10 +1174,15 @@ mod tests {
                     .map_err(|e| e.to_string())
                     .and_then(|v| Hit::from_value(&v).map_err(|e| e.to_string()));
                 if let Some(fast) = PlainHit::parse(json.as_bytes()) {
-                    prop_assert_eq!(Ok(fast), general.clone(), "{}", json);
+                    prop_assert_eq!(Ok(fast.into_hit()), general.clone(), "{}", json);
                 }
                 let public = Hit::from_json(json.as_bytes()).map_err(|e| e.to_string());
-                prop_assert_eq!(public, general);
+                prop_assert_eq!(public, general.clone());
+                // The import's path, which borrows what it can from the line.
+                let parts = Hit::parts_from_json_str(&json)
+                    .map(HitParts::into_hit)
+                    .map_err(|e| e.to_string());
+                prop_assert_eq!(parts, general);
             }
         }
 
@@ -1089,9 +1196,49 @@ mod tests {
             assert!(PlainHit::parse(br#"{"engagement": {"scroll_depth": 101}}"#).is_none());
             assert!(PlainHit::parse(br#"{"revenue": {"amount": 1, "currency": "USD"}}"#).is_none());
             let read = PlainHit::parse(br#"{"engagement": {"time_ms": 5}, "revenue": {"amount": "1.00", "currency": "EUR"}}"#)
-                .expect("typed");
+                .expect("typed")
+                .into_hit();
             assert_eq!(read.engagement.and_then(|e| e.time_ms), Some(5));
             assert_eq!(read.revenue.map(|m| m.currency).as_deref(), Some("EUR"));
+        }
+
+        /// Type, time, address, agent and visitor id are borrowed from the line; one
+        /// with an escape cannot be, and the general path reads it the same.
+        #[test]
+        fn borrows_the_text_it_only_reads_and_unescapes_the_rest() {
+            let line = r#"{"site":"a.com","type":"pageview","url":"https://a.com/","timestamp":"2026-03-01T00:00:00Z","ip":"1.2.3.4","user_agent":"UA","visitor_id":"v1"}"#;
+            let parts = PlainHit::parse_str(line).expect("plain");
+            for f in [
+                &parts.kind,
+                &parts.timestamp,
+                &parts.ip,
+                &parts.user_agent,
+                &parts.visitor_id,
+            ] {
+                assert!(matches!(f, Some(Cow::Borrowed(_))), "{f:?} borrowed");
+            }
+            let escaped = r#"{"site":"a.com","type":"page\u0076iew","url":"https://a.com/","timestamp":"2026-03-01T00:00:00Z","user_agent":"say \"hi\"","visitor_id":"v\\1"}"#;
+            assert!(
+                PlainHit::parse_str(escaped).is_none(),
+                "left to the general path"
+            );
+            let hit = Hit::parts_from_json_str(escaped)
+                .expect("general path")
+                .into_hit();
+            assert_eq!(
+                (
+                    hit.kind.as_deref(),
+                    hit.user_agent.as_deref(),
+                    hit.visitor_id.as_deref()
+                ),
+                (Some("pageview"), Some("say \"hi\""), Some("v\\1"))
+            );
+            let v = Hit::parts_from_json_str(escaped)
+                .expect("parsed")
+                .validate(&ValidationContext::import(Utc::now()), None)
+                .expect("valid");
+            assert_eq!(v.user_agent.as_deref(), Some("say \"hi\""));
+            assert_eq!(v.event.kind, EventKind::Pageview);
         }
     }
 }

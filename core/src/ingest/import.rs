@@ -4,7 +4,7 @@
 use super::{import_preparer, EventId, IngestError, Pipeline, Preparer};
 use crate::error::{StoreError, ValidationError};
 use crate::event::Event;
-use crate::hit::{Hit, ValidationContext};
+use crate::hit::{Hit, HitParts, ValidationContext};
 use crate::site::Site;
 use crate::store::PreparedEvents;
 use std::collections::{BTreeMap, HashMap};
@@ -288,12 +288,18 @@ struct Chunk {
 
 impl Raw {
     /// The line's hit, or why it is not one; and its bytes.
-    fn hit(self, text: &[u8]) -> (Result<Hit, ValidationError>, std::borrow::Cow<'_, [u8]>) {
+    fn hit(
+        self,
+        text: &[u8],
+    ) -> (
+        Result<HitParts<'_>, ValidationError>,
+        std::borrow::Cow<'_, [u8]>,
+    ) {
         match self {
             Raw::Json(range) => {
                 let bytes = &text[range];
                 let hit = match std::str::from_utf8(bytes) {
-                    Ok(text) => Hit::from_json_str(text),
+                    Ok(text) => Hit::parts_from_json_str(text),
                     Err(e) => Err(ValidationError::new(
                         "hit",
                         format!("is not valid UTF-8 (at byte {})", e.valid_up_to()),
@@ -301,7 +307,7 @@ impl Raw {
                 };
                 (hit, std::borrow::Cow::Borrowed(bytes))
             }
-            Raw::Parsed(hit, bytes) => (*hit, std::borrow::Cow::Owned(bytes)),
+            Raw::Parsed(hit, bytes) => ((*hit).map(HitParts::from), std::borrow::Cow::Owned(bytes)),
         }
     }
 }

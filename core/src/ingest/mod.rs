@@ -24,7 +24,7 @@ pub use tracker::{Tracker, TrackerReport};
 use crate::clock::{new_event_id, Clock, OsRandom, RandomSource, SystemClock};
 use crate::error::ValidationError;
 use crate::event::Event;
-use crate::hit::{Hit, ValidatedHit, ValidationContext};
+use crate::hit::{Hit, Validated, ValidationContext};
 use crate::identity::VisitorIdentifier;
 use crate::site::Site;
 use crate::state::{
@@ -34,6 +34,7 @@ use crate::state::{
 use crate::store::{Analytics, ConfigStore, EraseScope, EventStore};
 use crate::webhook::{WebhookPolicy, WebhookTransport, Webhooks};
 use commit::Committer;
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -184,13 +185,13 @@ impl Preparer {
     /// copy of it.
     fn prepare<'a>(
         &'a self,
-        v: ValidatedHit,
+        v: Validated<'a>,
         origin: Option<&'a Origin>,
         id: EventId<'a>,
         sites: &'a mut HashMap<String, Site>,
         out: &'a mut Vec<Event>,
     ) -> impl std::future::Future<Output = Result<(), IngestError>> + Send + 'a {
-        let ValidatedHit {
+        let Validated {
             event,
             ip,
             user_agent,
@@ -200,7 +201,10 @@ impl Preparer {
         out.push(event);
         async move {
             let (ip, user_agent) = match origin {
-                Some(o) => (o.ip.or(ip), o.user_agent.clone().or(user_agent)),
+                Some(o) => (
+                    o.ip.or(ip),
+                    o.user_agent.as_deref().map(Cow::Borrowed).or(user_agent),
+                ),
                 None => (ip, user_agent),
             };
             let facts = Facts {
@@ -656,7 +660,7 @@ impl Pipeline {
         let mut events = Vec::with_capacity(valid.len());
         for (i, v) in valid.into_iter().enumerate() {
             self.prep()
-                .prepare(v, origin, EventId::Random, &mut sites, &mut events)
+                .prepare(v.into(), origin, EventId::Random, &mut sites, &mut events)
                 .await
                 .map_err(|e| named(i, e))?;
         }

@@ -514,7 +514,7 @@ async fn run(
                 match pipeline
                     .preparer()
                     .prepare(
-                        valid.clone(),
+                        valid.clone().into(),
                         origin,
                         EventId::Random,
                         &mut sites,
