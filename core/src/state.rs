@@ -51,6 +51,20 @@ pub trait SessionState: Send + Sync {
         timeout_ms: i64,
     ) -> Result<Observation, StoreError>;
 
+    /// [`SessionState::observe`] answered at once, by a state that needs no waiting
+    /// (it lives in this process); `None` sends the caller to `observe`. The
+    /// default is `None`; the in-memory state overrides it, which spares each hit
+    /// a boxed future.
+    fn observe_now(
+        &self,
+        _site: &str,
+        _visitor: VisitorRef<'_>,
+        _ts_ms: i64,
+        _timeout_ms: i64,
+    ) -> Option<Result<Observation, StoreError>> {
+        None
+    }
+
     /// Chooses the visitor for an event that is not activity (a refund) without
     /// placing it in a session.
     async fn choose(
@@ -236,6 +250,16 @@ impl SessionState for MemorySessionState {
         timeout_ms: i64,
     ) -> Result<Observation, StoreError> {
         Ok(self.observe_sync(site, visitor, ts_ms, timeout_ms))
+    }
+
+    fn observe_now(
+        &self,
+        site: &str,
+        visitor: VisitorRef<'_>,
+        ts_ms: i64,
+        timeout_ms: i64,
+    ) -> Option<Result<Observation, StoreError>> {
+        Some(Ok(self.observe_sync(site, visitor, ts_ms, timeout_ms)))
     }
 
     async fn choose(
@@ -454,6 +478,63 @@ mod tests {
         assert_eq!(state.len(), 2);
         assert_eq!(state.evict_idle_sync(3 * T), 1, "y expired at 2T");
         assert_eq!(state.len(), 1);
+    }
+
+    /// The answer without waiting is the answer `observe` gives, and both move the
+    /// same state; a state that cannot answer at once says so.
+    #[test]
+    fn observing_now_is_observing() {
+        const T: i64 = 1_800_000;
+        let (now, later) = (MemorySessionState::new(), MemorySessionState::new());
+        let steps = [
+            ("a", 0),
+            ("b", 10),
+            ("a", 20),
+            ("a", 2 * T),
+            ("b", 5),
+            ("a", T),
+        ];
+        for (visitor, ts) in steps {
+            let v = VisitorRef::Id(visitor);
+            let answered = now
+                .observe_now("s", v, ts, T)
+                .expect("in memory")
+                .expect("ok");
+            let awaited = block_on(later.observe("s", v, ts, T)).expect("ok");
+            assert_eq!(answered, awaited, "{visitor} at {ts}");
+        }
+        struct Remote;
+        #[async_trait]
+        impl SessionState for Remote {
+            async fn observe(
+                &self,
+                _: &str,
+                _: VisitorRef<'_>,
+                _: i64,
+                _: i64,
+            ) -> Result<Observation, StoreError> {
+                unreachable!()
+            }
+            async fn choose(
+                &self,
+                _: &str,
+                _: VisitorRef<'_>,
+                _: i64,
+                _: i64,
+            ) -> Result<String, StoreError> {
+                unreachable!()
+            }
+            async fn evict_idle(&self, _: i64) -> Result<u64, StoreError> {
+                Ok(0)
+            }
+            async fn forget(&self, _: &str, _: &str) -> Result<bool, StoreError> {
+                Ok(false)
+            }
+            async fn visitors(&self) -> Result<u64, StoreError> {
+                Ok(0)
+            }
+        }
+        assert!(Remote.observe_now("s", VisitorRef::Id("a"), 0, T).is_none());
     }
 
     #[test]

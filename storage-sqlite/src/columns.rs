@@ -27,6 +27,7 @@ use beacon_core::{
 use chrono::{DateTime, Utc};
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
+use std::hash::BuildHasher;
 use std::net::IpAddr;
 
 /// The first byte of a batch in this codec (its version).
@@ -51,8 +52,14 @@ fn corrupt(detail: impl std::fmt::Display) -> StoreError {
 #[derive(Default)]
 struct W<'e> {
     values: Vec<u8>,
-    /// foldhash: some 20 strings an event are looked up, SipHash is slower.
-    dict: HashMap<&'e str, u32, foldhash::fast::RandomState>,
+    /// The dictionary's strings, in index order.
+    strings: Vec<&'e str>,
+    /// Indexes into `strings` by their hash (foldhash: some 20 strings an event are
+    /// looked up, SipHash is slower). A table without borrowed keys, so that it is
+    /// kept from batch to batch: a new map for each column of each batch was 1.3%
+    /// of an import, its allocation and the pages it touched.
+    dict: hashbrown::HashTable<u32>,
+    hasher: foldhash::fast::RandomState,
     /// The string last looked up and its index: neighbours often repeat a value.
     last: Option<(&'e str, u32)>,
     entries: Vec<u8>,
@@ -67,8 +74,11 @@ struct W<'e> {
 struct Spare {
     values: Vec<u8>,
     entries: Vec<u8>,
+    /// The column's last dictionary table, emptied, and its hasher.
+    dict: hashbrown::HashTable<u32>,
+    hasher: foldhash::fast::RandomState,
     /// The size of the column's last dictionary.
-    dict: usize,
+    strings: usize,
 }
 
 impl<'e> W<'e> {
@@ -77,7 +87,9 @@ impl<'e> W<'e> {
         W {
             values: spare.values,
             entries: spare.entries,
-            dict: HashMap::with_capacity_and_hasher(spare.dict, Default::default()),
+            strings: Vec::with_capacity(spare.strings),
+            dict: spare.dict,
+            hasher: spare.hasher,
             last: None,
             prev: 0,
         }
@@ -102,17 +114,28 @@ impl<'e> W<'e> {
                 return i;
             }
         }
-        let next = self.dict.len() as u32;
-        let i = *self.dict.entry(s).or_insert_with(|| {
-            if is_hex(s) {
-                push_varint(&mut self.entries, (s.len() as u128) << 1 | 1);
-                self.entries.extend(hex_bytes(s));
-            } else {
-                push_varint(&mut self.entries, (s.len() as u128) << 1);
-                self.entries.extend_from_slice(s.as_bytes());
+        let (strings, hasher) = (&mut self.strings, &self.hasher);
+        let next = strings.len() as u32;
+        let found = self.dict.entry(
+            hasher.hash_one(s),
+            |&i| strings[i as usize] == s,
+            |&i| hasher.hash_one(strings[i as usize]),
+        );
+        let i = match found {
+            hashbrown::hash_table::Entry::Occupied(o) => *o.get(),
+            hashbrown::hash_table::Entry::Vacant(v) => {
+                v.insert(next);
+                strings.push(s);
+                if is_hex(s) {
+                    push_varint(&mut self.entries, (s.len() as u128) << 1 | 1);
+                    self.entries.extend(hex_bytes(s));
+                } else {
+                    push_varint(&mut self.entries, (s.len() as u128) << 1);
+                    self.entries.extend_from_slice(s.as_bytes());
+                }
+                next
             }
-            next
-        });
+        };
         self.last = Some((s, i));
         i
     }
@@ -140,7 +163,7 @@ impl<'e> W<'e> {
     /// The column: its length, dictionary and values; returns the emptied buffers.
     fn finish(self, out: &mut Vec<u8>) -> Spare {
         let mut head = Vec::new();
-        push_varint(&mut head, self.dict.len() as u128);
+        push_varint(&mut head, self.strings.len() as u128);
         push_varint(
             out,
             (head.len() + self.entries.len() + self.values.len()) as u128,
@@ -148,13 +171,16 @@ impl<'e> W<'e> {
         out.extend_from_slice(&head);
         out.extend_from_slice(&self.entries);
         out.extend_from_slice(&self.values);
-        let (mut values, mut entries) = (self.values, self.entries);
+        let (mut values, mut entries, mut dict) = (self.values, self.entries, self.dict);
         values.clear();
         entries.clear();
+        dict.clear();
         Spare {
             values,
             entries,
-            dict: self.dict.len(),
+            dict,
+            hasher: self.hasher,
+            strings: self.strings.len(),
         }
     }
 }

@@ -264,10 +264,17 @@ impl Preparer {
             (None, None) => VisitorRef::Id(""),
         };
         if event.kind.is_activity() {
-            let obs = self
+            let obs = match self
                 .sessions
-                .observe(&site.domain, visitor, ts, timeout)
-                .await?;
+                .observe_now(&site.domain, visitor, ts, timeout)
+            {
+                Some(now) => now?,
+                None => {
+                    self.sessions
+                        .observe(&site.domain, visitor, ts, timeout)
+                        .await?
+                }
+            };
             event.identity.session_id = Some(obs.session_id);
             event.identity.session_number = Some(obs.session_number);
             event.identity.visitor_id = obs.visitor_id;
