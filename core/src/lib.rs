@@ -163,8 +163,8 @@ pub mod backend {
     };
     pub use crate::store::reference::resolve_range;
     pub use crate::store::{
-        AppendReport, ConfigKey, ConfigKind, ConfigRecord, EventBatches, KindSet, PreparedEvents,
-        ScanRequest, StoreStats,
+        AppendReport, ChunkEncoder, ConfigKey, ConfigKind, ConfigRecord, EventBatches, KindSet,
+        PreparedEvents, ScanRequest, StoreStats,
     };
     pub use crate::time::{day_start, local_date, Buckets};
     pub use crate::url::UrlParts;

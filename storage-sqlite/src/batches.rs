@@ -2,6 +2,7 @@
 //! ([`crate::columns`]); older stores' MessagePack and JSON-line batches under LZ4
 //! are read too. And the SQL that writes, rewrites and remembers them.
 
+use crate::columns::BatchWriter;
 use beacon_core::{Event, EventKind, StoreError};
 use sqlx::Row;
 use std::collections::HashSet;
@@ -140,36 +141,95 @@ pub(crate) async fn remember_payments<'e>(
 /// A batch in its stored form.
 #[derive(Debug)]
 pub(crate) struct StoredBatch {
-    site: String,
-    events: usize,
-    min_ts: i64,
-    max_ts: i64,
-    body: Vec<u8>,
+    pub(crate) site: String,
+    pub(crate) events: usize,
+    pub(crate) min_ts: i64,
+    pub(crate) max_ts: i64,
+    pub(crate) body: Vec<u8>,
 }
 
 /// Encodes `events` as batches of one site each, in their order.
 pub(crate) fn encode_batches(events: &[&Event]) -> Result<Vec<StoredBatch>, StoreError> {
-    let mut sites: Vec<&str> = Vec::new();
+    let mut builder = BatchBuilder::default();
     for e in events {
-        if !sites.contains(&e.site.as_str()) {
-            sites.push(&e.site);
-        }
+        builder.put(e)?;
     }
-    let mut batches = Vec::new();
-    for site in sites {
-        let of_site: Vec<&Event> = events.iter().copied().filter(|e| e.site == site).collect();
-        for batch in of_site.chunks(BATCH) {
-            let times = batch.iter().map(|e| e.timestamp.timestamp_millis());
-            batches.push(StoredBatch {
-                site: site.to_owned(),
-                events: batch.len(),
-                min_ts: times.clone().min().unwrap_or(0),
-                max_ts: times.max().unwrap_or(0),
-                body: encode_batch(batch)?,
-            });
+    builder.finish()
+}
+
+/// Batches written event by event as the events come: a batch open for each site,
+/// sealed when it holds [`BATCH`] events or at [`BatchBuilder::finish`]. The batches
+/// are those [`encode_batches`] makes of the same events: each site's in order of
+/// its first event, its events in their order, [`BATCH`] a batch.
+#[derive(Default)]
+pub(crate) struct BatchBuilder {
+    /// Sites in order of their first event, each with its open batch.
+    open: Vec<(String, BatchWriter)>,
+    /// The site (index into `open`) of the event before.
+    last: usize,
+    /// Sealed batches, each with its site's index.
+    sealed: Vec<(usize, StoredBatch)>,
+    /// Events put.
+    events: usize,
+}
+
+impl BatchBuilder {
+    /// Adds event `e` to its site's open batch.
+    pub(crate) fn put(&mut self, e: &Event) -> Result<(), StoreError> {
+        let i = match self.open.get(self.last) {
+            Some((site, _)) if *site == e.site => self.last,
+            _ => match self.open.iter().position(|(site, _)| *site == e.site) {
+                Some(i) => i,
+                None => {
+                    self.open.push((e.site.clone(), BatchWriter::take()));
+                    self.open.len() - 1
+                }
+            },
+        };
+        self.last = i;
+        self.events += 1;
+        let (site, writer) = &mut self.open[i];
+        writer.put(e);
+        if writer.len() == BATCH {
+            let batch = seal(site, writer)?;
+            self.sealed.push((i, batch));
         }
+        Ok(())
     }
-    Ok(batches)
+
+    /// Events put so far.
+    pub(crate) fn len(&self) -> usize {
+        self.events
+    }
+
+    /// Every batch, the open ones sealed.
+    pub(crate) fn finish(mut self) -> Result<Vec<StoredBatch>, StoreError> {
+        for (i, (site, writer)) in self.open.iter_mut().enumerate() {
+            if writer.len() > 0 {
+                let batch = seal(site, writer)?;
+                self.sealed.push((i, batch));
+            }
+        }
+        for (_, writer) in self.open {
+            writer.give_back();
+        }
+        // Stable: a site's batches stay in their order.
+        self.sealed.sort_by_key(|(i, _)| *i);
+        Ok(self.sealed.into_iter().map(|(_, b)| b).collect())
+    }
+}
+
+/// The batch `writer` holds, of `site`; the writer is emptied.
+fn seal(site: &str, writer: &mut BatchWriter) -> Result<StoredBatch, StoreError> {
+    let events = writer.len();
+    let (min_ts, max_ts) = writer.span();
+    Ok(StoredBatch {
+        site: site.to_owned(),
+        events,
+        min_ts,
+        max_ts,
+        body: writer.finish()?,
+    })
 }
 
 pub(crate) async fn write_batches(

@@ -49,50 +49,46 @@ fn corrupt(detail: impl std::fmt::Display) -> StoreError {
 }
 
 /// Writes one column: its dictionary (strings met so far, in order) and values.
+///
+/// A writer owns its dictionary's strings (copied once each, when new), so that it
+/// borrows no event: a batch is written event by event as the events are made,
+/// while they are still in the cache, and a writer is kept from batch to batch with
+/// its buffers (fresh ones regrow and fault their pages in again, batch after
+/// batch).
 #[derive(Default)]
-struct W<'e> {
+struct W {
     values: Vec<u8>,
-    /// The dictionary's strings, in index order.
-    strings: Vec<&'e str>,
-    /// Indexes into `strings` by their hash (foldhash: some 20 strings an event are
-    /// looked up, SipHash is slower). A table without borrowed keys, so that it is
-    /// kept from batch to batch: a new map for each column of each batch was 1.3%
-    /// of an import, its allocation and the pages it touched.
+    /// The dictionary's strings end to end, and where each ends.
+    arena: String,
+    ends: Vec<u32>,
+    /// Indexes of the dictionary by their strings' hash (foldhash: some 20 strings
+    /// an event are looked up, SipHash is slower).
     dict: hashbrown::HashTable<u32>,
     hasher: foldhash::fast::RandomState,
-    /// The string last looked up and its index: neighbours often repeat a value.
-    last: Option<(&'e str, u32)>,
+    /// The index last looked up: neighbours often repeat a value.
+    last: Option<u32>,
     entries: Vec<u8>,
     /// The last time written (milliseconds), for differences.
     prev: i64,
 }
 
-/// A column writer's buffers, kept from one batch to the next by each encoding
-/// thread (a batch's columns are about the size of the one before; fresh buffers
-/// regrow and fault their pages in again, batch after batch).
-#[derive(Default)]
-struct Spare {
-    values: Vec<u8>,
-    entries: Vec<u8>,
-    /// The column's last dictionary table, emptied, and its hasher.
-    dict: hashbrown::HashTable<u32>,
-    hasher: foldhash::fast::RandomState,
-    /// The size of the column's last dictionary.
-    strings: usize,
+/// Dictionary string `i` of `arena` and `ends`.
+fn dict_entry<'a>(arena: &'a str, ends: &[u32], i: u32) -> &'a str {
+    let i = i as usize;
+    let start = if i == 0 { 0 } else { ends[i - 1] as usize };
+    &arena[start..ends[i] as usize]
 }
 
-impl<'e> W<'e> {
-    /// A writer in `spare`'s buffers, its dictionary sized as the last one was.
-    fn from_spare(spare: Spare) -> Self {
-        W {
-            values: spare.values,
-            entries: spare.entries,
-            strings: Vec::with_capacity(spare.strings),
-            dict: spare.dict,
-            hasher: spare.hasher,
-            last: None,
-            prev: 0,
-        }
+impl W {
+    /// Empties the writer for the next batch, keeping its buffers.
+    fn clear(&mut self) {
+        self.values.clear();
+        self.arena.clear();
+        self.ends.clear();
+        self.dict.clear();
+        self.last = None;
+        self.entries.clear();
+        self.prev = 0;
     }
     fn varint(&mut self, v: u128) {
         push_varint(&mut self.values, v);
@@ -106,26 +102,27 @@ impl<'e> W<'e> {
     /// The dictionary index of `s` (adding it when new). An entry is its length
     /// doubled, plus one when it is lowercase hexadecimal (a visitor id, a hash) and
     /// stored in half the bytes, then its bytes.
-    fn index(&mut self, s: &'e str) -> u32 {
-        if let Some((l, i)) = self.last {
-            // Values from the enrichment's caches are shared: the same text at the
-            // same address needs no comparing.
-            if std::ptr::eq(l, s) || l == s {
+    fn index(&mut self, s: &str) -> u32 {
+        let (arena, ends, hasher) = (&self.arena, &self.ends, &self.hasher);
+        if let Some(i) = self.last {
+            if dict_entry(arena, ends, i) == s {
                 return i;
             }
         }
-        let (strings, hasher) = (&mut self.strings, &self.hasher);
-        let next = strings.len() as u32;
+        let next = ends.len() as u32;
         let found = self.dict.entry(
             hasher.hash_one(s),
-            |&i| strings[i as usize] == s,
-            |&i| hasher.hash_one(strings[i as usize]),
+            |&i| dict_entry(arena, ends, i) == s,
+            |&i| hasher.hash_one(dict_entry(arena, ends, i)),
         );
         let i = match found {
             hashbrown::hash_table::Entry::Occupied(o) => *o.get(),
             hashbrown::hash_table::Entry::Vacant(v) => {
                 v.insert(next);
-                strings.push(s);
+                self.arena.push_str(s);
+                self.ends.push(
+                    u32::try_from(self.arena.len()).expect("a column's dictionary under 4 GiB"),
+                );
                 if is_hex(s) {
                     push_varint(&mut self.entries, (s.len() as u128) << 1 | 1);
                     self.entries.extend(hex_bytes(s));
@@ -136,14 +133,14 @@ impl<'e> W<'e> {
                 next
             }
         };
-        self.last = Some((s, i));
+        self.last = Some(i);
         i
     }
-    fn string(&mut self, s: &'e str) {
+    fn string(&mut self, s: &str) {
         let i = self.index(s);
         self.varint(u128::from(i));
     }
-    fn optional(&mut self, s: Option<&'e str>) {
+    fn optional(&mut self, s: Option<&str>) {
         match s {
             None => self.varint(0),
             Some(s) => {
@@ -160,10 +157,10 @@ impl<'e> W<'e> {
         self.prev = ms;
         self.varint(u128::from(sub));
     }
-    /// The column: its length, dictionary and values; returns the emptied buffers.
-    fn finish(self, out: &mut Vec<u8>) -> Spare {
+    /// Writes the column into `out`: its length, dictionary and values.
+    fn finish(&self, out: &mut Vec<u8>) {
         let mut head = Vec::new();
-        push_varint(&mut head, self.strings.len() as u128);
+        push_varint(&mut head, self.ends.len() as u128);
         push_varint(
             out,
             (head.len() + self.entries.len() + self.values.len()) as u128,
@@ -171,17 +168,6 @@ impl<'e> W<'e> {
         out.extend_from_slice(&head);
         out.extend_from_slice(&self.entries);
         out.extend_from_slice(&self.values);
-        let (mut values, mut entries, mut dict) = (self.values, self.entries, self.dict);
-        values.clear();
-        entries.clear();
-        dict.clear();
-        Spare {
-            values,
-            entries,
-            dict,
-            hasher: self.hasher,
-            strings: self.strings.len(),
-        }
     }
 }
 
@@ -423,12 +409,12 @@ impl<'a> R<'a> {
 
 /// A field's type, as one column writes and reads it.
 trait Column: Sized {
-    fn put<'e>(w: &mut W<'e>, v: &'e Self);
+    fn put(w: &mut W, v: &Self);
     fn take(r: &mut R<'_>) -> Result<Self, StoreError>;
 }
 
 impl Column for String {
-    fn put<'e>(w: &mut W<'e>, v: &'e Self) {
+    fn put(w: &mut W, v: &Self) {
         w.string(v);
     }
     fn take(r: &mut R<'_>) -> Result<Self, StoreError> {
@@ -437,7 +423,7 @@ impl Column for String {
 }
 
 impl Column for Option<String> {
-    fn put<'e>(w: &mut W<'e>, v: &'e Self) {
+    fn put(w: &mut W, v: &Self) {
         w.optional(v.as_deref());
     }
     fn take(r: &mut R<'_>) -> Result<Self, StoreError> {
@@ -446,7 +432,7 @@ impl Column for Option<String> {
 }
 
 impl Column for Option<Text> {
-    fn put<'e>(w: &mut W<'e>, v: &'e Self) {
+    fn put(w: &mut W, v: &Self) {
         w.optional(v.as_deref());
     }
     fn take(r: &mut R<'_>) -> Result<Self, StoreError> {
@@ -455,7 +441,7 @@ impl Column for Option<Text> {
 }
 
 impl Column for Option<BotInfo> {
-    fn put<'e>(w: &mut W<'e>, v: &'e Self) {
+    fn put(w: &mut W, v: &Self) {
         w.optional(v.as_ref().map(|b| b.reason.as_str()));
     }
     fn take(r: &mut R<'_>) -> Result<Self, StoreError> {
@@ -464,7 +450,7 @@ impl Column for Option<BotInfo> {
 }
 
 impl Column for DateTime<Utc> {
-    fn put<'e>(w: &mut W<'e>, v: &'e Self) {
+    fn put(w: &mut W, v: &Self) {
         w.time(v);
     }
     fn take(r: &mut R<'_>) -> Result<Self, StoreError> {
@@ -475,7 +461,7 @@ impl Column for DateTime<Utc> {
 macro_rules! optional_unsigned {
     ($($t:ty),*) => {$(
         impl Column for Option<$t> {
-            fn put<'e>(w: &mut W<'e>, v: &'e Self) {
+            fn put(w: &mut W, v: &Self) {
                 w.varint(v.map_or(0, |v| u128::from(v) + 1));
             }
             fn take(r: &mut R<'_>) -> Result<Self, StoreError> {
@@ -492,7 +478,7 @@ macro_rules! optional_unsigned {
 optional_unsigned!(u8, u32, u64);
 
 impl Column for bool {
-    fn put<'e>(w: &mut W<'e>, v: &'e Self) {
+    fn put(w: &mut W, v: &Self) {
         w.bytes(&[u8::from(*v)]);
     }
     fn take(r: &mut R<'_>) -> Result<Self, StoreError> {
@@ -503,7 +489,7 @@ impl Column for bool {
 macro_rules! optional_float {
     ($($t:ty => $bits:ty),*) => {$(
         impl Column for Option<$t> {
-            fn put<'e>(w: &mut W<'e>, v: &'e Self) {
+            fn put(w: &mut W, v: &Self) {
                 match v {
                     None => w.bytes(&[0]),
                     Some(f) => {
@@ -525,7 +511,7 @@ macro_rules! optional_float {
 optional_float!(f64 => u64, f32 => u32);
 
 impl Column for Option<(u32, u32)> {
-    fn put<'e>(w: &mut W<'e>, v: &'e Self) {
+    fn put(w: &mut W, v: &Self) {
         match v {
             None => w.bytes(&[0]),
             Some((a, b)) => {
@@ -545,7 +531,7 @@ impl Column for Option<(u32, u32)> {
 }
 
 impl Column for Option<IpAddr> {
-    fn put<'e>(w: &mut W<'e>, v: &'e Self) {
+    fn put(w: &mut W, v: &Self) {
         match v {
             None => w.bytes(&[0]),
             Some(IpAddr::V4(a)) => {
@@ -569,7 +555,7 @@ impl Column for Option<IpAddr> {
 }
 
 impl Column for EventKind {
-    fn put<'e>(w: &mut W<'e>, v: &'e Self) {
+    fn put(w: &mut W, v: &Self) {
         w.string(v.as_str());
     }
     fn take(r: &mut R<'_>) -> Result<Self, StoreError> {
@@ -583,7 +569,7 @@ impl Column for EventKind {
 macro_rules! optional_named {
     ($($t:ty => $what:literal),*) => {$(
         impl Column for Option<$t> {
-            fn put<'e>(w: &mut W<'e>, v: &'e Self) {
+            fn put(w: &mut W, v: &Self) {
                 w.optional(v.map(|d| d.as_str()));
             }
             fn take(r: &mut R<'_>) -> Result<Self, StoreError> {
@@ -601,7 +587,7 @@ macro_rules! optional_named {
 optional_named!(DeviceType => "device", VisitorType => "visitor type");
 
 impl Column for Option<Money> {
-    fn put<'e>(w: &mut W<'e>, v: &'e Self) {
+    fn put(w: &mut W, v: &Self) {
         match v {
             None => w.bytes(&[0]),
             Some(m) => {
@@ -625,7 +611,7 @@ impl Column for Option<Money> {
 }
 
 impl Column for BTreeMap<String, String> {
-    fn put<'e>(w: &mut W<'e>, v: &'e Self) {
+    fn put(w: &mut W, v: &Self) {
         w.varint(v.len() as u128);
         for (k, v) in v {
             w.string(k);
@@ -644,70 +630,73 @@ impl Column for BTreeMap<String, String> {
     }
 }
 
-/// The columns written after [`columns!`]'s, each from fields those hold.
-struct Derived;
+/// The columns written after [`columns!`]'s, each from fields those hold, and what
+/// the session column remembers: each visitor's session id last written.
+#[derive(Default)]
+struct Derived {
+    writers: [W; Derived::COLUMNS],
+    /// The batch's visitors (a dictionary, as a column's) and each one's last
+    /// session id.
+    visitors: W,
+    last_session: Vec<Option<u64>>,
+}
 
 impl Derived {
     /// How many columns [`Derived::put`] writes.
     const COLUMNS: usize = 4;
 
-    /// Writes the columns into `raw` with `spares`' buffers; `visitors` is the
-    /// batch before's visitor count (it sizes the session column's map) and becomes
-    /// this one's.
-    fn put(
-        events: &[&Event],
-        raw: &mut Vec<u8>,
-        spares: &mut [Spare; Self::COLUMNS],
-        visitors: &mut usize,
-    ) {
+    fn clear(&mut self) {
+        self.writers.iter_mut().for_each(W::clear);
+        self.visitors.clear();
+        self.last_session.clear();
+    }
+
+    /// Writes event `e`'s values.
+    fn put(&mut self, e: &Event) {
+        let [w0, w1, w2, w3] = &mut self.writers;
         // The id: its UUIDv7 time part as the difference from the event's time
         // (none when the id was made for it), then its other ten bytes.
-        let mut w0 = W::from_spare(std::mem::take(&mut spares[0]));
-        for e in events {
-            let b = e.id.as_bytes();
-            let prefix = b[..6].iter().fold(0i128, |a, &x| a << 8 | i128::from(x));
-            w0.signed(prefix - i128::from(millis(&e.timestamp).0));
-            w0.bytes(&b[6..]);
-        }
-        spares[0] = w0.finish(raw);
+        let b = e.id.as_bytes();
+        let prefix = b[..6].iter().fold(0i128, |a, &x| a << 8 | i128::from(x));
+        let ms = millis(&e.timestamp).0;
+        w0.signed(prefix - i128::from(ms));
+        w0.bytes(&b[6..]);
         // The client's time, as the difference from the event's.
-        let mut w1 = W::from_spare(std::mem::take(&mut spares[1]));
-        for e in events {
-            match &e.client_timestamp {
-                None => w1.varint(0),
-                Some(c) => {
-                    let (ms, sub) = millis(c);
-                    let d = i128::from(ms) - i128::from(millis(&e.timestamp).0);
-                    w1.varint(zigzag(d) + 1);
-                    w1.varint(u128::from(sub));
-                }
+        match &e.client_timestamp {
+            None => w1.varint(0),
+            Some(c) => {
+                let (client_ms, sub) = millis(c);
+                let d = i128::from(client_ms) - i128::from(ms);
+                w1.varint(zigzag(d) + 1);
+                w1.varint(u128::from(sub));
             }
         }
-        spares[1] = w1.finish(raw);
         // The session id: 0 for none, 1 for the id of the visitor's event before in
         // the batch, else 2 and its bytes.
-        let mut w2 = W::from_spare(std::mem::take(&mut spares[2]));
-        let mut last: HashMap<&str, u64, foldhash::fast::RandomState> =
-            HashMap::with_capacity_and_hasher(*visitors, Default::default());
-        for e in events {
-            match e.identity.session_id {
-                None => w2.bytes(&[0]),
-                Some(id) => match last.insert(&e.identity.visitor_id, id) {
+        match e.identity.session_id {
+            None => w2.bytes(&[0]),
+            Some(id) => {
+                let v = self.visitors.index(&e.identity.visitor_id) as usize;
+                if v == self.last_session.len() {
+                    self.last_session.push(None);
+                }
+                match self.last_session[v].replace(id) {
                     Some(before) if before == id => w2.bytes(&[1]),
                     _ => {
                         w2.bytes(&[2]);
                         w2.bytes(&id.to_le_bytes());
                     }
-                },
+                }
             }
         }
-        spares[2] = w2.finish(raw);
-        *visitors = last.len();
-        let mut w3 = W::from_spare(std::mem::take(&mut spares[3]));
-        for e in events {
-            put_url(&mut w3, e);
+        put_url(w3, e);
+    }
+
+    /// Writes the columns into `raw`.
+    fn finish(&self, raw: &mut Vec<u8>) {
+        for w in &self.writers {
+            w.finish(raw);
         }
-        spares[3] = w3.finish(raw);
     }
 
     fn take(events: &mut [Event], input: &mut &[u8]) -> Result<(), StoreError> {
@@ -766,7 +755,7 @@ impl Derived {
 
 /// How a page's URL is written: whole (0), or as what follows
 /// `https://{host}{path}` (1) or `http://{host}{path}` (2).
-fn put_url<'e>(w: &mut W<'e>, e: &'e Event) {
+fn put_url(w: &mut W, e: &Event) {
     let (host, path) = (e.page.host.as_str(), e.page.path.as_str());
     let after = |scheme: &str| {
         e.page
@@ -886,21 +875,148 @@ macro_rules! columns {
     };
 }
 
-/// What an encoding thread keeps between batches: the column bytes, the zstd
-/// context and its output, the column writers' buffers, and the last batch's
-/// visitor count.
+macro_rules! count_columns {
+    ($($($f:ident).+),*) => {
+        [$(stringify!($($f).+)),*].len()
+    };
+}
+
+/// How many columns [`columns!`] names.
+const COLUMNS: usize = columns!(count_columns);
+
+/// A batch being written event by event: a writer per column, each keeping its
+/// buffers from one batch to the next.
 #[derive(Default)]
-struct Encoder {
+pub(crate) struct BatchWriter {
+    writers: Vec<W>,
+    derived: Derived,
+    events: usize,
+    min_ms: i64,
+    max_ms: i64,
+}
+
+impl BatchWriter {
+    /// Adds event `e` to the batch.
+    pub(crate) fn put(&mut self, e: &Event) {
+        if self.writers.len() != COLUMNS {
+            self.writers.resize_with(COLUMNS, W::default);
+        }
+        let mut w = self.writers.iter_mut();
+        macro_rules! put {
+            ($($($f:ident).+),*) => {
+                $(
+                    if let Some(w) = w.next() {
+                        Column::put(w, &e.$($f).+);
+                    }
+                )*
+            };
+        }
+        columns!(put);
+        self.derived.put(e);
+        let ms = e.timestamp.timestamp_millis();
+        if self.events == 0 {
+            (self.min_ms, self.max_ms) = (ms, ms);
+        } else {
+            (self.min_ms, self.max_ms) = (self.min_ms.min(ms), self.max_ms.max(ms));
+        }
+        self.events += 1;
+    }
+
+    /// Events in the batch.
+    pub(crate) fn len(&self) -> usize {
+        self.events
+    }
+
+    /// The earliest and latest event times (milliseconds); zeros for no event.
+    pub(crate) fn span(&self) -> (i64, i64) {
+        (self.min_ms, self.max_ms)
+    }
+
+    /// The batch as a `columns+zstd` body; the writer is emptied for the next one.
+    pub(crate) fn finish(&mut self) -> Result<Vec<u8>, StoreError> {
+        PACKER.with_borrow_mut(|packer| {
+            let Packer {
+                raw,
+                compressor,
+                packed,
+            } = packer;
+            raw.clear();
+            raw.push(FORMAT);
+            push_varint(raw, self.events as u128);
+            if self.writers.len() != COLUMNS {
+                self.writers.resize_with(COLUMNS, W::default);
+            }
+            for w in &self.writers {
+                w.finish(raw);
+            }
+            self.derived.finish(raw);
+            self.clear();
+            let size = u32::try_from(raw.len())
+                .map_err(|e| StoreError::backend("encode a batch over 4 GiB", e))?;
+            let compressor = match compressor {
+                Some(c) => c,
+                None => {
+                    let mut c = zstd::bulk::Compressor::new(LEVEL)
+                        .map_err(|e| StoreError::backend("compress a batch", e))?;
+                    // A damaged frame fails its checksum rather than decoding to other
+                    // events.
+                    c.set_parameter(zstd::zstd_safe::CParameter::ChecksumFlag(true))
+                        .map_err(|e| StoreError::backend("compress a batch", e))?;
+                    compressor.insert(c)
+                }
+            };
+            packed.clear();
+            packed.reserve(zstd::zstd_safe::compress_bound(raw.len()));
+            compressor
+                .compress_to_buffer(&raw[..], packed)
+                .map_err(|e| StoreError::backend("compress a batch", e))?;
+            let mut body = Vec::with_capacity(4 + packed.len());
+            body.extend_from_slice(&size.to_le_bytes());
+            body.extend_from_slice(packed);
+            Ok(body)
+        })
+    }
+
+    fn clear(&mut self) {
+        self.writers.iter_mut().for_each(W::clear);
+        self.derived.clear();
+        (self.events, self.min_ms, self.max_ms) = (0, 0, 0);
+    }
+}
+
+/// What an encoding thread keeps between batches: the column bytes, the zstd
+/// context and its output.
+#[derive(Default)]
+struct Packer {
     raw: Vec<u8>,
     compressor: Option<zstd::bulk::Compressor<'static>>,
     packed: Vec<u8>,
-    spares: Vec<Spare>,
-    derived: [Spare; Derived::COLUMNS],
-    visitors: usize,
 }
 
 thread_local! {
-    static ENCODER: std::cell::RefCell<Option<Encoder>> = const { std::cell::RefCell::new(None) };
+    static PACKER: std::cell::RefCell<Packer> = std::cell::RefCell::new(Packer::default());
+    /// Batch writers not in use on this thread, with their buffers.
+    static WRITERS: std::cell::RefCell<Vec<BatchWriter>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Writers kept per thread: an import's chunk takes one a site it holds.
+const KEPT_WRITERS: usize = 8;
+
+impl BatchWriter {
+    /// An empty writer: one this thread used before, with its buffers, when there is.
+    pub(crate) fn take() -> Self {
+        WRITERS.with_borrow_mut(Vec::pop).unwrap_or_default()
+    }
+
+    /// Gives an emptied writer back to this thread's writers.
+    pub(crate) fn give_back(mut self) {
+        self.clear();
+        WRITERS.with_borrow_mut(|kept| {
+            if kept.len() < KEPT_WRITERS {
+                kept.push(self);
+            }
+        });
+    }
 }
 
 /// The events (all of one site) as a `columns+zstd` body.
@@ -910,64 +1026,13 @@ pub(crate) fn encode(events: &[&Event]) -> Result<Vec<u8>, StoreError> {
             return Err(corrupt("events of more than one site in one batch"));
         }
     }
-    ENCODER.with_borrow_mut(|encoder| {
-        let Encoder {
-            raw,
-            compressor,
-            packed,
-            spares,
-            derived,
-            visitors,
-        } = encoder.get_or_insert_with(Encoder::default);
-        raw.clear();
-        raw.push(FORMAT);
-        push_varint(raw, events.len() as u128);
-        // Event by event into every column's writer: a pass over the batch per column
-        // read each event's cache lines once per field.
-        macro_rules! put {
-            ($($($f:ident).+),*) => {
-                const COLUMNS: usize = [$(stringify!($($f).+)),*].len();
-                spares.resize_with(COLUMNS, Spare::default);
-                let mut writers: [W; COLUMNS] =
-                    std::array::from_fn(|i| W::from_spare(std::mem::take(&mut spares[i])));
-                for e in events {
-                    let mut w = writers.iter_mut();
-                    $(
-                        if let Some(w) = w.next() {
-                            Column::put(w, &e.$($f).+);
-                        }
-                    )*
-                }
-                for (spare, w) in spares.iter_mut().zip(writers) {
-                    *spare = w.finish(raw);
-                }
-            };
-        }
-        columns!(put);
-        Derived::put(events, raw, derived, visitors);
-        let size = u32::try_from(raw.len())
-            .map_err(|e| StoreError::backend("encode a batch over 4 GiB", e))?;
-        let compressor = match compressor {
-            Some(c) => c,
-            None => {
-                let mut c = zstd::bulk::Compressor::new(LEVEL)
-                    .map_err(|e| StoreError::backend("compress a batch", e))?;
-                // A damaged frame fails its checksum rather than decoding to other events.
-                c.set_parameter(zstd::zstd_safe::CParameter::ChecksumFlag(true))
-                    .map_err(|e| StoreError::backend("compress a batch", e))?;
-                compressor.insert(c)
-            }
-        };
-        packed.clear();
-        packed.reserve(zstd::zstd_safe::compress_bound(raw.len()));
-        compressor
-            .compress_to_buffer(&raw[..], packed)
-            .map_err(|e| StoreError::backend("compress a batch", e))?;
-        let mut body = Vec::with_capacity(4 + packed.len());
-        body.extend_from_slice(&size.to_le_bytes());
-        body.extend_from_slice(packed);
-        Ok(body)
-    })
+    let mut writer = BatchWriter::take();
+    for e in events {
+        writer.put(e);
+    }
+    let body = writer.finish();
+    writer.give_back();
+    body
 }
 
 /// The uncompressed bytes of a `columns+zstd` body.

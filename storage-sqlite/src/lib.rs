@@ -85,9 +85,11 @@ pub use batches::BATCH;
 use async_trait::async_trait;
 use batches::{
     decode_batch, encode_batches, erase_visitor, failed, remember_payments, write_batches,
-    StoredBatch,
+    BatchBuilder, StoredBatch,
 };
-use beacon_core::backend::{AppendReport, EventBatches, PreparedEvents, ScanRequest, StoreStats};
+use beacon_core::backend::{
+    AppendReport, ChunkEncoder, EventBatches, PreparedEvents, ScanRequest, StoreStats,
+};
 use beacon_core::{
     Context, EraseScope, Event, EventStore, Funnel, FunnelResult, GoalsRequest, GoalsResult,
     MemoryStore, Query, QueryResult, RealtimeRequest, RealtimeResult, Site, StoreError,
@@ -192,6 +194,30 @@ fn fresh<'e>(memory: &MemoryStore, events: &'e [Event]) -> (Vec<&'e Event>, Vec<
         }
     }
     (new, dup)
+}
+
+/// A chunk's batches, written event by event as an importer's worker makes them.
+struct SqliteChunk(BatchBuilder);
+
+impl ChunkEncoder for SqliteChunk {
+    fn add(&mut self, events: &[Event]) -> Result<(), StoreError> {
+        events.iter().try_for_each(|e| self.0.put(e))
+    }
+
+    fn finish(self: Box<Self>, events: Vec<Event>) -> Result<PreparedEvents, StoreError> {
+        if self.0.len() != events.len() {
+            return Err(StoreError::backend(
+                "prepare a chunk",
+                std::io::Error::other(format!(
+                    "{} events encoded, {} given to append",
+                    self.0.len(),
+                    events.len()
+                )),
+            ));
+        }
+        let batches = self.0.finish()?;
+        Ok(PreparedEvents::with_payload(events, Box::new(batches)))
+    }
 }
 
 impl SqliteStore {
@@ -794,6 +820,10 @@ impl EventStore for SqliteStore {
         Ok(PreparedEvents::with_payload(events, Box::new(batches)))
     }
 
+    fn chunk_encoder(&self) -> Option<Box<dyn ChunkEncoder>> {
+        Some(Box::new(SqliteChunk(BatchBuilder::default())))
+    }
+
     async fn append_prepared(&self, events: &PreparedEvents) -> Result<AppendReport, StoreError> {
         let encoded = events
             .payload()
@@ -1274,6 +1304,72 @@ mod tests {
             reason: "crawler pattern \"x\"".into(),
         });
         e
+    }
+
+    /// A chunk encoded piece by piece, as an importer's worker hands it over, gives
+    /// the batches of each site in its events' order, a batch each [`BATCH`]
+    /// events, each body the bytes of its events encoded at once by a fresh writer
+    /// (a writer reused after a sealed batch starts clean). A different number of
+    /// events at the end is an error.
+    #[tokio::test]
+    async fn a_chunk_encoded_in_pieces_is_its_batches() {
+        let mut events = Vec::new();
+        for i in 0..(BATCH * 5 / 4 + 900) {
+            let mut e = event(
+                &format!("v{}", i % 97),
+                (i % 60) as u32,
+                EventKind::Pageview,
+            );
+            e.id = uuid::Uuid::from_u128(i as u128 + 1);
+            e.identity.session_id = Some((i % 13) as u64);
+            e.client_timestamp = Some(e.timestamp - chrono::TimeDelta::milliseconds(i as i64));
+            if i % 5 == 0 {
+                e.site = format!("other{}.test", i % 3);
+            }
+            events.push(e);
+        }
+        let mut sites: Vec<&str> = Vec::new();
+        for e in &events {
+            if !sites.contains(&e.site.as_str()) {
+                sites.push(&e.site);
+            }
+        }
+        let mut expected = Vec::new();
+        for site in sites {
+            let of_site: Vec<&Event> = events.iter().filter(|e| e.site == site).collect();
+            for batch in of_site.chunks(BATCH) {
+                let times = batch.iter().map(|e| e.timestamp.timestamp_millis());
+                expected.push((
+                    site.to_owned(),
+                    batch.len(),
+                    times.clone().min().unwrap_or(0),
+                    times.max().unwrap_or(0),
+                    encode_batch(batch).expect("encode"),
+                ));
+            }
+        }
+        assert!(expected.len() >= 5, "two batches of one site, and others");
+        let store = tempfile::tempdir().expect("dir");
+        let store = SqliteStore::open(store.path()).await.expect("open");
+        for piece in [1, 256, 5000, BATCH * 2] {
+            let mut chunk = store.chunk_encoder().expect("an encoder");
+            for part in events.chunks(piece) {
+                chunk.add(part).expect("add");
+            }
+            let prepared = chunk.finish(events.clone()).expect("finish");
+            let batches = prepared
+                .payload()
+                .and_then(|p| p.downcast_ref::<Vec<StoredBatch>>())
+                .expect("batches");
+            let got: Vec<_> = batches
+                .iter()
+                .map(|b| (b.site.clone(), b.events, b.min_ts, b.max_ts, b.body.clone()))
+                .collect();
+            assert!(got == expected, "pieces of {piece}");
+        }
+        let mut short = store.chunk_encoder().expect("an encoder");
+        short.add(&events[..3]).expect("add");
+        assert!(short.finish(events[..2].to_vec()).is_err());
     }
 
     /// Every field survives a stored batch, in the codec written and the ones read

@@ -112,6 +112,10 @@ impl std::fmt::Debug for Importer {
 /// at most the store's batch size: `beacon-storage-sqlite`'s is 16,384 too).
 const CHUNK: usize = 16384;
 
+/// Events a worker hands its store's chunk encoder at a time: a few hundred
+/// kilobytes, still in the core's cache.
+const PIECE: usize = 256;
+
 /// The most events an import asks the store to make room for at once.
 const MAX_RESERVE: u64 = 1 << 28;
 
@@ -356,7 +360,18 @@ fn produce<R: BufRead>(
                 let Chunk { text, lines } = &mut chunk;
                 let (mut events, mut rejected) = (buffer(lines.len()), Vec::new());
                 let mut sites = HashMap::new();
+                // Events go to the store's encoder a piece at a time, while they are
+                // still in the cache: encoding the whole chunk at its end read its
+                // 20 MB back from memory.
+                let mut encoder = prep.events.chunk_encoder();
+                let mut encoded = 0;
                 for (line, raw) in lines.drain(..) {
+                    if let Some(encoder) = &mut encoder {
+                        if events.len() - encoded >= PIECE {
+                            encoder.add(&events[encoded..])?;
+                            encoded = events.len();
+                        }
+                    }
                     let (parsed, bytes) = raw.hit(text);
                     let prepared = match parsed.and_then(|h| h.validate(&ctx, site)) {
                         Ok(v) => {
@@ -375,12 +390,15 @@ fn produce<R: BufRead>(
                         Err(e) => return Err(ImportError::Ingest(e)),
                     }
                 }
-                Ok((events, rejected))
+                if let Some(encoder) = &mut encoder {
+                    encoder.add(&events[encoded..])?;
+                }
+                Ok((events, rejected, encoder))
             });
             chunk.text.clear();
             // When the reader has stopped or has spares enough, the buffers are dropped.
             let _ = spare.try_send(chunk);
-            let (events, rejected) = prepared?;
+            let (events, rejected, encoder) = prepared?;
             // The first chunk is committed before any other: the store makes room for
             // the rest of the input before it takes them.
             if seq == 0 {
@@ -393,7 +411,11 @@ fn produce<R: BufRead>(
                     }
                 }
             }
-            Ok((prep.events.prepare(events)?, rejected))
+            let prepared = match encoder {
+                Some(encoder) => encoder.finish(events)?,
+                None => prep.events.prepare(events)?,
+            };
+            Ok((prepared, rejected))
         };
     std::thread::scope(|s| {
         for _ in 0..threads {

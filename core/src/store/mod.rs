@@ -295,6 +295,17 @@ impl std::fmt::Debug for PreparedEvents {
     }
 }
 
+/// Encodes a chunk of events piece by piece, on the thread that makes them (see
+/// [`EventStore::chunk_encoder`]).
+pub trait ChunkEncoder: Send {
+    /// Encodes the chunk's next events, in order.
+    fn add(&mut self, events: &[Event]) -> Result<(), StoreError>;
+
+    /// The prepared chunk. `events` are the events added, in the order added; a
+    /// different number of them is an error.
+    fn finish(self: Box<Self>, events: Vec<Event>) -> Result<PreparedEvents, StoreError>;
+}
+
 impl PreparedEvents {
     /// Events with nothing encoded.
     pub fn plain(events: Vec<Event>) -> Self {
@@ -376,6 +387,14 @@ pub trait EventStore: Send + Sync {
     /// default encodes nothing.
     fn prepare(&self, events: Vec<Event>) -> Result<PreparedEvents, StoreError> {
         Ok(PreparedEvents::plain(events))
+    }
+
+    /// An encoder for a chunk whose events come in pieces as they are made, for
+    /// [`EventStore::append_prepared`]: an importer's worker hands each piece over
+    /// while it is still in the cache, instead of the whole chunk at the end. `None`
+    /// (the default) leaves the chunk to [`EventStore::prepare`].
+    fn chunk_encoder(&self) -> Option<Box<dyn ChunkEncoder>> {
+        None
     }
 
     /// Appends prepared events, exactly as [`EventStore::append`] would. The caller
