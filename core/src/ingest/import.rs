@@ -376,7 +376,11 @@ fn produce<R: BufRead>(
                     let prepared = match parsed.and_then(|h| h.validate(&ctx, site)) {
                         Ok(v) => {
                             let id = EventId::Line(line, &bytes);
-                            prep.prepare(v, None, id, &mut sites, &mut events).await
+                            // Nearly every line: no future to build, move and poll.
+                            match prep.prepare_now(v, id, &sites, &mut events) {
+                                Ok(done) => done,
+                                Err(v) => prep.prepare(v, None, id, &mut sites, &mut events).await,
+                            }
                         }
                         Err(e) => Err(e.into()),
                     };
@@ -556,6 +560,101 @@ fn csv_records<R: BufRead>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The import's path without a future gives each hit the event `prepare` gives
+    /// it (id, enrichment, visitor, session), and leaves to `prepare` untouched the
+    /// hits it cannot answer: an unknown site, no visitor id, a refund.
+    #[test]
+    fn preparing_now_is_preparing() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let store = Arc::new(crate::MemoryStore::new());
+        store.put_site_sync(Site::new("a.test")).expect("site");
+        /// Writes what enrichment was told into the event.
+        struct Told;
+        impl crate::Enrich for Told {
+            fn enrich(&self, event: &mut Event, req: &crate::RequestFacts<'_>, site: &Site) {
+                event.device.browser = Some(
+                    format!(
+                        "{:?} {:?} {} {}",
+                        req.ip, req.user_agent, req.server_side, site.domain
+                    )
+                    .into(),
+                );
+            }
+        }
+        let _entered = runtime.enter();
+        let pipeline = Pipeline::builder(store)
+            .enricher(Told)
+            .build()
+            .expect("pipeline");
+        let ctx = ValidationContext::import(chrono::Utc::now());
+        let page = r#""site":"a.test","type":"pageview","url":"https://a.test/p""#;
+        let lines: Vec<String> = [
+            format!(r#"{{{page},"visitor_id":"v1","timestamp":"2026-03-01T10:00:00Z"}}"#),
+            format!(r#"{{{page},"visitor_id":"v2","timestamp":"2026-03-01T10:01:00Z","referrer":"https://www.google.com/"}}"#),
+            r#"{"site":"a.test","type":"goal","goal":"signup","url":"https://a.test/p","visitor_id":"v1","timestamp":"2026-03-01T10:05:00Z"}"#.to_owned(),
+            format!(r#"{{{page},"visitor_id":"v1","timestamp":"2026-03-01T12:00:00Z"}}"#),
+            format!(r#"{{{page},"ip":"1.2.3.4","user_agent":"Mozilla/5.0","timestamp":"2026-03-01T12:01:00Z"}}"#),
+            r#"{"site":"a.test","type":"refund","order_id":"o1","url":"https://a.test/p","visitor_id":"v2","timestamp":"2026-03-01T12:02:00Z"}"#.to_owned(),
+            r#"{"site":"unknown.test","type":"pageview","url":"https://unknown.test/p","visitor_id":"v3","timestamp":"2026-03-01T12:03:00Z"}"#.to_owned(),
+        ]
+        .to_vec();
+        let run = |now: bool| {
+            let prep = import_preparer(&pipeline, 16);
+            let (mut events, mut sites, mut answered) = (Vec::new(), HashMap::new(), 0);
+            let mut errors = Vec::new();
+            for (n, line) in lines.iter().enumerate() {
+                let v = Hit::parts_from_json_str(line)
+                    .and_then(|h| h.validate(&ctx, None))
+                    .expect("valid");
+                let id = EventId::Line(n as u64 + 1, line.as_bytes());
+                let done = if now {
+                    match prep.prepare_now(v, id, &sites, &mut events) {
+                        Ok(done) => {
+                            answered += 1;
+                            done
+                        }
+                        Err(v) => {
+                            runtime.block_on(prep.prepare(v, None, id, &mut sites, &mut events))
+                        }
+                    }
+                } else {
+                    runtime.block_on(prep.prepare(v, None, id, &mut sites, &mut events))
+                };
+                errors.push(done.is_err());
+            }
+            (events, errors, answered)
+        };
+        let (mut awaited, awaited_errors, _) = run(false);
+        let (mut now, now_errors, answered) = run(true);
+        assert_eq!(now_errors, awaited_errors);
+        assert_eq!(
+            now_errors.iter().filter(|e| **e).count(),
+            1,
+            "the unknown site"
+        );
+        // The cookieless visitor's id hashes with each import's own random salt.
+        for events in [&mut awaited, &mut now] {
+            let anonymous = &mut events[4].identity;
+            assert_eq!(anonymous.visitor_id.len(), 16);
+            (anonymous.visitor_id, anonymous.session_id) = (String::new(), None);
+        }
+        assert_eq!(now, awaited);
+        assert_eq!(answered, 3, "the first of the site goes through prepare");
+        assert_eq!(
+            now[1].device.browser.as_deref(),
+            Some("None None true a.test"),
+            "enriched, as a server's hit naming its visitor"
+        );
+        assert_eq!(
+            now.iter()
+                .map(|e| e.identity.session_number)
+                .collect::<Vec<_>>(),
+            [Some(1), Some(1), Some(1), Some(2), Some(1), None]
+        );
+    }
 
     /// Each line `ndjson` hands on, as (number, text), in order.
     fn read_all(input: &[u8], buffer: usize) -> Vec<(u64, String)> {

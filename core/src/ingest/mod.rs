@@ -224,6 +224,74 @@ impl Preparer {
         }
     }
 
+    /// [`Preparer::prepare`] without a future, for an import: when the hit's site
+    /// is in `sites`, it names its own visitor, it is activity and the session state
+    /// answers at once ([`SessionState::observe_now`]), nothing needs waiting for.
+    /// Otherwise the hit comes back untouched (nothing observed), for `prepare`.
+    // The hit comes back in the caller's slot, moved once; boxing it would allocate
+    // for every hit `prepare` answers instead (every cookieless one).
+    #[allow(clippy::result_large_err)]
+    pub(crate) fn prepare_now<'a>(
+        &self,
+        v: Validated<'a>,
+        id: EventId<'_>,
+        sites: &HashMap<String, Site>,
+        out: &mut Vec<Event>,
+    ) -> Result<Result<(), IngestError>, Validated<'a>> {
+        let (Some(visitor), Some(site)) =
+            (v.client_visitor_id.as_deref(), sites.get(&v.event.site))
+        else {
+            return Err(v);
+        };
+        if !v.event.kind.is_activity() {
+            return Err(v);
+        }
+        let (ts, timeout) = (
+            v.event.timestamp.timestamp_millis(),
+            site.session_timeout_ms(),
+        );
+        let obs =
+            match self
+                .sessions
+                .observe_now(&site.domain, VisitorRef::Id(visitor), ts, timeout)
+            {
+                None => return Err(v),
+                Some(Err(e)) => return Ok(Err(e.into())),
+                Some(Ok(obs)) => obs,
+            };
+        let Validated {
+            event,
+            ip,
+            user_agent,
+            client_visitor_id,
+        } = v;
+        out.push(event);
+        let Some(event) = out.last_mut() else {
+            return Ok(Ok(()));
+        };
+        let facts = Facts {
+            ip,
+            user_agent: user_agent.as_deref(),
+            client_visitor_id: client_visitor_id.as_deref(),
+            origin: None,
+        };
+        self.identify_and_enrich(&facts, event, site, id);
+        placed(event, obs);
+        Ok(Ok(()))
+    }
+
+    /// The event's id, and its enrichment.
+    fn identify_and_enrich(&self, v: &Facts<'_>, event: &mut Event, site: &Site, id: EventId<'_>) {
+        event.id = self.event_id(id, event.timestamp);
+        let req = RequestFacts {
+            ip: v.ip,
+            user_agent: v.user_agent,
+            client_hints: v.origin.map(|o| &o.hints),
+            server_side: v.client_visitor_id.is_some() && v.user_agent.is_none(),
+        };
+        self.enricher.enrich(event, &req, site);
+    }
+
     /// [`Preparer::prepare`]'s work on the event in place.
     async fn fill(
         &self,
@@ -232,15 +300,7 @@ impl Preparer {
         site: &Site,
         id: EventId<'_>,
     ) -> Result<(), IngestError> {
-        let origin = v.origin;
-        event.id = self.event_id(id, event.timestamp);
-        let req = RequestFacts {
-            ip: v.ip,
-            user_agent: v.user_agent,
-            client_hints: origin.map(|o| &o.hints),
-            server_side: v.client_visitor_id.is_some() && v.user_agent.is_none(),
-        };
-        self.enricher.enrich(event, &req, site);
+        self.identify_and_enrich(v, event, site, id);
         let ts = event.timestamp.timestamp_millis();
         let timeout = site.session_timeout_ms();
         let candidates = match v.client_visitor_id {
@@ -275,9 +335,7 @@ impl Preparer {
                         .await?
                 }
             };
-            event.identity.session_id = Some(obs.session_id);
-            event.identity.session_number = Some(obs.session_number);
-            event.identity.visitor_id = obs.visitor_id;
+            placed(event, obs);
         } else {
             event.identity.visitor_id = self
                 .sessions
@@ -286,6 +344,13 @@ impl Preparer {
         }
         Ok(())
     }
+}
+
+/// An activity event's visitor and session, as the session state placed it.
+fn placed(event: &mut Event, obs: crate::backend::Observation) {
+    event.identity.session_id = Some(obs.session_id);
+    event.identity.session_number = Some(obs.session_number);
+    event.identity.visitor_id = obs.visitor_id;
 }
 
 /// What [`Preparer::fill`] reads of a validated hit besides its event.
