@@ -117,8 +117,9 @@ const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(5
 pub struct SqliteStore {
     pool: SqlitePool,
     memory: Arc<MemoryStore>,
-    /// Appends are checked for known ids and written one at a time.
-    commit: tokio::sync::Mutex<()>,
+    /// Appends are checked for known ids and written one at a time; the lock holds
+    /// the table that finds an append's repeated ids.
+    commit: tokio::sync::Mutex<Repeats>,
     /// Sites read from `config`, kept for lookups on every hit.
     sites: RwLock<BTreeMap<String, Site>>,
     checkpointer: tokio::task::AbortHandle,
@@ -170,18 +171,52 @@ async fn checkpoint_in_background(pool: SqlitePool) {
     }
 }
 
+/// Finds ids repeated within an append: a table of indices into its events, kept
+/// from one append to the next (a new set for each 16,384-event chunk was a
+/// megabyte allocated and its pages touched, chunk after chunk).
+#[derive(Default)]
+struct Repeats {
+    seen: hashbrown::HashTable<u32>,
+    hasher: foldhash::fast::RandomState,
+}
+
+impl std::fmt::Debug for Repeats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Repeats")
+            .field("capacity", &self.seen.capacity())
+            .finish()
+    }
+}
+
 /// The events of `events` that are new: not held by `memory`, not earlier in
 /// `events`; and the ids of the others.
-fn fresh<'e>(memory: &MemoryStore, events: &'e [Event]) -> (Vec<&'e Event>, Vec<uuid::Uuid>) {
-    let mut seen: HashSet<(&str, uuid::Uuid), foldhash::fast::RandomState> =
-        HashSet::with_capacity_and_hasher(events.len(), Default::default());
+fn fresh<'e>(
+    memory: &MemoryStore,
+    events: &'e [Event],
+    repeats: &mut Repeats,
+) -> (Vec<&'e Event>, Vec<uuid::Uuid>) {
+    use std::hash::BuildHasher;
+    let Repeats { seen, hasher } = repeats;
+    seen.clear();
     let mut candidates = Vec::with_capacity(events.len());
     let mut dup = Vec::new();
-    for e in events {
-        if !e.id.is_nil() && !seen.insert((e.site.as_str(), e.id)) {
-            dup.push(e.id);
-        } else {
+    for (i, e) in events.iter().enumerate() {
+        if e.id.is_nil() {
             candidates.push(e);
+            continue;
+        }
+        let same = |j: &u32| {
+            let o = &events[*j as usize];
+            o.id == e.id && o.site == e.site
+        };
+        match seen.entry(hasher.hash_one(e.id), same, |j| {
+            hasher.hash_one(events[*j as usize].id)
+        }) {
+            hashbrown::hash_table::Entry::Occupied(_) => dup.push(e.id),
+            hashbrown::hash_table::Entry::Vacant(slot) => {
+                slot.insert(u32::try_from(i).expect("fewer than 2^32 events an append"));
+                candidates.push(e);
+            }
         }
     }
     let held = memory.holds_each(&candidates);
@@ -286,7 +321,7 @@ impl SqliteStore {
         let store = Self {
             pool,
             memory: Arc::new(MemoryStore::new()),
-            commit: tokio::sync::Mutex::new(()),
+            commit: tokio::sync::Mutex::new(Repeats::default()),
             sites: RwLock::new(BTreeMap::new()),
             checkpointer,
             dir: dir.to_owned(),
@@ -592,8 +627,8 @@ impl SqliteStore {
         if events.is_empty() {
             return Ok(AppendReport::default());
         }
-        let _one_at_a_time = self.commit.lock().await;
-        let (new, mut duplicates) = fresh(&self.memory, events);
+        let mut one_at_a_time = self.commit.lock().await;
+        let (new, mut duplicates) = fresh(&self.memory, events, &mut one_at_a_time);
         if new.is_empty() {
             return Ok(AppendReport::new(0, duplicates));
         }
