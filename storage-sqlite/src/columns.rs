@@ -635,9 +635,8 @@ impl Column for BTreeMap<String, String> {
 #[derive(Default)]
 struct Derived {
     writers: [W; Derived::COLUMNS],
-    /// The batch's visitors (a dictionary, as a column's) and each one's last
-    /// session id.
-    visitors: W,
+    /// Each visitor's last session id, by the visitor's index in the visitor
+    /// column's dictionary.
     last_session: Vec<Option<u64>>,
 }
 
@@ -647,12 +646,12 @@ impl Derived {
 
     fn clear(&mut self) {
         self.writers.iter_mut().for_each(W::clear);
-        self.visitors.clear();
         self.last_session.clear();
     }
 
-    /// Writes event `e`'s values.
-    fn put(&mut self, e: &Event) {
+    /// Writes event `e`'s values; `visitor` is its visitor's index in the visitor
+    /// column's dictionary.
+    fn put(&mut self, e: &Event, visitor: u32) {
         let [w0, w1, w2, w3] = &mut self.writers;
         // The id: its UUIDv7 time part as the difference from the event's time
         // (none when the id was made for it), then its other ten bytes.
@@ -676,9 +675,9 @@ impl Derived {
         match e.identity.session_id {
             None => w2.bytes(&[0]),
             Some(id) => {
-                let v = self.visitors.index(&e.identity.visitor_id) as usize;
-                if v == self.last_session.len() {
-                    self.last_session.push(None);
+                let v = visitor as usize;
+                if v >= self.last_session.len() {
+                    self.last_session.resize(v + 1, None);
                 }
                 match self.last_session[v].replace(id) {
                     Some(before) if before == id => w2.bytes(&[1]),
@@ -884,6 +883,9 @@ macro_rules! count_columns {
 /// How many columns [`columns!`] names.
 const COLUMNS: usize = columns!(count_columns);
 
+/// The place of `identity.visitor_id` in [`columns!`] (a test holds it there).
+const VISITOR_COLUMN: usize = 3;
+
 /// A batch being written event by event: a writer per column, each keeping its
 /// buffers from one batch to the next.
 #[derive(Default)]
@@ -912,7 +914,9 @@ impl BatchWriter {
             };
         }
         columns!(put);
-        self.derived.put(e);
+        // The visitor column's writer has just looked the event's visitor up.
+        let visitor = self.writers[VISITOR_COLUMN].last.unwrap_or(0);
+        self.derived.put(e, visitor);
         let ms = e.timestamp.timestamp_millis();
         if self.events == 0 {
             (self.min_ms, self.max_ms) = (ms, ms);
@@ -1091,6 +1095,21 @@ pub(crate) fn decode(bytes: &[u8], site: &str) -> Result<Vec<Event>, StoreError>
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    macro_rules! name_columns {
+        ($($($f:ident).+),*) => {
+            [$(stringify!($($f).+)),*]
+        };
+    }
+
+    #[test]
+    fn the_visitor_column_is_where_the_session_column_looks() {
+        let names: [&str; COLUMNS] = columns!(name_columns);
+        assert_eq!(
+            names[VISITOR_COLUMN].replace(' ', ""),
+            "identity.visitor_id"
+        );
+    }
 
     fn text() -> impl Strategy<Value = Option<Text>> {
         proptest::option::of("[a-c\u{e9} ]{0,3}".prop_map(|s| Text::from(s.as_str())))

@@ -8,11 +8,13 @@
 //! with sessions derived once at load, and the same questions asked in SQL. The
 //! answers are checked equal, query by query, and a markdown table of medians and
 //! ratios goes to standard output, with the import rate, restart time, memory and
-//! size on disk.
+//! size on disk. Each import runs `--import-runs` times (median, after `sync`, into
+//! a fresh store); the same events are also imported without agents and addresses
+//! (the `hits` bin's form), into a store of their own, for that rate too.
 //!
 //! `cargo build --release -p beacon-server && cargo run --release -p beacon-benches
 //! --bin versus -- [--beacon target/release/beacon] [--events 10000000] [--runs 7]
-//! [--python python3] [--threads 2] [--keep DIR]`
+//! [--python python3] [--threads 2] [--keep DIR] [--import-runs 3]`
 //!
 //! `--keep DIR` works in DIR and leaves the hits, the CSV and Beacon's data
 //! directory there (for profiling a restart on the same store).
@@ -23,7 +25,7 @@
 #![allow(clippy::print_stdout)]
 
 use beacon_benches::{
-    free_port, median, realistic_hit_json, spawn_server, Traffic, COUNTRY_ADDRESSES,
+    free_port, hit_json, median, realistic_hit_json, spawn_server, Traffic, COUNTRY_ADDRESSES,
 };
 use beacon_core::Event;
 use beacon_testkit::http::request;
@@ -50,6 +52,7 @@ struct Args {
     threads: usize,
     country_db: String,
     keep: Option<String>,
+    import_runs: usize,
 }
 
 fn args() -> Args {
@@ -61,6 +64,7 @@ fn args() -> Args {
         threads: 2,
         country_db: COUNTRY_DB.into(),
         keep: None,
+        import_runs: 3,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -73,6 +77,7 @@ fn args() -> Args {
             "--threads" => a.threads = v.parse().expect("--threads N"),
             "--country-db" => a.country_db = v,
             "--keep" => a.keep = Some(v),
+            "--import-runs" => a.import_runs = v.parse().expect("--import-runs N"),
             _ => panic!("unknown argument {k}"),
         }
     }
@@ -87,6 +92,40 @@ fn beacon(bin: &str, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// Imports `hits` into a fresh store at `data` `runs` times (the input's pages
+/// written back to disk first, so that no run pays for the generator's writes);
+/// the median and the slowest and fastest seconds. The last run's store stays.
+fn import_runs(a: &Args, hits: &Path, data: &Path, runs: usize) -> (f64, f64, f64) {
+    let d = data.to_str().expect("path");
+    let mut times = Vec::new();
+    for _ in 0..runs.max(1) {
+        let _ = std::fs::remove_dir_all(data);
+        beacon(&a.beacon, &["sites", "add", SITE, "--data-dir", d]);
+        let _ = Command::new("sync").status();
+        let started = Instant::now();
+        let summary = beacon(
+            &a.beacon,
+            &[
+                "import",
+                "--data-dir",
+                d,
+                "--geoip-city",
+                &a.country_db,
+                hits.to_str().expect("path"),
+            ],
+        );
+        let s = started.elapsed().as_secs_f64();
+        assert!(
+            summary.ends_with(&format!("imported {}, rejected 0", a.events)),
+            "{summary}"
+        );
+        eprintln!("{summary} from {} in {s:.1} s", hits.display());
+        times.push(s);
+    }
+    times.sort_by(f64::total_cmp);
+    (median(&times), times[0], times[times.len() - 1])
 }
 
 fn bytes_under(p: &Path) -> u64 {
@@ -310,17 +349,27 @@ fn main() {
     check_enrichment(&a.beacon, &a.country_db);
 
     let hits = dir.join("hits.ndjson");
+    let plain = dir.join("plain.ndjson");
     let csv = dir.join("events.csv");
     {
         let mut h = std::io::BufWriter::new(std::fs::File::create(&hits).expect("hits file"));
+        let mut p = std::io::BufWriter::new(std::fs::File::create(&plain).expect("hits file"));
         let mut c = std::io::BufWriter::new(std::fs::File::create(&csv).expect("csv file"));
         for e in Traffic::new(SITE, a.events, 7) {
             writeln!(h, "{}", realistic_hit_json(&e)).expect("write");
+            writeln!(p, "{}", hit_json(&e)).expect("write");
             writeln!(c, "{}", csv_line(&e)).expect("write");
         }
     }
     let d = data.to_str().expect("path");
-    beacon(&a.beacon, &["sites", "add", SITE, "--data-dir", d]);
+    // The same events without agents and addresses first (the `hits` bin's form,
+    // with the client's visitor ids), into a store of their own, dropped after.
+    let plain_data = dir.join("plain-data");
+    let (plain_s, plain_min, plain_max) = import_runs(&a, &plain, &plain_data, a.import_runs);
+    let _ = std::fs::remove_dir_all(&plain_data);
+    let _ = std::fs::remove_file(&plain);
+    let (import_s, import_min, import_max) = import_runs(&a, &hits, &data, a.import_runs);
+    let disk = bytes_under(&data);
     let token = beacon(
         &a.beacon,
         &[
@@ -334,26 +383,6 @@ fn main() {
             d,
         ],
     );
-    let started = Instant::now();
-    let summary = beacon(
-        &a.beacon,
-        &[
-            "import",
-            "--data-dir",
-            d,
-            "--geoip-city",
-            &a.country_db,
-            hits.to_str().expect("path"),
-        ],
-    );
-    let import_s = started.elapsed().as_secs_f64();
-    assert!(
-        summary.ends_with(&format!("imported {}, rejected 0", a.events)),
-        "{summary}"
-    );
-    eprintln!("{summary} in {import_s:.1} s");
-    let disk = bytes_under(&data);
-
     // Restart: from spawning the server on the imported store until it answers
     // with every event.
     let port = free_port();
@@ -466,12 +495,13 @@ fn main() {
         }
     }
     let import_rate = n / import_s;
+    let runs = a.import_runs.max(1);
     match duck.as_ref() {
         Some(d) => {
             let load_s = d["load_ms"].as_f64().unwrap_or(0.0) / 1e3;
             let read_s = d["read_ms"].as_f64().unwrap_or(0.0) / 1e3;
             println!(
-                "| import (`beacon import`, realistic hits, enrichment on) vs load (CSV read {read_s:.1} s, then sessions) | {import_s:.1} s ({:.0}k/s) | {load_s:.1} s ({:.0}k/s) | {:.2} | |",
+                "| import (`beacon import`, realistic hits, enrichment on; median of {runs}, {import_min:.1}-{import_max:.1} s) vs load (CSV read {read_s:.1} s, then sessions) | {import_s:.1} s ({:.0}k/s) | {load_s:.1} s ({:.0}k/s) | {:.2} | |",
                 import_rate / 1e3,
                 n / load_s / 1e3,
                 import_s / load_s
@@ -486,12 +516,16 @@ fn main() {
         }
         None => {
             println!(
-                "| import (`beacon import`, realistic hits, enrichment on) | {import_s:.1} s ({:.0}k/s) | — | — | |",
+                "| import (`beacon import`, realistic hits, enrichment on; median of {runs}, {import_min:.1}-{import_max:.1} s) | {import_s:.1} s ({:.0}k/s) | — | — | |",
                 import_rate / 1e3
             );
             println!("| on disk | {:.1} B/event | — | — | |", disk as f64 / n);
         }
     }
+    println!(
+        "| import, the same events without agents and addresses (enrichment on; median of {runs}, {plain_min:.1}-{plain_max:.1} s) | {plain_s:.1} s ({:.0}k/s) | — | — | |",
+        n / plain_s / 1e3
+    );
     println!("| restart until queries answer | {restart_s:.1} s | — | — | |");
     let heap = health["event_heap_bytes"].as_f64().unwrap_or(0.0);
     println!(
