@@ -888,7 +888,6 @@ const VISITOR_COLUMN: usize = 3;
 
 /// A batch being written event by event: a writer per column, each keeping its
 /// buffers from one batch to the next.
-#[derive(Default)]
 pub(crate) struct BatchWriter {
     writers: Vec<W>,
     derived: Derived,
@@ -897,12 +896,21 @@ pub(crate) struct BatchWriter {
     max_ms: i64,
 }
 
+impl Default for BatchWriter {
+    fn default() -> Self {
+        BatchWriter {
+            writers: std::iter::repeat_with(W::default).take(COLUMNS).collect(),
+            derived: Derived::default(),
+            events: 0,
+            min_ms: 0,
+            max_ms: 0,
+        }
+    }
+}
+
 impl BatchWriter {
     /// Adds event `e` to the batch.
     pub(crate) fn put(&mut self, e: &Event) {
-        if self.writers.len() != COLUMNS {
-            self.writers.resize_with(COLUMNS, W::default);
-        }
         let mut w = self.writers.iter_mut();
         macro_rules! put {
             ($($($f:ident).+),*) => {
@@ -947,9 +955,6 @@ impl BatchWriter {
             raw.clear();
             raw.push(FORMAT);
             push_varint(raw, self.events as u128);
-            if self.writers.len() != COLUMNS {
-                self.writers.resize_with(COLUMNS, W::default);
-            }
             for w in &self.writers {
                 w.finish(raw);
             }

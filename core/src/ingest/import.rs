@@ -589,7 +589,9 @@ mod tests {
             .enricher(Told)
             .build()
             .expect("pipeline");
-        let ctx = ValidationContext::import(chrono::Utc::now());
+        // A fixed clock, after the hits' times.
+        let now = "2026-04-01T00:00:00Z".parse().expect("time");
+        let ctx = ValidationContext::import(now);
         let page = r#""site":"a.test","type":"pageview","url":"https://a.test/p""#;
         let lines: Vec<String> = [
             format!(r#"{{{page},"visitor_id":"v1","timestamp":"2026-03-01T10:00:00Z"}}"#),
