@@ -120,11 +120,15 @@ impl SiteSlot {
 
     /// Pushes a run into the data, counting what was stored and what was held.
     fn push_run(data: &mut SiteData, run: &[Event], report: &mut AppendReport) {
-        for e in run {
-            if data.push(e) {
-                report.stored += 1;
-            } else {
-                report.duplicates.push(e.id);
+        for group in run.chunks(WARM) {
+            let warmed = group.iter().fold(0, |acc, e| acc ^ data.table.warm(e));
+            std::hint::black_box(warmed);
+            for e in group {
+                if data.push(e) {
+                    report.stored += 1;
+                } else {
+                    report.duplicates.push(e.id);
+                }
             }
         }
     }
@@ -168,6 +172,9 @@ impl SiteSlot {
         }));
     }
 }
+
+/// Events whose first reads are made together before they are pushed.
+const WARM: usize = 16;
 
 impl MemoryStore {
     /// An empty store.

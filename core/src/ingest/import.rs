@@ -1,6 +1,7 @@
 //! Imports: lines of hits (NDJSON, or CSV with the `csv` feature) through the same
 //! preparation as live ingest, on every core, committed in the order of the input.
 
+use super::input::InputFile;
 use super::{import_preparer, EventId, IngestError, Pipeline, Preparer};
 use crate::error::{StoreError, ValidationError};
 use crate::event::Event;
@@ -191,20 +192,19 @@ impl Importer {
         path: impl AsRef<std::path::Path>,
     ) -> Result<ImportReport, ImportError> {
         let path = path.as_ref();
-        let file = std::fs::File::open(path).map_err(|source| ImportError::Open {
+        let input = InputFile::open(path).map_err(|source| ImportError::Open {
             path: path.to_owned(),
             source,
         })?;
         if self.input_bytes == 0 {
-            let len = file.metadata().map_or(0, |m| m.len());
+            let len = input.file().metadata().map_or(0, |m| m.len());
             // A session state sized by the caller stays as it is.
             match self.expected_visitors {
                 0 => self = self.input_bytes(len),
                 _ => self.input_bytes = len,
             }
         }
-        self.run(std::io::BufReader::with_capacity(1 << 20, file))
-            .await
+        self.run(input).await
     }
 
     /// Imports every line of `reader`; every event counted is committed before

@@ -7,6 +7,7 @@ mod commit;
 mod error;
 mod facts;
 mod import;
+mod input;
 #[cfg(feature = "tower")]
 mod layer;
 mod quota;

@@ -728,14 +728,11 @@ async fn run(cli: Cli) -> Result<(), Fail> {
             geoip_asn,
             file,
         } => {
-            let mut size = 0;
-            let reader: Box<dyn BufRead + Send> = if file == "-" {
-                Box::new(std::io::BufReader::new(std::io::stdin()))
-            } else {
-                let f = std::fs::File::open(&file).map_err(|e| usage(format!("{file}: {e}")))?;
-                size = f.metadata().map_or(0, |m| m.len());
-                Box::new(std::io::BufReader::with_capacity(1 << 20, f))
-            };
+            // The file is opened (and sized) by the importer; a missing one is a usage
+            // error before anything else is opened.
+            if file != "-" {
+                std::fs::File::open(&file).map_err(|e| usage(format!("{file}: {e}")))?;
+            }
             let enricher = Enricher::builder()
                 .geo(geo(geoip_city.as_deref(), geoip_asn.as_deref())?)
                 .build()?;
@@ -751,7 +748,6 @@ async fn run(cli: Cli) -> Result<(), Fail> {
                     Format::Ndjson => ImportFormat::Ndjson,
                     Format::Csv => ImportFormat::Csv,
                 })
-                .input_bytes(size)
                 .on_rejected(|r| eprintln!("{r}"));
             if let Some(s) = site {
                 importer = importer.site(s).create_site(true);
@@ -761,7 +757,15 @@ async fn run(cli: Cli) -> Result<(), Fail> {
                 importer = importer
                     .on_progress(|r| eprint!("\rimported {}, rejected {}", r.imported, r.rejected));
             }
-            let report = importer.run(reader).await.map_err(|e| match e {
+            let report = match file.as_str() {
+                "-" => {
+                    importer
+                        .run(std::io::BufReader::new(std::io::stdin()))
+                        .await
+                }
+                path => importer.run_file(path).await,
+            };
+            let report = report.map_err(|e| match e {
                 ImportError::Header(_) => usage(e.to_string()),
                 e => Fail(1, e.to_string()),
             })?;
