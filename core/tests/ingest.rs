@@ -178,7 +178,13 @@ async fn a_large_import_commits_each_line_once_and_tells_the_store_what_is_comin
         );
     }
     assert_eq!(stored(gated.inner.as_ref()).await, n as u64);
-    let again = pipeline.importer().run_file(&path).await.unwrap();
+    // Read again through the page cache: every line is there, whole, and held.
+    let again = pipeline
+        .importer()
+        .direct_reads(false)
+        .run_file(&path)
+        .await
+        .unwrap();
     assert_eq!((again.imported, again.rejected), (0, 0));
     std::fs::remove_file(&path).unwrap();
     pipeline.shutdown().await;

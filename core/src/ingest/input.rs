@@ -37,10 +37,10 @@ pub(crate) struct InputFile {
 }
 
 impl InputFile {
-    /// Opens `path` for direct reads, or for ordinary ones when direct reads are
-    /// refused.
-    pub(crate) fn open(path: &Path) -> std::io::Result<Self> {
-        let (file, direct) = match open_direct(path) {
+    /// Opens `path` for direct reads when `direct` and the system allows them, or
+    /// for ordinary ones.
+    pub(crate) fn open(path: &Path, direct: bool) -> std::io::Result<Self> {
+        let (file, direct) = match direct.then(|| open_direct(path)).flatten() {
             Some(file) => (file, true),
             None => (File::open(path)?, false),
         };
@@ -160,13 +160,13 @@ mod tests {
             let path = dir.join(format!("{size}.bin"));
             let bytes: Vec<u8> = (0..size).map(|i| (i * 7 + i / 251) as u8).collect();
             File::create(&path).unwrap().write_all(&bytes).unwrap();
-            let mut got = Vec::new();
-            InputFile::open(&path)
-                .unwrap()
-                .read_to_end(&mut got)
-                .unwrap();
-            assert_eq!(got.len(), bytes.len(), "size {size}");
-            assert!(got == bytes, "size {size}: bytes differ");
+            for direct in [true, false] {
+                let mut got = Vec::new();
+                let mut input = InputFile::open(&path, direct).unwrap();
+                input.read_to_end(&mut got).unwrap();
+                assert_eq!(got.len(), bytes.len(), "size {size}, direct {direct}");
+                assert!(got == bytes, "size {size}, direct {direct}: bytes differ");
+            }
         }
         std::fs::remove_dir_all(&dir).unwrap();
     }
@@ -180,7 +180,7 @@ mod tests {
         let path = dir.join("f.bin");
         let bytes: Vec<u8> = (0..2 * BLOCK + 5).map(|i| (i % 253) as u8).collect();
         std::fs::write(&path, &bytes).unwrap();
-        let mut input = InputFile::open(&path).unwrap();
+        let mut input = InputFile::open(&path, true).unwrap();
         let mut got = input.fill_buf().unwrap().to_vec();
         input.consume(got.len());
         input.fall_back().unwrap();
@@ -198,7 +198,7 @@ mod tests {
         let path = dir.join("lines.ndjson");
         let lines: Vec<String> = (0..600_000).map(|i| format!("{{\"n\":{i}}}")).collect();
         std::fs::write(&path, lines.join("\n")).unwrap();
-        let mut input = InputFile::open(&path).unwrap();
+        let mut input = InputFile::open(&path, true).unwrap();
         let mut got = Vec::new();
         let mut line = Vec::new();
         while input.read_until(b'\n', &mut line).unwrap() > 0 {
