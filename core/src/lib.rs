@@ -168,6 +168,8 @@ pub mod backend {
     };
     pub use crate::time::{day_start, local_date, Buckets};
     pub use crate::url::UrlParts;
+    /// The inline vector [`VisitorSessions::spans`] is (the `smallvec` crate's).
+    pub use smallvec::SmallVec;
 }
 
 pub use chrono_tz::Tz;
