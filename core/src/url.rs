@@ -98,21 +98,25 @@ fn path_byte(b: u8) -> bool {
 }
 
 /// The direct split of a plain `http(s)` URL, or `None` to leave it to the full parser.
+///
+/// One pass over each part's bytes (a hit's URL is read twice an event, by
+/// validation and by enrichment; searching it char by char for each separator was
+/// 1.7% of an import): the authority up to the first `/`, `?` or `#`, checked as
+/// it is split; the path checked up to the first `?` or `#`; the rest printable.
 fn plain(raw: &str) -> Option<UrlParts<'_>> {
-    // Printable ASCII only: the parser strips tabs and newlines, trims spaces and
-    // escapes everything else.
-    if !raw.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
-        return None;
-    }
     let (scheme, rest) = if let Some(r) = raw.strip_prefix("https://") {
         ("https", r)
     } else {
         ("http", raw.strip_prefix("http://")?)
     };
-    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, rest) = rest.split_at(end);
-    let (host, port) = match authority.split_once(':') {
-        Some((h, p)) => (h, Some(p)),
+    let bytes = rest.as_bytes();
+    let end = bytes
+        .iter()
+        .position(|&b| matches!(b, b'/' | b'?' | b'#'))
+        .unwrap_or(bytes.len());
+    let (authority, tail) = rest.split_at(end);
+    let (host, port) = match authority.bytes().position(|b| b == b':') {
+        Some(i) => (&authority[..i], Some(&authority[i + 1..])),
         None => (authority, None),
     };
     if let Some(p) = port {
@@ -125,35 +129,58 @@ fn plain(raw: &str) -> Option<UrlParts<'_>> {
     }
     // An ordinary host name: non-empty labels of letters, digits and hyphens, not
     // punycode, and whose last label does not start with a digit (`127.1`, `0x7f.1`
-    // would be read as IPv4 addresses).
-    let mut last = "";
-    for label in host.split('.') {
-        if label.is_empty()
-            || label.starts_with("xn--")
-            || !label
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        {
-            return None;
+    // would be read as IPv4 addresses). Its other bytes are printable ASCII then.
+    let h = host.as_bytes();
+    let (mut label, mut last, mut upper) = (0, 0, false);
+    for i in 0..=h.len() {
+        match h.get(i) {
+            None | Some(b'.') => {
+                let l = &h[label..i];
+                if l.is_empty() || l.starts_with(b"xn--") {
+                    return None;
+                }
+                last = label;
+                label = i + 1;
+            }
+            Some(&b) if b.is_ascii_alphanumeric() || b == b'-' => {
+                upper |= b.is_ascii_uppercase();
+            }
+            Some(_) => return None,
         }
-        last = label;
     }
-    if last.bytes().next().is_none_or(|b| b.is_ascii_digit()) {
+    if h[last].is_ascii_digit() {
         return None;
     }
-    let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+    let host = if upper {
         Cow::Owned(host.to_ascii_lowercase())
     } else {
         Cow::Borrowed(host)
     };
-    let rest = rest.split_once('#').map_or(rest, |(before, _)| before);
-    let (path, query) = match rest.split_once('?') {
-        Some((p, q)) => (p, Some(q)),
-        None => (rest, None),
-    };
-    if !path.bytes().all(path_byte) || path.contains("/.") {
+    // The path: bytes the parser leaves as they are, and no dot segment.
+    let t = tail.as_bytes();
+    let mut i = 0;
+    while let Some(&b) = t.get(i) {
+        if b == b'?' || b == b'#' {
+            break;
+        }
+        if !path_byte(b) || (b == b'.' && i > 0 && t[i - 1] == b'/') {
+            return None;
+        }
+        i += 1;
+    }
+    // The query and the fragment: printable ASCII (the parser strips tabs and
+    // newlines, trims spaces and escapes everything else).
+    if !t[i..].iter().all(|b| (0x21..=0x7e).contains(b)) {
         return None;
     }
+    let path = &tail[..i];
+    let query = match t.get(i) {
+        Some(b'?') => {
+            let q = &tail[i + 1..];
+            Some(q.find('#').map_or(q, |j| &q[..j]))
+        }
+        _ => None,
+    };
     Some(UrlParts {
         scheme: Cow::Borrowed(scheme),
         host: Some(host),
