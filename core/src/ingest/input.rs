@@ -7,11 +7,12 @@
 //! an import of realistic hits (on a virtual machine whose page cache is slow to
 //! touch); a direct read leaves the copy to the device. Where the file system
 //! refuses direct reads (tmpfs) or a read ends off a block boundary, the file is
-//! read as usual from that point on.
+//! read as usual from that point on, through a handle opened with the direct one
+//! (the same file, even if its path has been replaced since).
 
 use std::fs::File;
 use std::io::{BufRead, Read, Seek, SeekFrom};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// Bytes a direct read's buffer, length and offset are aligned to (every Linux
 /// block device's logical block size divides it).
@@ -24,8 +25,8 @@ const BLOCK: usize = 4 << 20;
 /// A file read in [`BLOCK`]s; a [`BufRead`] whose buffer is its block.
 pub(crate) struct InputFile {
     file: File,
-    path: PathBuf,
-    direct: bool,
+    /// While `file` reads directly: a handle for ordinary reads of the same file.
+    plain: Option<File>,
     /// [`BLOCK`] + [`ALIGN`] bytes; the block starts at `start`, aligned.
     buf: Vec<u8>,
     start: usize,
@@ -40,16 +41,16 @@ impl InputFile {
     /// Opens `path` for direct reads when `direct` and the system allows them, or
     /// for ordinary ones.
     pub(crate) fn open(path: &Path, direct: bool) -> std::io::Result<Self> {
-        let (file, direct) = match direct.then(|| open_direct(path)).flatten() {
-            Some(file) => (file, true),
-            None => (File::open(path)?, false),
+        let plain = File::open(path)?;
+        let (file, plain) = match direct.then(|| open_direct(path)).flatten() {
+            Some(file) => (file, Some(plain)),
+            None => (plain, None),
         };
         let buf = vec![0u8; BLOCK + ALIGN];
         let start = (ALIGN - buf.as_ptr() as usize % ALIGN) % ALIGN;
         Ok(Self {
             file,
-            path: path.to_owned(),
-            direct,
+            plain,
             buf,
             start,
             pos: 0,
@@ -63,12 +64,17 @@ impl InputFile {
         &self.file
     }
 
+    /// Whether reads go straight to the device.
+    fn direct(&self) -> bool {
+        self.plain.is_some()
+    }
+
     /// Goes on with ordinary reads from the current offset.
     fn fall_back(&mut self) -> std::io::Result<()> {
-        let mut file = File::open(&self.path)?;
-        file.seek(SeekFrom::Start(self.offset))?;
-        self.file = file;
-        self.direct = false;
+        if let Some(mut plain) = self.plain.take() {
+            plain.seek(SeekFrom::Start(self.offset))?;
+            self.file = plain;
+        }
         Ok(())
     }
 
@@ -81,13 +87,13 @@ impl InputFile {
                     self.offset += n as u64;
                     // A direct read must start on a block boundary: after a short one
                     // (the end of the file, or a file that grows) read as usual.
-                    if self.direct && n % ALIGN != 0 {
+                    if self.direct() && n % ALIGN != 0 {
                         self.fall_back()?;
                     }
                     return Ok(n);
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) if self.direct && e.kind() == std::io::ErrorKind::InvalidInput => {
+                Err(e) if self.direct() && e.kind() == std::io::ErrorKind::InvalidInput => {
                     self.fall_back()?;
                 }
                 Err(e) => return Err(e),
@@ -172,7 +178,7 @@ mod tests {
     }
 
     /// Falling back to ordinary reads in the middle of the file loses and repeats
-    /// nothing.
+    /// nothing, and goes on in the same file when its path now names another.
     #[test]
     fn falling_back_goes_on_where_the_reads_stopped() {
         let dir = std::env::temp_dir().join(format!("beacon-fall-{}", std::process::id()));
@@ -183,8 +189,11 @@ mod tests {
         let mut input = InputFile::open(&path, true).unwrap();
         let mut got = input.fill_buf().unwrap().to_vec();
         input.consume(got.len());
+        let other = dir.join("other.bin");
+        std::fs::write(&other, b"another file").unwrap();
+        std::fs::rename(&other, &path).unwrap();
         input.fall_back().unwrap();
-        assert!(!input.direct);
+        assert!(!input.direct());
         input.read_to_end(&mut got).unwrap();
         assert!(got == bytes, "bytes differ");
         std::fs::remove_dir_all(&dir).unwrap();
